@@ -1,0 +1,19 @@
+//! Compiles `proto/lamina/v1/lamina.proto` with the pure-Rust `protox` compiler (no system protoc needed)
+//! and generates the tonic client and server code, plus the encoded descriptor set used by gRPC reflection.
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/lamina/v1/lamina.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("lamina_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Domain types shared by the controller and the worker. They are valid by construction: build them
+//! through `validate` (or the `TryFrom` impls in `convert`), never from raw proto messages.
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+pub const DEFAULT_TIMEOUT_S: u32 = 3;
+pub const DEFAULT_EPHEMERAL_MB: u32 = 512;
+pub const LATEST: &str = "$LATEST";
+
+/// The runtimes Lamina ships bootstraps for, plus `provided` (an executable `bootstrap` in the code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Runtime {
+    #[serde(rename = "python3.11")]
+    Python311,
+    #[serde(rename = "nodejs20.x")]
+    Nodejs20,
+    #[serde(rename = "provided")]
+    Provided,
+}
+
+impl Runtime {
+    pub const ALL: [Runtime; 3] = [Runtime::Python311, Runtime::Nodejs20, Runtime::Provided];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python311 => "python3.11",
+            Runtime::Nodejs20 => "nodejs20.x",
+            Runtime::Provided => "provided",
+        }
+    }
+
+    /// `AWS_EXECUTION_ENV`, unset for `provided` as in Lambda.
+    pub fn execution_env(self) -> Option<&'static str> {
+        match self {
+            Runtime::Python311 => Some("AWS_Lambda_python3.11"),
+            Runtime::Nodejs20 => Some("AWS_Lambda_nodejs20.x"),
+            Runtime::Provided => None,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Runtime> {
+        match s {
+            "python3.11" => Some(Runtime::Python311),
+            "nodejs20.x" => Some(Runtime::Nodejs20),
+            "provided" | "provided.al2" | "provided.al2023" => Some(Runtime::Provided),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a user declares about a function (everything but its code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: String,
+    pub runtime: Runtime,
+    pub handler: String,
+    pub memory_mb: u32,
+    pub timeout_s: u32,
+    pub ephemeral_storage_mb: u32,
+    pub environment: BTreeMap<String, String>,
+    pub description: String,
+}
+
+/// A stored function: its spec, its code, and the revision that changes on every update.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionConfig {
+    pub spec: FunctionSpec,
+    /// sha256 of the code zip, lower-case hex.
+    pub code_sha256: String,
+    pub code_size: u64,
+    /// New on every code or configuration change: a sandbox only serves the revision it was made for.
+    pub revision_id: String,
+    pub version: String,
+    pub last_modified_ms: u64,
+}
+
+impl FunctionConfig {
+    pub fn arn(&self) -> String {
+        function_arn(&self.spec.name)
+    }
+}
+
+pub fn function_arn(name: &str) -> String {
+    format!("arn:aws:lambda:{}:{}:function:{}", REGION, ACCOUNT_ID, name)
+}
+
+/// The region and account Lamina reports in ARNs and `AWS_REGION`.
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT_ID: &str = "000000000000";

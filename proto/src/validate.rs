@@ -1,0 +1,243 @@
+//! Validation of user input. Every error names the field, the allowed range and what was given.
+use std::collections::BTreeMap;
+
+use crate::domain::{FunctionSpec, Runtime};
+
+pub const MIN_MEMORY_MB: u32 = 128;
+pub const MAX_MEMORY_MB: u32 = 10240;
+pub const MIN_TIMEOUT_S: u32 = 1;
+pub const MAX_TIMEOUT_S: u32 = 900;
+pub const MIN_EPHEMERAL_MB: u32 = 512;
+pub const MAX_EPHEMERAL_MB: u32 = 10240;
+pub const MAX_ENVIRONMENT_BYTES: usize = 4096;
+pub const MAX_NAME_LEN: usize = 64;
+/// Synchronous request and response payload limit.
+pub const MAX_SYNC_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Zipped code limit.
+pub const MAX_ZIP_BYTES: u64 = 50 * 1024 * 1024;
+/// Unzipped code limit.
+pub const MAX_UNZIPPED_BYTES: u64 = 250 * 1024 * 1024;
+
+/// Variables Lamina sets itself; a function may not override them.
+pub const RESERVED_ENV: &[&str] = &[
+    "_HANDLER",
+    "_X_AMZN_TRACE_ID",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME",
+    "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API",
+    "LAMBDA_TASK_ROOT",
+    "LAMBDA_RUNTIME_DIR",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn name(name: &str) -> Result<(), ValidationError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ValidationError::new(
+            "name",
+            format!("function name must be 1..{MAX_NAME_LEN} characters, got {}", name.len()),
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(ValidationError::new(
+            "name",
+            format!("function name may only contain letters, digits, '-' and '_', got {c:?} in {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn runtime(runtime: &str) -> Result<Runtime, ValidationError> {
+    Runtime::parse(runtime).ok_or_else(|| {
+        let all: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
+        ValidationError::new(
+            "runtime",
+            format!("runtime must be one of {}, got {runtime:?}", all.join(", ")),
+        )
+    })
+}
+
+pub fn handler(runtime: Runtime, handler: &str) -> Result<(), ValidationError> {
+    if handler.len() > 128 {
+        return Err(ValidationError::new(
+            "handler",
+            format!("handler must be at most 128 characters, got {}", handler.len()),
+        ));
+    }
+    if handler.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ValidationError::new(
+            "handler",
+            format!("handler must not contain whitespace, got {handler:?}"),
+        ));
+    }
+    if runtime == Runtime::Provided {
+        return Ok(());
+    }
+    match handler.rsplit_once('.') {
+        Some((file, func)) if !file.is_empty() && !func.is_empty() && !file.starts_with('/') => Ok(()),
+        _ => Err(ValidationError::new(
+            "handler",
+            format!("handler must look like file.function (e.g. app.handler), got {handler:?}"),
+        )),
+    }
+}
+
+pub fn memory(mb: u32) -> Result<(), ValidationError> {
+    if !(MIN_MEMORY_MB..=MAX_MEMORY_MB).contains(&mb) {
+        return Err(ValidationError::new(
+            "memory",
+            format!("memory must be {MIN_MEMORY_MB}..{MAX_MEMORY_MB} MB, got {mb}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn timeout(s: u32) -> Result<(), ValidationError> {
+    if !(MIN_TIMEOUT_S..=MAX_TIMEOUT_S).contains(&s) {
+        return Err(ValidationError::new(
+            "timeout",
+            format!("timeout must be {MIN_TIMEOUT_S}..{MAX_TIMEOUT_S} seconds, got {s}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn ephemeral_storage(mb: u32) -> Result<(), ValidationError> {
+    if !(MIN_EPHEMERAL_MB..=MAX_EPHEMERAL_MB).contains(&mb) {
+        return Err(ValidationError::new(
+            "ephemeral_storage",
+            format!("ephemeral storage must be {MIN_EPHEMERAL_MB}..{MAX_EPHEMERAL_MB} MB, got {mb}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn environment(env: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    let mut total = 0usize;
+    for (k, v) in env {
+        let valid_key = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_key {
+            return Err(ValidationError::new(
+                "environment",
+                format!("environment variable name must match [a-zA-Z][a-zA-Z0-9_]*, got {k:?}"),
+            ));
+        }
+        if RESERVED_ENV.contains(&k.as_str()) {
+            return Err(ValidationError::new(
+                "environment",
+                format!("environment variable {k} is reserved by the runtime and cannot be set"),
+            ));
+        }
+        if v.contains('\0') {
+            return Err(ValidationError::new(
+                "environment",
+                format!("environment variable {k} contains a NUL byte"),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ENVIRONMENT_BYTES {
+        return Err(ValidationError::new(
+            "environment",
+            format!("environment variables must total at most {MAX_ENVIRONMENT_BYTES} bytes, got {total}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn sync_payload(len: usize) -> Result<(), ValidationError> {
+    if len > MAX_SYNC_PAYLOAD_BYTES {
+        return Err(ValidationError::new(
+            "payload",
+            format!("payload must be at most {MAX_SYNC_PAYLOAD_BYTES} bytes, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks every field of a spec.
+pub fn spec(spec: &FunctionSpec) -> Result<(), ValidationError> {
+    name(&spec.name)?;
+    handler(spec.runtime, &spec.handler)?;
+    memory(spec.memory_mb)?;
+    timeout(spec.timeout_s)?;
+    ephemeral_storage(spec.ephemeral_storage_mb)?;
+    environment(&spec.environment)?;
+    if spec.description.len() > 256 {
+        return Err(ValidationError::new(
+            "description",
+            format!("description must be at most 256 characters, got {}", spec.description.len()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field_and_range() {
+        assert_eq!(memory(64).unwrap_err().to_string(), "memory must be 128..10240 MB, got 64");
+        assert_eq!(timeout(0).unwrap_err().field, "timeout");
+        assert!(timeout(901).is_err() && timeout(900).is_ok());
+        assert!(name("ok-name_1").is_ok());
+        assert!(name("bad/name").is_err());
+        assert!(name(&"a".repeat(65)).is_err());
+        assert!(runtime("python2.7").unwrap_err().to_string().contains("python3.11"));
+        assert!(handler(Runtime::Python311, "app").is_err());
+        assert!(handler(Runtime::Python311, "app.handler").is_ok());
+        assert!(handler(Runtime::Provided, "anything").is_ok());
+    }
+
+    #[test]
+    fn environment_limits() {
+        let mut env = BTreeMap::new();
+        env.insert("AWS_REGION".to_string(), "x".to_string());
+        assert!(environment(&env).unwrap_err().to_string().contains("reserved"));
+        env.clear();
+        env.insert("BIG".to_string(), "x".repeat(5000));
+        assert!(environment(&env).unwrap_err().to_string().contains("4096"));
+        env.clear();
+        env.insert("1BAD".to_string(), "x".to_string());
+        assert!(environment(&env).is_err());
+        env.clear();
+        env.insert("GOOD_1".to_string(), "a=b".to_string());
+        assert!(environment(&env).is_ok());
+    }
+
+    #[test]
+    fn payload_limit() {
+        assert!(sync_payload(MAX_SYNC_PAYLOAD_BYTES).is_ok());
+        assert!(sync_payload(MAX_SYNC_PAYLOAD_BYTES + 1).is_err());
+    }
+}
