@@ -1,1 +1,446 @@
-//! (being written)
+//! The sandbox side: runs as `lamina-worker __sandbox-init`, a fresh single-threaded process that the
+//! worker has already attached to the sandbox's cgroup. In order, no step skipped silently:
+//!
+//! 1. read the `InitConfig` from fd 3;
+//! 2. unshare mount, net, uts, ipc, pid and cgroup namespaces, then fork: the child is pid 1 of the
+//!    new pid namespace; the parent stays outside, waits for it and mirrors its exit status;
+//! 3. (child) hostname, loopback up, Runtime API socket bound at 127.0.0.1:9001 and handed to the
+//!    worker;
+//! 4. fresh root: tmpfs root, read-only `/usr` and the merged-usr links, `/var/task` and `/var/runtime`
+//!    read-only, `/tmp` tmpfs of the ephemeral size, fresh `/proc`, minimal `/dev` and `/etc`,
+//!    pivot_root, old root detached, root remounted read-only;
+//! 5. rlimits, every fd but 0-2 (and the close-on-exec fd 3) closed;
+//! 6. drop to the unprivileged host uid, create the user namespace and map that uid to
+//!    `SANDBOX_UID` inside, no_new_privs set and checked;
+//! 7. chdir /var/task, exec the runtime with the environment from the config only.
+//!
+//! Any failure is sent to the worker as `ERROR <message>` and the process exits 1.
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::signal::{kill, signal, SigHandler, Signal};
+use nix::sys::socket::{recv, send, sendmsg, ControlMessage, MsgFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, getpid, ForkResult, Gid, Uid};
+
+use super::protocol::{
+    InitConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER, RUNTIME_API_PORT, SANDBOX_UID,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{step}: {source}")]
+    Sys { step: String, source: nix::Error },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Protocol(String),
+}
+
+trait Step<T> {
+    fn step(self, step: impl FnOnce() -> String) -> Result<T, InitError>;
+}
+
+impl<T> Step<T> for nix::Result<T> {
+    fn step(self, step: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Sys {
+            step: step(),
+            source,
+        })
+    }
+}
+
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, step: impl FnOnce() -> String) -> Result<T, InitError> {
+        self.map_err(|source| InitError::Io {
+            step: step(),
+            source,
+        })
+    }
+}
+
+/// Entry point of `lamina-worker __sandbox-init`. Never returns.
+pub fn main() -> ! {
+    // SAFETY: the worker dup2'ed its end of the socketpair to fd 3 right before exec; nothing else in
+    // this fresh process owns fd 3.
+    let sock = unsafe { OwnedFd::from_raw_fd(INIT_SOCKET_FD) };
+    match run(sock) {
+        Ok(never) => match never {},
+        Err((sock, e)) => {
+            report(&sock, &e);
+            std::process::exit(1)
+        }
+    }
+}
+
+fn report(sock: &OwnedFd, e: &InitError) {
+    let mut msg = MSG_ERROR_PREFIX.to_vec();
+    msg.extend_from_slice(e.to_string().as_bytes());
+    // If the worker is gone there is nobody left to tell; the exit status still says it failed.
+    if send(sock.as_raw_fd(), &msg, MsgFlags::empty()).is_err() {
+        std::process::exit(1);
+    }
+}
+
+type Failed = (OwnedFd, InitError);
+
+fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
+    let cfg = match receive_config(&sock) {
+        Ok(cfg) => cfg,
+        Err(e) => return Err((sock, e)),
+    };
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    if let Err(e) = unshare(flags).step(|| "unshare namespaces".into()) {
+        return Err((sock, e));
+    }
+    // SAFETY: this process is single-threaded (it is a fresh exec of lamina-worker that started no
+    // threads), so the child may run any code after fork.
+    match unsafe { fork() } {
+        Err(e) => Err((sock, InitError::Sys { step: "fork pid 1".into(), source: e })),
+        Ok(ForkResult::Parent { child }) => {
+            drop(sock);
+            mirror_exit(child)
+        }
+        Ok(ForkResult::Child) => match setup_and_exec(&sock, &cfg) {
+            Ok(never) => match never {},
+            Err(e) => Err((sock, e)),
+        },
+    }
+}
+
+fn receive_config(sock: &OwnedFd) -> Result<InitConfig, InitError> {
+    let fd = sock.as_raw_fd();
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
+        .step(|| "set close-on-exec on the init socket".into())?;
+    let mut buf = vec![0u8; 1 << 20];
+    let n = recv(fd, &mut buf, MsgFlags::empty()).step(|| "receive init config".into())?;
+    if n == 0 {
+        return Err(InitError::Protocol(
+            "the worker closed the init socket before sending the config".into(),
+        ));
+    }
+    serde_json::from_slice(&buf[..n])
+        .map_err(|e| InitError::Protocol(format!("invalid init config: {e}")))
+}
+
+/// The process outside the pid namespace: waits for pid 1 and exits the way it did.
+fn mirror_exit(child: nix::unistd::Pid) -> ! {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                // Die of the same signal so the worker sees what killed the runtime. SIGKILL's
+                // disposition cannot (and need not) be reset.
+                // SAFETY: resetting a disposition to the default has no preconditions.
+                let default = sig == Signal::SIGKILL || unsafe { signal(sig, SigHandler::SigDfl) }.is_ok();
+                if default && kill(getpid(), sig).is_ok() {
+                    // The signal is delivered before kill returns to a process signalling itself;
+                    // this is only reached for signals whose default is to ignore.
+                }
+                std::process::exit(128 + sig as i32)
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => std::process::exit(1),
+        }
+    }
+}
+
+fn setup_and_exec(sock: &OwnedFd, cfg: &InitConfig) -> Result<Infallible, InitError> {
+    // If the process outside dies, pid 1 (and with it the whole namespace) dies too.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step(|| "set parent-death signal".into())?;
+    nix::unistd::sethostname(&cfg.hostname).step(|| "set hostname".into())?;
+    loopback_up()?;
+    hand_over_runtime_api_socket(sock)?;
+    build_root(cfg)?;
+    pivot_into(&cfg.root_dir)?;
+    limit_process()?;
+    become_unprivileged(cfg.host_uid)?;
+    nix::unistd::chdir("/var/task").step(|| "chdir /var/task".into())?;
+    exec(cfg)
+}
+
+fn loopback_up() -> Result<(), InitError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let s = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .step(|| "socket for loopback setup".into())?;
+    // SAFETY: ifreq is a plain C struct for which all-zero bytes are a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq that lives across the call.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    if rc < 0 {
+        return Err(InitError::Sys {
+            step: "bring loopback up".into(),
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+fn hand_over_runtime_api_socket(sock: &OwnedFd) -> Result<(), InitError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", RUNTIME_API_PORT))
+        .step(|| format!("bind the runtime api at 127.0.0.1:{RUNTIME_API_PORT}"))?;
+    let fds = [listener.as_raw_fd()];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(MSG_LISTENER)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .step(|| "send the runtime api socket to the worker".into())?;
+    Ok(())
+}
+
+fn mount_fs(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    mount(Some(source), target, Some(fstype), flags, data)
+        .step(|| format!("mount {fstype} on {}", target.display()))
+}
+
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), InitError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .step(|| format!("bind {} on {}", source.display(), target.display()))?;
+    remount_read_only(target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+}
+
+fn remount_read_only(target: &Path, extra: MsFlags) -> Result<(), InitError> {
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra,
+        None::<&str>,
+    )
+    .step(|| format!("remount {} read-only", target.display()))
+}
+
+fn mkdirs(root: &Path, dirs: &[&str]) -> Result<(), InitError> {
+    for d in dirs {
+        let p = root.join(d);
+        std::fs::create_dir_all(&p).step(|| format!("create {}", p.display()))?;
+    }
+    Ok(())
+}
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+const ETC_FILES: [(&str, &str); 5] = [
+    (
+        "passwd",
+        "root:x:0:0:root:/root:/sbin/nologin\nsbx_user1051:x:993:993::/tmp:/sbin/nologin\n",
+    ),
+    ("group", "root:x:0:\nsbx_user1051:x:993:\n"),
+    ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
+    ("resolv.conf", "# no name servers: this sandbox has loopback only\n"),
+    ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+];
+
+fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
+    let root = cfg.root_dir.as_path();
+    // Nothing we mount from here on propagates back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .step(|| "make / private".into())?;
+    mount_fs(
+        "tmpfs",
+        root,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("size=1m,nr_inodes=4096,mode=0755"),
+    )?;
+    mkdirs(
+        root,
+        &["usr", "var/task", "var/runtime", "opt", "tmp", "proc", "dev", "etc"],
+    )?;
+    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        if Path::new("/").join(link).exists() {
+            let p = root.join(link);
+            std::os::unix::fs::symlink(target, &p).step(|| format!("symlink {}", p.display()))?;
+        }
+    }
+    bind_read_only(Path::new("/usr"), &root.join("usr"))?;
+    bind_read_only(&cfg.code_dir, &root.join("var/task"))?;
+    bind_read_only(&cfg.runtime_dir, &root.join("var/runtime"))?;
+    if Path::new("/etc/ssl").is_dir() {
+        mkdirs(root, &["etc/ssl"])?;
+        bind_read_only(Path::new("/etc/ssl"), &root.join("etc/ssl"))?;
+    }
+    for (name, content) in ETC_FILES {
+        let p = root.join("etc").join(name);
+        std::fs::write(&p, content).step(|| format!("write {}", p.display()))?;
+    }
+    let hostname = root.join("etc/hostname");
+    std::fs::write(&hostname, format!("{}\n", cfg.hostname))
+        .step(|| format!("write {}", hostname.display()))?;
+
+    let tmp_opts = format!("size={}m,mode=1777", cfg.ephemeral_storage_mb);
+    mount_fs(
+        "tmpfs",
+        &root.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmp_opts),
+    )?;
+    mount_fs(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )?;
+    build_dev(&root.join("dev"))?;
+    Ok(())
+}
+
+fn build_dev(dev: &Path) -> Result<(), InitError> {
+    mount_fs(
+        "tmpfs",
+        dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,nr_inodes=64,mode=0755"),
+    )?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        std::fs::File::create(&target).step(|| format!("create {}", target.display()))?;
+        let source = PathBuf::from("/dev").join(name);
+        mount(
+            Some(&source),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .step(|| format!("bind {}", source.display()))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let p = dev.join(link);
+        std::os::unix::fs::symlink(target, &p).step(|| format!("symlink {}", p.display()))?;
+    }
+    remount_read_only(dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)
+}
+
+fn pivot_into(root: &Path) -> Result<(), InitError> {
+    nix::unistd::chdir(root).step(|| format!("chdir {}", root.display()))?;
+    // pivot_root(".", "."): the old root ends up stacked on the new one and is detached right away.
+    nix::unistd::pivot_root(".", ".").step(|| "pivot_root".into())?;
+    umount2(".", MntFlags::MNT_DETACH).step(|| "detach the old root".into())?;
+    nix::unistd::chdir("/").step(|| "chdir /".into())?;
+    remount_read_only(Path::new("/"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
+}
+
+fn limit_process() -> Result<(), InitError> {
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).step(|| "set RLIMIT_CORE".into())?;
+    setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024).step(|| "set RLIMIT_NOFILE".into())?;
+    // Close every inherited fd above the init socket (fd 3, close-on-exec).
+    // SAFETY: close_range only closes descriptors; none above fd 3 is used by this process any more.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            (INIT_SOCKET_FD + 1) as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(InitError::Sys {
+            step: "close inherited file descriptors".into(),
+            source: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Host root -> the unprivileged host uid, then a user namespace in which that uid is `SANDBOX_UID`.
+/// Mount, network and the other namespaces stay owned by the initial user namespace, so the function
+/// holds no capability over them.
+fn become_unprivileged(host_uid: u32) -> Result<(), InitError> {
+    let uid = Uid::from_raw(host_uid);
+    let gid = Gid::from_raw(host_uid);
+    nix::unistd::setgroups(&[]).step(|| "clear supplementary groups".into())?;
+    nix::unistd::setresgid(gid, gid, gid).step(|| format!("setresgid {host_uid}"))?;
+    nix::unistd::setresuid(uid, uid, uid).step(|| format!("setresuid {host_uid}"))?;
+    if Uid::effective().is_root() || nix::unistd::getuid().is_root() {
+        return Err(InitError::Protocol("still root after setresuid".into()));
+    }
+    // setresuid cleared "dumpable", which would make /proc/self/*_map owned by root.
+    nix::sys::prctl::set_dumpable(true).step(|| "set dumpable".into())?;
+    unshare(CloneFlags::CLONE_NEWUSER).step(|| "unshare user namespace".into())?;
+    write_proc("/proc/self/setgroups", "deny")?;
+    write_proc("/proc/self/uid_map", &format!("{SANDBOX_UID} {host_uid} 1"))?;
+    write_proc("/proc/self/gid_map", &format!("{SANDBOX_UID} {host_uid} 1"))?;
+    nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
+    if !nix::sys::prctl::get_no_new_privs().step(|| "read no_new_privs".into())? {
+        return Err(InitError::Protocol("no_new_privs is not set after setting it".into()));
+    }
+    Ok(())
+}
+
+fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
+    std::fs::write(path, value).step(|| format!("write {value:?} to {path}"))
+}
+
+fn exec(cfg: &InitConfig) -> Result<Infallible, InitError> {
+    let cstr = |s: &str, what: &str| {
+        CString::new(s).map_err(|_| InitError::Protocol(format!("{what} contains a NUL byte: {s:?}")))
+    };
+    let argv = cfg
+        .argv
+        .iter()
+        .map(|a| cstr(a, "argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(program) = argv.first().cloned() else {
+        return Err(InitError::Protocol("empty runtime command".into()));
+    };
+    let env = cfg
+        .env
+        .iter()
+        .map(|(k, v)| cstr(&format!("{k}={v}"), "environment variable"))
+        .collect::<Result<Vec<_>, _>>()?;
+    nix::unistd::execve(&program, &argv, &env)
+        .step(|| format!("exec {}", cfg.argv[0]))
+}

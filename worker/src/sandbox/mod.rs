@@ -1,5 +1,7 @@
 //! One sandbox = one cgroup + one init process tree in fresh namespaces. `spawn` is the worker side,
-//! `init` runs inside the fresh `lamina-worker __sandbox-init` process.
+//! `init` runs inside the fresh `lamina-worker __sandbox-init` process, `protocol` is what they say.
 pub mod init;
 pub mod protocol;
 pub mod spawn;
+
+pub use spawn::{cleanup_stale, ExitInfo, Sandbox, SandboxError, SandboxSpec};

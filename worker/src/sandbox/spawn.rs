@@ -1,1 +1,468 @@
-//! (being written)
+//! Worker side of a sandbox: creates its cgroup, spawns `lamina-worker __sandbox-init`, attaches it to
+//! the cgroup, sends the config, receives the Runtime API listener and learns whether exec succeeded.
+//! See `protocol.rs` for the conversation and `init.rs` for what happens inside.
+use std::io::IoSliceMut;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lamina_proto::domain::Runtime;
+use nix::sys::socket::{
+    recvmsg, send, setsockopt, socketpair, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::time::TimeVal;
+use tokio::sync::watch;
+
+use super::protocol::{InitConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER};
+use crate::cgroup::{self, Cgroup, CgroupError, Limits};
+
+/// How long the init process may take from spawn to exec.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to start one sandbox. The caller (manager) builds `argv` and `env`.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// e.g. `sb-<uuid>`; used in cgroup and directory names.
+    pub sandbox_id: String,
+    pub runtime: Runtime,
+    /// Host directory with the unzipped code, bound read-only at /var/task.
+    pub code_dir: PathBuf,
+    /// Host directory with Lamina's bootstraps, bound read-only at /var/runtime.
+    pub runtime_dir: PathBuf,
+    /// Per-sandbox scratch directory owned by the worker (created by start, removed by destroy).
+    pub work_dir: PathBuf,
+    /// Relative cgroup path of the parent, e.g. `lamina/<worker-id>`.
+    pub cgroup_parent: String,
+    pub memory_mb: u32,
+    /// Size of the /tmp tmpfs.
+    pub ephemeral_storage_mb: u32,
+    /// Program and arguments of the runtime process, as seen inside the sandbox.
+    pub argv: Vec<String>,
+    /// Complete environment of the runtime process (nothing else is inherited).
+    pub env: Vec<(String, String)>,
+    /// Unprivileged host uid (and gid) the function runs as.
+    pub host_uid: u32,
+    /// Maximum number of processes and threads in the sandbox.
+    pub pids_max: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("sandbox {id}: {source}")]
+    Cgroup { id: String, source: CgroupError },
+    #[error("sandbox {id}: {what}: {source}")]
+    Io {
+        id: String,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("sandbox {id} failed to start: {message}")]
+    Start { id: String, message: String },
+}
+
+/// How the sandbox's runtime process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl std::fmt::Display for ExitInfo {
+    /// Lambda's wording: `exit status 1` or `signal: killed`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => {
+                let name = match nix::sys::signal::Signal::try_from(sig) {
+                    Ok(nix::sys::signal::Signal::SIGKILL) => "killed".to_string(),
+                    Ok(s) => s.as_str().trim_start_matches("SIG").to_ascii_lowercase(),
+                    Err(_) => sig.to_string(),
+                };
+                write!(f, "signal: {name}")
+            }
+            (Some(code), None) => write!(f, "exit status {code}"),
+            (None, None) => write!(f, "exit status unknown"),
+        }
+    }
+}
+
+pub struct Sandbox {
+    id: String,
+    cgroup: Arc<dyn Cgroup>,
+    work_dir: PathBuf,
+    listener: Option<TcpListener>,
+    output: Option<OwnedFd>,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    destroyed: bool,
+}
+
+impl Sandbox {
+    /// Creates the cgroup, spawns the init process, waits until the runtime has been exec'd inside.
+    pub async fn start(spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let id = spec.sandbox_id.clone();
+        let exe = std::env::current_exe().map_err(|source| SandboxError::Io {
+            id: id.clone(),
+            what: "find the lamina-worker executable".into(),
+            source,
+        })?;
+        let limits = Limits::for_function(spec.memory_mb, spec.pids_max);
+        let relative = format!("{}/{}", spec.cgroup_parent, spec.sandbox_id);
+        let cg_id = id.clone();
+        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || {
+            cgroup::create(&relative, &limits).map(Arc::from)
+        })
+        .await
+        .expect("cgroup creation task panicked")
+        .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
+
+        match start_in(&spec, &exe, cgroup.clone()).await {
+            Ok(sb) => Ok(sb),
+            Err(e) => {
+                let work_dir = spec.work_dir.clone();
+                tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
+                    .await
+                    .ok();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The Runtime API socket, bound at 127.0.0.1:9001 inside the sandbox's network namespace,
+    /// listening and non-blocking. Some once.
+    pub fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
+    }
+
+    /// Read end of the pipe that is the runtime's stdout and stderr. Some once; needs a tokio runtime.
+    pub fn take_output(&mut self) -> Option<tokio::net::unix::pipe::Receiver> {
+        let fd = self.output.take()?;
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).ok()
+    }
+
+    /// Resolves when the sandbox's runtime process has exited. Cancel-safe.
+    pub async fn wait_exit(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        loop {
+            if let Some(info) = *rx.borrow_and_update() {
+                return info;
+            }
+            if rx.changed().await.is_err() {
+                return ExitInfo {
+                    code: None,
+                    signal: None,
+                };
+            }
+        }
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    pub fn freeze(&self) -> Result<(), SandboxError> {
+        self.cgroup.freeze().map_err(|source| self.cg_err(source))
+    }
+
+    pub fn thaw(&self) -> Result<(), SandboxError> {
+        self.cgroup.thaw().map_err(|source| self.cg_err(source))
+    }
+
+    /// True when the kernel OOM-killed a process of this sandbox.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.oom_kills() > 0
+    }
+
+    /// Peak memory use of the sandbox's cgroup in bytes (0 if unknown).
+    pub fn memory_peak_bytes(&self) -> u64 {
+        self.cgroup.memory_peak_bytes()
+    }
+
+    /// SIGKILLs every process of the sandbox now, without waiting.
+    pub fn kill(&self) {
+        cgroup::kill_pids(&self.cgroup.pids());
+        // A frozen task only dies once it runs again.
+        if let Err(e) = self.cgroup.thaw() {
+            tracing::warn!(sandbox = %self.id, error = %e, "thaw after kill failed");
+        }
+    }
+
+    /// Kills everything, waits for it, removes the cgroup and the work directory.
+    pub async fn destroy(mut self) {
+        self.destroyed = true;
+        let cgroup = self.cgroup.clone();
+        let work_dir = self.work_dir.clone();
+        let kill = tokio::task::spawn_blocking(move || cgroup.kill_all());
+        if let Ok(Err(e)) = kill.await {
+            tracing::warn!(sandbox = %self.id, error = %e, "killing the sandbox failed");
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.wait_exit())
+            .await
+            .is_err()
+        {
+            tracing::warn!(sandbox = %self.id, "init process did not exit within 5 s of SIGKILL");
+        }
+        let cgroup = self.cgroup.clone();
+        tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
+            .await
+            .ok();
+    }
+
+    fn cg_err(&self, source: CgroupError) -> SandboxError {
+        SandboxError::Cgroup {
+            id: self.id.clone(),
+            source,
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    /// A sandbox dropped without `destroy` is still torn down, on a plain thread.
+    fn drop(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        let cgroup = self.cgroup.clone();
+        let work_dir = self.work_dir.clone();
+        std::thread::spawn(move || remove_everything(&*cgroup, &work_dir));
+    }
+}
+
+fn remove_everything(cgroup: &dyn Cgroup, work_dir: &std::path::Path) {
+    if let Err(e) = cgroup.kill_all() {
+        tracing::warn!(cgroup = cgroup.relative_path(), error = %e, "kill failed");
+    }
+    if let Err(e) = cgroup.remove() {
+        tracing::warn!(cgroup = cgroup.relative_path(), error = %e, "remove failed");
+    }
+    if let Err(e) = std::fs::remove_dir_all(work_dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %work_dir.display(), error = %e, "remove work dir failed");
+        }
+    }
+}
+
+async fn start_in(
+    spec: &SandboxSpec,
+    exe: &std::path::Path,
+    cgroup: Arc<dyn Cgroup>,
+) -> Result<Sandbox, SandboxError> {
+    let id = spec.sandbox_id.clone();
+    let io_err = |what: &str| {
+        let id = id.clone();
+        let what = what.to_string();
+        move |source: std::io::Error| SandboxError::Io { id, what, source }
+    };
+    let root_dir = spec.work_dir.join("root");
+    std::fs::create_dir_all(&root_dir).map_err(io_err(&format!("create {}", root_dir.display())))?;
+
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| io_err("socketpair")(e.into()))?;
+    let (out_read, out_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
+
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("__sandbox-init")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(out_write.try_clone().map_err(io_err("dup output pipe"))?)
+        .stderr(out_write)
+        .kill_on_drop(false);
+    let their_fd: RawFd = theirs.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which are
+    // async-signal-safe; it touches no memory shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if their_fd == INIT_SOCKET_FD {
+                // dup2 onto itself would keep close-on-exec: clear the flag instead.
+                if libc::fcntl(their_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(their_fd, INIT_SOCKET_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io_err("spawn the sandbox init process"))?;
+    drop(cmd); // closes our copies of the pipe's write end
+    drop(theirs);
+    let pid = child.id().expect("a just-spawned child has a pid") as i32;
+
+    let (exit_tx, exit_rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let info = match child.wait().await {
+            Ok(status) => ExitInfo {
+                code: status.code(),
+                signal: status.signal(),
+            },
+            Err(_) => ExitInfo {
+                code: None,
+                signal: None,
+            },
+        };
+        // Nobody listening any more means the sandbox was already dropped.
+        exit_tx.send_replace(Some(info));
+    });
+
+    // The init process waits for its config before doing anything: attach it to the cgroup first.
+    let cg = cgroup.clone();
+    let attach = tokio::task::spawn_blocking(move || cg.add_process(pid))
+        .await
+        .expect("cgroup attach task panicked");
+    if let Err(source) = attach {
+        return Err(SandboxError::Cgroup { id, source });
+    }
+
+    let cfg = InitConfig {
+        sandbox_id: spec.sandbox_id.clone(),
+        hostname: hostname_for(&spec.sandbox_id),
+        root_dir,
+        code_dir: spec.code_dir.clone(),
+        runtime_dir: spec.runtime_dir.clone(),
+        ephemeral_storage_mb: spec.ephemeral_storage_mb,
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        host_uid: spec.host_uid,
+    };
+    let hs_id = id.clone();
+    let listener = tokio::task::spawn_blocking(move || handshake(&hs_id, ours, &cfg))
+        .await
+        .expect("sandbox handshake task panicked")?;
+    Ok(Sandbox {
+        id,
+        cgroup,
+        work_dir: spec.work_dir.clone(),
+        listener: Some(listener),
+        output: Some(out_read),
+        exit: exit_rx,
+        destroyed: false,
+    })
+}
+
+/// `lamina-` plus the start of the sandbox id: never the host's name.
+fn hostname_for(sandbox_id: &str) -> String {
+    let short: String = sandbox_id
+        .trim_start_matches("sb-")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    format!("lamina-{short}")
+}
+
+/// Sends the config, receives the listener, then waits for EOF (exec done) or an error message.
+fn handshake(id: &str, sock: OwnedFd, cfg: &InitConfig) -> Result<TcpListener, SandboxError> {
+    let fail = |message: String| SandboxError::Start {
+        id: id.to_string(),
+        message,
+    };
+    let fd = sock.as_raw_fd();
+    setsockopt(
+        &sock,
+        sockopt::ReceiveTimeout,
+        &TimeVal::new(START_TIMEOUT.as_secs() as i64, 0),
+    )
+    .map_err(|e| fail(format!("set receive timeout: {e}")))?;
+    let config = serde_json::to_vec(cfg).map_err(|e| fail(format!("encode config: {e}")))?;
+    send(fd, &config, MsgFlags::empty()).map_err(|e| fail(format!("send config: {e}")))?;
+
+    let mut listener = None;
+    loop {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => msg,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(fail(format!(
+                    "init did not finish within {} s",
+                    START_TIMEOUT.as_secs()
+                )))
+            }
+            Err(e) => return Err(fail(format!("receive from init: {e}"))),
+        };
+        let mut received_fd = None;
+        for c in msg.cmsgs().map_err(|e| fail(format!("read control message: {e}")))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for f in fds {
+                    // SAFETY: SCM_RIGHTS just installed this fd in our table; we are its only owner.
+                    let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                    received_fd.get_or_insert(owned);
+                }
+            }
+        }
+        let n = msg.bytes;
+        let data = &buf[..n];
+        if n == 0 {
+            // EOF: the init socket was closed by a successful exec.
+            return listener.ok_or_else(|| fail("init exited without a runtime api socket".into()));
+        }
+        if data == MSG_LISTENER {
+            let Some(owned) = received_fd else {
+                return Err(fail("runtime api message without a socket".into()));
+            };
+            let l = TcpListener::from(owned);
+            l.set_nonblocking(true)
+                .map_err(|e| fail(format!("runtime api socket: {e}")))?;
+            listener = Some(l);
+        } else if let Some(err) = data.strip_prefix(MSG_ERROR_PREFIX) {
+            return Err(fail(String::from_utf8_lossy(err).into_owned()));
+        } else {
+            return Err(fail(format!(
+                "unexpected message from init: {:?}",
+                String::from_utf8_lossy(data)
+            )));
+        }
+    }
+}
+
+/// Kills and removes what a previous worker run left below `cgroup_parent`.
+pub fn cleanup_stale(cgroup_parent: &str) {
+    match cgroup::cleanup_stale(cgroup_parent) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, parent = cgroup_parent, "removed stale sandbox cgroups"),
+        Err(e) => tracing::warn!(parent = cgroup_parent, error = %e, "stale cgroup cleanup failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_info_uses_lambda_wording() {
+        let e = ExitInfo {
+            code: Some(1),
+            signal: None,
+        };
+        assert_eq!(e.to_string(), "exit status 1");
+        let e = ExitInfo {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(e.to_string(), "signal: killed");
+        let e = ExitInfo {
+            code: None,
+            signal: Some(11),
+        };
+        assert_eq!(e.to_string(), "signal: segv");
+    }
+
+    #[test]
+    fn hostname_is_not_the_hosts() {
+        assert_eq!(hostname_for("sb-0123456789abcdef"), "lamina-0123456789ab");
+    }
+}
