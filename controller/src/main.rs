@@ -1,1 +1,108 @@
-fn main() {}
+//! `lamina-controller`: serves Lamina's control plane over gRPC.
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lamina_controller::{Controller, ControllerConfig, DEFAULT_LISTEN};
+use tokio_util::sync::CancellationToken;
+
+/// How long a stop waits for requests in flight before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lamina-controller",
+    version,
+    about = "Lamina's control plane (gRPC)"
+)]
+struct Args {
+    /// HOST:PORT to serve on (port 0 = any free port).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Directory of the RocksDB store (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// A worker without a heartbeat for this long gets no new work.
+    #[arg(long, default_value_t = 5000)]
+    worker_timeout_ms: u64,
+    /// Heartbeat interval told to workers.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_interval_ms: u64,
+    /// Log events kept per function.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    log_retention: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.heartbeat_interval_ms > 0 && args.heartbeat_interval_ms < args.worker_timeout_ms,
+        "--heartbeat-interval-ms must be above 0 and below --worker-timeout-ms ({}), got {}",
+        args.worker_timeout_ms,
+        args.heartbeat_interval_ms
+    );
+    let config = ControllerConfig {
+        data_dir: args.data_dir,
+        worker_timeout: Duration::from_millis(args.worker_timeout_ms),
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
+        log_retention: args.log_retention,
+    };
+    let controller = Controller::open(config.clone())?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is the port free? (--listen HOST:PORT)",
+                args.listen
+            )
+        })?;
+    let addr = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the bound address of {}", args.listen))?;
+
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(controller.serve(listener, shutdown.clone()));
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "lamina-controller listening on {addr}").context("cannot write to stdout")?;
+        out.flush().context("cannot flush stdout")?;
+    }
+
+    let mut server = server;
+    tokio::select! {
+        result = &mut server => return result.context("server task failed")?.map_err(Into::into),
+        signal = stop_signal() => {
+            let name = signal?;
+            tracing::info!(signal = name, "stopping: answering requests in flight");
+        }
+    }
+    shutdown.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+        Ok(result) => result.context("server task failed")??,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still in flight after the grace period: exiting")
+        }
+    }
+    Ok(())
+}
+
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

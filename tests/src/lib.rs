@@ -1,1 +1,335 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: a real cluster (controller + workers as child processes, real
+//! sandboxes, real RocksDB) in a temporary directory, and small builders for functions.
+//!
+//! The binaries come from the same target directory as the test executable; the test script builds
+//! them first (`cargo build --workspace --bins`).
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+pub use lamina_client::{v1, Client};
+
+/// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // Tests live in target/<profile>/deps, binaries (the benchmark) in target/<profile>.
+    let mut profile_dir = exe.parent().expect("executable has a directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("deps has a parent");
+    }
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (deploy/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Panics unless we are root: sandboxes need it, and a sandbox test must never skip silently.
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "end-to-end tests create real sandboxes and must run as root"
+    );
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique short name for this test process (worker ids, function names).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub address: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd`, waits for a stdout line starting with `ready_prefix` and returns the last word
+    /// of that line (the address). Stderr goes to `log`.
+    fn spawn(name: &str, mut cmd: Command, ready_prefix: &str, log: PathBuf) -> Result<Proc> {
+        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+        let mut child = cmd.spawn().with_context(|| format!("spawn {name}"))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let prefix = ready_prefix.to_string();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if line.starts_with(&prefix) {
+                    let _ = tx.send(line);
+                    break;
+                }
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("{name} did not become ready within 60 s; its log:\n{log_text}");
+            }
+        };
+        let address = line
+            .split_whitespace()
+            .last()
+            .ok_or_else(|| anyhow!("no address in {line:?}"))?
+            .to_string();
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            address,
+            log,
+        })
+    }
+
+    /// Sends SIGTERM and waits up to 15 s, then SIGKILL.
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) on a pid we spawned and have not reaped yet; failure only means it is gone.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..150 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, no grace.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A controller and N workers on loopback, in a temporary directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub controller: Proc,
+    pub workers: Vec<Proc>,
+    pub worker_ids: Vec<String>,
+    pub endpoint: String,
+}
+
+impl Cluster {
+    pub fn start(workers: usize) -> Result<Cluster> {
+        Self::start_with(workers, &[])
+    }
+
+    /// `worker_args` are added to every worker's command line.
+    pub fn start_with(workers: usize, worker_args: &[&str]) -> Result<Cluster> {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let mut cmd = Command::new(bin("lamina-controller"));
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("controller"))
+            .args(["--worker-timeout-ms", "3000", "--heartbeat-interval-ms", "500"]);
+        let controller = Proc::spawn(
+            "controller",
+            cmd,
+            "lamina-controller listening on",
+            dir.path().join("controller.log"),
+        )?;
+        let endpoint = format!("http://{}", controller.address);
+        let mut cluster = Cluster {
+            dir,
+            controller,
+            workers: Vec::new(),
+            worker_ids: Vec::new(),
+            endpoint,
+        };
+        for _ in 0..workers {
+            cluster.add_worker(worker_args)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn add_worker(&mut self, extra: &[&str]) -> Result<()> {
+        let id = unique("w");
+        let mut cmd = Command::new(bin("lamina-worker"));
+        cmd.args(["--controller", &self.endpoint, "--listen", "127.0.0.1:0"])
+            .arg("--state-dir")
+            .arg(self.dir.path().join(&id))
+            .args(["--worker-id", &id])
+            .args(extra);
+        let log = self.dir.path().join(format!("{id}.log"));
+        let p = Proc::spawn(&id, cmd, "lamina-worker ", log)?;
+        self.workers.push(p);
+        self.worker_ids.push(id);
+        Ok(())
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.endpoint).await?)
+    }
+
+    /// Every process's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = format!("--- controller log\n{}", self.controller.log_text());
+        for w in &self.workers {
+            s.push_str(&format!("--- {} log\n{}", w.name, w.log_text()));
+        }
+        s
+    }
+}
+
+/// A zip made of `(path, content, mode)` entries.
+pub fn zip_of(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zw = zip::ZipWriter::new(&mut buf);
+        for (name, content, mode) in files {
+            let opts = zip::write::SimpleFileOptions::default().unix_permissions(*mode);
+            zw.start_file(*name, opts).expect("zip entry");
+            zw.write_all(content.as_bytes()).expect("zip write");
+        }
+        zw.finish().expect("zip finish");
+    }
+    buf.into_inner()
+}
+
+/// A function spec with the given runtime and handler, 1024 MB (so CPU is not the bottleneck of a
+/// test) and a 10 s timeout unless changed.
+pub fn spec(name: &str, runtime: &str, handler: &str) -> v1::FunctionSpec {
+    v1::FunctionSpec {
+        name: name.to_string(),
+        runtime: runtime.to_string(),
+        handler: handler.to_string(),
+        memory_size_mb: 1024,
+        timeout_seconds: 10,
+        ephemeral_storage_mb: 0,
+        environment: Default::default(),
+        description: String::new(),
+    }
+}
+
+pub fn with_env(mut s: v1::FunctionSpec, env: &[(&str, &str)]) -> v1::FunctionSpec {
+    let map: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    s.environment = map.into_iter().collect();
+    s
+}
+
+/// Creates a Python function from one file `app.py` with handler `app.handler`.
+pub async fn create_python(client: &Client, name: &str, source: &str) -> Result<v1::FunctionConfiguration> {
+    let zip = zip_of(&[("app.py", source, 0o644)]);
+    Ok(client
+        .create_function(spec(name, "python3.11", "app.handler"), zip)
+        .await?)
+}
+
+/// Invokes synchronously with a JSON payload.
+pub async fn invoke(client: &Client, name: &str, payload: &str) -> Result<v1::InvokeResponse> {
+    Ok(client
+        .invoke(v1::InvokeRequest {
+            function_name: name.to_string(),
+            payload: payload.as_bytes().to_vec(),
+            log_type: v1::LogType::Tail as i32,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The response payload parsed as JSON.
+pub fn json(resp: &v1::InvokeResponse) -> serde_json::Value {
+    serde_json::from_slice(&resp.payload).unwrap_or_else(|e| {
+        panic!(
+            "payload is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&resp.payload)
+        )
+    })
+}
+
+/// Runs an async test body on a fresh runtime.
+pub fn run<F: std::future::Future<Output = Result<()>>>(f: F) {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    rt.block_on(f).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// The directory of a host path's cgroup v1 memory controller, if this machine has one.
+pub fn memory_cgroup_root() -> Option<&'static Path> {
+    let p = Path::new("/sys/fs/cgroup/memory");
+    p.exists().then_some(p)
+}
+
+/// Kills what a SIGKILLed worker left running (its sandboxes' processes) and removes their cgroups,
+/// as a restarted worker would.
+pub fn reap_worker_sandboxes(worker_id: &str) {
+    let roots: Vec<PathBuf> = ["freezer", "memory", "cpu", "pids", ""]
+        .iter()
+        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("lamina").join(worker_id))
+        .filter(|p| p.is_dir())
+        .collect();
+    for _ in 0..50 {
+        let mut alive = false;
+        for root in &roots {
+            for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                let procs = std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    alive = true;
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+        // Frozen tasks die only once thawed.
+        for entry in roots.iter().flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten()) {
+            let _ = std::fs::write(entry.path().join("freezer.state"), "THAWED");
+            let _ = std::fs::write(entry.path().join("cgroup.freeze"), "0");
+        }
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for root in &roots {
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+        let _ = std::fs::remove_dir(root);
+    }
+}

@@ -1,1 +1,159 @@
-//! (being written)
+//! Lamina's own runtime bootstraps for the built-in runtimes, embedded in the binary.
+//!
+//! `bootstrap.py` (python3.11) and `bootstrap.js` (nodejs20.x) are stdlib-only Runtime API clients
+//! that implement Lambda's handler conventions. The worker writes them once at start-up (`install`)
+//! into a directory that each sandbox mounts read-only at `/var/runtime`. `provided` functions bring
+//! their own `/var/task/bootstrap`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use lamina_proto::domain::Runtime;
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests_node;
+#[cfg(test)]
+mod tests_python;
+
+/// The Python 3.11 bootstrap (`/var/runtime/bootstrap.py`).
+pub const BOOTSTRAP_PY: &str = include_str!("bootstrap.py");
+/// The Node.js 20 bootstrap (`/var/runtime/bootstrap.js`).
+pub const BOOTSTRAP_JS: &str = include_str!("bootstrap.js");
+
+/// Where the bootstraps are mounted inside a sandbox (`LAMBDA_RUNTIME_DIR`).
+pub const RUNTIME_DIR: &str = "/var/runtime";
+
+/// Writes Lamina's bootstraps (bootstrap.py, bootstrap.js) into `dir` (created, mode 0755; files 0644).
+/// Files are replaced atomically (written aside, then renamed), so a running sandbox never sees a
+/// half-written bootstrap. Errors name the path.
+pub fn install(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir).map_err(|e| with_path(e, "create", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(|e| with_path(e, "set mode 0755 on", dir))?;
+    for (name, text) in [
+        ("bootstrap.py", BOOTSTRAP_PY),
+        ("bootstrap.js", BOOTSTRAP_JS),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        fs::write(&tmp, text).map_err(|e| with_path(e, "write", &tmp))?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+            .map_err(|e| with_path(e, "set mode 0644 on", &tmp))?;
+        fs::rename(&tmp, &path).map_err(|e| with_path(e, "rename into place", &path))?;
+    }
+    Ok(())
+}
+
+fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "cannot {what} runtime bootstrap path {}: {e}",
+            path.display()
+        ),
+    )
+}
+
+/// The runtime process command inside the sandbox: python3.11 -> `["/usr/bin/python3.11",
+/// "/var/runtime/bootstrap.py"]`, nodejs20.x -> `["/usr/bin/node", "/var/runtime/bootstrap.js"]`,
+/// provided -> `["/var/task/bootstrap"]`.
+pub fn command(runtime: Runtime) -> Vec<String> {
+    let argv: &[&str] = match runtime {
+        Runtime::Python311 => &["/usr/bin/python3.11", "/var/runtime/bootstrap.py"],
+        Runtime::Nodejs20 => &["/usr/bin/node", "/var/runtime/bootstrap.js"],
+        Runtime::Provided => &["/var/task/bootstrap"],
+    };
+    argv.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Runtime-specific environment (as in Lambda: layer paths under `/opt`), added by the manager to the
+/// Lambda variables.
+pub fn runtime_env(runtime: Runtime) -> Vec<(String, String)> {
+    let vars: &[(&str, &str)] = match runtime {
+        Runtime::Python311 => &[
+            (
+                "PYTHONPATH",
+                "/opt/python/lib/python3.11/site-packages:/opt/python",
+            ),
+            // /var/task is read-only: do not try to write __pycache__ there on every cold start.
+            ("PYTHONDONTWRITEBYTECODE", "1"),
+        ],
+        Runtime::Nodejs20 => &[(
+            "NODE_PATH",
+            "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task",
+        )],
+        Runtime::Provided => &[],
+    };
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn install_writes_both_bootstraps_with_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("runtime");
+        install(&dir).unwrap();
+        // Idempotent: a second install replaces the files.
+        install(&dir).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o755);
+        assert_eq!(
+            fs::read_to_string(dir.join("bootstrap.py")).unwrap(),
+            BOOTSTRAP_PY
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("bootstrap.js")).unwrap(),
+            BOOTSTRAP_JS
+        );
+        assert_eq!(mode(&dir.join("bootstrap.py")), 0o644);
+        assert_eq!(mode(&dir.join("bootstrap.js")), 0o644);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+    }
+
+    #[test]
+    fn install_error_names_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let err = install(&file.join("sub")).unwrap_err();
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn commands_and_env_per_runtime() {
+        assert_eq!(
+            command(Runtime::Python311),
+            ["/usr/bin/python3.11", "/var/runtime/bootstrap.py"]
+        );
+        assert_eq!(
+            command(Runtime::Nodejs20),
+            ["/usr/bin/node", "/var/runtime/bootstrap.js"]
+        );
+        assert_eq!(command(Runtime::Provided), ["/var/task/bootstrap"]);
+        let py = runtime_env(Runtime::Python311);
+        assert!(py
+            .iter()
+            .any(|(k, v)| k == "PYTHONPATH" && v.contains("/opt/python")));
+        let node = runtime_env(Runtime::Nodejs20);
+        assert!(node
+            .iter()
+            .any(|(k, v)| k == "NODE_PATH" && v.ends_with("/var/runtime:/var/task")));
+        assert!(runtime_env(Runtime::Provided).is_empty());
+    }
+}

@@ -1,0 +1,380 @@
+//! The `Functions` service: what users call.
+use std::sync::Arc;
+
+use lamina_proto::domain::{FunctionConfig, FunctionSpec, LATEST};
+use lamina_proto::v1::{self, create_function_request, update_function_code_request};
+use lamina_proto::validate;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{now_ms, ApiError, Shared};
+use crate::code::{CheckedCode, CodeBuffer};
+use crate::store::StoreError;
+
+const LIST_DEFAULT: usize = 50;
+const LIST_MAX: usize = 1000;
+const LOGS_DEFAULT: usize = 1000;
+const LOGS_MAX: usize = 10_000;
+/// Read-modify-write attempts of an update racing other updates of the same function.
+const UPDATE_ATTEMPTS: usize = 5;
+
+pub struct FunctionsService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Reads `code_chunk` messages to the end of the stream, refusing as soon as the zip passes the
+/// limit, then checks the zip (off the async threads: it hashes up to 50 MB).
+async fn read_code<T: Send + 'static>(
+    stream: &mut Streaming<T>,
+    chunk_of: impl Fn(T) -> Result<Vec<u8>, ApiError>,
+) -> Result<CheckedCode, ApiError> {
+    let mut buf = CodeBuffer::new();
+    while let Some(msg) = stream
+        .message()
+        .await
+        .map_err(|s| ApiError::Stream(Box::new(s)))?
+    {
+        buf.push(&chunk_of(msg)?)?;
+    }
+    tokio::task::spawn_blocking(move || buf.finish())
+        .await
+        .map_err(|e| ApiError::Internal(format!("code check task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn new_revision() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+impl FunctionsService {
+    async fn get(&self, name: &str) -> Result<FunctionConfig, ApiError> {
+        let owned = name.to_string();
+        self.shared
+            .store(move |s| s.get_function(&owned))
+            .await?
+            .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
+    }
+
+    async fn create(
+        &self,
+        mut stream: Streaming<v1::CreateFunctionRequest>,
+    ) -> Result<FunctionConfig, ApiError> {
+        use create_function_request::Part;
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| ApiError::Stream(Box::new(s)))?
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "empty request: send `spec` first, then the code as `code_chunk`s".into(),
+                )
+            })?;
+        let spec =
+            match first.part {
+                Some(Part::Spec(spec)) => FunctionSpec::try_from(spec)?,
+                Some(Part::CodeChunk(_)) => return Err(ApiError::BadRequest(
+                    "the first message must carry `spec`, got a `code_chunk`; send the spec first"
+                        .into(),
+                )),
+                None => {
+                    return Err(ApiError::BadRequest(
+                        "the first message must carry `spec`, got an empty message".into(),
+                    ))
+                }
+            };
+        // Refuse a taken name before reading up to 50 MB of code (checked again when storing).
+        let name = spec.name.clone();
+        if self
+            .shared
+            .store(move |s| s.get_function(&name))
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::FunctionExists(spec.name).into());
+        }
+        let code = read_code(&mut stream, |m| match m.part {
+            Some(Part::CodeChunk(chunk)) => Ok(chunk),
+            Some(Part::Spec(_)) => Err(ApiError::BadRequest(
+                "`spec` may only be sent once, in the first message".into(),
+            )),
+            None => Err(ApiError::BadRequest(
+                "empty message in the code stream: send `code_chunk`s".into(),
+            )),
+        })
+        .await?;
+        let config = FunctionConfig {
+            spec,
+            code_sha256: code.sha256.clone(),
+            code_size: code.bytes.len() as u64,
+            revision_id: new_revision(),
+            version: LATEST.to_string(),
+            last_modified_ms: now_ms(),
+        };
+        let stored = config.clone();
+        self.shared
+            .store(move |s| s.create_function(&stored, &code.bytes))
+            .await?;
+        tracing::info!(function = %config.spec.name, sha256 = %config.code_sha256, "function created");
+        Ok(config)
+    }
+
+    async fn update_code(
+        &self,
+        mut stream: Streaming<v1::UpdateFunctionCodeRequest>,
+    ) -> Result<FunctionConfig, ApiError> {
+        use update_function_code_request::Part;
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| ApiError::Stream(Box::new(s)))?
+            .ok_or_else(|| {
+                ApiError::BadRequest(
+                    "empty request: send `function_name` first, then the code as `code_chunk`s"
+                        .into(),
+                )
+            })?;
+        let name = match first.part {
+            Some(Part::FunctionName(name)) => name,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "the first message must carry `function_name`; send it before the code".into(),
+                ))
+            }
+        };
+        self.get(&name).await?;
+        let code = read_code(&mut stream, |m| match m.part {
+            Some(Part::CodeChunk(chunk)) => Ok(chunk),
+            Some(Part::FunctionName(_)) => Err(ApiError::BadRequest(
+                "`function_name` may only be sent once, in the first message".into(),
+            )),
+            None => Err(ApiError::BadRequest(
+                "empty message in the code stream: send `code_chunk`s".into(),
+            )),
+        })
+        .await?;
+        let code = Arc::new(code);
+        self.read_modify_write(&name, move |mut config| {
+            config.code_sha256 = code.sha256.clone();
+            config.code_size = code.bytes.len() as u64;
+            Ok((config, Some(Arc::clone(&code))))
+        })
+        .await
+    }
+
+    async fn update_configuration(
+        &self,
+        r: v1::UpdateFunctionConfigurationRequest,
+    ) -> Result<FunctionConfig, ApiError> {
+        let name = r.function_name.clone();
+        self.read_modify_write(&name, move |mut config| {
+            let spec = &mut config.spec;
+            if let Some(runtime) = &r.runtime {
+                spec.runtime = validate::runtime(runtime)?;
+            }
+            if let Some(handler) = &r.handler {
+                spec.handler = handler.clone();
+            }
+            if let Some(mb) = r.memory_size_mb {
+                spec.memory_mb = mb;
+            }
+            if let Some(s) = r.timeout_seconds {
+                spec.timeout_s = s;
+            }
+            if let Some(mb) = r.ephemeral_storage_mb {
+                spec.ephemeral_storage_mb = mb;
+            }
+            if let Some(d) = &r.description {
+                spec.description = d.clone();
+            }
+            if r.replace_environment {
+                spec.environment = r.environment.clone().into_iter().collect();
+            } else {
+                spec.environment.extend(r.environment.clone());
+            }
+            validate::spec(spec)?;
+            Ok((config, None))
+        })
+        .await
+    }
+
+    /// Applies `change` to the current record and stores it with a new revision, retrying when a
+    /// concurrent update got there first.
+    async fn read_modify_write<F>(&self, name: &str, change: F) -> Result<FunctionConfig, ApiError>
+    where
+        F: Fn(FunctionConfig) -> Result<(FunctionConfig, Option<Arc<CheckedCode>>), ApiError>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get(name).await?;
+            let expected = current.revision_id.clone();
+            let (mut config, code) = change(current)?;
+            config.revision_id = new_revision();
+            config.last_modified_ms = now_ms();
+            let stored = config.clone();
+            let result = self
+                .shared
+                .store(move |s| {
+                    s.update_function(&stored, &expected, code.as_deref().map(|c| &c.bytes[..]))
+                })
+                .await;
+            match result {
+                Ok(()) => {
+                    tracing::info!(function = %name, revision = %config.revision_id, "function updated");
+                    return Ok(config);
+                }
+                Err(ApiError::Store(StoreError::RevisionConflict { .. }))
+                    if attempt < UPDATE_ATTEMPTS =>
+                {
+                    continue
+                }
+                Err(ApiError::Store(StoreError::FunctionNotFound(n))) => {
+                    return Err(ApiError::FunctionNotFound(n))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::functions_server::Functions for FunctionsService {
+    async fn create_function(
+        &self,
+        request: Request<Streaming<v1::CreateFunctionRequest>>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let config = self.create(request.into_inner()).await?;
+        Ok(Response::new((&config).into()))
+    }
+
+    async fn get_function(
+        &self,
+        request: Request<v1::GetFunctionRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let config = self.get(&request.into_inner().function_name).await?;
+        Ok(Response::new((&config).into()))
+    }
+
+    async fn list_functions(
+        &self,
+        request: Request<v1::ListFunctionsRequest>,
+    ) -> Result<Response<v1::ListFunctionsResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.max_items as usize {
+            0 => LIST_DEFAULT,
+            n => n.min(LIST_MAX),
+        };
+        let marker = r.marker;
+        // One more than asked tells whether there is a next page.
+        let mut page = self
+            .shared
+            .store(move |s| s.list_functions(&marker, limit + 1))
+            .await?;
+        let next_marker = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|f| f.spec.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListFunctionsResponse {
+            functions: page.iter().map(Into::into).collect(),
+            next_marker,
+        }))
+    }
+
+    async fn update_function_code(
+        &self,
+        request: Request<Streaming<v1::UpdateFunctionCodeRequest>>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let config = self.update_code(request.into_inner()).await?;
+        Ok(Response::new((&config).into()))
+    }
+
+    async fn update_function_configuration(
+        &self,
+        request: Request<v1::UpdateFunctionConfigurationRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let config = self.update_configuration(request.into_inner()).await?;
+        Ok(Response::new((&config).into()))
+    }
+
+    async fn delete_function(
+        &self,
+        request: Request<v1::DeleteFunctionRequest>,
+    ) -> Result<Response<v1::DeleteFunctionResponse>, Status> {
+        let name = request.into_inner().function_name;
+        let owned = name.clone();
+        match self
+            .shared
+            .store(move |s| s.delete_function(&owned))
+            .await?
+        {
+            Some(_) => {
+                tracing::info!(function = %name, "function deleted");
+                Ok(Response::new(v1::DeleteFunctionResponse {}))
+            }
+            None => Err(ApiError::FunctionNotFound(name).into()),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        request: Request<v1::InvokeRequest>,
+    ) -> Result<Response<v1::InvokeResponse>, Status> {
+        let response = super::invoke::invoke(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_logs(
+        &self,
+        request: Request<v1::GetLogsRequest>,
+    ) -> Result<Response<v1::GetLogsResponse>, Status> {
+        let r = request.into_inner();
+        self.get(&r.function_name).await?;
+        let limit = match r.limit as usize {
+            0 => LOGS_DEFAULT,
+            n => n.min(LOGS_MAX),
+        };
+        let (name, after) = (r.function_name, r.after_seq);
+        let events = self
+            .shared
+            .store(move |s| s.get_logs(&name, after, limit))
+            .await?;
+        let last_seq = events.last().map_or(after, |e| e.seq);
+        Ok(Response::new(v1::GetLogsResponse {
+            events: events
+                .into_iter()
+                .map(|e| v1::LogEvent {
+                    seq: e.seq,
+                    timestamp_ms: e.timestamp_ms,
+                    request_id: e.request_id,
+                    message: e.message,
+                })
+                .collect(),
+            last_seq,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        let workers = self
+            .shared
+            .registry
+            .list()
+            .into_iter()
+            .map(|w| v1::WorkerInfo {
+                worker_id: w.worker_id,
+                address: w.address,
+                state: w.state.as_str().to_string(),
+                memory_total_mb: w.memory_total_mb,
+                memory_free_mb: w.memory_free_mb,
+                sandboxes: w.sandboxes,
+                idle_sandboxes: w.idle_sandboxes,
+                last_heartbeat_ms_ago: w.last_heartbeat_ago.as_millis() as u64,
+                invocations_total: w.invocations_total,
+            })
+            .collect();
+        Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+}

@@ -1,0 +1,258 @@
+//! Synchronous invocation: validate, place on a worker, call `Worker.Invoke`, store the log.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use lamina_proto::domain::LATEST;
+use lamina_proto::v1::{self, worker_client::WorkerClient};
+use lamina_proto::{validate, MAX_GRPC_MESSAGE_BYTES};
+use rand::Rng;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::{now_ms, ApiError, Shared};
+use crate::registry::{Placement, Registry};
+use crate::store::NewLogEvent;
+
+/// Headroom on top of the function timeout for the gRPC call: a cold start (code fetch, unzip,
+/// sandbox start) happens before the function's own clock starts.
+const COLD_START_HEADROOM: Duration = Duration::from_secs(60);
+/// The last bytes of an invocation's log returned with `log_type = TAIL`, as in Lambda.
+const LOG_TAIL_BYTES: usize = 4096;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// gRPC channels to workers, one per address, shared by all invocations.
+#[derive(Default)]
+pub struct WorkerClients {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl WorkerClients {
+    fn client(&self, worker_id: &str, address: &str) -> Result<WorkerClient<Channel>, ApiError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(address) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|e| {
+                    ApiError::WorkerUnavailable {
+                        worker_id: worker_id.to_string(),
+                        address: address.to_string(),
+                        detail: format!("invalid address: {e}"),
+                    }
+                })?;
+                let channel = endpoint
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(WorkerClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+    }
+}
+
+/// An X-Ray style trace id: `Root=1-<8 hex epoch seconds>-<24 hex>;Parent=<16 hex>;Sampled=0`.
+fn new_trace_id() -> String {
+    let mut rng = rand::thread_rng();
+    let root: [u8; 12] = rng.gen();
+    let parent: u64 = rng.gen();
+    format!(
+        "Root=1-{:08x}-{};Parent={:016x};Sampled=0",
+        now_ms() / 1000,
+        hex::encode(root),
+        parent
+    )
+}
+
+/// The last `max` bytes of `log`, cut at a character boundary.
+fn log_tail(log: &str, max: usize) -> String {
+    let mut start = log.len().saturating_sub(max);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    log[start..].to_string()
+}
+
+/// Resolves when the worker stops heartbeating (it is `Down`), so an invocation on a dead node fails
+/// fast instead of waiting for the whole gRPC timeout.
+async fn worker_down(registry: &Registry, worker_id: &str, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !registry.is_up(worker_id) {
+            return;
+        }
+    }
+}
+
+pub(super) async fn invoke(
+    shared: &Shared,
+    r: v1::InvokeRequest,
+) -> Result<v1::InvokeResponse, ApiError> {
+    let name = r.function_name.clone();
+    let config = shared
+        .store(move |s| s.get_function(&name))
+        .await?
+        .ok_or_else(|| ApiError::FunctionNotFound(r.function_name.clone()))?;
+    if !(r.qualifier.is_empty() || r.qualifier == LATEST) {
+        return Err(ApiError::QualifierNotFound {
+            name: r.function_name,
+            qualifier: r.qualifier,
+        });
+    }
+    validate::sync_payload(r.payload.len())?;
+    let invocation_type = v1::InvocationType::try_from(r.invocation_type).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "invocation_type must be REQUEST_RESPONSE, EVENT or DRY_RUN, got {}",
+            r.invocation_type
+        ))
+    })?;
+    let request_id = uuid::Uuid::new_v4().to_string();
+    match invocation_type {
+        v1::InvocationType::Event => return Err(ApiError::AsyncNotAvailable),
+        v1::InvocationType::DryRun => {
+            return Ok(v1::InvokeResponse {
+                status_code: 204,
+                executed_version: LATEST.to_string(),
+                request_id,
+                ..Default::default()
+            })
+        }
+        v1::InvocationType::RequestResponse => {}
+    }
+    let payload = if r.payload.is_empty() {
+        b"{}".to_vec()
+    } else {
+        r.payload
+    };
+
+    let spec = &config.spec;
+    let placement = shared
+        .registry
+        .place(&spec.name, &config.revision_id, spec.memory_mb)
+        .ok_or(ApiError::NoWorker)?;
+    tracing::debug!(function = %spec.name, %request_id, worker_id = %placement.worker_id, warm = placement.warm, "invocation placed");
+    let result = call_worker(
+        shared,
+        &placement,
+        &config,
+        &request_id,
+        payload,
+        r.client_context,
+    )
+    .await;
+    shared.registry.finish(&placement, result.is_ok());
+    let response = result?;
+
+    let tail = if r.log_type == v1::LogType::Tail as i32 {
+        log_tail(&response.logs, LOG_TAIL_BYTES)
+    } else {
+        String::new()
+    };
+    store_log(shared, &spec.name, &request_id, &response.logs).await;
+    Ok(v1::InvokeResponse {
+        status_code: 200,
+        function_error: response.function_error,
+        executed_version: LATEST.to_string(),
+        payload: response.payload,
+        log_tail: tail,
+        request_id,
+        worker_id: placement.worker_id,
+    })
+}
+
+async fn call_worker(
+    shared: &Shared,
+    placement: &Placement,
+    config: &lamina_proto::domain::FunctionConfig,
+    request_id: &str,
+    payload: Vec<u8>,
+    client_context: String,
+) -> Result<v1::WorkerInvokeResponse, ApiError> {
+    let worker_id = placement.worker_id.clone();
+    let mut client = shared.workers.client(&worker_id, &placement.address)?;
+    let timeout = Duration::from_secs(u64::from(config.spec.timeout_s));
+    let call_timeout = timeout + COLD_START_HEADROOM;
+    let mut request = tonic::Request::new(v1::WorkerInvokeRequest {
+        request_id: request_id.to_string(),
+        function: Some(config.into()),
+        payload,
+        deadline_ms: now_ms() + timeout.as_millis() as u64,
+        client_context,
+        trace_id: new_trace_id(),
+    });
+    request.set_timeout(call_timeout);
+    let check_every = shared
+        .heartbeat_interval
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let unavailable = |detail: String| ApiError::WorkerUnavailable {
+        worker_id: worker_id.clone(),
+        address: placement.address.clone(),
+        detail,
+    };
+    tokio::select! {
+        result = client.invoke(request) => match result {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(match status.code() {
+                Code::DeadlineExceeded => ApiError::WorkerTimeout { worker_id: worker_id.clone(), after: call_timeout },
+                Code::Unavailable | Code::Unknown | Code::Cancelled => unavailable(status.message().to_string()),
+                _ => ApiError::Worker { worker_id: worker_id.clone(), status: Box::new(status) },
+            }),
+        },
+        _ = worker_down(&shared.registry, &worker_id, check_every) => {
+            Err(unavailable("it stopped heartbeating during the invocation".to_string()))
+        }
+    }
+}
+
+/// Appends one log event per line. A failure here is logged, not returned: the invocation itself
+/// succeeded and its result must reach the caller.
+async fn store_log(shared: &Shared, name: &str, request_id: &str, log: &str) {
+    let timestamp_ms = now_ms();
+    let events: Vec<NewLogEvent> = log
+        .lines()
+        .map(|line| NewLogEvent {
+            timestamp_ms,
+            request_id: request_id.to_string(),
+            message: line.to_string(),
+        })
+        .collect();
+    if events.is_empty() {
+        return;
+    }
+    let owned = name.to_string();
+    if let Err(e) = shared.store(move |s| s.append_logs(&owned, events)).await {
+        tracing::warn!(function = %name, %request_id, error = %e, "cannot store the invocation log");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_keeps_the_end_at_a_char_boundary() {
+        assert_eq!(log_tail("short", 4096), "short");
+        let log = format!("{}{}", "x".repeat(5000), "end");
+        assert_eq!(log_tail(&log, 4096).len(), 4096);
+        assert!(log_tail(&log, 4096).ends_with("end"));
+        // "é" is two bytes: a cut through it moves forward.
+        assert_eq!(log_tail("aé", 1), "");
+        assert_eq!(log_tail("aéb", 3), "éb");
+    }
+
+    #[test]
+    fn trace_ids_look_like_x_ray() {
+        let t = new_trace_id();
+        let (root, parent) = t.split_once(";Parent=").unwrap();
+        assert!(root.starts_with("Root=1-"));
+        assert_eq!(root.len(), "Root=1-".len() + 8 + 1 + 24);
+        assert!(parent.ends_with(";Sampled=0"));
+        assert_ne!(new_trace_id(), t);
+    }
+}

@@ -1,0 +1,146 @@
+//! The tonic services: `Functions` (users, `functions.rs` + `invoke.rs`) and `Cluster` (workers,
+//! `cluster.rs`). Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lamina_proto::validate::ValidationError;
+use tonic::{Code, Status};
+
+use crate::code::CodeError;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+mod cluster;
+mod functions;
+mod invoke;
+
+pub use cluster::ClusterService;
+pub use functions::FunctionsService;
+pub use invoke::WorkerClients;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A request that breaks the protocol (messages out of order, missing fields).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("function `{0}` not found")]
+    FunctionNotFound(String),
+    #[error("function `{name}` has no version or alias `{qualifier}`; only $LATEST exists")]
+    QualifierNotFound { name: String, qualifier: String },
+    #[error("asynchronous invocation is not available yet")]
+    AsyncNotAvailable,
+    #[error("no worker is available: start one with `lamina-worker --controller ...`")]
+    NoWorker,
+    #[error("worker `{worker_id}` at {address} is unavailable: {detail}")]
+    WorkerUnavailable {
+        worker_id: String,
+        address: String,
+        detail: String,
+    },
+    #[error("worker `{worker_id}` did not answer within {after:?}")]
+    WorkerTimeout { worker_id: String, after: Duration },
+    #[error("worker `{worker_id}`: {}", status.message())]
+    Worker {
+        worker_id: String,
+        status: Box<Status>,
+    },
+    #[error("code blob `{0}` not found")]
+    BlobNotFound(String),
+    /// The client's request stream failed.
+    #[error("{}", .0.message())]
+    Stream(Box<Status>),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        let message = e.to_string();
+        let code = match &e {
+            ApiError::Store(StoreError::FunctionExists(_)) => Code::AlreadyExists,
+            ApiError::Store(StoreError::FunctionNotFound(_)) => Code::NotFound,
+            ApiError::Store(StoreError::RevisionConflict { .. }) => Code::Aborted,
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                tracing::error!(error = %message, "internal error");
+                Code::Internal
+            }
+            ApiError::Code(_) | ApiError::Validation(_) | ApiError::BadRequest(_) => {
+                Code::InvalidArgument
+            }
+            ApiError::FunctionNotFound(_)
+            | ApiError::QualifierNotFound { .. }
+            | ApiError::BlobNotFound(_) => Code::NotFound,
+            ApiError::AsyncNotAvailable => Code::Unimplemented,
+            ApiError::NoWorker | ApiError::WorkerUnavailable { .. } => Code::Unavailable,
+            ApiError::WorkerTimeout { .. } => Code::DeadlineExceeded,
+            ApiError::Worker { status, .. } => status.code(),
+            ApiError::Stream(status) => status.code(),
+        };
+        Status::new(code, message)
+    }
+}
+
+/// What the services share.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub registry: Arc<Registry>,
+    pub workers: WorkerClients,
+    pub heartbeat_interval: Duration,
+}
+
+impl Shared {
+    /// Runs a store call off the async threads (it may fsync).
+    pub async fn store<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_keep_the_message_and_pick_the_code() {
+        let s = Status::from(ApiError::Store(StoreError::FunctionExists("x".into())));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::AlreadyExists, "function `x` already exists")
+        );
+        let s = Status::from(ApiError::FunctionNotFound("x".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "function `x` not found")
+        );
+        let s = Status::from(ApiError::NoWorker);
+        assert_eq!(s.code(), Code::Unavailable);
+        let s = Status::from(ApiError::Worker {
+            worker_id: "w1".into(),
+            status: Box::new(Status::resource_exhausted("no memory left")),
+        });
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::ResourceExhausted, "worker `w1`: no memory left")
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Durable state of the controller behind the [`Store`] trait: function records, code blobs and
+//! function logs. [`RocksStore`] is the embedded implementation; an etcd-backed one can come later.
+//! What is stored, the key layout and what is rebuilt on start: `store/README.md`.
+//!
+//! Every method may block (disk, fsync): call them from `tokio::task::spawn_blocking`.
+use std::path::PathBuf;
+
+use lamina_proto::domain::FunctionConfig;
+use serde::{Deserialize, Serialize};
+
+mod rocks;
+
+pub use rocks::RocksStore;
+
+/// One line of a function's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEvent {
+    /// Per function, starts at 1 and only grows (also across restarts).
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    pub request_id: String,
+    pub message: String,
+}
+
+/// A log line to append; the store assigns its `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLogEvent {
+    pub timestamp_ms: u64,
+    pub request_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the RocksDB store at {path}: {source} (is another lamina-controller using this --data-dir?)")]
+    Open {
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("RocksDB {op} failed in {path}: {source}")]
+    Rocks {
+        op: &'static str,
+        path: PathBuf,
+        source: rocksdb::Error,
+    },
+    #[error("stored {what} is corrupt in {path}: {detail}")]
+    Corrupt {
+        what: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("column family `{name}` is missing in {path}")]
+    MissingColumnFamily { name: &'static str, path: PathBuf },
+    #[error("function `{0}` already exists")]
+    FunctionExists(String),
+    #[error("function `{0}` not found")]
+    FunctionNotFound(String),
+    #[error("function `{name}` was changed concurrently (expected revision {expected}); retry the update")]
+    RevisionConflict { name: String, expected: String },
+}
+
+/// The controller's durable state. Implementations serialise their writers so that the invariants
+/// below hold without help from the caller.
+///
+/// Invariants:
+/// - every stored function's `code_sha256` names a stored blob;
+/// - a blob is deleted as soon as no function refers to it;
+/// - a function's logs go when the function goes.
+pub trait Store: Send + Sync + 'static {
+    fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
+
+    /// Functions sorted by name, starting after `after` (exclusive; "" = from the start).
+    fn list_functions(&self, after: &str, limit: usize) -> Result<Vec<FunctionConfig>, StoreError>;
+
+    /// Stores `code` under `config.code_sha256` (deduplicated) and the new function record, atomically
+    /// and durably (synced). Fails with `FunctionExists` when the name is taken.
+    fn create_function(&self, config: &FunctionConfig, code: &[u8]) -> Result<(), StoreError>;
+
+    /// Replaces the record of `config.spec.name` if its current revision is `expected_revision`
+    /// (else `RevisionConflict`; `FunctionNotFound` if it is gone). With `code`, stores it under
+    /// `config.code_sha256` first. The previous blob is deleted when nothing refers to it any more.
+    /// Atomic and synced.
+    fn update_function(
+        &self,
+        config: &FunctionConfig,
+        expected_revision: &str,
+        code: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes the function, its logs and its blob when no other function uses it. Returns the
+    /// removed record, `None` when there was none. Synced.
+    fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
+
+    fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Appends log lines to an existing function's log, trimming the oldest beyond the retention.
+    /// Returns the stored events with their seqs (none when the function no longer exists).
+    fn append_logs(
+        &self,
+        name: &str,
+        events: Vec<NewLogEvent>,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+
+    /// Up to `limit` events with `seq > after_seq`, oldest first.
+    fn get_logs(
+        &self,
+        name: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError>;
+}

@@ -1,0 +1,452 @@
+//! The RocksDB implementation of [`Store`]. Key layout and rationale: `README.md` next to this file.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use lamina_proto::domain::FunctionConfig;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
+};
+
+use super::{LogEvent, NewLogEvent, Store, StoreError};
+
+const CF_FUNCTIONS: &str = "functions";
+const CF_BLOBS: &str = "blobs";
+const CF_LOGS: &str = "logs";
+
+/// Above this many expired log events, one range deletion replaces the point deletions.
+const POINT_DELETE_MAX: u64 = 1024;
+
+/// The log events present for one function: seqs `first..next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogRange {
+    first: u64,
+    next: u64,
+}
+
+impl LogRange {
+    const EMPTY: LogRange = LogRange { first: 1, next: 1 };
+}
+
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    log_retention: u64,
+    /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
+    blob_refs: Mutex<HashMap<String, usize>>,
+    /// Serialises log writers; the seqs present per function (rebuilt on open).
+    logs: Mutex<HashMap<String, LogRange>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave these maps inconsistent with the database in a
+    // way that matters more than stopping: keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn log_prefix(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1);
+    k.extend_from_slice(name.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The first key after every log key of `name` (`name \x01`): names never contain control bytes.
+fn log_prefix_end(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(name.len() + 1);
+    k.extend_from_slice(name.as_bytes());
+    k.push(1);
+    k
+}
+
+fn log_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(name);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn parse_log_key(key: &[u8]) -> Option<(&str, u64)> {
+    if key.len() < 9 || key[key.len() - 9] != 0 {
+        return None;
+    }
+    let (name, rest) = key.split_at(key.len() - 9);
+    let seq = u64::from_be_bytes(rest[1..].try_into().ok()?);
+    Some((std::str::from_utf8(name).ok()?, seq))
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store in `dir`, keeping at most `log_retention` log events per
+    /// function (at least 1). Rebuilds the in-memory indexes and deletes unreferenced blobs.
+    pub fn open(dir: &Path, log_retention: u64) -> Result<RocksStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_compression_type(DBCompressionType::None);
+        let mut blob_opts = Options::default();
+        blob_opts.set_compression_type(DBCompressionType::None);
+        // Code zips are large and already compressed: keep them out of the LSM tree's compactions.
+        blob_opts.set_enable_blob_files(true);
+        blob_opts.set_min_blob_size(4096);
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_FUNCTIONS, opts.clone()),
+            ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
+            ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let store = RocksStore {
+            db,
+            path: dir.to_path_buf(),
+            log_retention: log_retention.max(1),
+            blob_refs: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+        };
+        let refs = store.count_blob_refs()?;
+        store.delete_orphan_blobs(&refs)?;
+        *lock(&store.blob_refs) = refs;
+        *lock(&store.logs) = store.recover_log_ranges()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError::MissingColumnFamily {
+                name,
+                path: self.path.clone(),
+            })
+    }
+
+    fn rocks(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError + '_ {
+        move |source| StoreError::Rocks {
+            op,
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn decode_function(&self, key: &[u8], value: &[u8]) -> Result<FunctionConfig, StoreError> {
+        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+            what: format!("function record `{}`", String::from_utf8_lossy(key)),
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn encode_function(&self, config: &FunctionConfig) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(config).map_err(|e| StoreError::Corrupt {
+            what: format!("function record `{}` (encoding)", config.spec.name),
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn synced() -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(true);
+        w
+    }
+
+    fn count_blob_refs(&self) -> Result<HashMap<String, usize>, StoreError> {
+        let mut refs = HashMap::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_FUNCTIONS)?, rocksdb::IteratorMode::Start)
+        {
+            let (k, v) = item.map_err(self.rocks("scan functions"))?;
+            let f = self.decode_function(&k, &v)?;
+            *refs.entry(f.code_sha256).or_insert(0) += 1;
+        }
+        Ok(refs)
+    }
+
+    fn delete_orphan_blobs(&self, refs: &HashMap<String, usize>) -> Result<(), StoreError> {
+        let cf = self.cf(CF_BLOBS)?;
+        let mut it = self.db.raw_iterator_cf(cf);
+        it.seek_to_first();
+        let mut batch = WriteBatch::default();
+        while let Some(key) = it.key() {
+            let sha = String::from_utf8_lossy(key);
+            if !refs.contains_key(sha.as_ref()) {
+                tracing::info!(sha256 = %sha, "deleting a code blob no function uses");
+                batch.delete_cf(cf, key);
+            }
+            it.next();
+        }
+        it.status().map_err(self.rocks("scan blobs"))?;
+        if !batch.is_empty() {
+            self.db
+                .write_opt(batch, &Self::synced())
+                .map_err(self.rocks("delete orphan blobs"))?;
+        }
+        Ok(())
+    }
+
+    /// Finds, per function, the first and last log seq with two seeks per function.
+    fn recover_log_ranges(&self) -> Result<HashMap<String, LogRange>, StoreError> {
+        let mut ranges = HashMap::new();
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek_to_first();
+        while let Some(key) = it.key().map(<[u8]>::to_vec) {
+            let corrupt = |key: &[u8]| StoreError::Corrupt {
+                what: format!("log key {:?}", String::from_utf8_lossy(key)),
+                path: self.path.clone(),
+                detail: "expected `name \\0 seq(8 bytes, big-endian)`".to_string(),
+            };
+            let (name, first) = parse_log_key(&key).ok_or_else(|| corrupt(&key))?;
+            let name = name.to_string();
+            it.seek_for_prev(log_key(&name, u64::MAX));
+            let last_key = it.key().ok_or_else(|| corrupt(&key))?;
+            let (_, last) = parse_log_key(last_key).ok_or_else(|| corrupt(last_key))?;
+            ranges.insert(
+                name.clone(),
+                LogRange {
+                    first,
+                    next: last + 1,
+                },
+            );
+            it.seek(log_prefix_end(&name));
+        }
+        it.status().map_err(self.rocks("scan logs"))?;
+        Ok(ranges)
+    }
+
+    fn blob_exists(&self, sha256: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOBS)?, sha256.as_bytes())
+            .map_err(self.rocks("read blob"))?
+            .is_some())
+    }
+}
+
+impl Store for RocksStore {
+    fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes())
+            .map_err(self.rocks("read function"))?
+        {
+            Some(v) => Ok(Some(self.decode_function(name.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_functions(&self, after: &str, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_FUNCTIONS)?);
+        it.seek(after.as_bytes());
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if k != after.as_bytes() {
+                out.push(self.decode_function(k, v)?);
+            }
+            it.next();
+        }
+        it.status().map_err(self.rocks("list functions"))?;
+        Ok(out)
+    }
+
+    fn create_function(&self, config: &FunctionConfig, code: &[u8]) -> Result<(), StoreError> {
+        let mut refs = lock(&self.blob_refs);
+        let name = &config.spec.name;
+        if self.get_function(name)?.is_some() {
+            return Err(StoreError::FunctionExists(name.clone()));
+        }
+        let mut batch = WriteBatch::default();
+        if !self.blob_exists(&config.code_sha256)? {
+            batch.put_cf(self.cf(CF_BLOBS)?, config.code_sha256.as_bytes(), code);
+        }
+        batch.put_cf(
+            self.cf(CF_FUNCTIONS)?,
+            name.as_bytes(),
+            self.encode_function(config)?,
+        );
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(self.rocks("create function"))?;
+        *refs.entry(config.code_sha256.clone()).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn update_function(
+        &self,
+        config: &FunctionConfig,
+        expected_revision: &str,
+        code: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut refs = lock(&self.blob_refs);
+        let name = &config.spec.name;
+        let current = self
+            .get_function(name)?
+            .ok_or_else(|| StoreError::FunctionNotFound(name.clone()))?;
+        if current.revision_id != expected_revision {
+            return Err(StoreError::RevisionConflict {
+                name: name.clone(),
+                expected: expected_revision.to_string(),
+            });
+        }
+        let (old, new) = (&current.code_sha256, &config.code_sha256);
+        let mut batch = WriteBatch::default();
+        if old != new {
+            let code = code.ok_or_else(|| StoreError::Corrupt {
+                what: format!("update of function `{name}`"),
+                path: self.path.clone(),
+                detail: "the code digest changed but no code was given".to_string(),
+            })?;
+            if !self.blob_exists(new)? {
+                batch.put_cf(self.cf(CF_BLOBS)?, new.as_bytes(), code);
+            }
+            if refs.get(old).copied().unwrap_or(0) <= 1 {
+                batch.delete_cf(self.cf(CF_BLOBS)?, old.as_bytes());
+            }
+        }
+        batch.put_cf(
+            self.cf(CF_FUNCTIONS)?,
+            name.as_bytes(),
+            self.encode_function(config)?,
+        );
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(self.rocks("update function"))?;
+        if old != new {
+            release(&mut refs, old);
+            *refs.entry(new.clone()).or_insert(0) += 1;
+        }
+        Ok(())
+    }
+
+    fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError> {
+        let mut refs = lock(&self.blob_refs);
+        let Some(current) = self.get_function(name)? else {
+            return Ok(None);
+        };
+        let mut logs = lock(&self.logs);
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes());
+        batch.delete_range_cf(self.cf(CF_LOGS)?, log_prefix(name), log_prefix_end(name));
+        if refs.get(&current.code_sha256).copied().unwrap_or(0) <= 1 {
+            batch.delete_cf(self.cf(CF_BLOBS)?, current.code_sha256.as_bytes());
+        }
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(self.rocks("delete function"))?;
+        release(&mut refs, &current.code_sha256);
+        logs.remove(name);
+        Ok(Some(current))
+    }
+
+    fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_BLOBS)?, sha256.as_bytes())
+            .map_err(self.rocks("read blob"))
+    }
+
+    fn append_logs(
+        &self,
+        name: &str,
+        events: Vec<NewLogEvent>,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        let mut logs = lock(&self.logs);
+        // Checked under the logs lock, which `delete_function` holds while it commits: logs of a
+        // deleted function are either removed with it or never written.
+        if self.get_function(name)?.is_none() {
+            logs.remove(name);
+            return Ok(Vec::new());
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cf = self.cf(CF_LOGS)?;
+        let mut range = logs.get(name).copied().unwrap_or(LogRange::EMPTY);
+        let mut batch = WriteBatch::default();
+        let mut stored = Vec::with_capacity(events.len());
+        for e in events {
+            let event = LogEvent {
+                seq: range.next,
+                timestamp_ms: e.timestamp_ms,
+                request_id: e.request_id,
+                message: e.message,
+            };
+            let value = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt {
+                what: format!("log event of `{name}` (encoding)"),
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+            batch.put_cf(cf, log_key(name, event.seq), value);
+            range.next += 1;
+            stored.push(event);
+        }
+        let count = range.next - range.first;
+        if count > self.log_retention {
+            let new_first = range.next - self.log_retention;
+            if new_first - range.first <= POINT_DELETE_MAX {
+                for seq in range.first..new_first {
+                    batch.delete_cf(cf, log_key(name, seq));
+                }
+            } else {
+                batch.delete_range_cf(cf, log_key(name, range.first), log_key(name, new_first));
+            }
+            range.first = new_first;
+        }
+        // Logs are not synced: losing the last lines on a power cut is acceptable, an fsync per
+        // invocation is not.
+        self.db.write(batch).map_err(self.rocks("append logs"))?;
+        logs.insert(name.to_string(), range);
+        Ok(stored)
+    }
+
+    fn get_logs(
+        &self,
+        name: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEvent>, StoreError> {
+        let prefix = log_prefix(name);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
+        it.seek(log_key(name, after_seq.saturating_add(1)));
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
+                break;
+            }
+            let event: LogEvent = serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+                what: format!("log event {:?}", String::from_utf8_lossy(k)),
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+            out.push(event);
+            it.next();
+        }
+        it.status().map_err(self.rocks("read logs"))?;
+        Ok(out)
+    }
+}
+
+fn release(refs: &mut HashMap<String, usize>, sha256: &str) {
+    if let Some(n) = refs.get_mut(sha256) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            refs.remove(sha256);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "rocks_tests.rs"]
+mod tests;

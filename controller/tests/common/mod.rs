@@ -1,0 +1,139 @@
+//! Helpers of the gRPC-level tests: start the real controller on 127.0.0.1:0, build tonic clients.
+#![allow(dead_code)]
+use std::io::{Cursor, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use lamina_controller::{Controller, ControllerConfig};
+use lamina_proto::v1::{
+    self, cluster_client::ClusterClient, create_function_request, functions_client::FunctionsClient,
+};
+use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Code;
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<Result<(), lamina_controller::ControllerError>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ControllerConfig::new(dir.path().join("data"));
+    config.worker_timeout = Duration::from_millis(1500);
+    config.heartbeat_interval = Duration::from_millis(200);
+    let controller = Controller::open(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(controller.serve(listener, shutdown.clone()));
+    Running {
+        addr,
+        shutdown,
+        server,
+        _dir: dir,
+    }
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub async fn functions(addr: SocketAddr) -> FunctionsClient<Channel> {
+    FunctionsClient::new(channel(addr).await)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+}
+
+pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for (name, data) in entries {
+        w.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+pub fn spec(name: &str) -> v1::FunctionSpec {
+    v1::FunctionSpec {
+        name: name.to_string(),
+        runtime: "python3.11".to_string(),
+        handler: "app.handler".to_string(),
+        environment: [("GREETING".to_string(), "hi".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+pub fn create_msgs(
+    spec: Option<v1::FunctionSpec>,
+    code: &[u8],
+    chunk: usize,
+) -> Vec<v1::CreateFunctionRequest> {
+    use create_function_request::Part;
+    let mut msgs: Vec<_> = spec
+        .map(|s| v1::CreateFunctionRequest {
+            part: Some(Part::Spec(s)),
+        })
+        .into_iter()
+        .collect();
+    msgs.extend(code.chunks(chunk).map(|c| v1::CreateFunctionRequest {
+        part: Some(Part::CodeChunk(c.to_vec())),
+    }));
+    msgs
+}
+
+pub async fn create(
+    client: &mut FunctionsClient<Channel>,
+    msgs: Vec<v1::CreateFunctionRequest>,
+) -> Result<v1::FunctionConfiguration, tonic::Status> {
+    client
+        .create_function(tokio_stream::iter(msgs))
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+pub async fn fetch_code(addr: SocketAddr, sha: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut cluster = ClusterClient::new(channel(addr).await);
+    let mut stream = cluster
+        .fetch_code(v1::FetchCodeRequest {
+            sha256: sha.to_string(),
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        assert!(chunk.data.len() <= 1024 * 1024);
+        out.extend(chunk.data);
+    }
+    Ok(out)
+}
+
+pub fn assert_status(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    let status = r.expect_err("expected an error");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(needle),
+        "{:?} does not contain {needle:?}",
+        status.message()
+    );
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

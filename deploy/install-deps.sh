@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lamina needs to build and run, only those that are missing.
+#   build: libclang-dev + g++ (RocksDB's bindings and C++), pkg-config
+#   run:   python3.11 and nodejs (the built-in runtimes), iproute2, nftables (networking)
+#   tests: bubblewrap and runc (peers measured beside Lamina by the benchmark)
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; }
+need=()
+for pkg in libclang-dev g++ pkg-config iproute2 nftables python3.11 bubblewrap runc; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+# The built-in runtimes run the host's interpreters from /usr (bound read-only into sandboxes).
+[ -x /usr/bin/python3.11 ] || { echo "install-deps.sh: /usr/bin/python3.11 is missing" >&2; exit 1; }
+[ -x /usr/bin/node ] || { echo "install-deps.sh: /usr/bin/node is missing (nodejs package)" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || { echo "install-deps.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }

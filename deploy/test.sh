@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, as root: formatting, lints, unit tests and end-to-end tests with real
+# controller/worker processes, real sandboxes and real RocksDB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "deploy/test.sh: run as root: the tests create namespaces and cgroups" >&2; exit 1; }
+deploy/install-deps.sh
+# One target directory outside the clone, one profile: RocksDB's C++ is built once and reused.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lamina-target}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+cargo fmt --all -- --check
+cargo build --workspace --bins --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked

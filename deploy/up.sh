@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Quick start: installs what is missing, builds, runs a single-node cluster (controller + worker) in
+# the foreground on embedded defaults, and deploys + invokes an example function. Ctrl-C stops it.
+#   LAMINA_DATA_DIR (default /var/lib/lamina)   LAMINA_LISTEN (default 127.0.0.1:9670)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "deploy/up.sh: run as root: workers create namespaces and cgroups" >&2; exit 1; }
+deploy/install-deps.sh
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lamina-target}"
+cargo build --workspace --bins --locked
+bin="$CARGO_TARGET_DIR/debug"
+data="${LAMINA_DATA_DIR:-/var/lib/lamina}"
+listen="${LAMINA_LISTEN:-127.0.0.1:9670}"
+export FNCTL_ENDPOINT="http://$listen"
+
+fifo=$(mktemp -u); mkfifo "$fifo"
+"$bin/fnctl" up --data-dir "$data" --listen "$listen" >"$fifo" &
+up=$!
+trap 'kill -TERM $up 2>/dev/null; wait $up; rm -f "$fifo"' INT TERM EXIT
+exec 3<"$fifo"
+while read -r line <&3; do
+  echo "$line"
+  case "$line" in "lamina is up"*) break ;; esac
+done
+cat <&3 &
+
+if ! "$bin/fnctl" get hello >/dev/null 2>&1; then
+  "$bin/fnctl" create hello --runtime python3.11 --handler app.handler --code deploy/examples/hello-python
+fi
+echo "invoking the example: fnctl invoke hello --payload '{\"name\":\"Lamina\"}'"
+"$bin/fnctl" invoke hello --payload '{"name":"Lamina"}'
+echo
+echo "Lamina is running at $FNCTL_ENDPOINT (fnctl: $bin/fnctl). Ctrl-C stops it."
+wait $up

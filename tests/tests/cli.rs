@@ -1,0 +1,144 @@
+//! fnctl driven as a user would: real processes, real sandboxes.
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lamina_e2e::*;
+
+fn fnctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("fnctl"))
+        .args(args)
+        .env("FNCTL_ENDPOINT", endpoint)
+        .output()
+        .expect("run fnctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn code_dir(parent: &std::path::Path, source: &str) -> std::path::PathBuf {
+    let dir = parent.join(unique("code"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), source).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn fnctl_create_invoke_get_list_logs_delete() {
+    require_root();
+    let cluster = Cluster::start(1).unwrap();
+    let ep = cluster.endpoint.clone();
+    let name = unique("cli");
+    let dir = code_dir(
+        cluster.dir.path(),
+        "def handler(e, c):\n    print('hello from', c.function_name)\n    if e.get('fail'):\n        raise RuntimeError('asked to fail')\n    return {'echo': e}\n",
+    );
+    let (code, out, err) = fnctl(&ep, &[
+        "create", &name, "--runtime", "python3.11", "--handler", "app.handler",
+        "--code", dir.to_str().unwrap(), "--memory", "512", "--timeout", "10", "--env", "K=a=b",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, out, err) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"x":1}"#]);
+    assert_eq!(code, 0, "{out}{err}\n{}", cluster.logs());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["echo"]["x"], 1);
+
+    let (code, out, _) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"x":2}"#, "--log-type", "tail", "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["statusCode"], 200);
+    assert_eq!(v["executedVersion"], "$LATEST");
+    assert_eq!(v["payload"]["echo"]["x"], 2);
+    assert!(v["logTail"].as_str().unwrap().contains("hello from"), "{v}");
+
+    // A function error exits 2 and still prints the error payload.
+    let (code, out, _) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"fail":true}"#]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("asked to fail"), "{out}");
+
+    // Bad local input and API errors exit 1 with a message.
+    let (code, _, err) = fnctl(&ep, &["invoke", &name, "--payload", "{not json"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--payload"), "{err}");
+    let (code, _, err) = fnctl(&ep, &["invoke", "nope-not-here"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope-not-here"), "{err}");
+    let (code, _, err) = fnctl(&ep, &["update-config", &name, "--memory", "64"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("memory must be 128..10240 MB, got 64"), "{err}");
+
+    let (code, out, _) = fnctl(&ep, &["get", &name, "-o", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["FunctionName"], name.as_str());
+    assert_eq!(v["MemorySize"], 512);
+    assert_eq!(v["Environment"]["K"], "a=b");
+    let (code, out, _) = fnctl(&ep, &["get", &name, "-o", "yaml"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("FunctionName: {name}")), "{out}");
+
+    let (code, out, _) = fnctl(&ep, &["list"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&name), "{out}");
+    let (code, out, _) = fnctl(&ep, &["workers", "-o", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&cluster.worker_ids[0]), "{out}");
+
+    let (code, out, _) = fnctl(&ep, &["logs", &name]);
+    assert_eq!(code, 0);
+    assert!(out.contains("hello from") && out.contains("REPORT RequestId:"), "{out}");
+
+    std::fs::write(dir.join("app.py"), "def handler(e, c):\n    return 'v2'\n").unwrap();
+    let (code, _, err) = fnctl(&ep, &["update-code", &name, "--code", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = fnctl(&ep, &["invoke", &name]);
+    assert_eq!(out.trim(), "\"v2\"");
+
+    let (code, _, err) = fnctl(&ep, &["delete", &name]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = fnctl(&ep, &["get", &name]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn fnctl_up_runs_a_single_node_cluster() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(bin("fnctl"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(ep) = line.strip_prefix("lamina is up: endpoint ") {
+                let _ = tx.send(ep.trim().to_string());
+            }
+        }
+    });
+    let ep = rx.recv_timeout(Duration::from_secs(60)).expect("fnctl up never became ready");
+    let name = unique("up");
+    let code = code_dir(dir.path(), "def handler(e, c):\n    return 'up and running'\n");
+    let (rc, out, err) = fnctl(&ep, &["create", &name, "--runtime", "python3.11", "--handler", "app.handler", "--code", code.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = fnctl(&ep, &["invoke", &name]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim(), "\"up and running\"");
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGTERM);
+    }
+    let status = up.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "fnctl up exits cleanly on SIGTERM");
+}

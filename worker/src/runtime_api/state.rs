@@ -1,0 +1,236 @@
+//! The per-sandbox Runtime API state machine.
+//!
+//! At most one invocation is current. It is *queued* until the runtime's `GET next` takes it
+//! (*fetched*), then *answered* by a response, an error or an init error, or *abandoned* when the
+//! caller drops its `invoke` future. Ids of the last few answered invocations are remembered so that a
+//! second answer gets 403 `InvalidStateTransition` rather than 400 `InvalidRequestID`.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::header::HeaderValue;
+use tokio::sync::{oneshot, Notify};
+
+use super::{InitFailure, Invocation, InvocationOutcome};
+
+/// How many answered request ids are remembered for 403 on a repeated answer.
+const ANSWERED_MEMORY: usize = 16;
+
+/// Why an answer (response, error) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    /// 400 `InvalidRequestID`: no such invocation (never existed, or abandoned).
+    UnknownId,
+    /// 403 `InvalidStateTransition`: not fetched yet, or already answered.
+    InvalidState,
+}
+
+/// The event of a fetched invocation, moved out of the state for the `GET next` response.
+pub(crate) struct NextEvent {
+    pub(crate) payload: Bytes,
+    pub(crate) request_id: HeaderValue,
+    pub(crate) deadline_ms: HeaderValue,
+    pub(crate) function_arn: HeaderValue,
+    pub(crate) trace_id: HeaderValue,
+    pub(crate) client_context: Option<HeaderValue>,
+}
+
+pub(crate) enum Enqueue {
+    Queued {
+        seq: u64,
+        rx: oneshot::Receiver<InvocationOutcome>,
+    },
+    /// Another invocation is current; the invocation is handed back.
+    Busy(Invocation),
+    InitFailed(InitFailure),
+}
+
+struct Current {
+    seq: u64,
+    request_id: String,
+    /// `Some` while queued, taken by `GET next`.
+    event: Option<NextEvent>,
+    tx: oneshot::Sender<InvocationOutcome>,
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    current: Option<Current>,
+    answered: VecDeque<String>,
+    init_error: Option<InitFailure>,
+}
+
+impl State {
+    fn remember_answered(&mut self, id: String) {
+        if self.answered.len() == ANSWERED_MEMORY {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(id);
+    }
+
+    fn reject_for(&self, id: &str) -> Reject {
+        if self.answered.iter().any(|a| a == id) {
+            Reject::InvalidState
+        } else {
+            Reject::UnknownId
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Woken when an invocation is queued (for `GET next`).
+    pub(crate) next_ready: Notify,
+    /// Woken when the current slot becomes free (for a waiting `invoke`).
+    pub(crate) slot_free: Notify,
+    init_done: OnceLock<Instant>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                answered: VecDeque::with_capacity(ANSWERED_MEMORY),
+                ..State::default()
+            }),
+            next_ready: Notify::new(),
+            slot_free: Notify::new(),
+            init_done: OnceLock::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code panics while holding the lock; recover the state rather than propagate a poison.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn init_done_at(&self) -> Option<Instant> {
+        self.init_done.get().copied()
+    }
+
+    pub(crate) fn mark_init_done(&self) {
+        if self.init_done.get().is_none() {
+            // A concurrent first `GET next` may win; either instant is right.
+            let _ = self.init_done.set(Instant::now());
+        }
+    }
+
+    pub(crate) fn enqueue(&self, inv: Invocation) -> Enqueue {
+        let mut st = self.lock();
+        if let Some(f) = &st.init_error {
+            return Enqueue::InitFailed(f.clone());
+        }
+        if st.current.is_some() {
+            return Enqueue::Busy(inv);
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        let (tx, rx) = oneshot::channel();
+        let event = NextEvent {
+            request_id: header_value(&inv.request_id),
+            deadline_ms: HeaderValue::from(inv.deadline_ms),
+            function_arn: header_value(&inv.invoked_function_arn),
+            trace_id: header_value(&inv.trace_id),
+            client_context: inv.client_context.as_deref().map(header_value),
+            payload: inv.payload,
+        };
+        st.current = Some(Current {
+            seq,
+            request_id: inv.request_id,
+            event: Some(event),
+            tx,
+        });
+        drop(st);
+        self.next_ready.notify_waiters();
+        Enqueue::Queued { seq, rx }
+    }
+
+    /// Takes the queued invocation's event for `GET next`, if one is queued.
+    pub(crate) fn take_next(&self) -> Option<NextEvent> {
+        let mut st = self.lock();
+        st.current.as_mut().and_then(|c| c.event.take())
+    }
+
+    /// Answers the fetched invocation `id` with `outcome`.
+    pub(crate) fn answer(&self, id: &str, outcome: InvocationOutcome) -> Result<(), Reject> {
+        let mut st = self.lock();
+        match &st.current {
+            Some(c) if c.request_id == id => {
+                if c.event.is_some() {
+                    return Err(Reject::InvalidState);
+                }
+            }
+            _ => return Err(st.reject_for(id)),
+        }
+        let Some(c) = st.current.take() else {
+            return Err(Reject::UnknownId);
+        };
+        st.remember_answered(c.request_id);
+        drop(st);
+        // The receiver is gone only if the caller abandoned the invocation at this very moment.
+        let _ = c.tx.send(outcome);
+        self.slot_free.notify_waiters();
+        Ok(())
+    }
+
+    /// Records the runtime's init failure; the current invocation (if any) and every later one
+    /// resolve with it. The first failure posted is kept.
+    pub(crate) fn init_failed(&self, failure: InitFailure) {
+        let mut st = self.lock();
+        let failure = st.init_error.get_or_insert(failure).clone();
+        let current = st.current.take();
+        drop(st);
+        if let Some(c) = current {
+            // As in `answer`: a dropped receiver means the caller is no longer interested.
+            let _ = c.tx.send(InvocationOutcome::InitError {
+                error_type: failure.error_type,
+                body: failure.body,
+            });
+            self.slot_free.notify_waiters();
+        }
+    }
+
+    /// Forgets the invocation `seq` if it is still current (its caller dropped the `invoke` future).
+    pub(crate) fn abandon(&self, seq: u64) {
+        let mut st = self.lock();
+        if st.current.as_ref().is_some_and(|c| c.seq == seq) {
+            st.current = None;
+            drop(st);
+            self.slot_free.notify_waiters();
+        }
+    }
+}
+
+/// A header value from caller-provided text. Control characters (not allowed in HTTP header values,
+/// e.g. the newlines of pretty-printed client-context JSON) become spaces.
+fn header_value(s: &str) -> HeaderValue {
+    match HeaderValue::from_str(s) {
+        Ok(v) => v,
+        Err(_) => {
+            let cleaned: Vec<u8> = s
+                .bytes()
+                .map(|b| if b < 0x20 || b == 0x7f { b' ' } else { b })
+                .collect();
+            HeaderValue::from_bytes(&cleaned).unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn header_value_replaces_control_characters() {
+        assert_eq!(
+            header_value("{\n \"a\": 1\r\n}"),
+            HeaderValue::from_static("{  \"a\": 1  }")
+        );
+        assert_eq!(header_value("Root=1-abc"), "Root=1-abc");
+        // UTF-8 (obs-text) is allowed as is.
+        assert_eq!(header_value("é").as_bytes(), "é".as_bytes());
+    }
+}
