@@ -1,1 +1,258 @@
-//! placeholder
+//! The typed Rust SDK for Lamina's gRPC API (`lamina.v1.Functions`). `fnctl` is built on it, and so are
+//! the end-to-end tests.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lamina_client::Error> {
+//! let client = lamina_client::Client::connect("127.0.0.1:9670").await?;
+//! for f in client.list_functions().await? {
+//!     println!("{} {}", f.name, f.runtime);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+// `Error::Api` holds a `tonic::Status` (176 bytes) unboxed, as tonic's own API returns it; the calls it
+// comes from are network round trips, so the size of the `Err` is no concern.
+#![allow(clippy::result_large_err)]
+
+pub mod code;
+mod error;
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+pub use error::Error;
+/// The generated API types (`lamina.v1`), re-exported so users need not depend on `lamina-proto`.
+pub use lamina_proto::v1;
+/// The gRPC status carried by [`Error::Api`], and its code.
+pub use tonic::{Code, Status};
+
+use v1::functions_client::FunctionsClient;
+
+/// Size of the `code_chunk` messages streamed by [`Client::create_function`] and
+/// [`Client::update_function_code`].
+pub const CODE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Page size asked for by [`Client::list_functions`].
+const LIST_PAGE_SIZE: u32 = 50;
+
+/// A connection to a Lamina controller. Cheap to clone: clones share the underlying HTTP/2 channel.
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: FunctionsClient<Channel>,
+    endpoint: String,
+}
+
+/// `endpoint` with a scheme: `127.0.0.1:9670` becomes `http://127.0.0.1:9670`.
+fn normalize_endpoint(endpoint: &str) -> String {
+    let endpoint = endpoint.trim();
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}
+
+impl Client {
+    /// Connects to the controller at `endpoint`, like `"http://127.0.0.1:9670"` or `"127.0.0.1:9670"`.
+    /// The connection is made now, so an unreachable controller is reported here as [`Error::Connect`].
+    pub async fn connect(endpoint: &str) -> Result<Client, Error> {
+        let uri = normalize_endpoint(endpoint);
+        let connect_err = |source| Error::Connect {
+            endpoint: uri.clone(),
+            source,
+        };
+        let channel = Endpoint::from_shared(uri.clone())
+            .map_err(connect_err)?
+            .connect_timeout(Duration::from_secs(10))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(connect_err)?;
+        let inner = FunctionsClient::new(channel)
+            .max_decoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES);
+        Ok(Client {
+            inner,
+            endpoint: uri,
+        })
+    }
+
+    /// The endpoint this client is connected to, with its scheme.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Creates a function from `spec` and a zip (see [`code::load_code`]); the zip is streamed in
+    /// [`CODE_CHUNK_BYTES`] chunks after the spec.
+    pub async fn create_function(
+        &self,
+        spec: v1::FunctionSpec,
+        zip: Vec<u8>,
+    ) -> Result<v1::FunctionConfiguration, Error> {
+        use v1::create_function_request::Part;
+        let mut messages = vec![v1::CreateFunctionRequest {
+            part: Some(Part::Spec(spec)),
+        }];
+        messages.extend(
+            zip.chunks(CODE_CHUNK_BYTES)
+                .map(|c| v1::CreateFunctionRequest {
+                    part: Some(Part::CodeChunk(c.to_vec())),
+                }),
+        );
+        drop(zip);
+        let resp = self
+            .inner
+            .clone()
+            .create_function(tokio_stream::iter(messages))
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Replaces the code of function `name` with `zip`, streamed in [`CODE_CHUNK_BYTES`] chunks.
+    pub async fn update_function_code(
+        &self,
+        name: &str,
+        zip: Vec<u8>,
+    ) -> Result<v1::FunctionConfiguration, Error> {
+        use v1::update_function_code_request::Part;
+        let mut messages = vec![v1::UpdateFunctionCodeRequest {
+            part: Some(Part::FunctionName(name.to_string())),
+        }];
+        messages.extend(
+            zip.chunks(CODE_CHUNK_BYTES)
+                .map(|c| v1::UpdateFunctionCodeRequest {
+                    part: Some(Part::CodeChunk(c.to_vec())),
+                }),
+        );
+        drop(zip);
+        let resp = self
+            .inner
+            .clone()
+            .update_function_code(tokio_stream::iter(messages))
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Changes the configuration fields set in `req`; unset fields keep their value.
+    pub async fn update_function_configuration(
+        &self,
+        req: v1::UpdateFunctionConfigurationRequest,
+    ) -> Result<v1::FunctionConfiguration, Error> {
+        let resp = self
+            .inner
+            .clone()
+            .update_function_configuration(req)
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// The configuration of function `name`.
+    pub async fn get_function(&self, name: &str) -> Result<v1::FunctionConfiguration, Error> {
+        let req = v1::GetFunctionRequest {
+            function_name: name.to_string(),
+        };
+        Ok(self.inner.clone().get_function(req).await?.into_inner())
+    }
+
+    /// Every function, in the controller's order (by name), following the pages.
+    pub async fn list_functions(&self) -> Result<Vec<v1::FunctionConfiguration>, Error> {
+        let mut all = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let req = v1::ListFunctionsRequest {
+                marker: marker.clone(),
+                max_items: LIST_PAGE_SIZE,
+            };
+            let page = self.inner.clone().list_functions(req).await?.into_inner();
+            all.extend(page.functions);
+            if page.next_marker.is_empty() {
+                return Ok(all);
+            }
+            if page.next_marker == marker {
+                return Err(Error::Api(tonic::Status::internal(format!(
+                    "the controller returned the same list marker {marker:?} twice; this is a controller bug"
+                ))));
+            }
+            marker = page.next_marker;
+        }
+    }
+
+    /// Deletes function `name`.
+    pub async fn delete_function(&self, name: &str) -> Result<(), Error> {
+        let req = v1::DeleteFunctionRequest {
+            function_name: name.to_string(),
+        };
+        self.inner.clone().delete_function(req).await?;
+        Ok(())
+    }
+
+    /// Invokes a function. A function error is not an `Err`: it is `function_error` in the response.
+    pub async fn invoke(&self, req: v1::InvokeRequest) -> Result<v1::InvokeResponse, Error> {
+        Ok(self.inner.clone().invoke(req).await?.into_inner())
+    }
+
+    /// Log events of function `name` with `seq > after_seq`, at most `limit` (0 = the server's default).
+    pub async fn get_logs(
+        &self,
+        name: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<v1::GetLogsResponse, Error> {
+        let req = v1::GetLogsRequest {
+            function_name: name.to_string(),
+            after_seq,
+            limit,
+        };
+        Ok(self.inner.clone().get_logs(req).await?.into_inner())
+    }
+
+    /// The workers the controller knows.
+    pub async fn list_workers(&self) -> Result<Vec<v1::WorkerInfo>, Error> {
+        let resp = self
+            .inner
+            .clone()
+            .list_workers(v1::ListWorkersRequest {})
+            .await?;
+        Ok(resp.into_inner().workers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_gets_a_scheme() {
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:9670"),
+            "http://127.0.0.1:9670"
+        );
+        assert_eq!(normalize_endpoint(" http://h:1 "), "http://h:1");
+        assert_eq!(normalize_endpoint("https://h:1"), "https://h:1");
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_closed_port_is_a_connect_error() {
+        // Bind then drop a listener to get a loopback port that nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = Client::connect(&format!("127.0.0.1:{port}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("http://127.0.0.1:{port}")), "{msg}");
+        assert!(msg.contains("--endpoint"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_bad_uri_is_a_connect_error() {
+        let err = Client::connect("http://bad host:1").await.unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    }
+}

@@ -29,7 +29,10 @@ fn spec(dir: &Path, name: &str, script: &str, memory_mb: u32) -> SandboxSpec {
         memory_mb,
         ephemeral_storage_mb: 64,
         argv: vec!["/usr/bin/python3.11".into(), "/var/task/main.py".into()],
-        env: vec![("PATH".into(), "/usr/bin:/bin".into()), ("MY_VAR".into(), "a=b".into())],
+        env: vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("MY_VAR".into(), "a=b".into()),
+        ],
         host_uid: 231_072,
         pids_max: 64,
     }
@@ -68,7 +71,9 @@ print("dev", sorted(os.listdir("/dev")))
 
 async fn isolation_seen_from_inside() {
     let dir = tempfile::tempdir().unwrap();
-    let mut sb = Sandbox::start(spec(dir.path(), "iso", ISOLATION, 256)).await.unwrap();
+    let mut sb = Sandbox::start(spec(dir.path(), "iso", ISOLATION, 256))
+        .await
+        .unwrap();
     let listener = sb.take_runtime_api_listener().expect("listener");
     // Accept the script's connection from inside the sandbox's network namespace.
     let accept = std::thread::spawn(move || {
@@ -103,7 +108,9 @@ const HOG: &str = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024)
 
 async fn memory_hog_is_oom_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let sb = Sandbox::start(spec(dir.path(), "hog", HOG, 128)).await.unwrap();
+    let sb = Sandbox::start(spec(dir.path(), "hog", HOG, 128))
+        .await
+        .unwrap();
     let (out, _) = (String::new(), ());
     let exit = tokio::time::timeout(Duration::from_secs(60), sb.wait_exit())
         .await
@@ -121,7 +128,10 @@ async fn bad_exec_is_reported() {
     let work = s.work_dir.clone();
     let err = Sandbox::start(s).await.err().expect("start must fail");
     let msg = err.to_string();
-    assert!(msg.contains("exec /var/task/bootstrap") && msg.contains("ENOENT"), "{msg}");
+    assert!(
+        msg.contains("exec /var/task/bootstrap") && msg.contains("ENOENT"),
+        "{msg}"
+    );
     assert!(!work.exists(), "work dir left behind");
 }
 
@@ -146,13 +156,28 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
         lamina_worker::sandbox::init::main();
     }
-    assert!(nix::unistd::geteuid().is_root(), "sandbox tests must run as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "sandbox tests must run as root"
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tests: Vec<(&str, std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>)> = vec![
-        ("isolation_seen_from_inside", Box::pin(isolation_seen_from_inside())),
-        ("memory_hog_is_oom_killed", Box::pin(memory_hog_is_oom_killed())),
+    let tests: Vec<(
+        &str,
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
+    )> = vec![
+        (
+            "isolation_seen_from_inside",
+            Box::pin(isolation_seen_from_inside()),
+        ),
+        (
+            "memory_hog_is_oom_killed",
+            Box::pin(memory_hog_is_oom_killed()),
+        ),
         ("bad_exec_is_reported", Box::pin(bad_exec_is_reported())),
-        ("freeze_thaw_and_destroy_cleans_up", Box::pin(freeze_thaw_and_destroy_cleans_up())),
+        (
+            "freeze_thaw_and_destroy_cleans_up",
+            Box::pin(freeze_thaw_and_destroy_cleans_up()),
+        ),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, fut) in tests {

@@ -200,7 +200,10 @@ mod tests {
         }
         let rel = format!("lamina-test/unit-{}", std::process::id());
         let cg = create(&rel, &Limits::for_function(256, 32)).expect("create cgroup");
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         cg.add_process(child.id() as i32).unwrap();
         assert_eq!(cg.pids(), vec![child.id() as i32]);
         cg.freeze().unwrap();

@@ -110,7 +110,13 @@ fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
     // SAFETY: this process is single-threaded (it is a fresh exec of lamina-worker that started no
     // threads), so the child may run any code after fork.
     match unsafe { fork() } {
-        Err(e) => Err((sock, InitError::Sys { step: "fork pid 1".into(), source: e })),
+        Err(e) => Err((
+            sock,
+            InitError::Sys {
+                step: "fork pid 1".into(),
+                source: e,
+            },
+        )),
         Ok(ForkResult::Parent { child }) => {
             drop(sock);
             mirror_exit(child)
@@ -124,8 +130,11 @@ fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
 
 fn receive_config(sock: &OwnedFd) -> Result<InitConfig, InitError> {
     let fd = sock.as_raw_fd();
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .step(|| "set close-on-exec on the init socket".into())?;
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .step(|| "set close-on-exec on the init socket".into())?;
     let mut buf = vec![0u8; 1 << 20];
     let n = recv(fd, &mut buf, MsgFlags::empty()).step(|| "receive init config".into())?;
     if n == 0 {
@@ -146,7 +155,8 @@ fn mirror_exit(child: nix::unistd::Pid) -> ! {
                 // Die of the same signal so the worker sees what killed the runtime. SIGKILL's
                 // disposition cannot (and need not) be reset.
                 // SAFETY: resetting a disposition to the default has no preconditions.
-                let default = sig == Signal::SIGKILL || unsafe { signal(sig, SigHandler::SigDfl) }.is_ok();
+                let default =
+                    sig == Signal::SIGKILL || unsafe { signal(sig, SigHandler::SigDfl) }.is_ok();
                 if default && kill(getpid(), sig).is_ok() {
                     // The signal is delivered before kill returns to a process signalling itself;
                     // this is only reached for signals whose default is to ignore.
@@ -187,7 +197,8 @@ fn loopback_up() -> Result<(), InitError> {
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo") {
         *dst = *src as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads a valid, initialised ifreq that lives across the call.
     let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
     if rc < 0 {
@@ -265,8 +276,14 @@ const ETC_FILES: [(&str, &str); 5] = [
     ),
     ("group", "root:x:0:\nsbx_user1051:x:993:\n"),
     ("hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
-    ("resolv.conf", "# no name servers: this sandbox has loopback only\n"),
-    ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n"),
+    (
+        "resolv.conf",
+        "# no name servers: this sandbox has loopback only\n",
+    ),
+    (
+        "nsswitch.conf",
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+    ),
 ];
 
 fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
@@ -289,9 +306,23 @@ fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
     )?;
     mkdirs(
         root,
-        &["usr", "var/task", "var/runtime", "opt", "tmp", "proc", "dev", "etc"],
+        &[
+            "usr",
+            "var/task",
+            "var/runtime",
+            "opt",
+            "tmp",
+            "proc",
+            "dev",
+            "etc",
+        ],
     )?;
-    for (link, target) in [("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("sbin", "usr/sbin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+    ] {
         if Path::new("/").join(link).exists() {
             let p = root.join(link);
             std::os::unix::fs::symlink(target, &p).step(|| format!("symlink {}", p.display()))?;
@@ -415,7 +446,9 @@ fn become_unprivileged(host_uid: u32) -> Result<(), InitError> {
     write_proc("/proc/self/gid_map", &format!("{SANDBOX_UID} {host_uid} 1"))?;
     nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
     if !nix::sys::prctl::get_no_new_privs().step(|| "read no_new_privs".into())? {
-        return Err(InitError::Protocol("no_new_privs is not set after setting it".into()));
+        return Err(InitError::Protocol(
+            "no_new_privs is not set after setting it".into(),
+        ));
     }
     Ok(())
 }
@@ -426,7 +459,8 @@ fn write_proc(path: &str, value: &str) -> Result<(), InitError> {
 
 fn exec(cfg: &InitConfig) -> Result<Infallible, InitError> {
     let cstr = |s: &str, what: &str| {
-        CString::new(s).map_err(|_| InitError::Protocol(format!("{what} contains a NUL byte: {s:?}")))
+        CString::new(s)
+            .map_err(|_| InitError::Protocol(format!("{what} contains a NUL byte: {s:?}")))
     };
     let argv = cfg
         .argv
@@ -441,6 +475,5 @@ fn exec(cfg: &InitConfig) -> Result<Infallible, InitError> {
         .iter()
         .map(|(k, v)| cstr(&format!("{k}={v}"), "environment variable"))
         .collect::<Result<Vec<_>, _>>()?;
-    nix::unistd::execve(&program, &argv, &env)
-        .step(|| format!("exec {}", cfg.argv[0]))
+    nix::unistd::execve(&program, &argv, &env).step(|| format!("exec {}", cfg.argv[0]))
 }

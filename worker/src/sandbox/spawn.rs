@@ -111,12 +111,11 @@ impl Sandbox {
         let limits = Limits::for_function(spec.memory_mb, spec.pids_max);
         let relative = format!("{}/{}", spec.cgroup_parent, spec.sandbox_id);
         let cg_id = id.clone();
-        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || {
-            cgroup::create(&relative, &limits).map(Arc::from)
-        })
-        .await
-        .expect("cgroup creation task panicked")
-        .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
+        let cgroup: Arc<dyn Cgroup> =
+            tokio::task::spawn_blocking(move || cgroup::create(&relative, &limits).map(Arc::from))
+                .await
+                .expect("cgroup creation task panicked")
+                .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
 
         match start_in(&spec, &exe, cgroup.clone()).await {
             Ok(sb) => Ok(sb),
@@ -260,7 +259,8 @@ async fn start_in(
         move |source: std::io::Error| SandboxError::Io { id, what, source }
     };
     let root_dir = spec.work_dir.join("root");
-    std::fs::create_dir_all(&root_dir).map_err(io_err(&format!("create {}", root_dir.display())))?;
+    std::fs::create_dir_all(&root_dir)
+        .map_err(io_err(&format!("create {}", root_dir.display())))?;
 
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -295,7 +295,9 @@ async fn start_in(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(io_err("spawn the sandbox init process"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(io_err("spawn the sandbox init process"))?;
     drop(cmd); // closes our copies of the pipe's write end
     drop(theirs);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
@@ -395,7 +397,10 @@ fn handshake(id: &str, sock: OwnedFd, cfg: &InitConfig) -> Result<TcpListener, S
             Err(e) => return Err(fail(format!("receive from init: {e}"))),
         };
         let mut received_fd = None;
-        for c in msg.cmsgs().map_err(|e| fail(format!("read control message: {e}")))? {
+        for c in msg
+            .cmsgs()
+            .map_err(|e| fail(format!("read control message: {e}")))?
+        {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 for f in fds {
                     // SAFETY: SCM_RIGHTS just installed this fd in our table; we are its only owner.

@@ -1,0 +1,305 @@
+//! Command-line arguments (clap derive).
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Default controller endpoint: what `fnctl up` listens on.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9670";
+/// Default `fnctl up --listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9670";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fnctl",
+    version,
+    about = "Manage and invoke functions on a Lamina cluster",
+    after_help = "Exit status: 0 success, 1 error (usage, API or transport), 2 the invoked function \
+                  returned an error."
+)]
+pub struct Cli {
+    /// Controller endpoint
+    #[arg(long, global = true, env = "FNCTL_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+    /// Output format of commands that print objects
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Json,
+    Yaml,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogType {
+    None,
+    Tail,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-node cluster (controller + one worker) in the foreground
+    Up(UpArgs),
+    /// Create a function
+    Create(CreateArgs),
+    /// Replace a function's code
+    UpdateCode(UpdateCodeArgs),
+    /// Change a function's configuration (fields not given keep their value)
+    UpdateConfig(UpdateConfigArgs),
+    /// Show one function
+    Get { name: String },
+    /// List functions
+    #[command(alias = "ls")]
+    List,
+    /// Delete a function
+    #[command(alias = "rm")]
+    Delete { name: String },
+    /// List the workers the controller knows
+    Workers,
+    /// Invoke a function and print its response
+    Invoke(InvokeArgs),
+    /// Print a function's logs
+    Logs(LogsArgs),
+    /// Print a shell completion script
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Directory for the controller's database and the worker's state (created if missing)
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address the controller listens on
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    /// python3.11 | nodejs20.x | provided
+    #[arg(long)]
+    pub runtime: String,
+    /// file.function (ignored by provided)
+    #[arg(long, default_value = "")]
+    pub handler: String,
+    /// A directory (zipped for you) or a zip file
+    #[arg(long)]
+    pub code: PathBuf,
+    /// Memory in MB (128..10240; default 128)
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Timeout in seconds (1..900; default 3)
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    /// Size of /tmp in MB (512..10240; default 512)
+    #[arg(long)]
+    pub ephemeral_storage: Option<u32>,
+    /// Environment variable K=V (repeatable)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    #[arg(long, default_value = "")]
+    pub description: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateCodeArgs {
+    pub name: String,
+    /// A directory (zipped for you) or a zip file
+    #[arg(long)]
+    pub code: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateConfigArgs {
+    pub name: String,
+    #[arg(long)]
+    pub memory: Option<u32>,
+    #[arg(long)]
+    pub timeout: Option<u32>,
+    #[arg(long)]
+    pub ephemeral_storage: Option<u32>,
+    #[arg(long)]
+    pub handler: Option<String>,
+    #[arg(long)]
+    pub runtime: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Environment variable K=V (repeatable); given at all, it replaces the whole environment
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Remove every environment variable
+    #[arg(long, conflicts_with = "env")]
+    pub clear_env: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    pub name: String,
+    /// Event as JSON text (default {})
+    #[arg(long, conflicts_with = "payload_file")]
+    pub payload: Option<String>,
+    /// File holding the JSON event ("-" reads standard input)
+    #[arg(long)]
+    pub payload_file: Option<PathBuf>,
+    /// Version or alias
+    #[arg(long, default_value = "")]
+    pub qualifier: String,
+    /// tail: print the last 4 KB of the invocation's log to stderr
+    #[arg(long, value_enum, ignore_case = true, default_value_t = LogType::None)]
+    pub log_type: LogType,
+    /// Validate the request without running the function
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Client context as JSON text, passed to the runtime
+    #[arg(long)]
+    pub client_context: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// Keep polling for new events until interrupted
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events with a sequence number greater than N
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub since_seq: u64,
+}
+
+/// Parses `K=V`; the value may contain `=`.
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err(format!("--env {s:?} has an empty name; use K=V")),
+        Some((k, v)) => Ok((k.to_string(), v.to_string())),
+        None => Err(format!(
+            "--env {s:?} has no '='; use K=V (V may be empty: K=)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fnctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn env_value_may_contain_equals() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(parse_env("EMPTY=").unwrap(), ("EMPTY".into(), "".into()));
+    }
+
+    #[test]
+    fn env_without_equals_is_an_error() {
+        let err = parse_env("KEY").unwrap_err();
+        assert!(err.contains("--env") && err.contains("K=V"), "{err}");
+        assert!(parse_env("=v").is_err());
+        let err = parse(&[
+            "create",
+            "f",
+            "--runtime",
+            "provided",
+            "--code",
+            ".",
+            "--env",
+            "KEY",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("has no '='"), "{err}");
+    }
+
+    #[test]
+    fn create_parses_everything() {
+        let cli = parse(&[
+            "--endpoint",
+            "http://h:1",
+            "create",
+            "f",
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.h",
+            "--code",
+            "dir",
+            "--memory",
+            "256",
+            "--timeout",
+            "10",
+            "--ephemeral-storage",
+            "1024",
+            "--env",
+            "A=1",
+            "--env",
+            "B=x=y",
+            "--description",
+            "d",
+        ])
+        .unwrap();
+        assert_eq!(cli.endpoint, "http://h:1");
+        assert_eq!(cli.output, Output::Table);
+        let Command::Create(c) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(c.name, "f");
+        assert_eq!(c.runtime, "python3.11");
+        assert_eq!(c.handler, "app.h");
+        assert_eq!(c.code, PathBuf::from("dir"));
+        assert_eq!(
+            (c.memory, c.timeout, c.ephemeral_storage),
+            (Some(256), Some(10), Some(1024))
+        );
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+        assert_eq!(c.description, "d");
+    }
+
+    #[test]
+    fn output_is_global_and_endpoint_defaults() {
+        let cli = parse(&["get", "f", "-o", "json"]).unwrap();
+        assert_eq!(cli.output, Output::Json);
+        if std::env::var_os("FNCTL_ENDPOINT").is_none() {
+            assert_eq!(cli.endpoint, DEFAULT_ENDPOINT);
+        }
+        assert!(parse(&["-o", "xml", "list"]).is_err());
+    }
+
+    #[test]
+    fn invoke_payload_and_file_conflict() {
+        assert!(parse(&["invoke", "f", "--payload", "{}", "--payload-file", "x"]).is_err());
+        let cli = parse(&["invoke", "f", "--log-type", "Tail", "--dry-run"]).unwrap();
+        let Command::Invoke(i) = cli.command else {
+            panic!("not invoke")
+        };
+        assert_eq!(i.log_type, LogType::Tail);
+        assert!(i.dry_run);
+        assert!(i.payload.is_none());
+    }
+
+    #[test]
+    fn up_requires_data_dir() {
+        assert!(parse(&["up"]).is_err());
+        let cli = parse(&["up", "--data-dir", "/tmp/x"]).unwrap();
+        let Command::Up(u) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(u.listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

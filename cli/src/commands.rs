@@ -1,0 +1,395 @@
+//! The client-side commands: everything but `up`.
+use std::io::{IsTerminal, Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use lamina_client::{code, v1, Client};
+
+use crate::args::{
+    Command, CreateArgs, InvokeArgs, LogType, LogsArgs, Output, UpdateCodeArgs, UpdateConfigArgs,
+};
+use crate::output;
+use crate::Outcome;
+
+/// How often `fnctl logs --follow` polls.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// Events asked for per `GetLogs` call.
+const LOG_PAGE: u32 = 1000;
+
+fn print(s: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to standard output")
+}
+
+/// Runs a command that talks to the controller at `endpoint`.
+pub async fn run(endpoint: &str, output: Output, command: Command) -> anyhow::Result<Outcome> {
+    // Local checks first: a bad --payload or --code is reported without dialing the controller.
+    match command {
+        Command::Create(args) => {
+            let zip = code::load_code(&args.code)?;
+            let client = Client::connect(endpoint).await?;
+            create(&client, args, zip, output).await
+        }
+        Command::UpdateCode(UpdateCodeArgs { name, code }) => {
+            let zip = code::load_code(&code)?;
+            let client = Client::connect(endpoint).await?;
+            let f = client.update_function_code(&name, zip).await?;
+            print(&output::render_function(&f, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::UpdateConfig(args) => {
+            let client = Client::connect(endpoint).await?;
+            let f = client
+                .update_function_configuration(update_config_request(args))
+                .await?;
+            print(&output::render_function(&f, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Get { name } => {
+            let client = Client::connect(endpoint).await?;
+            let f = client.get_function(&name).await?;
+            print(&output::render_function(&f, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::List => {
+            let client = Client::connect(endpoint).await?;
+            let fs = client.list_functions().await?;
+            print(&output::render_functions(&fs, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Delete { name } => {
+            let client = Client::connect(endpoint).await?;
+            client.delete_function(&name).await?;
+            print(&format!("function {name} deleted\n"))?;
+            Ok(Outcome::Success)
+        }
+        Command::Workers => {
+            let client = Client::connect(endpoint).await?;
+            let ws = client.list_workers().await?;
+            print(&output::render_workers(&ws, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Invoke(args) => {
+            let req = invoke_request(&args)?;
+            let client = Client::connect(endpoint).await?;
+            let resp = client.invoke(req).await?;
+            print_invoke(&resp, args.log_type, output)
+        }
+        Command::Logs(args) => {
+            let client = Client::connect(endpoint).await?;
+            logs(&client, args).await
+        }
+        Command::Up(_) | Command::Completion { .. } => {
+            unreachable!("handled in main without a controller")
+        }
+    }
+}
+
+async fn create(
+    client: &Client,
+    args: CreateArgs,
+    zip: Vec<u8>,
+    output: Output,
+) -> anyhow::Result<Outcome> {
+    let spec = v1::FunctionSpec {
+        name: args.name,
+        runtime: args.runtime,
+        handler: args.handler,
+        memory_size_mb: args.memory.unwrap_or(0),
+        timeout_seconds: args.timeout.unwrap_or(0),
+        ephemeral_storage_mb: args.ephemeral_storage.unwrap_or(0),
+        environment: args.env.into_iter().collect(),
+        description: args.description,
+    };
+    let f = client.create_function(spec, zip).await?;
+    print(&output::render_function(&f, output)?)?;
+    Ok(Outcome::Success)
+}
+
+/// `--env` given (or `--clear-env`) replaces the whole environment, as Lambda does.
+pub fn update_config_request(args: UpdateConfigArgs) -> v1::UpdateFunctionConfigurationRequest {
+    let replace_environment = args.clear_env || !args.env.is_empty();
+    v1::UpdateFunctionConfigurationRequest {
+        function_name: args.name,
+        memory_size_mb: args.memory,
+        timeout_seconds: args.timeout,
+        ephemeral_storage_mb: args.ephemeral_storage,
+        replace_environment,
+        environment: args.env.into_iter().collect(),
+        handler: args.handler,
+        runtime: args.runtime,
+        description: args.description,
+    }
+}
+
+fn check_json(bytes: &[u8], flag: &str) -> anyhow::Result<()> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| {
+        anyhow!("{flag} is not valid JSON ({e}); give a JSON document, e.g. {flag} '{{\"key\": \"value\"}}'")
+    })?;
+    Ok(())
+}
+
+fn read_payload_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the payload from standard input")?;
+        return Ok(buf);
+    }
+    std::fs::read(path).map_err(|e| anyhow!("cannot read --payload-file {}: {e}", path.display()))
+}
+
+/// Builds the request, refusing a payload or client context that is not JSON.
+pub fn invoke_request(args: &InvokeArgs) -> anyhow::Result<v1::InvokeRequest> {
+    let payload = match (&args.payload, &args.payload_file) {
+        (Some(p), _) => {
+            check_json(p.as_bytes(), "--payload")?;
+            p.clone().into_bytes()
+        }
+        (None, Some(file)) => {
+            let bytes = read_payload_file(file)?;
+            check_json(&bytes, "--payload-file")?;
+            bytes
+        }
+        (None, None) => b"{}".to_vec(),
+    };
+    let client_context = match &args.client_context {
+        Some(c) => {
+            check_json(c.as_bytes(), "--client-context")?;
+            c.clone()
+        }
+        None => String::new(),
+    };
+    Ok(v1::InvokeRequest {
+        function_name: args.name.clone(),
+        qualifier: args.qualifier.clone(),
+        invocation_type: if args.dry_run {
+            v1::InvocationType::DryRun
+        } else {
+            v1::InvocationType::RequestResponse
+        } as i32,
+        payload,
+        log_type: match args.log_type {
+            LogType::None => v1::LogType::None,
+            LogType::Tail => v1::LogType::Tail,
+        } as i32,
+        client_context,
+    })
+}
+
+fn print_invoke(
+    resp: &v1::InvokeResponse,
+    log_type: LogType,
+    output: Output,
+) -> anyhow::Result<Outcome> {
+    match output {
+        Output::Json | Output::Yaml => {
+            print(&output::serialize(&output::InvokeView::from(resp), output)?)?;
+        }
+        Output::Table => {
+            if log_type == LogType::Tail && !resp.log_tail.is_empty() {
+                let mut err = std::io::stderr().lock();
+                let _ = err.write_all(resp.log_tail.as_bytes());
+                if !resp.log_tail.ends_with('\n') {
+                    let _ = err.write_all(b"\n");
+                }
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(&resp.payload)
+                .context("cannot write to standard output")?;
+            if out.is_terminal() && !resp.payload.is_empty() && !resp.payload.ends_with(b"\n") {
+                out.write_all(b"\n")
+                    .context("cannot write to standard output")?;
+            }
+            out.flush().context("cannot write to standard output")?;
+        }
+    }
+    Ok(outcome_of(resp))
+}
+
+/// A function error (`Handled`/`Unhandled`) is exit status 2.
+pub fn outcome_of(resp: &v1::InvokeResponse) -> Outcome {
+    if resp.function_error.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::FunctionError(resp.function_error.clone())
+    }
+}
+
+async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<Outcome> {
+    let mut cursor = args.since_seq;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let resp = client.get_logs(&args.name, cursor, LOG_PAGE).await?;
+        let mut text = String::new();
+        let mut advanced = false;
+        for e in &resp.events {
+            if e.seq <= cursor {
+                continue;
+            }
+            text.push_str(&e.message);
+            if !e.message.ends_with('\n') {
+                text.push('\n');
+            }
+            cursor = e.seq;
+            advanced = true;
+        }
+        print(&text)?;
+        if advanced {
+            continue;
+        }
+        if !args.follow {
+            return Ok(Outcome::Success);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
+            _ = &mut ctrl_c => return Ok(Outcome::Success),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> crate::args::Cli {
+        crate::args::Cli::try_parse_from(std::iter::once("fnctl").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    fn invoke_args(args: &[&str]) -> InvokeArgs {
+        match parse(args).command {
+            Command::Invoke(a) => a,
+            c => panic!("not invoke: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn invalid_payload_is_refused_naming_the_flag() {
+        let err =
+            invoke_request(&invoke_args(&["invoke", "f", "--payload", "{not json"])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--payload is not valid JSON"),
+            "{err}"
+        );
+        let err =
+            invoke_request(&invoke_args(&["invoke", "f", "--client-context", "x"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--client-context is not valid JSON"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn payload_file_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.json");
+        std::fs::write(&good, br#"{"n": 1}"#).unwrap();
+        let req = invoke_request(&invoke_args(&[
+            "invoke",
+            "f",
+            "--payload-file",
+            good.to_str().unwrap(),
+        ]))
+        .unwrap();
+        assert_eq!(req.payload, br#"{"n": 1}"#);
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, b"nope").unwrap();
+        let err = invoke_request(&invoke_args(&[
+            "invoke",
+            "f",
+            "--payload-file",
+            bad.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("--payload-file is not valid JSON"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing.json");
+        let err = invoke_request(&invoke_args(&[
+            "invoke",
+            "f",
+            "--payload-file",
+            missing.to_str().unwrap(),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("missing.json"), "{err}");
+    }
+
+    #[test]
+    fn invoke_request_fields() {
+        let req = invoke_request(&invoke_args(&[
+            "invoke",
+            "f",
+            "--qualifier",
+            "1",
+            "--log-type",
+            "tail",
+            "--dry-run",
+        ]))
+        .unwrap();
+        assert_eq!(req.function_name, "f");
+        assert_eq!(req.qualifier, "1");
+        assert_eq!(req.payload, b"{}");
+        assert_eq!(req.invocation_type, v1::InvocationType::DryRun as i32);
+        assert_eq!(req.log_type, v1::LogType::Tail as i32);
+        let req = invoke_request(&invoke_args(&["invoke", "f", "--payload", "[1,2]"])).unwrap();
+        assert_eq!(req.payload, b"[1,2]");
+        assert_eq!(
+            req.invocation_type,
+            v1::InvocationType::RequestResponse as i32
+        );
+        assert_eq!(req.log_type, v1::LogType::None as i32);
+    }
+
+    fn update_args(args: &[&str]) -> UpdateConfigArgs {
+        match parse(args).command {
+            Command::UpdateConfig(a) => a,
+            c => panic!("not update-config: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn update_config_env_replaces_only_when_given() {
+        let req = update_config_request(update_args(&["update-config", "f", "--memory", "512"]));
+        assert_eq!(req.memory_size_mb, Some(512));
+        assert_eq!(req.timeout_seconds, None);
+        assert_eq!(req.handler, None);
+        assert!(!req.replace_environment);
+        let req = update_config_request(update_args(&[
+            "update-config",
+            "f",
+            "--env",
+            "A=1",
+            "--env",
+            "B=c=d",
+            "--handler",
+            "x.y",
+        ]));
+        assert!(req.replace_environment);
+        assert_eq!(req.environment.len(), 2);
+        assert_eq!(req.environment["B"], "c=d");
+        assert_eq!(req.handler.as_deref(), Some("x.y"));
+        let req = update_config_request(update_args(&["update-config", "f", "--clear-env"]));
+        assert!(req.replace_environment && req.environment.is_empty());
+    }
+
+    #[test]
+    fn function_error_is_its_own_outcome() {
+        let mut r = v1::InvokeResponse {
+            status_code: 200,
+            ..Default::default()
+        };
+        assert_eq!(outcome_of(&r), Outcome::Success);
+        r.function_error = "Unhandled".into();
+        assert_eq!(outcome_of(&r), Outcome::FunctionError("Unhandled".into()));
+    }
+}

@@ -1,0 +1,329 @@
+//! The client against a small in-process `Functions` server over real loopback gRPC: checks what goes
+//! over the wire (chunking of code, paging of lists, status mapping), not the controller's logic.
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use lamina_client::{v1, Client, Error};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use v1::functions_server::{Functions, FunctionsServer};
+
+#[derive(Default)]
+struct State {
+    functions: BTreeMap<String, v1::FunctionConfiguration>,
+    chunk_sizes: Vec<usize>,
+    code: Vec<u8>,
+    list_calls: u32,
+}
+
+#[derive(Clone, Default)]
+struct Server(Arc<Mutex<State>>);
+
+#[tonic::async_trait]
+impl Functions for Server {
+    async fn create_function(
+        &self,
+        req: Request<Streaming<v1::CreateFunctionRequest>>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        use v1::create_function_request::Part;
+        let mut stream = req.into_inner();
+        let Some(Part::Spec(spec)) = stream.next().await.transpose()?.and_then(|m| m.part) else {
+            return Err(Status::invalid_argument(
+                "the first message must carry the spec",
+            ));
+        };
+        let mut code = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(msg) = stream.next().await.transpose()? {
+            match msg.part {
+                Some(Part::CodeChunk(c)) => {
+                    sizes.push(c.len());
+                    code.extend(c);
+                }
+                _ => return Err(Status::invalid_argument("spec sent twice")),
+            }
+        }
+        let f = v1::FunctionConfiguration {
+            name: spec.name.clone(),
+            runtime: spec.runtime,
+            code_size: code.len() as u64,
+            environment: spec.environment,
+            ..Default::default()
+        };
+        let mut st = self.0.lock().unwrap();
+        st.chunk_sizes = sizes;
+        st.code = code;
+        st.functions.insert(spec.name, f.clone());
+        Ok(Response::new(f))
+    }
+
+    async fn get_function(
+        &self,
+        req: Request<v1::GetFunctionRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let name = req.into_inner().function_name;
+        let st = self.0.lock().unwrap();
+        st.functions
+            .get(&name)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("function `{name}` not found")))
+    }
+
+    async fn list_functions(
+        &self,
+        req: Request<v1::ListFunctionsRequest>,
+    ) -> Result<Response<v1::ListFunctionsResponse>, Status> {
+        let req = req.into_inner();
+        let mut st = self.0.lock().unwrap();
+        st.list_calls += 1;
+        // Pages of 2 whatever was asked, to make the client follow markers.
+        let page: Vec<_> = st
+            .functions
+            .values()
+            .filter(|f| f.name > req.marker)
+            .take(2)
+            .cloned()
+            .collect();
+        let more = st
+            .functions
+            .keys()
+            .any(|k| page.last().is_some_and(|l| k > &l.name));
+        let next_marker = if more {
+            page.last().unwrap().name.clone()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(v1::ListFunctionsResponse {
+            functions: page,
+            next_marker,
+        }))
+    }
+
+    async fn update_function_code(
+        &self,
+        req: Request<Streaming<v1::UpdateFunctionCodeRequest>>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        use v1::update_function_code_request::Part;
+        let mut stream = req.into_inner();
+        let Some(Part::FunctionName(name)) = stream.next().await.transpose()?.and_then(|m| m.part)
+        else {
+            return Err(Status::invalid_argument(
+                "the first message must carry the name",
+            ));
+        };
+        let mut code = Vec::new();
+        while let Some(msg) = stream.next().await.transpose()? {
+            if let Some(Part::CodeChunk(c)) = msg.part {
+                code.extend(c);
+            }
+        }
+        let mut st = self.0.lock().unwrap();
+        let f = st
+            .functions
+            .get_mut(&name)
+            .ok_or_else(|| Status::not_found(format!("function `{name}` not found")))?;
+        f.code_size = code.len() as u64;
+        let f = f.clone();
+        st.code = code;
+        Ok(Response::new(f))
+    }
+
+    async fn update_function_configuration(
+        &self,
+        req: Request<v1::UpdateFunctionConfigurationRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let req = req.into_inner();
+        let mut st = self.0.lock().unwrap();
+        let f = st
+            .functions
+            .get_mut(&req.function_name)
+            .ok_or_else(|| Status::not_found("function not found"))?;
+        if let Some(m) = req.memory_size_mb {
+            f.memory_size_mb = m;
+        }
+        if req.replace_environment {
+            f.environment = req.environment;
+        }
+        Ok(Response::new(f.clone()))
+    }
+
+    async fn delete_function(
+        &self,
+        req: Request<v1::DeleteFunctionRequest>,
+    ) -> Result<Response<v1::DeleteFunctionResponse>, Status> {
+        let name = req.into_inner().function_name;
+        match self.0.lock().unwrap().functions.remove(&name) {
+            Some(_) => Ok(Response::new(v1::DeleteFunctionResponse {})),
+            None => Err(Status::not_found(format!("function `{name}` not found"))),
+        }
+    }
+
+    async fn invoke(
+        &self,
+        req: Request<v1::InvokeRequest>,
+    ) -> Result<Response<v1::InvokeResponse>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(v1::InvokeResponse {
+            status_code: 200,
+            payload: req.payload,
+            executed_version: "$LATEST".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_logs(
+        &self,
+        req: Request<v1::GetLogsRequest>,
+    ) -> Result<Response<v1::GetLogsResponse>, Status> {
+        let req = req.into_inner();
+        let events: Vec<_> = (req.after_seq + 1..=5)
+            .map(|seq| v1::LogEvent {
+                seq,
+                message: format!("line {seq}"),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(v1::GetLogsResponse {
+            events,
+            last_seq: 5,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: vec![v1::WorkerInfo {
+                worker_id: "w1".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+}
+
+async fn serve() -> (Server, String) {
+    let server = Server::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = FunctionsServer::new(server.clone())
+        .max_decoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (server, addr.to_string())
+}
+
+fn spec(name: &str) -> v1::FunctionSpec {
+    v1::FunctionSpec {
+        name: name.into(),
+        runtime: "provided".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn create_streams_code_in_1mb_chunks() {
+    let (server, addr) = serve().await;
+    let client = Client::connect(&addr).await.unwrap();
+    let zip: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
+    let f = client
+        .create_function(spec("big"), zip.clone())
+        .await
+        .unwrap();
+    assert_eq!(f.code_size, zip.len() as u64);
+    let st = server.0.lock().unwrap();
+    assert_eq!(
+        st.chunk_sizes,
+        [1024 * 1024, 1024 * 1024, 2_500_000 - 2 * 1024 * 1024]
+    );
+    assert_eq!(st.code, zip);
+}
+
+#[tokio::test]
+async fn update_code_streams_name_then_code() {
+    let (server, addr) = serve().await;
+    let client = Client::connect(&format!("http://{addr}")).await.unwrap();
+    client
+        .create_function(spec("f"), vec![1, 2, 3])
+        .await
+        .unwrap();
+    let f = client
+        .update_function_code("f", vec![9; 1_500_000])
+        .await
+        .unwrap();
+    assert_eq!(f.code_size, 1_500_000);
+    assert_eq!(server.0.lock().unwrap().code, vec![9; 1_500_000]);
+}
+
+#[tokio::test]
+async fn list_follows_pages() {
+    let (server, addr) = serve().await;
+    let client = Client::connect(&addr).await.unwrap();
+    for name in ["e", "a", "d", "b", "c"] {
+        client.create_function(spec(name), vec![0]).await.unwrap();
+    }
+    let names: Vec<String> = client
+        .list_functions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["a", "b", "c", "d", "e"]);
+    assert_eq!(server.0.lock().unwrap().list_calls, 3);
+}
+
+#[tokio::test]
+async fn api_errors_carry_the_status() {
+    let (_server, addr) = serve().await;
+    let client = Client::connect(&addr).await.unwrap();
+    let err = client.get_function("nope").await.unwrap_err();
+    assert_eq!(err.to_string(), "function `nope` not found");
+    assert_eq!(err.status().map(|s| s.code()), Some(tonic::Code::NotFound));
+    assert!(matches!(
+        client.delete_function("nope").await,
+        Err(Error::Api(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_other_calls() {
+    let (_server, addr) = serve().await;
+    let client = Client::connect(&addr).await.unwrap();
+    client.create_function(spec("f"), vec![0]).await.unwrap();
+    let f = client
+        .update_function_configuration(v1::UpdateFunctionConfigurationRequest {
+            function_name: "f".into(),
+            memory_size_mb: Some(512),
+            replace_environment: true,
+            environment: [("K".to_string(), "v".to_string())].into_iter().collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(f.memory_size_mb, 512);
+    assert_eq!(f.environment["K"], "v");
+    assert_eq!(client.get_function("f").await.unwrap().memory_size_mb, 512);
+    // A payload above tonic's default 4 MB limit must pass: limits are set to MAX_GRPC_MESSAGE_BYTES.
+    let payload = vec![b'7'; 5 * 1024 * 1024];
+    let resp = client
+        .invoke(v1::InvokeRequest {
+            function_name: "f".into(),
+            payload: payload.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.payload, payload);
+    let logs = client.get_logs("f", 3, 0).await.unwrap();
+    let seqs: Vec<u64> = logs.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [4, 5]);
+    assert_eq!(client.list_workers().await.unwrap()[0].worker_id, "w1");
+    client.delete_function("f").await.unwrap();
+    assert!(client.list_functions().await.unwrap().is_empty());
+}
