@@ -11,4 +11,4 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 cargo fmt --all -- --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

@@ -93,7 +93,10 @@ impl TryFrom<v1::FunctionConfiguration> for FunctionConfig {
             ));
         }
         if p.revision_id.is_empty() {
-            return Err(ValidationError::new("revision_id", "revision_id must not be empty"));
+            return Err(ValidationError::new(
+                "revision_id",
+                "revision_id must not be empty",
+            ));
         }
         Ok(FunctionConfig {
             spec,

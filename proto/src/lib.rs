@@ -12,7 +12,8 @@ pub mod domain;
 pub mod validate;
 
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lamina_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lamina_descriptor.bin"));
 
 /// Largest gRPC message the servers and clients accept: a 6 MB payload plus headroom.
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 16 * 1024 * 1024;

@@ -60,7 +60,10 @@ pub fn name(name: &str) -> Result<(), ValidationError> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ValidationError::new(
             "name",
-            format!("function name must be 1..{MAX_NAME_LEN} characters, got {}", name.len()),
+            format!(
+                "function name must be 1..{MAX_NAME_LEN} characters, got {}",
+                name.len()
+            ),
         ));
     }
     if let Some(c) = name
@@ -89,7 +92,10 @@ pub fn handler(runtime: Runtime, handler: &str) -> Result<(), ValidationError> {
     if handler.len() > 128 {
         return Err(ValidationError::new(
             "handler",
-            format!("handler must be at most 128 characters, got {}", handler.len()),
+            format!(
+                "handler must be at most 128 characters, got {}",
+                handler.len()
+            ),
         ));
     }
     if handler.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -102,7 +108,9 @@ pub fn handler(runtime: Runtime, handler: &str) -> Result<(), ValidationError> {
         return Ok(());
     }
     match handler.rsplit_once('.') {
-        Some((file, func)) if !file.is_empty() && !func.is_empty() && !file.starts_with('/') => Ok(()),
+        Some((file, func)) if !file.is_empty() && !func.is_empty() && !file.starts_with('/') => {
+            Ok(())
+        }
         _ => Err(ValidationError::new(
             "handler",
             format!("handler must look like file.function (e.g. app.handler), got {handler:?}"),
@@ -134,7 +142,9 @@ pub fn ephemeral_storage(mb: u32) -> Result<(), ValidationError> {
     if !(MIN_EPHEMERAL_MB..=MAX_EPHEMERAL_MB).contains(&mb) {
         return Err(ValidationError::new(
             "ephemeral_storage",
-            format!("ephemeral storage must be {MIN_EPHEMERAL_MB}..{MAX_EPHEMERAL_MB} MB, got {mb}"),
+            format!(
+                "ephemeral storage must be {MIN_EPHEMERAL_MB}..{MAX_EPHEMERAL_MB} MB, got {mb}"
+            ),
         ));
     }
     Ok(())
@@ -195,7 +205,10 @@ pub fn spec(spec: &FunctionSpec) -> Result<(), ValidationError> {
     if spec.description.len() > 256 {
         return Err(ValidationError::new(
             "description",
-            format!("description must be at most 256 characters, got {}", spec.description.len()),
+            format!(
+                "description must be at most 256 characters, got {}",
+                spec.description.len()
+            ),
         ));
     }
     Ok(())
@@ -207,13 +220,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_and_range() {
-        assert_eq!(memory(64).unwrap_err().to_string(), "memory must be 128..10240 MB, got 64");
+        assert_eq!(
+            memory(64).unwrap_err().to_string(),
+            "memory must be 128..10240 MB, got 64"
+        );
         assert_eq!(timeout(0).unwrap_err().field, "timeout");
         assert!(timeout(901).is_err() && timeout(900).is_ok());
         assert!(name("ok-name_1").is_ok());
         assert!(name("bad/name").is_err());
         assert!(name(&"a".repeat(65)).is_err());
-        assert!(runtime("python2.7").unwrap_err().to_string().contains("python3.11"));
+        assert!(runtime("python2.7")
+            .unwrap_err()
+            .to_string()
+            .contains("python3.11"));
         assert!(handler(Runtime::Python311, "app").is_err());
         assert!(handler(Runtime::Python311, "app.handler").is_ok());
         assert!(handler(Runtime::Provided, "anything").is_ok());
@@ -223,7 +242,10 @@ mod tests {
     fn environment_limits() {
         let mut env = BTreeMap::new();
         env.insert("AWS_REGION".to_string(), "x".to_string());
-        assert!(environment(&env).unwrap_err().to_string().contains("reserved"));
+        assert!(environment(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
         env.clear();
         env.insert("BIG".to_string(), "x".repeat(5000));
         assert!(environment(&env).unwrap_err().to_string().contains("4096"));

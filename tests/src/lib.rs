@@ -67,8 +67,11 @@ impl Proc {
     /// Spawns `cmd`, waits for a stdout line starting with `ready_prefix` and returns the last word
     /// of that line (the address). Stderr goes to `log`.
     fn spawn(name: &str, mut cmd: Command, ready_prefix: &str, log: PathBuf) -> Result<Proc> {
-        let log_file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        cmd.stdout(Stdio::piped()).stderr(log_file).stdin(Stdio::null());
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(log_file)
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().with_context(|| format!("spawn {name}"))?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -163,7 +166,12 @@ impl Cluster {
         let mut cmd = Command::new(bin("lamina-controller"));
         cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("controller"))
-            .args(["--worker-timeout-ms", "3000", "--heartbeat-interval-ms", "500"]);
+            .args([
+                "--worker-timeout-ms",
+                "3000",
+                "--heartbeat-interval-ms",
+                "500",
+            ]);
         let controller = Proc::spawn(
             "controller",
             cmd,
@@ -253,7 +261,11 @@ pub fn with_env(mut s: v1::FunctionSpec, env: &[(&str, &str)]) -> v1::FunctionSp
 }
 
 /// Creates a Python function from one file `app.py` with handler `app.handler`.
-pub async fn create_python(client: &Client, name: &str, source: &str) -> Result<v1::FunctionConfiguration> {
+pub async fn create_python(
+    client: &Client,
+    name: &str,
+    source: &str,
+) -> Result<v1::FunctionConfiguration> {
     let zip = zip_of(&[("app.py", source, 0o644)]);
     Ok(client
         .create_function(spec(name, "python3.11", "app.handler"), zip)
@@ -299,14 +311,20 @@ pub fn memory_cgroup_root() -> Option<&'static Path> {
 pub fn reap_worker_sandboxes(worker_id: &str) {
     let roots: Vec<PathBuf> = ["freezer", "memory", "cpu", "pids", ""]
         .iter()
-        .map(|c| Path::new("/sys/fs/cgroup").join(c).join("lamina").join(worker_id))
+        .map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("lamina")
+                .join(worker_id)
+        })
         .filter(|p| p.is_dir())
         .collect();
     for _ in 0..50 {
         let mut alive = false;
         for root in &roots {
             for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-                let procs = std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
+                let procs =
+                    std::fs::read_to_string(entry.path().join("cgroup.procs")).unwrap_or_default();
                 for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                     alive = true;
                     // SAFETY: kill(2) has no memory-safety preconditions.
@@ -317,7 +335,10 @@ pub fn reap_worker_sandboxes(worker_id: &str) {
             }
         }
         // Frozen tasks die only once thawed.
-        for entry in roots.iter().flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten()) {
+        for entry in roots
+            .iter()
+            .flat_map(|r| std::fs::read_dir(r).into_iter().flatten().flatten())
+        {
             let _ = std::fs::write(entry.path().join("freezer.state"), "THAWED");
             let _ = std::fs::write(entry.path().join("cgroup.freeze"), "0");
         }

@@ -37,10 +37,25 @@ fn fnctl_create_invoke_get_list_logs_delete() {
         cluster.dir.path(),
         "def handler(e, c):\n    print('hello from', c.function_name)\n    if e.get('fail'):\n        raise RuntimeError('asked to fail')\n    return {'echo': e}\n",
     );
-    let (code, out, err) = fnctl(&ep, &[
-        "create", &name, "--runtime", "python3.11", "--handler", "app.handler",
-        "--code", dir.to_str().unwrap(), "--memory", "512", "--timeout", "10", "--env", "K=a=b",
-    ]);
+    let (code, out, err) = fnctl(
+        &ep,
+        &[
+            "create",
+            &name,
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            dir.to_str().unwrap(),
+            "--memory",
+            "512",
+            "--timeout",
+            "10",
+            "--env",
+            "K=a=b",
+        ],
+    );
     assert_eq!(code, 0, "{out}{err}");
 
     let (code, out, err) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"x":1}"#]);
@@ -48,7 +63,19 @@ fn fnctl_create_invoke_get_list_logs_delete() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["echo"]["x"], 1);
 
-    let (code, out, _) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"x":2}"#, "--log-type", "tail", "-o", "json"]);
+    let (code, out, _) = fnctl(
+        &ep,
+        &[
+            "invoke",
+            &name,
+            "--payload",
+            r#"{"x":2}"#,
+            "--log-type",
+            "tail",
+            "-o",
+            "json",
+        ],
+    );
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["statusCode"], 200);
@@ -70,14 +97,17 @@ fn fnctl_create_invoke_get_list_logs_delete() {
     assert!(err.contains("nope-not-here"), "{err}");
     let (code, _, err) = fnctl(&ep, &["update-config", &name, "--memory", "64"]);
     assert_eq!(code, 1);
-    assert!(err.contains("memory must be 128..10240 MB, got 64"), "{err}");
+    assert!(
+        err.contains("memory must be 128..10240 MB, got 64"),
+        "{err}"
+    );
 
     let (code, out, _) = fnctl(&ep, &["get", &name, "-o", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["FunctionName"], name.as_str());
     assert_eq!(v["MemorySize"], 512);
-    assert_eq!(v["Environment"]["K"], "a=b");
+    assert_eq!(v["Environment"]["Variables"]["K"], "a=b");
     let (code, out, _) = fnctl(&ep, &["get", &name, "-o", "yaml"]);
     assert_eq!(code, 0);
     assert!(out.contains(&format!("FunctionName: {name}")), "{out}");
@@ -91,10 +121,16 @@ fn fnctl_create_invoke_get_list_logs_delete() {
 
     let (code, out, _) = fnctl(&ep, &["logs", &name]);
     assert_eq!(code, 0);
-    assert!(out.contains("hello from") && out.contains("REPORT RequestId:"), "{out}");
+    assert!(
+        out.contains("hello from") && out.contains("REPORT RequestId:"),
+        "{out}"
+    );
 
     std::fs::write(dir.join("app.py"), "def handler(e, c):\n    return 'v2'\n").unwrap();
-    let (code, _, err) = fnctl(&ep, &["update-code", &name, "--code", dir.to_str().unwrap()]);
+    let (code, _, err) = fnctl(
+        &ep,
+        &["update-code", &name, "--code", dir.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = fnctl(&ep, &["invoke", &name]);
     assert_eq!(out.trim(), "\"v2\"");
@@ -127,10 +163,27 @@ fn fnctl_up_runs_a_single_node_cluster() {
             }
         }
     });
-    let ep = rx.recv_timeout(Duration::from_secs(60)).expect("fnctl up never became ready");
+    let ep = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fnctl up never became ready");
     let name = unique("up");
-    let code = code_dir(dir.path(), "def handler(e, c):\n    return 'up and running'\n");
-    let (rc, out, err) = fnctl(&ep, &["create", &name, "--runtime", "python3.11", "--handler", "app.handler", "--code", code.to_str().unwrap()]);
+    let code = code_dir(
+        dir.path(),
+        "def handler(e, c):\n    return 'up and running'\n",
+    );
+    let (rc, out, err) = fnctl(
+        &ep,
+        &[
+            "create",
+            &name,
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            code.to_str().unwrap(),
+        ],
+    );
     assert_eq!(rc, 0, "{out}{err}");
     let (rc, out, err) = fnctl(&ep, &["invoke", &name]);
     assert_eq!(rc, 0, "{err}");

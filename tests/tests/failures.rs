@@ -27,7 +27,8 @@ async fn misbehaving(c: &Client, memory: u32, timeout: u32) -> anyhow::Result<St
     let mut s = spec(&name, "python3.11", "app.handler");
     s.memory_size_mb = memory;
     s.timeout_seconds = timeout;
-    c.create_function(s, zip_of(&[("app.py", PY_MISBEHAVE, 0o644)])).await?;
+    c.create_function(s, zip_of(&[("app.py", PY_MISBEHAVE, 0o644)]))
+        .await?;
     Ok(name)
 }
 
@@ -46,7 +47,12 @@ fn timeout_kills_the_sandbox_and_next_invocation_reinits() {
         let cluster = Cluster::start(1)?;
         let c = cluster.client().await?;
         let name = misbehaving(&c, 1024, 2).await?;
-        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1, "{}", cluster.logs());
+        assert_eq!(
+            json(&invoke(&c, &name, "{}").await?)["count"],
+            1,
+            "{}",
+            cluster.logs()
+        );
         assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 2);
         let started = std::time::Instant::now();
         let resp = invoke(&c, &name, r#"{"do":"sleep"}"#).await?;
@@ -55,7 +61,11 @@ fn timeout_kills_the_sandbox_and_next_invocation_reinits() {
         assert!(msg.contains("Task timed out after 2.00 seconds"), "{msg}");
         assert!(msg.contains(&resp.request_id), "{msg}");
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
-        assert!(resp.log_tail.contains("Task timed out after 2.00 seconds"), "{}", resp.log_tail);
+        assert!(
+            resp.log_tail.contains("Task timed out after 2.00 seconds"),
+            "{}",
+            resp.log_tail
+        );
         // Fresh sandbox: the module-level counter starts again.
         assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
         Ok(())
@@ -68,10 +78,18 @@ fn runtime_exit_is_reported_and_sandbox_replaced() {
         let cluster = Cluster::start(1)?;
         let c = cluster.client().await?;
         let name = misbehaving(&c, 1024, 10).await?;
-        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1, "{}", cluster.logs());
+        assert_eq!(
+            json(&invoke(&c, &name, "{}").await?)["count"],
+            1,
+            "{}",
+            cluster.logs()
+        );
         let (ty, msg) = error_of(&invoke(&c, &name, r#"{"do":"exit"}"#).await?);
         assert_eq!(ty, "Runtime.ExitError");
-        assert!(msg.contains("Runtime exited with error: exit status 3"), "{msg}");
+        assert!(
+            msg.contains("Runtime exited with error: exit status 3"),
+            "{msg}"
+        );
         assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
         Ok(())
     })
@@ -95,8 +113,11 @@ fn handler_exception_has_type_message_and_stack() {
 
         let node = unique("nodeerr");
         let src = "exports.handler = async () => { throw new TypeError('bad thing'); };";
-        c.create_function(spec(&node, "nodejs20.x", "index.handler"), zip_of(&[("index.js", src, 0o644)]))
-            .await?;
+        c.create_function(
+            spec(&node, "nodejs20.x", "index.handler"),
+            zip_of(&[("index.js", src, 0o644)]),
+        )
+        .await?;
         let (ty, msg) = error_of(&invoke(&c, &node, "{}").await?);
         assert_eq!(ty, "TypeError");
         assert_eq!(msg, "bad thing");

@@ -35,11 +35,25 @@ fn python_hello_with_context() {
         assert_eq!(v["env_name"], name.as_str());
         assert_eq!(v["memory"], 1024);
         assert_eq!(v["task_root"], "/var/task");
-        assert!(v["arn"].as_str().unwrap().ends_with(&format!(":function:{name}")));
+        assert!(v["arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":function:{name}")));
         let remaining = v["remaining"].as_i64().unwrap();
-        assert!(remaining > 0 && remaining <= 10_000, "remaining {remaining}");
-        assert!(resp.log_tail.contains("START RequestId:"), "{}", resp.log_tail);
-        assert!(resp.log_tail.contains("REPORT RequestId:"), "{}", resp.log_tail);
+        assert!(
+            remaining > 0 && remaining <= 10_000,
+            "remaining {remaining}"
+        );
+        assert!(
+            resp.log_tail.contains("START RequestId:"),
+            "{}",
+            resp.log_tail
+        );
+        assert!(
+            resp.log_tail.contains("REPORT RequestId:"),
+            "{}",
+            resp.log_tail
+        );
         Ok(())
     })
 }
@@ -75,7 +89,8 @@ fn node_hello_async_and_callback() {
         assert_eq!(v2["count"], 2);
 
         let cb = unique("nodecb");
-        c.create_function(spec(&cb, "nodejs20.x", "index.cb"), zip).await?;
+        c.create_function(spec(&cb, "nodejs20.x", "index.cb"), zip)
+            .await?;
         let v = json(&invoke(&c, &cb, r#"{"n":41}"#).await?);
         assert_eq!(v["viaCallback"], true);
         assert_eq!(v["n"], 42);
@@ -102,7 +117,11 @@ fn warm_reuse_runs_init_once() {
         create_python(&c, &name, PY_COUNTER).await?;
         let first = invoke(&c, &name, "{}").await?;
         assert_eq!(json(&first)["count"], 1, "{}", cluster.logs());
-        assert!(first.log_tail.contains("Init Duration:"), "{}", first.log_tail);
+        assert!(
+            first.log_tail.contains("Init Duration:"),
+            "{}",
+            first.log_tail
+        );
         for n in 2..=4 {
             let r = invoke(&c, &name, "{}").await?;
             assert_eq!(json(&r)["count"], n);
@@ -125,8 +144,12 @@ fn environment_variables_and_config_update() {
         let c = cluster.client().await?;
         let name = unique("env");
         let src = "import os\ndef handler(e, c):\n    return {k: os.environ.get(k) for k in ['GREETING', 'WITH_EQ', 'AWS_REGION', 'TZ', 'AWS_EXECUTION_ENV', 'AWS_LAMBDA_FUNCTION_MEMORY_SIZE']}\n";
-        let s = with_env(spec(&name, "python3.11", "app.handler"), &[("GREETING", "hi"), ("WITH_EQ", "a=b=c")]);
-        c.create_function(s, zip_of(&[("app.py", src, 0o644)])).await?;
+        let s = with_env(
+            spec(&name, "python3.11", "app.handler"),
+            &[("GREETING", "hi"), ("WITH_EQ", "a=b=c")],
+        );
+        c.create_function(s, zip_of(&[("app.py", src, 0o644)]))
+            .await?;
         let v = json(&invoke(&c, &name, "{}").await?);
         assert_eq!(v["GREETING"], "hi");
         assert_eq!(v["WITH_EQ"], "a=b=c");
@@ -141,7 +164,9 @@ fn environment_variables_and_config_update() {
                 function_name: name.clone(),
                 memory_size_mb: Some(512),
                 replace_environment: true,
-                environment: [("GREETING".to_string(), "hello".to_string())].into_iter().collect(),
+                environment: [("GREETING".to_string(), "hello".to_string())]
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             })
             .await?;
@@ -191,7 +216,8 @@ while True:
     assert r.status == 202, r.status
 "#;
         let zip = zip_of(&[("bootstrap", bootstrap, 0o755)]);
-        c.create_function(spec(&name, "provided", "my.handler"), zip).await?;
+        c.create_function(spec(&name, "provided", "my.handler"), zip)
+            .await?;
         let v = json(&invoke(&c, &name, r#"{"x":1}"#).await?);
         assert_eq!(v["echo"]["x"], 1, "{}", cluster.logs());
         assert_eq!(v["handler"], "my.handler");
@@ -205,7 +231,12 @@ fn dry_run_validates_without_running() {
         let cluster = Cluster::start(1)?;
         let c = cluster.client().await?;
         let name = unique("dry");
-        create_python(&c, &name, "def handler(e, c):\n    raise Exception('must not run')\n").await?;
+        create_python(
+            &c,
+            &name,
+            "def handler(e, c):\n    raise Exception('must not run')\n",
+        )
+        .await?;
         let resp = c
             .invoke(v1::InvokeRequest {
                 function_name: name.clone(),

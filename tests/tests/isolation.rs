@@ -37,12 +37,17 @@ fn isolation_seen_from_inside_and_limits_from_the_host() {
         let mut s = spec(&name, "python3.11", "app.handler");
         s.memory_size_mb = 256;
         s.ephemeral_storage_mb = 600;
-        c.create_function(s, zip_of(&[("app.py", PY_FACTS, 0o644)])).await?;
+        c.create_function(s, zip_of(&[("app.py", PY_FACTS, 0o644)]))
+            .await?;
         let resp = invoke(&c, &name, "{}").await?;
         assert_eq!(resp.function_error, "", "{:?}\n{}", resp, cluster.logs());
         let v = json(&resp);
         assert_eq!(v["pid"], 1, "own pid namespace: {v}");
-        assert_eq!(v["procs"], serde_json::json!([1]), "host processes invisible: {v}");
+        assert_eq!(
+            v["procs"],
+            serde_json::json!([1]),
+            "host processes invisible: {v}"
+        );
         assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "loopback only: {v}");
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
         assert_ne!(v["hostname"], host.trim(), "own hostname");
@@ -68,7 +73,12 @@ fn isolation_seen_from_inside_and_limits_from_the_host() {
                         .unwrap()
                 })
                 .collect();
-            assert_eq!(limits, vec![256 * 1024 * 1024], "sandbox cgroups under {}", parent.display());
+            assert_eq!(
+                limits,
+                vec![256 * 1024 * 1024],
+                "sandbox cgroups under {}",
+                parent.display()
+            );
         } else {
             let parent = std::path::Path::new("/sys/fs/cgroup/lamina").join(&cluster.worker_ids[0]);
             let limits: Vec<String> = std::fs::read_dir(&parent)?
@@ -93,8 +103,16 @@ fn functions_do_not_share_sandboxes() {
         create_python(&c, &a, src).await?;
         create_python(&c, &b, src).await?;
         assert_eq!(json(&invoke(&c, &a, "{}").await?)["seen"], false);
-        assert_eq!(json(&invoke(&c, &a, "{}").await?)["seen"], true, "warm sandbox keeps /tmp");
-        assert_eq!(json(&invoke(&c, &b, "{}").await?)["seen"], false, "another function's /tmp");
+        assert_eq!(
+            json(&invoke(&c, &a, "{}").await?)["seen"],
+            true,
+            "warm sandbox keeps /tmp"
+        );
+        assert_eq!(
+            json(&invoke(&c, &b, "{}").await?)["seen"],
+            false,
+            "another function's /tmp"
+        );
         Ok(())
     })
 }

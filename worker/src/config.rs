@@ -1,1 +1,229 @@
-//! (being written)
+//! The worker's command line and the settings derived from it (worker id, memory capacity, directories).
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Largest worker id accepted: it becomes part of cgroup paths.
+const MAX_WORKER_ID_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid worker id {id:?} (from {origin}): use 1..64 letters, digits, '-' or '_'")]
+    WorkerId { id: String, origin: String },
+    #[error("cannot find MemTotal in /proc/meminfo: pass --memory-mb")]
+    MemTotal,
+}
+
+/// `lamina-worker` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lamina-worker",
+    version,
+    about = "Lamina's node agent: runs function invocations in sandboxes"
+)]
+pub struct Cli {
+    /// Controller gRPC endpoint.
+    #[arg(
+        long,
+        env = "LAMINA_CONTROLLER",
+        default_value = "http://127.0.0.1:9670"
+    )]
+    pub controller: String,
+    /// Address the Worker gRPC service listens on (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:9671")]
+    pub listen: SocketAddr,
+    /// Directory for the worker's state: code cache, sandboxes, runtime bootstraps, worker id.
+    #[arg(long, default_value = "/var/lib/lamina/worker")]
+    pub state_dir: PathBuf,
+    /// Worker id (default: persisted in STATE_DIR/worker-id, generated once).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// host:port the controller dials for this worker (default: the bound listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Memory the worker may give to sandboxes, in MB (default: MemTotal minus 1 GiB).
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    /// Seconds an idle sandbox is kept warm before it is destroyed.
+    #[arg(long, default_value_t = 600)]
+    pub keep_alive_s: u64,
+    /// First host uid used for functions (uid = base + hash(function name) % 10000).
+    #[arg(long, default_value_t = 200_000)]
+    pub uid_base: u32,
+    /// pids.max of every sandbox.
+    #[arg(long, default_value_t = 1024)]
+    pub pids_max: u32,
+}
+
+/// Settings resolved from the command line, shared by the manager and the service.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub controller: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub state_dir: PathBuf,
+    pub worker_id: String,
+    pub memory_mb: u64,
+    pub keep_alive: Duration,
+    pub uid_base: u32,
+    pub pids_max: u32,
+}
+
+impl WorkerConfig {
+    /// Resolves the worker id (persisting a generated one) and the memory capacity.
+    pub fn resolve(cli: Cli) -> Result<WorkerConfig, ConfigError> {
+        let worker_id = match cli.worker_id {
+            Some(id) => {
+                check_worker_id(&id, "--worker-id")?;
+                id
+            }
+            None => persisted_worker_id(&cli.state_dir)?,
+        };
+        let memory_mb = match cli.memory_mb {
+            Some(mb) => mb,
+            None => default_memory_mb(&read_meminfo()?)?,
+        };
+        Ok(WorkerConfig {
+            controller: cli.controller,
+            listen: cli.listen,
+            advertise: cli.advertise,
+            state_dir: cli.state_dir,
+            worker_id,
+            memory_mb,
+            keep_alive: Duration::from_secs(cli.keep_alive_s),
+            uid_base: cli.uid_base,
+            pids_max: cli.pids_max,
+        })
+    }
+
+    /// `lamina/<worker-id>`: the cgroup every sandbox of this worker lives under.
+    pub fn cgroup_parent(&self) -> String {
+        format!("lamina/{}", self.worker_id)
+    }
+
+    /// `STATE_DIR/code`: unzipped code by sha256.
+    pub fn code_dir(&self) -> PathBuf {
+        self.state_dir.join("code")
+    }
+
+    /// `STATE_DIR/sandboxes`: per-sandbox work dirs, wiped at start.
+    pub fn sandboxes_dir(&self) -> PathBuf {
+        self.state_dir.join("sandboxes")
+    }
+
+    /// `STATE_DIR/runtime`: Lamina's bootstraps, mounted at `/var/runtime`.
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.state_dir.join("runtime")
+    }
+}
+
+fn check_worker_id(id: &str, origin: &str) -> Result<(), ConfigError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_WORKER_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::WorkerId {
+            id: id.to_string(),
+            origin: origin.to_string(),
+        })
+    }
+}
+
+/// Reads `STATE_DIR/worker-id`, or generates `w-<12 hex>` and writes it there.
+pub fn persisted_worker_id(state_dir: &Path) -> Result<String, ConfigError> {
+    let path = state_dir.join("worker-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let id = s.trim().to_string();
+            check_worker_id(&id, &path.display().to_string())?;
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(state_dir).map_err(|source| ConfigError::Write {
+                path: state_dir.to_path_buf(),
+                source,
+            })?;
+            let id = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let tmp = state_dir.join(".worker-id.tmp");
+            std::fs::write(&tmp, format!("{id}\n"))
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|source| ConfigError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+            Ok(id)
+        }
+        Err(source) => Err(ConfigError::Read { path, source }),
+    }
+}
+
+fn read_meminfo() -> Result<String, ConfigError> {
+    let path = Path::new("/proc/meminfo");
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// MemTotal minus 1 GiB (at least half of MemTotal), in MB.
+pub fn default_memory_mb(meminfo: &str) -> Result<u64, ConfigError> {
+    let kb: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .ok_or(ConfigError::MemTotal)?;
+    let total_mb = kb / 1024;
+    Ok(total_mb.saturating_sub(1024).max(total_mb / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_default_is_memtotal_minus_one_gib() {
+        let info = "MemTotal:        8000000 kB\nMemFree:  100 kB\n";
+        assert_eq!(default_memory_mb(info).unwrap(), 8000000 / 1024 - 1024);
+        // A small machine keeps at least half of its memory for sandboxes.
+        assert_eq!(default_memory_mb("MemTotal: 1048576 kB\n").unwrap(), 512);
+        assert!(default_memory_mb("MemFree: 1 kB\n").is_err());
+    }
+
+    #[test]
+    fn worker_id_is_generated_once_and_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let a = persisted_worker_id(&state).unwrap();
+        let b = persisted_worker_id(&state).unwrap();
+        assert_eq!(a, b);
+        assert!(a.starts_with("w-") && a.len() == 14, "{a}");
+        std::fs::write(state.join("worker-id"), "../escape\n").unwrap();
+        let err = persisted_worker_id(&state).unwrap_err().to_string();
+        assert!(err.contains("invalid worker id"), "{err}");
+    }
+
+    #[test]
+    fn worker_id_flag_is_checked() {
+        assert!(check_worker_id("node-1_a", "--worker-id").is_ok());
+        assert!(check_worker_id("a/b", "--worker-id").is_err());
+        assert!(check_worker_id("", "--worker-id").is_err());
+        assert!(check_worker_id(&"x".repeat(65), "--worker-id").is_err());
+    }
+}

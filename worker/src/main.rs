@@ -1,1 +1,150 @@
-fn main() {}
+//! `lamina-worker`: the node agent. `lamina-worker __sandbox-init` is the sandbox's init process.
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use lamina_worker::code_cache::CodeCache;
+use lamina_worker::config::{Cli, WorkerConfig};
+use lamina_worker::manager::{Manager, ManagerConfig};
+use lamina_worker::service::{self, Registration};
+use lamina_worker::{runtimes, sandbox};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    // The sandbox init runs in a fresh single-threaded process: before clap, tokio or anything else.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__sandbox-init")
+    {
+        sandbox::init::main();
+    }
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("lamina-worker: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("lamina-worker must run as root: it creates namespaces and cgroups");
+    }
+    let cfg = WorkerConfig::resolve(cli)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    rt.block_on(serve(cfg))
+}
+
+fn prepare_state(cfg: &WorkerConfig) -> Result<()> {
+    sandbox::cleanup_stale(&cfg.cgroup_parent());
+    let sandboxes = cfg.sandboxes_dir();
+    match std::fs::remove_dir_all(&sandboxes) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot wipe {}", sandboxes.display())),
+    }
+    std::fs::create_dir_all(&sandboxes)
+        .with_context(|| format!("cannot create {}", sandboxes.display()))?;
+    runtimes::install(&cfg.runtime_dir()).context("cannot install the runtime bootstraps")?;
+    Ok(())
+}
+
+/// The address the controller dials: `--advertise`, else the bound address (loopback if unspecified).
+fn advertise(cfg: &WorkerConfig, bound: SocketAddr) -> String {
+    if let Some(a) = &cfg.advertise {
+        return a.clone();
+    }
+    if bound.ip().is_unspecified() {
+        tracing::warn!(%bound, "listening on all addresses without --advertise: advertising 127.0.0.1");
+        return SocketAddr::from(([127, 0, 0, 1], bound.port())).to_string();
+    }
+    bound.to_string()
+}
+
+async fn serve(cfg: WorkerConfig) -> Result<()> {
+    let setup = cfg.clone();
+    tokio::task::spawn_blocking(move || prepare_state(&setup))
+        .await
+        .context("state preparation task failed")??;
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone())?;
+
+    let client = service::cluster_client(&cfg.controller)?;
+    let code = CodeCache::new(cfg.code_dir(), client.clone())?;
+    let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: pick another --listen address",
+                cfg.listen
+            )
+        })?;
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let server = tokio::spawn(service::serve(listener, manager.clone(), shutdown.clone()));
+
+    let reg = Registration {
+        worker_id: cfg.worker_id.clone(),
+        address: advertise(&cfg, bound),
+        memory_total_mb: cfg.memory_mb,
+    };
+    let heartbeat = match service::register(&client, &reg, &shutdown).await {
+        Some(interval) => {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "lamina-worker {} listening on {bound}", cfg.worker_id)
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")?;
+            drop(out);
+            Some(tokio::spawn(service::heartbeat_loop(
+                client,
+                manager.clone(),
+                reg,
+                interval,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: destroying every sandbox");
+    manager.shutdown().await;
+    if let Some(h) = heartbeat {
+        h.await.ok();
+    }
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "worker grpc server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "worker grpc server task failed"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+fn spawn_signal_handler(shutdown: CancellationToken) -> Result<()> {
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
+}

@@ -1,1 +1,568 @@
-//! (being written)
+//! The sandbox pool: warm sandboxes keyed by (function name, revision), one invocation per sandbox at a
+//! time. Takes an idle sandbox (thawing it) or starts one, runs the invocation with its deadline
+//! (`run`), freezes the sandbox afterwards and keeps it idle until the keep-alive reaper destroys it.
+//! A sandbox that timed out, crashed or failed its init is destroyed: the next invocation starts afresh.
+mod env;
+mod logs;
+mod run;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lamina_proto::domain::{FunctionConfig, Runtime};
+use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
+use lamina_proto::validate::{self, ValidationError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::code_cache::{CodeCache, CodeCacheError};
+use crate::config::WorkerConfig;
+use crate::runtime_api::RuntimeApi;
+use crate::runtimes;
+use crate::sandbox::{Sandbox, SandboxError, SandboxSpec};
+
+pub use env::{build_env, host_uid, log_stream_name, stable_hash};
+pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
+
+use logs::SandboxOutput;
+
+/// How often the reaper looks for idle sandboxes past their keep-alive.
+const REAP_INTERVAL: Duration = Duration::from_millis(500);
+/// How long `shutdown` waits for sandboxes to be destroyed.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("invalid function configuration: {0}")]
+    InvalidFunction(#[from] ValidationError),
+    #[error("invalid invocation request: {0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Code(#[from] CodeCacheError),
+    #[error("cannot start a sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("cannot serve the runtime api of sandbox {id}: {source}")]
+    RuntimeApi { id: String, source: std::io::Error },
+    #[error(
+        "worker {worker} has {free} MB of {total} MB free, not enough for a {needed} MB sandbox: \
+         add workers or give this one more --memory-mb"
+    )]
+    NoCapacity {
+        worker: String,
+        needed: u64,
+        free: u64,
+        total: u64,
+    },
+    #[error("invalid entrypoint: {0}")]
+    InvalidEntrypoint(String),
+    #[error("worker is shutting down: retry on another worker")]
+    ShuttingDown,
+    #[error("invocation task failed: {0}")]
+    Task(String),
+}
+
+/// What the manager needs from the worker's configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    pub worker_id: String,
+    /// Relative cgroup path of every sandbox: `lamina/<worker-id>`.
+    pub cgroup_parent: String,
+    /// `STATE_DIR/sandboxes`: parent of each sandbox's work dir.
+    pub sandboxes_dir: PathBuf,
+    /// `STATE_DIR/runtime`: Lamina's bootstraps.
+    pub runtime_dir: PathBuf,
+    pub memory_mb: u64,
+    pub keep_alive: Duration,
+    pub uid_base: u32,
+    pub pids_max: u32,
+}
+
+impl ManagerConfig {
+    pub fn from_worker(cfg: &WorkerConfig) -> ManagerConfig {
+        ManagerConfig {
+            worker_id: cfg.worker_id.clone(),
+            cgroup_parent: cfg.cgroup_parent(),
+            sandboxes_dir: cfg.sandboxes_dir(),
+            runtime_dir: cfg.runtime_dir(),
+            memory_mb: cfg.memory_mb,
+            keep_alive: cfg.keep_alive,
+            uid_base: cfg.uid_base,
+            pids_max: cfg.pids_max,
+        }
+    }
+}
+
+/// What a sandbox is doing, as reported in heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxPhase {
+    Starting,
+    Busy,
+    Idle,
+}
+
+/// One live sandbox, as reported in heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub sandbox_id: String,
+    pub function_name: String,
+    pub revision_id: String,
+    pub phase: SandboxPhase,
+    pub memory_mb: u32,
+}
+
+/// The pool as reported in heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub memory_total_mb: u64,
+    /// Capacity minus the memory of every live sandbox.
+    pub memory_free_mb: u64,
+    pub sandboxes: Vec<SandboxInfo>,
+    pub invocations_total: u64,
+}
+
+type Key = (String, String);
+
+/// A started sandbox with its Runtime API and output.
+struct Warm {
+    sandbox: Sandbox,
+    api: RuntimeApi,
+    output: Option<Arc<SandboxOutput>>,
+    /// Stops the Runtime API server and the output reader.
+    stop: CancellationToken,
+    started_at: Instant,
+    idle_since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    closed: bool,
+    /// Every live sandbox (starting, busy, idle, being destroyed) by id: what memory is spoken for.
+    all: HashMap<String, SandboxInfo>,
+    /// Idle (frozen) sandboxes by (function, revision), most recently used last.
+    idle: HashMap<Key, Vec<Warm>>,
+}
+
+impl PoolState {
+    fn used_mb(&self) -> u64 {
+        self.all.values().map(|s| u64::from(s.memory_mb)).sum()
+    }
+
+    fn set_phase(&mut self, id: &str, phase: SandboxPhase) {
+        if let Some(info) = self.all.get_mut(id) {
+            info.phase = phase;
+        }
+    }
+
+    /// Removes and returns the idle sandbox that has been idle longest.
+    fn pop_oldest_idle(&mut self) -> Option<Warm> {
+        let key = self
+            .idle
+            .iter()
+            .filter_map(|(k, v)| v.first().map(|w| (k, w.idle_since)))
+            .min_by_key(|(_, since)| *since)
+            .map(|(k, _)| k.clone())?;
+        let list = self.idle.get_mut(&key)?;
+        let warm = list.remove(0);
+        if list.is_empty() {
+            self.idle.remove(&key);
+        }
+        Some(warm)
+    }
+}
+
+struct Inner {
+    cfg: ManagerConfig,
+    code: CodeCache,
+    state: Mutex<PoolState>,
+    invocations_total: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The sandbox pool. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+/// How a sandbox was obtained for an invocation.
+struct Acquired {
+    warm: Warm,
+    cold: bool,
+}
+
+impl Manager {
+    /// A manager with an empty pool; spawns the keep-alive reaper (stopped by [`Manager::shutdown`]).
+    pub fn new(cfg: ManagerConfig, code: CodeCache) -> Manager {
+        let manager = Manager {
+            inner: Arc::new(Inner {
+                cfg,
+                code,
+                state: Mutex::default(),
+                invocations_total: AtomicU64::new(0),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        };
+        let reaper = manager.clone();
+        manager
+            .inner
+            .tasks
+            .spawn(async move { reaper.reap_loop().await });
+        manager
+    }
+
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one invocation. The work runs in its own task: if the caller goes away the invocation
+    /// still finishes and its sandbox is kept or destroyed properly.
+    pub async fn invoke(
+        &self,
+        req: WorkerInvokeRequest,
+    ) -> Result<WorkerInvokeResponse, ManagerError> {
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.invoke_inner(req).await })
+            .await
+            .map_err(|e| ManagerError::Task(e.to_string()))?
+    }
+
+    async fn invoke_inner(
+        &self,
+        req: WorkerInvokeRequest,
+    ) -> Result<WorkerInvokeResponse, ManagerError> {
+        let function = req
+            .function
+            .clone()
+            .ok_or_else(|| ManagerError::InvalidRequest("function is missing".to_string()))?;
+        let config = FunctionConfig::try_from(function)?;
+        if req.request_id.is_empty()
+            || req.request_id.len() > 128
+            || req.request_id.chars().any(|c| c.is_control())
+        {
+            return Err(ManagerError::InvalidRequest(format!(
+                "request_id must be 1..128 printable characters, got {:?}",
+                req.request_id
+            )));
+        }
+        validate::sync_payload(req.payload.len())?;
+        let Acquired { warm, cold } = match self.acquire(&config).await {
+            Ok(a) => a,
+            Err(ManagerError::InvalidEntrypoint(msg)) => {
+                self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+                return Ok(run::entrypoint_error(&req.request_id, &config, &msg));
+            }
+            // With an executable bootstrap, a failed start of `provided` is almost always an exec
+            // the kernel refused (bad interpreter line, not a binary for this machine): the function's.
+            Err(ManagerError::Sandbox(e @ SandboxError::Start { .. }))
+                if config.spec.runtime == Runtime::Provided =>
+            {
+                tracing::warn!(function = %config.spec.name, error = %e, "provided runtime failed to start");
+                self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+                return Ok(run::entrypoint_error(
+                    &req.request_id,
+                    &config,
+                    &e.to_string(),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let (resp, disposition) = run::run(warm, cold, &config, &req, &self.inner.shutdown).await;
+        self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+        match disposition {
+            run::Disposition::Keep(warm) => self.release(warm),
+            run::Disposition::Destroy(warm) => self.retire(warm),
+        }
+        resp
+    }
+
+    /// An idle sandbox of this revision (thawed), or a new one.
+    async fn acquire(&self, config: &FunctionConfig) -> Result<Acquired, ManagerError> {
+        let key: Key = (config.spec.name.clone(), config.revision_id.clone());
+        loop {
+            let candidate = {
+                let mut st = self.state();
+                if st.closed {
+                    return Err(ManagerError::ShuttingDown);
+                }
+                let warm = st.idle.get_mut(&key).and_then(|v| v.pop());
+                if st.idle.get(&key).is_some_and(|v| v.is_empty()) {
+                    st.idle.remove(&key);
+                }
+                if let Some(w) = &warm {
+                    st.set_phase(w.sandbox.id(), SandboxPhase::Busy);
+                }
+                warm
+            };
+            let Some(warm) = candidate else { break };
+            if warm.sandbox.has_exited() {
+                tracing::info!(
+                    sandbox = warm.sandbox.id(),
+                    "idle sandbox exited: starting another"
+                );
+                self.retire(warm);
+                continue;
+            }
+            if let Err(e) = warm.sandbox.thaw() {
+                tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "thaw failed: starting another");
+                self.retire(warm);
+                continue;
+            }
+            return Ok(Acquired { warm, cold: false });
+        }
+        let warm = self.start(config).await?;
+        Ok(Acquired { warm, cold: true })
+    }
+
+    /// Reserves memory (evicting idle sandboxes of any function if needed) and starts a sandbox.
+    async fn start(&self, config: &FunctionConfig) -> Result<Warm, ManagerError> {
+        let spec = &config.spec;
+        let uuid = uuid::Uuid::new_v4().simple().to_string();
+        let sandbox_id = format!("sb-{uuid}");
+        let needed = u64::from(spec.memory_mb);
+        {
+            let mut st = self.state();
+            if st.closed {
+                return Err(ManagerError::ShuttingDown);
+            }
+            let total = self.inner.cfg.memory_mb;
+            while st.used_mb() + needed > total {
+                let Some(victim) = st.pop_oldest_idle() else {
+                    return Err(ManagerError::NoCapacity {
+                        worker: self.inner.cfg.worker_id.clone(),
+                        needed,
+                        free: total.saturating_sub(st.used_mb()),
+                        total,
+                    });
+                };
+                tracing::info!(
+                    sandbox = victim.sandbox.id(),
+                    "evicting an idle sandbox to make room"
+                );
+                // Counted as free right away (it is being killed) so that no more is evicted than needed.
+                st.all.remove(victim.sandbox.id());
+                self.spawn_destroy(victim, false);
+            }
+            st.all.insert(
+                sandbox_id.clone(),
+                SandboxInfo {
+                    sandbox_id: sandbox_id.clone(),
+                    function_name: spec.name.clone(),
+                    revision_id: config.revision_id.clone(),
+                    phase: SandboxPhase::Starting,
+                    memory_mb: spec.memory_mb,
+                },
+            );
+        }
+        let started = self.start_reserved(config, &sandbox_id, &uuid).await;
+        let mut st = self.state();
+        match &started {
+            Ok(_) => st.set_phase(&sandbox_id, SandboxPhase::Busy),
+            Err(_) => {
+                st.all.remove(&sandbox_id);
+            }
+        }
+        started
+    }
+
+    async fn start_reserved(
+        &self,
+        config: &FunctionConfig,
+        sandbox_id: &str,
+        uuid: &str,
+    ) -> Result<Warm, ManagerError> {
+        let spec = &config.spec;
+        let cfg = &self.inner.cfg;
+        let code_dir = self.inner.code.ensure(&config.code_sha256).await?;
+        if spec.runtime == Runtime::Provided {
+            check_bootstrap(&code_dir)?;
+        }
+        let now_s = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let stream = log_stream_name(now_s, &config.version, uuid);
+        let sandbox_spec = SandboxSpec {
+            sandbox_id: sandbox_id.to_string(),
+            runtime: spec.runtime,
+            code_dir,
+            runtime_dir: cfg.runtime_dir.clone(),
+            work_dir: cfg.sandboxes_dir.join(sandbox_id),
+            cgroup_parent: cfg.cgroup_parent.clone(),
+            memory_mb: spec.memory_mb,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
+            argv: runtimes::command(spec.runtime),
+            env: build_env(config, &stream, runtimes::runtime_env(spec.runtime)),
+            host_uid: host_uid(cfg.uid_base, &spec.name),
+            pids_max: cfg.pids_max,
+        };
+        let started_at = Instant::now();
+        let mut sandbox = Sandbox::start(sandbox_spec).await?;
+        let stop = CancellationToken::new();
+        let api = match sandbox.take_runtime_api_listener() {
+            Some(listener) => RuntimeApi::serve(listener, stop.clone()),
+            None => Err(std::io::Error::other(
+                "the sandbox gave no runtime api listener",
+            )),
+        };
+        let api = match api {
+            Ok(api) => api,
+            Err(source) => {
+                sandbox.destroy().await;
+                return Err(ManagerError::RuntimeApi {
+                    id: sandbox_id.to_string(),
+                    source,
+                });
+            }
+        };
+        let output = sandbox.take_output().map(SandboxOutput::new);
+        if let Some(out) = &output {
+            logs::spawn_reader(out.clone(), api.clone(), stop.clone());
+        }
+        tracing::info!(
+            sandbox = sandbox_id,
+            function = %spec.name,
+            revision = %config.revision_id,
+            ms = started_at.elapsed().as_millis() as u64,
+            "sandbox started"
+        );
+        Ok(Warm {
+            sandbox,
+            api,
+            output,
+            stop,
+            started_at,
+            idle_since: started_at,
+        })
+    }
+
+    /// After an invocation that kept its sandbox: freeze it and put it back as idle.
+    fn release(&self, mut warm: Warm) {
+        if let Err(e) = warm.sandbox.freeze() {
+            tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "freeze failed: destroying the sandbox");
+            self.retire(warm);
+            return;
+        }
+        warm.idle_since = Instant::now();
+        let mut st = self.state();
+        if st.closed {
+            drop(st);
+            self.retire(warm);
+            return;
+        }
+        let id = warm.sandbox.id().to_string();
+        let Some(info) = st.all.get_mut(&id) else {
+            drop(st);
+            self.retire(warm);
+            return;
+        };
+        info.phase = SandboxPhase::Idle;
+        let key = (info.function_name.clone(), info.revision_id.clone());
+        st.idle.entry(key).or_default().push(warm);
+    }
+
+    /// Destroys a sandbox in the background; its memory stays accounted until it is gone.
+    fn retire(&self, warm: Warm) {
+        self.spawn_destroy(warm, true);
+    }
+
+    fn spawn_destroy(&self, warm: Warm, unaccount: bool) {
+        let me = self.clone();
+        self.inner.tasks.spawn(async move {
+            let id = warm.sandbox.id().to_string();
+            warm.stop.cancel();
+            warm.sandbox.kill();
+            warm.sandbox.destroy().await;
+            tracing::debug!(sandbox = %id, "sandbox destroyed");
+            if unaccount {
+                me.state().all.remove(&id);
+            }
+        });
+    }
+
+    async fn reap_loop(&self) {
+        let mut tick = tokio::time::interval(REAP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let keep_alive = self.inner.cfg.keep_alive;
+            let expired: Vec<Warm> = {
+                let mut st = self.state();
+                let mut out = Vec::new();
+                for list in st.idle.values_mut() {
+                    let (old, young): (Vec<Warm>, Vec<Warm>) = list
+                        .drain(..)
+                        .partition(|w| w.idle_since.elapsed() >= keep_alive);
+                    *list = young;
+                    out.extend(old);
+                }
+                st.idle.retain(|_, v| !v.is_empty());
+                out
+            };
+            for warm in expired {
+                tracing::info!(
+                    sandbox = warm.sandbox.id(),
+                    "idle past the keep-alive: destroying"
+                );
+                self.retire(warm);
+            }
+        }
+    }
+
+    /// Memory, sandboxes and invocation count for the heartbeat.
+    pub fn status(&self) -> PoolStatus {
+        let st = self.state();
+        let mut sandboxes: Vec<SandboxInfo> = st.all.values().cloned().collect();
+        sandboxes.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
+        PoolStatus {
+            memory_total_mb: self.inner.cfg.memory_mb,
+            memory_free_mb: self.inner.cfg.memory_mb.saturating_sub(st.used_mb()),
+            sandboxes,
+            invocations_total: self.inner.invocations_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuses new invocations, kills running ones, destroys every sandbox and waits for that.
+    pub async fn shutdown(&self) {
+        let idle: Vec<Warm> = {
+            let mut st = self.state();
+            st.closed = true;
+            st.idle.drain().flat_map(|(_, v)| v).collect()
+        };
+        self.inner.shutdown.cancel();
+        for warm in idle {
+            self.retire(warm);
+        }
+        self.inner.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sandboxes were not destroyed within {SHUTDOWN_WAIT:?}");
+        }
+    }
+}
+
+/// `provided` needs an executable `/var/task/bootstrap`.
+fn check_bootstrap(code_dir: &std::path::Path) -> Result<(), ManagerError> {
+    let path = code_dir.join("bootstrap");
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(ManagerError::InvalidEntrypoint(
+            "/var/task/bootstrap is not an executable file: zip it with mode 0755".to_string(),
+        )),
+        Err(_) => Err(ManagerError::InvalidEntrypoint(
+            "Couldn't find valid bootstrap(s): [/var/task/bootstrap]".to_string(),
+        )),
+    }
+}

@@ -1,1 +1,303 @@
-//! (being written)
+//! The `Worker` gRPC service (the controller's `Worker.Invoke` -> the manager), registration with the
+//! controller (`Cluster.RegisterWorker`, retried with backoff) and the heartbeat loop.
+use std::time::Duration;
+
+use lamina_proto::v1::cluster_client::ClusterClient;
+use lamina_proto::v1::worker_server::{Worker, WorkerServer};
+use lamina_proto::v1::{
+    HeartbeatRequest, RegisterWorkerRequest, SandboxState, SandboxStatus, WorkerInvokeRequest,
+    WorkerInvokeResponse,
+};
+use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::code_cache::CodeCacheError;
+use crate::manager::{Manager, ManagerError, PoolStatus, SandboxPhase};
+
+/// Heartbeat interval used when the controller answers 0.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid controller url {url:?}: {source}: use http://HOST:PORT")]
+    ControllerUrl {
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error("worker grpc server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+impl From<ManagerError> for Status {
+    fn from(e: ManagerError) -> Status {
+        let msg = e.to_string();
+        match e {
+            ManagerError::InvalidFunction(_) | ManagerError::InvalidRequest(_) => {
+                Status::invalid_argument(msg)
+            }
+            ManagerError::InvalidEntrypoint(_) => Status::failed_precondition(msg),
+            ManagerError::NoCapacity { .. } => Status::resource_exhausted(msg),
+            ManagerError::ShuttingDown | ManagerError::Code(CodeCacheError::Fetch { .. }) => {
+                Status::unavailable(msg)
+            }
+            ManagerError::Code(_)
+            | ManagerError::Sandbox(_)
+            | ManagerError::RuntimeApi { .. }
+            | ManagerError::Task(_) => Status::internal(msg),
+        }
+    }
+}
+
+/// The `lamina.v1.Worker` service.
+pub struct WorkerService {
+    manager: Manager,
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn invoke(
+        &self,
+        request: Request<WorkerInvokeRequest>,
+    ) -> Result<Response<WorkerInvokeResponse>, Status> {
+        let req = request.into_inner();
+        let request_id = req.request_id.clone();
+        match self.manager.invoke(req).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "invocation failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The tonic service with Lamina's message size limits.
+pub fn worker_server(manager: Manager) -> WorkerServer<WorkerService> {
+    WorkerServer::new(WorkerService { manager })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+}
+
+/// Serves the Worker service on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    manager: Manager,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    tonic::transport::Server::builder()
+        .add_service(worker_server(manager))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A lazily connecting client of the controller's `Cluster` service.
+pub fn cluster_client(url: &str) -> Result<ClusterClient<Channel>, ServiceError> {
+    let endpoint =
+        Endpoint::from_shared(url.to_string()).map_err(|source| ServiceError::ControllerUrl {
+            url: url.to_string(),
+            source,
+        })?;
+    let channel = endpoint
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(ClusterClient::new(channel)
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+}
+
+/// Who this worker is, as told to the controller.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub worker_id: String,
+    /// host:port the controller dials for `Worker.Invoke`.
+    pub address: String,
+    pub memory_total_mb: u64,
+}
+
+/// Registers until the controller accepts (backing off, logging why) and returns the heartbeat
+/// interval; `None` if `shutdown` was cancelled first.
+pub async fn register(
+    client: &ClusterClient<Channel>,
+    reg: &Registration,
+    shutdown: &CancellationToken,
+) -> Option<Duration> {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let req = RegisterWorkerRequest {
+            worker_id: reg.worker_id.clone(),
+            address: reg.address.clone(),
+            memory_total_mb: reg.memory_total_mb,
+        };
+        let attempt = async { client.clone().register_worker(req).await };
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            r = attempt => r,
+        };
+        match result {
+            Ok(resp) => {
+                let ms = resp.into_inner().heartbeat_interval_ms;
+                let interval = if ms == 0 {
+                    DEFAULT_HEARTBEAT
+                } else {
+                    Duration::from_millis(u64::from(ms)).max(MIN_HEARTBEAT)
+                };
+                tracing::info!(worker_id = %reg.worker_id, address = %reg.address, ?interval, "registered with the controller");
+                return Some(interval);
+            }
+            Err(status) => {
+                tracing::warn!(
+                    error = %status.message(),
+                    code = ?status.code(),
+                    retry_in = ?backoff,
+                    "cannot register with the controller, retrying"
+                );
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The heartbeat the manager's status gives.
+pub fn heartbeat_request(worker_id: &str, status: &PoolStatus) -> HeartbeatRequest {
+    HeartbeatRequest {
+        worker_id: worker_id.to_string(),
+        memory_free_mb: status.memory_free_mb,
+        sandboxes: status
+            .sandboxes
+            .iter()
+            .map(|s| SandboxStatus {
+                sandbox_id: s.sandbox_id.clone(),
+                function_name: s.function_name.clone(),
+                revision_id: s.revision_id.clone(),
+                state: match s.phase {
+                    SandboxPhase::Idle => SandboxState::SandboxIdle,
+                    SandboxPhase::Busy => SandboxState::SandboxBusy,
+                    SandboxPhase::Starting => SandboxState::SandboxStarting,
+                } as i32,
+                memory_size_mb: s.memory_mb,
+            })
+            .collect(),
+        invocations_total: status.invocations_total,
+    }
+}
+
+/// Heartbeats every `interval` until `shutdown`; registers again when the controller does not know
+/// this worker (it restarted).
+pub async fn heartbeat_loop(
+    client: ClusterClient<Channel>,
+    manager: Manager,
+    reg: Registration,
+    mut interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let req = heartbeat_request(&reg.worker_id, &manager.status());
+        let result = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = async { client.clone().heartbeat(req).await } => r,
+        };
+        match result {
+            Ok(resp) if resp.get_ref().known => {}
+            Ok(_) => {
+                tracing::warn!(
+                    "the controller does not know this worker (it restarted?): registering again"
+                );
+                match register(&client, &reg, &shutdown).await {
+                    Some(i) => interval = i,
+                    None => return,
+                }
+            }
+            Err(status) => {
+                tracing::warn!(error = %status.message(), code = ?status.code(), "heartbeat failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::SandboxInfo;
+
+    #[test]
+    fn heartbeat_carries_every_sandbox_with_its_state() {
+        let info = |id: &str, phase| SandboxInfo {
+            sandbox_id: id.to_string(),
+            function_name: "f".to_string(),
+            revision_id: "r".to_string(),
+            phase,
+            memory_mb: 128,
+        };
+        let status = PoolStatus {
+            memory_total_mb: 1000,
+            memory_free_mb: 616,
+            sandboxes: vec![
+                info("a", SandboxPhase::Idle),
+                info("b", SandboxPhase::Busy),
+                info("c", SandboxPhase::Starting),
+            ],
+            invocations_total: 7,
+        };
+        let hb = heartbeat_request("w-1", &status);
+        assert_eq!(hb.worker_id, "w-1");
+        assert_eq!(hb.memory_free_mb, 616);
+        assert_eq!(hb.invocations_total, 7);
+        let states: Vec<i32> = hb.sandboxes.iter().map(|s| s.state).collect();
+        assert_eq!(
+            states,
+            vec![
+                SandboxState::SandboxIdle as i32,
+                SandboxState::SandboxBusy as i32,
+                SandboxState::SandboxStarting as i32
+            ]
+        );
+        assert_eq!(hb.sandboxes[1].sandbox_id, "b");
+        assert_eq!(hb.sandboxes[1].memory_size_mb, 128);
+    }
+
+    #[test]
+    fn errors_map_to_grpc_codes() {
+        let s: Status = ManagerError::ShuttingDown.into();
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        let s: Status = ManagerError::NoCapacity {
+            worker: "w".into(),
+            needed: 256,
+            free: 100,
+            total: 1000,
+        }
+        .into();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().contains("100 MB of 1000 MB free"),
+            "{}",
+            s.message()
+        );
+        let s: Status = ManagerError::InvalidRequest("x".into()).into();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn controller_url_is_checked() {
+        let err = cluster_client("not a url\n").unwrap_err().to_string();
+        assert!(err.contains("invalid controller url"), "{err}");
+        assert!(cluster_client("http://127.0.0.1:9670").is_ok());
+    }
+}

@@ -152,6 +152,8 @@ async fn freeze_thaw_and_destroy_cleans_up() {
     }
 }
 
+type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
         lamina_worker::sandbox::init::main();
@@ -161,10 +163,7 @@ fn main() {
         "sandbox tests must run as root"
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let tests: Vec<(
-        &str,
-        std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>,
-    )> = vec![
+    let tests: Vec<(&str, TestFuture)> = vec![
         (
             "isolation_seen_from_inside",
             Box::pin(isolation_seen_from_inside()),

@@ -19,12 +19,19 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn summary(label: &str, mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
     let (p50, p99) = (percentile(&samples, 0.50), percentile(&samples, 0.99));
-    println!("{label:<52} {:>6} {:>10.3} {:>10.3}", samples.len(), p50, p99);
+    println!(
+        "{label:<52} {:>6} {:>10.3} {:>10.3}",
+        samples.len(),
+        p50,
+        p99
+    );
     (p50, p99)
 }
 
 fn machine() -> String {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cgroup = if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         "v2"
@@ -71,7 +78,10 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let cluster = Cluster::start(1)?;
     println!("machine: {}", machine());
-    println!("{:<52} {:>6} {:>10} {:>10}", "measurement", "runs", "p50 ms", "p99 ms");
+    println!(
+        "{:<52} {:>6} {:>10} {:>10}",
+        "measurement", "runs", "p50 ms", "p99 ms"
+    );
     let (bare_cold, bare_call) = bare_python(cluster.dir.path(), cold_n)?;
     let (bare_p50, _) = summary("bare python3.11: process + import + call (cold)", bare_cold);
     rt.block_on(async {
@@ -80,7 +90,8 @@ fn main() -> Result<()> {
         // 1769 MB = one full vCPU, so the CPU quota does not dominate the figures.
         let mut s = spec(&name, "python3.11", "app.handler");
         s.memory_size_mb = 1769;
-        c.create_function(s, zip_of(&[("app.py", HANDLER, 0o644)])).await?;
+        c.create_function(s, zip_of(&[("app.py", HANDLER, 0o644)]))
+            .await?;
         invoke(&c, &name, "{}").await?;
         let mut warm = Vec::with_capacity(warm_n);
         for _ in 0..warm_n {
@@ -94,7 +105,10 @@ fn main() -> Result<()> {
                 .await?;
             warm.push(t.elapsed());
             if !r.function_error.is_empty() {
-                bail!("warm invocation failed: {:?}", String::from_utf8_lossy(&r.payload));
+                bail!(
+                    "warm invocation failed: {:?}",
+                    String::from_utf8_lossy(&r.payload)
+                );
             }
         }
         let (warm_p50, warm_p99) = summary("lamina warm invoke, end to end (gRPC, sync)", warm);
@@ -105,7 +119,10 @@ fn main() -> Result<()> {
         );
         println!(
             "{:<52} {:>6} {:>10.3} {:>10.3}",
-            "=> platform overhead of a warm invoke", "", warm_p50 - bare_ms, warm_p99 - bare_ms
+            "=> platform overhead of a warm invoke",
+            "",
+            warm_p50 - bare_ms,
+            warm_p99 - bare_ms
         );
 
         let mut cold = Vec::with_capacity(cold_n);
@@ -122,13 +139,18 @@ fn main() -> Result<()> {
             let r = invoke(&c, &name, "{}").await?;
             cold.push(t.elapsed());
             if !r.function_error.is_empty() {
-                bail!("cold invocation failed: {:?}", String::from_utf8_lossy(&r.payload));
+                bail!(
+                    "cold invocation failed: {:?}",
+                    String::from_utf8_lossy(&r.payload)
+                );
             }
         }
         let (cold_p50, _) = summary("lamina cold start (new sandbox + init + invoke)", cold);
         println!(
             "{:<52} {:>6} {:>10.2}x",
-            "=> lamina cold p50 / bare python cold p50", "", cold_p50 / bare_p50
+            "=> lamina cold p50 / bare python cold p50",
+            "",
+            cold_p50 / bare_p50
         );
         Ok::<_, anyhow::Error>(())
     })?;

@@ -81,6 +81,8 @@ pub fn runtime_env(runtime: Runtime) -> Vec<(String, String)> {
             ),
             // /var/task is read-only: do not try to write __pycache__ there on every cold start.
             ("PYTHONDONTWRITEBYTECODE", "1"),
+            // Output reaches the log as it is written, also when the runtime is killed.
+            ("PYTHONUNBUFFERED", "1"),
         ],
         Runtime::Nodejs20 => &[(
             "NODE_PATH",

@@ -1,0 +1,218 @@
+//! The sandbox's environment (Lambda's variables, then the runtime's, then the user's) and its host uid.
+use lamina_proto::domain::{FunctionConfig, LATEST, REGION};
+
+/// `PATH` inside the sandbox.
+pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/opt/bin";
+/// `LD_LIBRARY_PATH` inside the sandbox (Lambda's, ending with `/opt/lib`).
+pub const SANDBOX_LD_LIBRARY_PATH: &str =
+    "/var/lang/lib:/lib64:/usr/lib64:/var/runtime:/var/runtime/lib:/var/task:/var/task/lib:/opt/lib";
+/// Where the Runtime API listens inside the sandbox.
+pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
+
+/// The complete environment of a sandbox, in order: Lambda's variables, `runtime_env` (from
+/// `runtimes::runtime_env`), then the user's variables. A user variable never replaces one of Lambda's
+/// (validation already refuses the reserved names; this keeps the first value of any duplicate).
+pub fn build_env(
+    config: &FunctionConfig,
+    log_stream: &str,
+    runtime_env: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let spec = &config.spec;
+    let version = if config.version.is_empty() {
+        LATEST
+    } else {
+        config.version.as_str()
+    };
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut push = |k: &str, v: &str| {
+        if !env.iter().any(|(existing, _)| existing == k) {
+            env.push((k.to_string(), v.to_string()));
+        }
+    };
+    push("_HANDLER", &spec.handler);
+    push("AWS_REGION", REGION);
+    push("AWS_DEFAULT_REGION", REGION);
+    if let Some(exec_env) = spec.runtime.execution_env() {
+        push("AWS_EXECUTION_ENV", exec_env);
+    }
+    push("AWS_LAMBDA_FUNCTION_NAME", &spec.name);
+    push(
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+        &spec.memory_mb.to_string(),
+    );
+    push("AWS_LAMBDA_FUNCTION_VERSION", version);
+    push("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
+    push(
+        "AWS_LAMBDA_LOG_GROUP_NAME",
+        &format!("/aws/lambda/{}", spec.name),
+    );
+    push("AWS_LAMBDA_LOG_STREAM_NAME", log_stream);
+    push("AWS_LAMBDA_RUNTIME_API", RUNTIME_API_ADDR);
+    push("LAMBDA_TASK_ROOT", "/var/task");
+    push("LAMBDA_RUNTIME_DIR", "/var/runtime");
+    push("TZ", ":UTC");
+    push("LANG", "en_US.UTF-8");
+    push("PATH", SANDBOX_PATH);
+    push("LD_LIBRARY_PATH", SANDBOX_LD_LIBRARY_PATH);
+    for (k, v) in &runtime_env {
+        push(k, v);
+    }
+    for (k, v) in &spec.environment {
+        push(k, v);
+    }
+    env
+}
+
+/// Lambda's log stream name: `YYYY/MM/DD/[$LATEST]<32 hex>` (UTC date of `epoch_secs`).
+pub fn log_stream_name(epoch_secs: u64, version: &str, sandbox_hex: &str) -> String {
+    let (y, m, d) = civil_from_days((epoch_secs / 86_400) as i64);
+    let version = if version.is_empty() { LATEST } else { version };
+    format!("{y:04}/{m:02}/{d:02}/[{version}]{sandbox_hex}")
+}
+
+/// Days since 1970-01-01 -> (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// FNV-1a 64: a hash that never changes between builds or runs (std's `DefaultHasher` may).
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The unprivileged host uid (and gid) a function's sandboxes run as: `uid_base + hash(name) % 10000`.
+pub fn host_uid(uid_base: u32, function_name: &str) -> u32 {
+    uid_base.saturating_add((stable_hash(function_name) % 10_000) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_proto::domain::{FunctionSpec, Runtime};
+    use std::collections::BTreeMap;
+
+    fn config(runtime: Runtime) -> FunctionConfig {
+        let mut environment = BTreeMap::new();
+        environment.insert("GREETING".to_string(), "hi".to_string());
+        environment.insert("PATH".to_string(), "/evil".to_string());
+        FunctionConfig {
+            spec: FunctionSpec {
+                name: "hello".to_string(),
+                runtime,
+                handler: "app.handler".to_string(),
+                memory_mb: 256,
+                timeout_s: 3,
+                ephemeral_storage_mb: 512,
+                environment,
+                description: String::new(),
+            },
+            code_sha256: "0".repeat(64),
+            code_size: 1,
+            revision_id: "r1".to_string(),
+            version: String::new(),
+            last_modified_ms: 0,
+        }
+    }
+
+    fn get<'a>(env: &'a [(String, String)], k: &str) -> Option<&'a str> {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn lambda_variables_then_runtime_then_user() {
+        let rt = vec![("PYTHONPATH".to_string(), "/var/runtime".to_string())];
+        let env = build_env(&config(Runtime::Python311), "2024/01/02/[$LATEST]ab", rt);
+        assert_eq!(get(&env, "_HANDLER"), Some("app.handler"));
+        assert_eq!(get(&env, "AWS_REGION"), Some(REGION));
+        assert_eq!(get(&env, "AWS_DEFAULT_REGION"), Some(REGION));
+        assert_eq!(
+            get(&env, "AWS_EXECUTION_ENV"),
+            Some("AWS_Lambda_python3.11")
+        );
+        assert_eq!(get(&env, "AWS_LAMBDA_FUNCTION_NAME"), Some("hello"));
+        assert_eq!(get(&env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("256"));
+        assert_eq!(get(&env, "AWS_LAMBDA_FUNCTION_VERSION"), Some("$LATEST"));
+        assert_eq!(
+            get(&env, "AWS_LAMBDA_INITIALIZATION_TYPE"),
+            Some("on-demand")
+        );
+        assert_eq!(
+            get(&env, "AWS_LAMBDA_LOG_GROUP_NAME"),
+            Some("/aws/lambda/hello")
+        );
+        assert_eq!(
+            get(&env, "AWS_LAMBDA_LOG_STREAM_NAME"),
+            Some("2024/01/02/[$LATEST]ab")
+        );
+        assert_eq!(get(&env, "AWS_LAMBDA_RUNTIME_API"), Some("127.0.0.1:9001"));
+        assert_eq!(get(&env, "LAMBDA_TASK_ROOT"), Some("/var/task"));
+        assert_eq!(get(&env, "LAMBDA_RUNTIME_DIR"), Some("/var/runtime"));
+        assert_eq!(get(&env, "TZ"), Some(":UTC"));
+        assert_eq!(get(&env, "LANG"), Some("en_US.UTF-8"));
+        assert_eq!(
+            get(&env, "PATH"),
+            Some(SANDBOX_PATH),
+            "a user variable never replaces Lambda's"
+        );
+        assert!(get(&env, "LD_LIBRARY_PATH").unwrap().ends_with(":/opt/lib"));
+        assert_eq!(get(&env, "PYTHONPATH"), Some("/var/runtime"));
+        assert_eq!(get(&env, "GREETING"), Some("hi"));
+        let pos = |k: &str| env.iter().position(|(key, _)| key == k).unwrap();
+        assert!(pos("LD_LIBRARY_PATH") < pos("PYTHONPATH") && pos("PYTHONPATH") < pos("GREETING"));
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        let mut dedup = names.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), names.len(), "no duplicate names: {names:?}");
+    }
+
+    #[test]
+    fn provided_has_no_execution_env() {
+        let env = build_env(&config(Runtime::Provided), "s", Vec::new());
+        assert_eq!(get(&env, "AWS_EXECUTION_ENV"), None);
+        assert_eq!(get(&env, "_HANDLER"), Some("app.handler"));
+    }
+
+    #[test]
+    fn log_stream_uses_the_utc_date() {
+        assert_eq!(log_stream_name(0, "", "ab"), "1970/01/01/[$LATEST]ab");
+        // 2024-02-29T12:00:00Z
+        assert_eq!(
+            log_stream_name(1_709_208_000, "$LATEST", "cd"),
+            "2024/02/29/[$LATEST]cd"
+        );
+    }
+
+    #[test]
+    fn host_uid_is_stable_and_in_range() {
+        // FNV-1a 64 test vectors: the uid of a function must not change across builds.
+        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(
+            host_uid(200_000, "a"),
+            200_000 + (0xaf63_dc4c_8601_ec8c_u64 % 10_000) as u32
+        );
+        assert_eq!(host_uid(200_000, "hello"), host_uid(200_000, "hello"));
+        for name in ["a", "b", "hello", "some-function_name"] {
+            let uid = host_uid(200_000, name);
+            assert!((200_000..210_000).contains(&uid));
+        }
+        assert_ne!(host_uid(200_000, "a"), host_uid(200_000, "b"));
+    }
+}

@@ -1,0 +1,314 @@
+//! Running one invocation in a sandbox: the race between the runtime's answer, the runtime's exit, the
+//! deadline and shutdown; the classification of how it ended (Lambda's error types) and the log.
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use lamina_proto::domain::{FunctionConfig, LATEST};
+use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
+use tokio_util::sync::CancellationToken;
+
+use super::logs::{billed_ms, bytes_to_mb, format_log, Report};
+use super::{ManagerError, Warm};
+use crate::runtime_api::{Invocation, InvocationOutcome, MAX_RESPONSE_BYTES};
+use crate::sandbox::ExitInfo;
+
+/// Lambda gives a runtime's init up to 10 s on top of the function timeout.
+const INIT_LIMIT: Duration = Duration::from_secs(10);
+/// How often the deadline is recomputed while the runtime is still initializing.
+const INIT_POLL: Duration = Duration::from_millis(20);
+
+/// What becomes of the sandbox after the invocation.
+pub(super) enum Disposition {
+    /// Freeze it and keep it warm.
+    Keep(Warm),
+    /// Timed out, crashed, failed its init or the worker is stopping: destroy it.
+    Destroy(Warm),
+}
+
+enum Ended {
+    Outcome(InvocationOutcome),
+    Exited(ExitInfo),
+    Timeout,
+    Shutdown,
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// The request's trace id, or a fresh X-Ray style one (`Root=1-<8 hex>-<24 hex>;Parent=<16 hex>;Sampled=0`).
+fn trace_id(given: &str) -> String {
+    if !given.is_empty() {
+        return given.to_string();
+    }
+    let secs = epoch_ms() / 1000;
+    let r = uuid::Uuid::new_v4().simple().to_string();
+    let p = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "Root=1-{secs:08x}-{};Parent={};Sampled=0",
+        &r[..24],
+        &p[..16]
+    )
+}
+
+fn error_json(error_type: &str, message: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "errorType": error_type, "errorMessage": message }).to_string())
+}
+
+/// `RequestId: ID Error: Task timed out after 3.00 seconds`.
+pub(super) fn timeout_message(request_id: &str, timeout_s: u32) -> String {
+    format!(
+        "RequestId: {request_id} Error: Task timed out after {:.2} seconds",
+        f64::from(timeout_s)
+    )
+}
+
+/// Error type and message for a runtime that exited during an invocation.
+pub(super) fn exit_error(
+    request_id: &str,
+    exit: ExitInfo,
+    oom_killed: bool,
+) -> (&'static str, String) {
+    let error_type = if oom_killed {
+        "Runtime.OutOfMemory"
+    } else {
+        "Runtime.ExitError"
+    };
+    (
+        error_type,
+        format!("RequestId: {request_id} Error: Runtime exited with error: {exit}"),
+    )
+}
+
+/// The error payload for a response over 6 MB.
+pub(super) fn too_large_payload(size: usize) -> Bytes {
+    error_json(
+        "Function.ResponseSizeTooLarge",
+        &format!(
+            "Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+        ),
+    )
+}
+
+fn version(config: &FunctionConfig) -> String {
+    if config.version.is_empty() {
+        LATEST.to_string()
+    } else {
+        config.version.clone()
+    }
+}
+
+/// The answer for a function whose entrypoint cannot run (no executable `bootstrap`): no sandbox ran.
+pub(super) fn entrypoint_error(
+    request_id: &str,
+    config: &FunctionConfig,
+    message: &str,
+) -> WorkerInvokeResponse {
+    let message = format!("RequestId: {request_id} Error: {message}");
+    let report = Report {
+        request_id: request_id.to_string(),
+        version: version(config),
+        duration_ms: 0.0,
+        memory_size_mb: config.spec.memory_mb,
+        max_memory_used_mb: 0,
+        init_duration_ms: None,
+    };
+    let extra = [message.clone(), "Runtime.InvalidEntrypoint".to_string()];
+    WorkerInvokeResponse {
+        function_error: "Unhandled".to_string(),
+        payload: error_json("Runtime.InvalidEntrypoint", &message).to_vec(),
+        logs: format_log(b"", b"", &extra, &report),
+        duration_ms: 0.0,
+        billed_duration_ms: 0,
+        init_duration_ms: 0.0,
+        max_memory_used_mb: 0,
+        sandbox_id: String::new(),
+        cold_start: true,
+    }
+}
+
+/// Runs `req` in `warm` until the runtime answers, exits, the deadline passes or the worker stops.
+pub(super) async fn run(
+    warm: Warm,
+    cold: bool,
+    config: &FunctionConfig,
+    req: &WorkerInvokeRequest,
+    shutdown: &CancellationToken,
+) -> (Result<WorkerInvokeResponse, ManagerError>, Disposition) {
+    let id = req.request_id.as_str();
+    let timeout_s = config.spec.timeout_s;
+    let timeout = Duration::from_secs(u64::from(timeout_s));
+    let dispatch = Instant::now();
+    let inv = Invocation {
+        request_id: id.to_string(),
+        payload: Bytes::from(req.payload.clone()),
+        deadline_ms: epoch_ms() + timeout.as_millis() as u64,
+        invoked_function_arn: config.arn(),
+        trace_id: trace_id(&req.trace_id),
+        client_context: (!req.client_context.is_empty()).then(|| req.client_context.clone()),
+    };
+    let ended = {
+        let invoke = warm.api.invoke(inv);
+        tokio::pin!(invoke);
+        loop {
+            // The timer starts when the runtime is ready (its first `GET next`), as in Lambda.
+            let init_done = warm.api.init_done_at();
+            let deadline = match init_done {
+                Some(t) => t.max(dispatch) + timeout,
+                None => dispatch + INIT_LIMIT + timeout,
+            };
+            let wake = match init_done {
+                Some(_) => deadline,
+                None => deadline.min(Instant::now() + INIT_POLL),
+            };
+            tokio::select! {
+                biased;
+                outcome = &mut invoke => break Ended::Outcome(outcome),
+                exit = warm.sandbox.wait_exit() => break Ended::Exited(exit),
+                () = shutdown.cancelled() => break Ended::Shutdown,
+                () = tokio::time::sleep_until(wake.into()) => {
+                    if Instant::now() >= deadline {
+                        break Ended::Timeout;
+                    }
+                }
+            }
+        }
+    };
+    let ended_at = Instant::now();
+    if matches!(ended, Ended::Timeout | Ended::Shutdown) {
+        warm.sandbox.kill();
+    }
+    if matches!(ended, Ended::Shutdown) {
+        return (Err(ManagerError::ShuttingDown), Disposition::Destroy(warm));
+    }
+    let init_done = warm.api.init_done_at();
+    let (init_output, output) = match &warm.output {
+        Some(out) => out.drain(init_done.is_some()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let peak = warm.sandbox.memory_peak_bytes();
+    let mut extra = Vec::new();
+    let (function_error, payload, keep) = match ended {
+        Ended::Outcome(InvocationOutcome::Response(body)) => ("", body, true),
+        Ended::Outcome(InvocationOutcome::Error { body, .. }) => ("Unhandled", body, true),
+        Ended::Outcome(InvocationOutcome::ResponseTooLarge { size }) => {
+            ("Unhandled", too_large_payload(size), true)
+        }
+        Ended::Outcome(InvocationOutcome::InitError { body, .. }) => ("Unhandled", body, false),
+        Ended::Exited(exit) => {
+            let (error_type, message) = exit_error(id, exit, warm.sandbox.oom_killed());
+            let payload = error_json(error_type, &message);
+            extra.push(message);
+            extra.push(error_type.to_string());
+            ("Unhandled", payload, false)
+        }
+        Ended::Timeout | Ended::Shutdown => {
+            let message = timeout_message(id, timeout_s);
+            let payload = error_json("Sandbox.Timedout", &message);
+            extra.push(message);
+            ("Unhandled", payload, false)
+        }
+    };
+    let invoke_start = init_done.map_or(dispatch, |t| t.max(dispatch));
+    let duration_ms = ended_at
+        .saturating_duration_since(invoke_start)
+        .as_secs_f64()
+        * 1000.0;
+    let init_duration_ms = cold.then(|| {
+        init_done
+            .unwrap_or(ended_at)
+            .saturating_duration_since(warm.started_at)
+            .as_secs_f64()
+            * 1000.0
+    });
+    let report = Report {
+        request_id: id.to_string(),
+        version: version(config),
+        duration_ms,
+        memory_size_mb: config.spec.memory_mb,
+        max_memory_used_mb: bytes_to_mb(peak),
+        init_duration_ms,
+    };
+    let resp = WorkerInvokeResponse {
+        function_error: function_error.to_string(),
+        payload: payload.to_vec(),
+        logs: format_log(&init_output, &output, &extra, &report),
+        duration_ms,
+        billed_duration_ms: billed_ms(duration_ms),
+        init_duration_ms: init_duration_ms.unwrap_or(0.0),
+        max_memory_used_mb: report.max_memory_used_mb,
+        sandbox_id: warm.sandbox.id().to_string(),
+        cold_start: cold,
+    };
+    let disposition = if keep {
+        Disposition::Keep(warm)
+    } else {
+        Disposition::Destroy(warm)
+    };
+    (Ok(resp), disposition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_message_has_two_decimals() {
+        assert_eq!(
+            timeout_message("abc", 3),
+            "RequestId: abc Error: Task timed out after 3.00 seconds"
+        );
+        assert!(timeout_message("abc", 900).ends_with("after 900.00 seconds"));
+    }
+
+    #[test]
+    fn exit_errors_name_oom_and_exit_status() {
+        let exit1 = ExitInfo {
+            code: Some(1),
+            signal: None,
+        };
+        let killed = ExitInfo {
+            code: None,
+            signal: Some(9),
+        };
+        assert_eq!(
+            exit_error("r1", exit1, false),
+            (
+                "Runtime.ExitError",
+                "RequestId: r1 Error: Runtime exited with error: exit status 1".to_string()
+            )
+        );
+        assert_eq!(
+            exit_error("r1", killed, true),
+            (
+                "Runtime.OutOfMemory",
+                "RequestId: r1 Error: Runtime exited with error: signal: killed".to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn too_large_payload_is_lambdas_json() {
+        let v: serde_json::Value = serde_json::from_slice(&too_large_payload(7_000_000)).unwrap();
+        assert_eq!(v["errorType"], "Function.ResponseSizeTooLarge");
+        assert_eq!(
+            v["errorMessage"],
+            "Response payload size (7000000 bytes) exceeded maximum allowed payload size (6291556 bytes)."
+        );
+    }
+
+    #[test]
+    fn trace_id_is_kept_or_generated() {
+        assert_eq!(trace_id("Root=1-a-b"), "Root=1-a-b");
+        let t = trace_id("");
+        let parts: Vec<&str> = t.split(';').collect();
+        assert_eq!(parts.len(), 3, "{t}");
+        let root = parts[0].strip_prefix("Root=1-").unwrap();
+        let (time, rand) = root.split_once('-').unwrap();
+        assert_eq!((time.len(), rand.len()), (8, 24));
+        assert_eq!(parts[1].strip_prefix("Parent=").unwrap().len(), 16);
+    }
+}
