@@ -12,11 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use lamina_proto::v1::{cluster_server::ClusterServer, functions_server::FunctionsServer};
 use lamina_proto::{FILE_DESCRIPTOR_SET, MAX_GRPC_MESSAGE_BYTES};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub mod api;
@@ -121,14 +119,7 @@ impl Controller {
         })
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            if let Ok(stream) = &conn {
-                if let Err(e) = stream.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            }
-            conn
-        });
+        let incoming = lamina_proto::net::nodelay_incoming(listener);
         tonic::transport::Server::builder()
             .add_service(functions)
             .add_service(cluster)

@@ -9,6 +9,7 @@ pub mod v1 {
 
 pub mod convert;
 pub mod domain;
+pub mod net;
 pub mod validate;
 
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.

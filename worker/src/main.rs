@@ -123,6 +123,7 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     shutdown.cancelled().await;
     tracing::info!("shutting down: destroying every sandbox");
     manager.shutdown().await;
+    sandbox::remove_cgroup_parent(&cfg.cgroup_parent());
     if let Some(h) = heartbeat {
         h.await.ok();
     }

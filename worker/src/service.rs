@@ -92,7 +92,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(worker_server(manager))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            lamina_proto::net::nodelay_incoming(listener),
             shutdown.cancelled_owned(),
         )
         .await?;

@@ -193,6 +193,8 @@ fn main() {
         }
         std::io::stdout().flush().unwrap();
     }
+    lamina_worker::sandbox::remove_cgroup_parent("lamina-test/sandbox");
+    lamina_worker::sandbox::remove_cgroup_parent("lamina-test");
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
 }

@@ -135,6 +135,15 @@ pub fn cleanup_stale(parent: &str) -> Result<usize, CgroupError> {
     Ok(removed)
 }
 
+/// Removes the cgroup `relative` (which must be empty) in every hierarchy; a missing one is fine.
+pub fn remove_group(relative: &str) -> Result<(), CgroupError> {
+    let cg: Box<dyn Cgroup> = match mode()? {
+        Mode::V1(mounts) => Box::new(v1::CgroupV1::open(mounts, relative)),
+        Mode::V2(root) => Box::new(v2::CgroupV2::open(root, relative)),
+    };
+    cg.remove()
+}
+
 pub(crate) fn read_pids(file: &Path) -> Vec<i32> {
     std::fs::read_to_string(file)
         .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
@@ -198,7 +207,8 @@ mod tests {
         if !nix::unistd::geteuid().is_root() {
             panic!("this test needs root (it creates real cgroups)");
         }
-        let rel = format!("lamina-test/unit-{}", std::process::id());
+        let parent = format!("lamina-test-unit-{}", std::process::id());
+        let rel = format!("{parent}/cg");
         let cg = create(&rel, &Limits::for_function(256, 32)).expect("create cgroup");
         let mut child = std::process::Command::new("sleep")
             .arg("30")
@@ -214,6 +224,16 @@ mod tests {
         assert!(cg.pids().is_empty());
         assert_eq!(cg.oom_kills(), 0);
         cg.remove().unwrap();
-        assert_eq!(cleanup_stale("lamina-test").unwrap(), 0);
+        assert_eq!(cleanup_stale(&parent).unwrap(), 0);
+        // A stale child with a live process is killed and removed.
+        let stale = create(&format!("{parent}/stale"), &Limits::for_function(128, 8)).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        stale.add_process(child.id() as i32).unwrap();
+        assert_eq!(cleanup_stale(&parent).unwrap(), 1);
+        assert!(!child.wait().unwrap().success());
+        remove_group(&parent).unwrap();
     }
 }

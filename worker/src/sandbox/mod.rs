@@ -4,4 +4,6 @@ pub mod init;
 pub mod protocol;
 pub mod spawn;
 
-pub use spawn::{cleanup_stale, ExitInfo, Sandbox, SandboxError, SandboxSpec};
+pub use spawn::{
+    cleanup_stale, remove_cgroup_parent, ExitInfo, Sandbox, SandboxError, SandboxSpec,
+};

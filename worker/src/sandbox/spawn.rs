@@ -443,6 +443,13 @@ pub fn cleanup_stale(cgroup_parent: &str) {
     }
 }
 
+/// Removes the worker's own (empty) parent cgroup at shutdown, once every sandbox is gone.
+pub fn remove_cgroup_parent(cgroup_parent: &str) {
+    if let Err(e) = cgroup::remove_group(cgroup_parent) {
+        tracing::warn!(parent = cgroup_parent, error = %e, "removing the worker's cgroup failed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
