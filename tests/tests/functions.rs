@@ -251,3 +251,65 @@ fn dry_run_validates_without_running() {
         Ok(())
     })
 }
+
+/// The sandbox directories of one worker's cgroup (freezer hierarchy on v1, unified on v2).
+fn sandbox_cgroups(worker_id: &str) -> Vec<std::path::PathBuf> {
+    let v1 = std::path::Path::new("/sys/fs/cgroup/freezer/lamina").join(worker_id);
+    let parent = if v1.exists() {
+        v1
+    } else {
+        std::path::Path::new("/sys/fs/cgroup/lamina").join(worker_id)
+    };
+    std::fs::read_dir(parent)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_frozen(cgroup: &std::path::Path) -> bool {
+    match std::fs::read_to_string(cgroup.join("freezer.state")) {
+        Ok(s) => s.trim() == "FROZEN",
+        Err(_) => {
+            std::fs::read_to_string(cgroup.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        }
+    }
+}
+
+#[test]
+fn idle_sandboxes_are_frozen_and_reaped_after_the_keep_alive() {
+    run(async {
+        let cluster = Cluster::start_with(1, &["--keep-alive-s", "2"])?;
+        let c = cluster.client().await?;
+        let name = unique("keepalive");
+        create_python(&c, &name, PY_COUNTER).await?;
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
+        let cgroups = sandbox_cgroups(&cluster.worker_ids[0]);
+        assert_eq!(cgroups.len(), 1, "one sandbox: {cgroups:?}");
+        assert!(is_frozen(&cgroups[0]), "an idle sandbox is frozen");
+        // Thawed for the next invocation, which reuses it.
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 2);
+        assert!(is_frozen(&cgroups[0]));
+        // Past the keep-alive the sandbox is destroyed; the next invocation starts a new one.
+        let mut gone = false;
+        for _ in 0..100 {
+            if sandbox_cgroups(&cluster.worker_ids[0]).is_empty() {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            gone,
+            "idle sandbox not reaped after the keep-alive\n{}",
+            cluster.logs()
+        );
+        let r = invoke(&c, &name, "{}").await?;
+        assert_eq!(json(&r)["count"], 1);
+        assert!(r.log_tail.contains("Init Duration:"), "{}", r.log_tail);
+        Ok(())
+    })
+}
