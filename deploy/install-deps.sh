@@ -6,7 +6,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; }
 need=()
-for pkg in libclang-dev g++ pkg-config iproute2 nftables python3.11 bubblewrap runc; do
+for pkg in libclang-dev g++ linux-libc-dev pkg-config iproute2 nftables python3.11 bubblewrap runc; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)

@@ -9,10 +9,14 @@
 //! 4. fresh root: tmpfs root, read-only `/usr` and the merged-usr links, `/var/task` and `/var/runtime`
 //!    read-only, `/tmp` tmpfs of the ephemeral size, fresh `/proc`, minimal `/dev` and `/etc`,
 //!    pivot_root, old root detached, root remounted read-only;
-//! 5. rlimits, every fd but 0-2 (and the close-on-exec fd 3) closed;
+//!    `/proc` has runc's masked paths (kcore, keys, timer_list, ...) and read-only subtrees (sys, bus,
+//!    fs, irq, sysrq-trigger);
+//! 5. rlimits (core 0, nofile, fsize), every fd but 0-2 (and the close-on-exec fd 3) closed;
 //! 6. drop to the unprivileged host uid, create the user namespace and map that uid to
-//!    `SANDBOX_UID` inside, no_new_privs set and checked;
-//! 7. chdir /var/task, exec the runtime with the environment from the config only.
+//!    `SANDBOX_UID` inside, drop every capability (bounding, ambient, effective, permitted,
+//!    inheritable) and check, set no_new_privs and check;
+//! 7. chdir /var/task, install the seccomp filter (last), exec the runtime with the environment from
+//!    the config only.
 //!
 //! Any failure is sent to the worker as `ERROR <message>` and the process exits 1.
 use std::convert::Infallible;
@@ -177,9 +181,10 @@ fn setup_and_exec(sock: &OwnedFd, cfg: &InitConfig) -> Result<Infallible, InitEr
     hand_over_runtime_api_socket(sock)?;
     build_root(cfg)?;
     pivot_into(&cfg.root_dir)?;
-    limit_process()?;
+    limit_process(cfg.ephemeral_storage_mb)?;
     become_unprivileged(cfg.host_uid)?;
     nix::unistd::chdir("/var/task").step(|| "chdir /var/task".into())?;
+    super::seccomp::install().step(|| "install the seccomp filter".into())?;
     exec(cfg)
 }
 
@@ -358,7 +363,63 @@ fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
+    mask_proc(&root.join("proc"))?;
     build_dev(&root.join("dev"))?;
+    Ok(())
+}
+
+/// runc's defaults: kernel internals hidden, kernel settings read-only.
+const PROC_MASKED: [&str; 8] = [
+    "acpi",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+];
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+fn mask_proc(proc: &Path) -> Result<(), InitError> {
+    for name in PROC_MASKED {
+        let p = proc.join(name);
+        if p.is_dir() {
+            mount_fs(
+                "tmpfs",
+                &p,
+                "tmpfs",
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=0,mode=0555"),
+            )?;
+        } else if p.exists() {
+            mount(
+                Some("/dev/null"),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .step(|| format!("mask {}", p.display()))?;
+        }
+    }
+    for name in PROC_READ_ONLY {
+        let p = proc.join(name);
+        if p.exists() {
+            mount(
+                Some(&p),
+                &p,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .step(|| format!("bind {}", p.display()))?;
+            remount_read_only(
+                &p,
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -404,9 +465,12 @@ fn pivot_into(root: &Path) -> Result<(), InitError> {
     remount_read_only(Path::new("/"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
 }
 
-fn limit_process() -> Result<(), InitError> {
+fn limit_process(ephemeral_storage_mb: u32) -> Result<(), InitError> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).step(|| "set RLIMIT_CORE".into())?;
     setrlimit(Resource::RLIMIT_NOFILE, 1024, 1024).step(|| "set RLIMIT_NOFILE".into())?;
+    // No single file can be larger than the sandbox's /tmp.
+    let fsize = u64::from(ephemeral_storage_mb) * 1024 * 1024;
+    setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).step(|| "set RLIMIT_FSIZE".into())?;
     // Close every inherited fd above the init socket (fd 3, close-on-exec).
     // SAFETY: close_range only closes descriptors; none above fd 3 is used by this process any more.
     let rc = unsafe {
@@ -444,11 +508,96 @@ fn become_unprivileged(host_uid: u32) -> Result<(), InitError> {
     write_proc("/proc/self/setgroups", "deny")?;
     write_proc("/proc/self/uid_map", &format!("{SANDBOX_UID} {host_uid} 1"))?;
     write_proc("/proc/self/gid_map", &format!("{SANDBOX_UID} {host_uid} 1"))?;
+    drop_capabilities()?;
     nix::sys::prctl::set_no_new_privs().step(|| "set no_new_privs".into())?;
     if !nix::sys::prctl::get_no_new_privs().step(|| "read no_new_privs".into())? {
         return Err(InitError::Protocol(
             "no_new_privs is not set after setting it".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Empties every capability set. The bounding set needs CAP_SETPCAP, which the process holds in its
+/// new user namespace until the final capset.
+fn drop_capabilities() -> Result<(), InitError> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .step(|| "read /proc/sys/kernel/cap_last_cap".into())?
+        .trim()
+        .parse()
+        .map_err(|e| InitError::Protocol(format!("bad cap_last_cap: {e}")))?;
+    for cap in 0..=last {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if rc != 0 {
+            return Err(InitError::Sys {
+                step: format!("drop capability {cap} from the bounding set"),
+                source: nix::Error::last(),
+            });
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(InitError::Sys {
+            step: "clear ambient capabilities".into(),
+            source: nix::Error::last(),
+        });
+    }
+    capset_zero()?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").step(|| "read /proc/self/status".into())?;
+    for field in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(str::trim)
+            .unwrap_or("missing");
+        if value.trim_start_matches('0') != "" {
+            return Err(InitError::Protocol(format!(
+                "capabilities left after dropping them: {field} {value}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn capset_zero() -> Result<(), InitError> {
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: capset reads a v3 header and two data structs, both valid for the call's duration.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) };
+    if rc != 0 {
+        return Err(InitError::Sys {
+            step: "clear effective, permitted and inheritable capabilities".into(),
+            source: nix::Error::last(),
+        });
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! `init` runs inside the fresh `lamina-worker __sandbox-init` process, `protocol` is what they say.
 pub mod init;
 pub mod protocol;
+pub mod seccomp;
 pub mod spawn;
 
 pub use spawn::{
