@@ -24,6 +24,11 @@ pub enum ConfigError {
     WorkerId { id: String, origin: String },
     #[error("cannot find MemTotal in /proc/meminfo: pass --memory-mb")]
     MemTotal,
+    #[error(
+        "--uid-base {base} --uid-count {count} is not a valid range: the base must be at least 65536 \
+         (never root or a system user), the count at least 1, and the range must fit in 32 bits"
+    )]
+    UidRange { base: u32, count: u32 },
 }
 
 /// `lamina-worker` command line.
@@ -59,9 +64,12 @@ pub struct Cli {
     /// Seconds an idle sandbox is kept warm before it is destroyed.
     #[arg(long, default_value_t = 600)]
     pub keep_alive_s: u64,
-    /// First host uid used for functions (uid = base + hash(function name) % 10000).
+    /// First host uid of the range functions run as (each function gets its own; at least 65536).
     #[arg(long, default_value_t = 200_000)]
     pub uid_base: u32,
+    /// Size of that range: how many functions can have a uid on this worker.
+    #[arg(long, default_value_t = 65_536)]
+    pub uid_count: u32,
     /// pids.max of every sandbox.
     #[arg(long, default_value_t = 1024)]
     pub pids_max: u32,
@@ -78,6 +86,7 @@ pub struct WorkerConfig {
     pub memory_mb: u64,
     pub keep_alive: Duration,
     pub uid_base: u32,
+    pub uid_count: u32,
     pub pids_max: u32,
 }
 
@@ -91,6 +100,15 @@ impl WorkerConfig {
             }
             None => persisted_worker_id(&cli.state_dir)?,
         };
+        if cli.uid_base < crate::manager::MIN_UID_BASE
+            || u64::from(cli.uid_base) + u64::from(cli.uid_count) > u64::from(u32::MAX)
+            || cli.uid_count == 0
+        {
+            return Err(ConfigError::UidRange {
+                base: cli.uid_base,
+                count: cli.uid_count,
+            });
+        }
         let memory_mb = match cli.memory_mb {
             Some(mb) => mb,
             None => default_memory_mb(&read_meminfo()?)?,
@@ -104,6 +122,7 @@ impl WorkerConfig {
             memory_mb,
             keep_alive: Duration::from_secs(cli.keep_alive_s),
             uid_base: cli.uid_base,
+            uid_count: cli.uid_count,
             pids_max: cli.pids_max,
         })
     }

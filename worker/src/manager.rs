@@ -5,6 +5,7 @@
 mod env;
 mod logs;
 mod run;
+mod uids;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -25,8 +26,9 @@ use crate::runtime_api::RuntimeApi;
 use crate::runtimes;
 use crate::sandbox::{Sandbox, SandboxError, SandboxSpec};
 
-pub use env::{build_env, host_uid, log_stream_name, stable_hash};
+pub use env::{build_env, log_stream_name};
 pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
+pub use uids::{UidAllocator, UidError, MIN_UID_BASE};
 
 use logs::SandboxOutput;
 
@@ -63,6 +65,8 @@ pub enum ManagerError {
     ShuttingDown,
     #[error("invocation task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Uid(#[from] UidError),
 }
 
 /// What the manager needs from the worker's configuration.
@@ -78,6 +82,9 @@ pub struct ManagerConfig {
     pub memory_mb: u64,
     pub keep_alive: Duration,
     pub uid_base: u32,
+    pub uid_count: u32,
+    /// `STATE_DIR/uids.json`: which function has which host uid.
+    pub uids_file: PathBuf,
     pub pids_max: u32,
 }
 
@@ -91,6 +98,8 @@ impl ManagerConfig {
             memory_mb: cfg.memory_mb,
             keep_alive: cfg.keep_alive,
             uid_base: cfg.uid_base,
+            uid_count: cfg.uid_count,
+            uids_file: cfg.state_dir.join("uids.json"),
             pids_max: cfg.pids_max,
         }
     }
@@ -175,6 +184,7 @@ impl PoolState {
 }
 
 struct Inner {
+    uids: UidAllocator,
     cfg: ManagerConfig,
     code: CodeCache,
     state: Mutex<PoolState>,
@@ -200,6 +210,7 @@ impl Manager {
     pub fn new(cfg: ManagerConfig, code: CodeCache) -> Manager {
         let manager = Manager {
             inner: Arc::new(Inner {
+                uids: UidAllocator::load(cfg.uid_base, cfg.uid_count, cfg.uids_file.clone()),
                 cfg,
                 code,
                 state: Mutex::default(),
@@ -400,7 +411,7 @@ impl Manager {
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
             argv: runtimes::command(spec.runtime),
             env: build_env(config, &stream, runtimes::runtime_env(spec.runtime)),
-            host_uid: host_uid(cfg.uid_base, &spec.name),
+            host_uid: self.inner.uids.uid_for(&spec.name)?,
             pids_max: cfg.pids_max,
         };
         let started_at = Instant::now();

@@ -14,7 +14,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::code_cache::CodeCacheError;
-use crate::manager::{Manager, ManagerError, PoolStatus, SandboxPhase};
+use crate::manager::{Manager, ManagerError, PoolStatus, SandboxPhase, UidError};
 
 /// Heartbeat interval used when the controller answers 0.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -41,14 +41,17 @@ impl From<ManagerError> for Status {
                 Status::invalid_argument(msg)
             }
             ManagerError::InvalidEntrypoint(_) => Status::failed_precondition(msg),
-            ManagerError::NoCapacity { .. } => Status::resource_exhausted(msg),
+            ManagerError::NoCapacity { .. } | ManagerError::Uid(UidError::Exhausted { .. }) => {
+                Status::resource_exhausted(msg)
+            }
             ManagerError::ShuttingDown | ManagerError::Code(CodeCacheError::Fetch { .. }) => {
                 Status::unavailable(msg)
             }
             ManagerError::Code(_)
             | ManagerError::Sandbox(_)
             | ManagerError::RuntimeApi { .. }
-            | ManagerError::Task(_) => Status::internal(msg),
+            | ManagerError::Task(_)
+            | ManagerError::Uid(UidError::Save { .. }) => Status::internal(msg),
         }
     }
 }

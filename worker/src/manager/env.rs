@@ -84,21 +84,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// FNV-1a 64: a hash that never changes between builds or runs (std's `DefaultHasher` may).
-pub fn stable_hash(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The unprivileged host uid (and gid) a function's sandboxes run as: `uid_base + hash(name) % 10000`.
-pub fn host_uid(uid_base: u32, function_name: &str) -> u32 {
-    uid_base.saturating_add((stable_hash(function_name) % 10_000) as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,22 +182,5 @@ mod tests {
             log_stream_name(1_709_208_000, "$LATEST", "cd"),
             "2024/02/29/[$LATEST]cd"
         );
-    }
-
-    #[test]
-    fn host_uid_is_stable_and_in_range() {
-        // FNV-1a 64 test vectors: the uid of a function must not change across builds.
-        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(
-            host_uid(200_000, "a"),
-            200_000 + (0xaf63_dc4c_8601_ec8c_u64 % 10_000) as u32
-        );
-        assert_eq!(host_uid(200_000, "hello"), host_uid(200_000, "hello"));
-        for name in ["a", "b", "hello", "some-function_name"] {
-            let uid = host_uid(200_000, name);
-            assert!((200_000..210_000).contains(&uid));
-        }
-        assert_ne!(host_uid(200_000, "a"), host_uid(200_000, "b"));
     }
 }

@@ -1,0 +1,393 @@
+//! Hostile functions try each escape of the reliability/security matrix; the outcome is checked from
+//! inside (errno, /proc/self/status) and from outside (host untouched, worker healthy, a canary answers).
+use std::time::Duration;
+
+use lamina_e2e::*;
+
+const PROBE: &str = r#"
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def err_of(rc):
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+def syscall(nr, *args):
+    return err_of(libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args]))
+
+def try_open(path, mode):
+    try:
+        with open(path, mode) as f:
+            if "w" in mode or "a" in mode:
+                f.write("x")
+            else:
+                f.read(16)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def connect(host, port):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__
+    finally:
+        s.close()
+
+def handler(event, context):
+    status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+    r = {k: status[k].strip() for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"]}
+    r["uid"] = os.getuid()
+    os.makedirs("/tmp/m", exist_ok=True)
+    r["mount"] = err_of(libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None))
+    r["umount"] = err_of(libc.umount2(b"/var/task", 2))
+    r["unshare_user"] = err_of(libc.unshare(0x10000000))
+    r["unshare_net"] = err_of(libc.unshare(0x40000000))
+    r["setns"] = syscall(308, 0, 0)
+    r["keyctl"] = syscall(250, 0, 0, 0, 0, 0)
+    r["add_key"] = syscall(248, 0, 0, 0, 0, 0)
+    r["bpf"] = syscall(321, 0, 0, 0)
+    r["perf_event_open"] = syscall(298, 0, 0, -1, -1, 0)
+    r["userfaultfd"] = syscall(323, 0)
+    r["pivot_root"] = syscall(155, 0, 0)
+    r["chroot"] = err_of(libc.chroot(b"/tmp"))
+    r["settimeofday"] = syscall(164, 0, 0)
+    r["reboot"] = syscall(169, 0, 0, 0, 0)
+    r["io_uring_setup"] = syscall(425, 1, 0)
+    r["mknod_dev"] = err_of(libc.mknod(b"/tmp/sda", 0o60600, os.makedev(8, 0)))
+    child = os.fork()
+    if child == 0:
+        import time
+        time.sleep(5)
+        os._exit(0)
+    r["ptrace_child"] = syscall(101, 16, child, 0, 0)
+    r["process_vm_readv"] = syscall(310, child, 0, 0, 0, 0, 0)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    r["sysrq"] = try_open("/proc/sysrq-trigger", "w")
+    r["proc_sys"] = try_open("/proc/sys/kernel/hostname", "w")
+    def masked(path):
+        # Masked (bound to /dev/null) or absent from this kernel: either way nothing to read.
+        return len(open(path, "rb").read(64)) if os.path.exists(path) else 0
+    r["kcore_bytes"] = masked("/proc/kcore")
+    r["keys_bytes"] = masked("/proc/keys")
+    r["timer_list_bytes"] = masked("/proc/timer_list")
+    r["sys_exists"] = os.path.exists("/sys/fs/cgroup") or os.path.exists("/sys/kernel")
+    r["dev"] = sorted(os.listdir("/dev"))
+    r["write_root"] = try_open("/evil", "w")
+    r["write_usr"] = try_open("/usr/bin/evil", "w")
+    r["write_task"] = try_open("/var/task/app.py", "a")
+    r["write_runtime"] = try_open("/var/runtime/bootstrap.py", "a")
+    r["exe_write"] = try_open("/proc/self/exe", "ab")
+    r["pid1_exe"] = os.readlink("/proc/1/exe")
+    r["worker_binaries"] = [p for d in ["/usr/local/bin", "/usr/bin", "/var/tmp", "/bin"]
+                            for p in [os.path.join(d, "lamina-worker")] if os.path.exists(p)]
+    r["worker_binaries_writable"] = [p for p in r["worker_binaries"] if try_open(p, "ab") == "ok"]
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    r["fds"] = fds
+    r["routes"] = open("/proc/net/route").read().splitlines()[1:]
+    r["connect_controller"] = connect("127.0.0.1", event["controller_port"])
+    r["connect_worker"] = connect("127.0.0.1", event["worker_port"])
+    r["connect_metadata"] = connect("169.254.169.254", 80)
+    env = dict(os.environ)
+    r["env_keys"] = sorted(env)
+    return r
+"#;
+
+#[test]
+fn hostile_function_cannot_escape() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let c = cluster.client().await?;
+        let name = unique("probe");
+        create_python(&c, &name, PROBE).await?;
+        let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let event = serde_json::json!({
+            "controller_port": port(&cluster.controller.address),
+            "worker_port": port(&cluster.workers[0].address),
+        });
+        let resp = invoke(&c, &name, &event.to_string()).await?;
+        assert_eq!(
+            resp.function_error,
+            "",
+            "{}\n{}",
+            String::from_utf8_lossy(&resp.payload),
+            cluster.logs()
+        );
+        let v = json(&resp);
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(v[cap], "0000000000000000", "{cap}: {v}");
+        }
+        assert_eq!(v["NoNewPrivs"], "1");
+        assert_eq!(v["Seccomp"], "2");
+        assert_ne!(v["uid"], 0);
+        for call in [
+            "mount",
+            "umount",
+            "unshare_user",
+            "unshare_net",
+            "setns",
+            "keyctl",
+            "add_key",
+            "bpf",
+            "perf_event_open",
+            "userfaultfd",
+            "pivot_root",
+            "chroot",
+            "settimeofday",
+            "reboot",
+            "io_uring_setup",
+            "mknod_dev",
+            "ptrace_child",
+            "process_vm_readv",
+        ] {
+            assert_eq!(v[call], "EPERM", "{call} must be refused: {v}");
+        }
+        // ENOENT on kernels built without magic SysRq (like this machine kind's).
+        assert!(
+            matches!(v["sysrq"].as_str(), Some("EROFS" | "EACCES" | "ENOENT")),
+            "{v}"
+        );
+        assert!(
+            matches!(v["proc_sys"].as_str(), Some("EROFS") | Some("EACCES")),
+            "{v}"
+        );
+        assert_eq!(v["kcore_bytes"], 0, "masked /proc/kcore");
+        assert_eq!(v["keys_bytes"], 0, "masked /proc/keys");
+        assert_eq!(v["timer_list_bytes"], 0, "masked /proc/timer_list");
+        assert_eq!(v["sys_exists"], false);
+        assert_eq!(
+            v["dev"],
+            serde_json::json!([
+                "fd", "full", "null", "random", "stderr", "stdin", "stdout", "tty", "urandom",
+                "zero"
+            ])
+        );
+        for w in ["write_root", "write_usr", "write_task", "write_runtime"] {
+            assert!(
+                matches!(v[w].as_str(), Some("EROFS") | Some("EACCES")),
+                "{w}: {v}"
+            );
+        }
+        assert_ne!(
+            v["exe_write"], "ok",
+            "the runtime binary is not writable: {v}"
+        );
+        // Only stdio, the runtime's own socket to the Runtime API and the fd listing itself.
+        for (fd, target) in v["fds"].as_object().unwrap() {
+            let fd: i32 = fd.parse().unwrap();
+            let target = target.as_str().unwrap();
+            let ok = fd <= 2 || target.starts_with("socket:") || target.starts_with("/proc/");
+            assert!(ok, "unexpected fd {fd} -> {target}");
+        }
+        assert_eq!(
+            v["routes"],
+            serde_json::json!([]),
+            "no routes out of the sandbox"
+        );
+        assert_eq!(v["connect_controller"], "ECONNREFUSED", "{v}");
+        assert_eq!(v["connect_worker"], "ECONNREFUSED", "{v}");
+        assert_eq!(v["connect_metadata"], "ENETUNREACH", "{v}");
+        let env: Vec<String> = serde_json::from_value(v["env_keys"].clone())?;
+        assert!(
+            env.iter()
+                .all(|k| !k.starts_with("CARGO") && k != "HOME" && k != "RUST_BACKTRACE"),
+            "the worker's environment leaked: {env:?}"
+        );
+        Ok(())
+    })
+}
+
+fn host_pids() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .count()
+}
+
+const FORK_BOMB: &str = r#"
+import os, errno, time
+def handler(event, context):
+    if event.get("bomb"):
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                time.sleep(0.01)
+    children = 0
+    while True:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            return {"children": children, "errno": errno.errorcode[e.errno]}
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        children += 1
+"#;
+
+#[test]
+fn fork_bomb_hits_pids_max_and_is_cleaned_up() {
+    run(async {
+        let cluster = Cluster::start_with(1, &["--pids-max", "64", "--keep-alive-s", "2"])?;
+        let c = cluster.client().await?;
+        let canary = unique("canary");
+        create_python(&c, &canary, "def handler(e, c):\n    return 'alive'\n").await?;
+        assert_eq!(json(&invoke(&c, &canary, "{}").await?), "alive");
+        let baseline = host_pids();
+
+        let name = unique("forks");
+        let mut s = spec(&name, "python3.11", "app.handler");
+        s.timeout_seconds = 3;
+        c.create_function(s, zip_of(&[("app.py", FORK_BOMB, 0o644)]))
+            .await?;
+        // A bounded fork loop stops at pids.max with EAGAIN and the function answers.
+        let v = json(&invoke(&c, &name, "{}").await?);
+        assert_eq!(v["errno"], "EAGAIN", "{v}\n{}", cluster.logs());
+        assert!(v["children"].as_u64().unwrap() < 64, "{v}");
+        // A real fork bomb: every process forks; the invocation times out and everything is killed.
+        let r = invoke(&c, &name, r#"{"bomb":true}"#).await?;
+        assert_eq!(json(&r)["errorType"], "Sandbox.Timedout", "{r:?}");
+        assert_eq!(
+            json(&invoke(&c, &canary, "{}").await?),
+            "alive",
+            "canary unaffected"
+        );
+        // Within 5 s of the keep-alive the host's process count is back to its baseline.
+        let mut now = host_pids();
+        for _ in 0..100 {
+            if now <= baseline + 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            now = host_pids();
+        }
+        assert!(now <= baseline + 2, "host pids {now}, baseline {baseline}");
+        Ok(())
+    })
+}
+
+const EXHAUST: &str = r#"
+import errno, os
+def handler(event, context):
+    r = {}
+    try:
+        with open("/tmp/fill", "wb") as f:
+            chunk = b"x" * (1 << 20)
+            while True:
+                f.write(chunk)
+                f.flush()
+    except OSError as e:
+        r["fill"] = errno.errorcode[e.errno]
+    os.remove("/tmp/fill")
+    fds = []
+    try:
+        while True:
+            fds.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as e:
+        r["fds"] = errno.errorcode[e.errno]
+        r["fd_count"] = len(fds)
+    for fd in fds:
+        os.close(fd)
+    return r
+"#;
+
+#[test]
+fn filling_tmp_and_leaking_fds_stop_inside_the_sandbox() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let c = cluster.client().await?;
+        let name = unique("exhaust");
+        let mut s = spec(&name, "python3.11", "app.handler");
+        s.ephemeral_storage_mb = 512;
+        s.memory_size_mb = 1024;
+        c.create_function(s, zip_of(&[("app.py", EXHAUST, 0o644)]))
+            .await?;
+        let disk_before = nix_free_bytes(cluster.dir.path());
+        let v = json(&invoke(&c, &name, "{}").await?);
+        assert!(
+            matches!(v["fill"].as_str(), Some("ENOSPC") | Some("EFBIG")),
+            "{v}\n{}",
+            cluster.logs()
+        );
+        assert_eq!(v["fds"], "EMFILE", "{v}");
+        assert!(v["fd_count"].as_u64().unwrap() < 1024);
+        let disk_after = nix_free_bytes(cluster.dir.path());
+        assert!(
+            disk_before.abs_diff(disk_after) < 100 << 20,
+            "host disk changed: {disk_before} -> {disk_after}"
+        );
+        // The worker is healthy and the function answers again.
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["fds"], "EMFILE");
+        Ok(())
+    })
+}
+
+fn nix_free_bytes(path: &std::path::Path) -> u64 {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs writes into a zeroed, properly sized struct; the path is NUL-terminated.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st.f_bavail * st.f_frsize
+    }
+}
+
+#[test]
+fn functions_get_distinct_unprivileged_host_uids() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let c = cluster.client().await?;
+        let src = "import time\ndef handler(e, c):\n    time.sleep(1.5)\n    return 1\n";
+        let (a, b) = (unique("uidA"), unique("uidB"));
+        create_python(&c, &a, src).await?;
+        create_python(&c, &b, src).await?;
+        let (ra, rb) = tokio::join!(invoke(&c, &a, "{}"), invoke(&c, &b, "{}"));
+        assert_eq!(json(&ra?), 1);
+        assert_eq!(json(&rb?), 1);
+        // Both sandboxes are idle now: read their processes' host uids through the cgroups.
+        let root = std::path::Path::new("/sys/fs/cgroup/pids/lamina").join(&cluster.worker_ids[0]);
+        let mut uids = Vec::new();
+        for sb in std::fs::read_dir(&root)?
+            .flatten()
+            .filter(|e| e.path().is_dir())
+        {
+            let procs = std::fs::read_to_string(sb.path().join("cgroup.procs"))?;
+            for pid in procs.lines() {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+                let uid: u32 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap()
+                    .parse()?;
+                uids.push(uid);
+            }
+        }
+        // The init process outside the pid namespace stays root; the runtime runs as the function's uid.
+        let mut fn_uids: Vec<u32> = uids.into_iter().filter(|u| *u != 0).collect();
+        fn_uids.sort();
+        fn_uids.dedup();
+        assert_eq!(
+            fn_uids.len(),
+            2,
+            "two functions, two host uids: {fn_uids:?}"
+        );
+        assert!(fn_uids.iter().all(|u| *u >= 65_536));
+        Ok(())
+    })
+}
