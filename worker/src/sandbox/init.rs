@@ -561,7 +561,7 @@ fn drop_capabilities() -> Result<(), InitError> {
             .find_map(|l| l.strip_prefix(field))
             .map(str::trim)
             .unwrap_or("missing");
-        if value.trim_start_matches('0') != "" {
+        if !value.trim_start_matches('0').is_empty() {
             return Err(InitError::Protocol(format!(
                 "capabilities left after dropping them: {field} {value}"
             )));
