@@ -181,6 +181,17 @@ fn hostile_function_cannot_escape() {
             v["exe_write"], "ok",
             "the runtime binary is not writable: {v}"
         );
+        // CVE-2019-5736 class: pid 1 is the runtime itself, not a Lamina binary, and no Lamina
+        // binary the sandbox can see is writable.
+        assert_eq!(v["pid1_exe"], "/usr/bin/python3.11", "{v}");
+        assert_eq!(v["worker_binaries_writable"], serde_json::json!([]), "{v}");
+        // And from the host's side: nothing appeared where the function tried to write.
+        for host_path in ["/evil", "/usr/bin/evil"] {
+            assert!(
+                !std::path::Path::new(host_path).exists(),
+                "{host_path} was written"
+            );
+        }
         // Only stdio, the runtime's own socket to the Runtime API and the fd listing itself.
         for (fd, target) in v["fds"].as_object().unwrap() {
             let fd: i32 = fd.parse().unwrap();
