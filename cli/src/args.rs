@@ -64,6 +64,22 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Print a function's logs
     Logs(LogsArgs),
+    /// Show or replace a function's asynchronous invocation settings
+    #[command(subcommand)]
+    EventConfig(EventConfigCommand),
+    /// Show asynchronous invocation records
+    #[command(subcommand)]
+    Invocation(InvocationCommand),
+    /// List a function's asynchronous invocations, newest first
+    Invocations {
+        name: String,
+        /// At most this many (default 100)
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Lamina's dead-letter queues: list, show, redrive
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -161,6 +177,90 @@ pub struct InvokeArgs {
     /// Client context as JSON text, passed to the runtime
     #[arg(long)]
     pub client_context: Option<String>,
+    /// Queue the event (invocation type Event) and print its request id
+    #[arg(long = "async", conflicts_with_all = ["dry_run", "log_type", "client_context"])]
+    pub is_async: bool,
+    /// With --async: a repeat with the same key within the controller's window returns the first
+    /// request id and queues nothing
+    #[arg(long, requires = "is_async")]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventConfigCommand {
+    /// Replace the settings (flags not given take the defaults: 2 retries, 21600 s, no success
+    /// destination, failures to dlq:default)
+    Put(EventConfigPutArgs),
+    /// Show the settings
+    Get { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct EventConfigPutArgs {
+    pub name: String,
+    /// Retries after a function error (0..2)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=2))]
+    pub max_retries: Option<u32>,
+    /// Maximum event age in seconds (60..21600)
+    #[arg(long, value_parser = clap::value_parser!(u32).range(60..=21600))]
+    pub max_age: Option<u32>,
+    /// Destination of success records: function:NAME or dlq:NAME
+    #[arg(long, value_name = "DEST", value_parser = parse_destination)]
+    pub on_success: Option<String>,
+    /// Destination of failures: function:NAME, dlq:NAME or none (drop)
+    #[arg(long, value_name = "DEST", value_parser = parse_failure_destination)]
+    pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InvocationCommand {
+    /// Show one asynchronous invocation by request id
+    Get { request_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List the dead-letter queues and their message counts
+    List,
+    /// Show the messages of a queue (oldest first)
+    Show {
+        queue: String,
+        /// Only messages with a sequence number greater than N
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        after_seq: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Queue messages again as new events of their function and remove them from the queue
+    Redrive {
+        queue: String,
+        /// Only this message (repeatable; default: every message)
+        #[arg(long = "seq", value_name = "N")]
+        seqs: Vec<u64>,
+    },
+}
+
+/// `function:NAME` or `dlq:NAME`.
+pub fn parse_destination(s: &str) -> Result<String, String> {
+    lamina_proto::validate::destination("--on-success", s)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            "--on-success must be `function:NAME` or `dlq:NAME`, got \"\"".to_string()
+        })?;
+    Ok(s.to_string())
+}
+
+/// `function:NAME`, `dlq:NAME` or `none`.
+pub fn parse_failure_destination(s: &str) -> Result<String, String> {
+    if s == "none" {
+        return Ok(s.to_string());
+    }
+    lamina_proto::validate::destination("--on-failure", s)
+        .map_err(|e| format!("{e}; or `none` to drop failed events"))?
+        .ok_or_else(|| {
+            "--on-failure must be `function:NAME`, `dlq:NAME` or `none`, got \"\"".to_string()
+        })?;
+    Ok(s.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -295,6 +395,52 @@ mod tests {
             panic!("not up")
         };
         assert_eq!(u.listen, DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn async_flags_parse_and_validate() {
+        let cli = parse(&["invoke", "f", "--async", "--idempotency-key", "k"]).unwrap();
+        let Command::Invoke(i) = cli.command else {
+            panic!("not invoke")
+        };
+        assert!(i.is_async);
+        assert_eq!(i.idempotency_key.as_deref(), Some("k"));
+        assert!(parse(&["invoke", "f", "--idempotency-key", "k"]).is_err());
+        assert!(parse(&["invoke", "f", "--async", "--dry-run"]).is_err());
+        let cli = parse(&[
+            "event-config",
+            "put",
+            "f",
+            "--max-retries",
+            "0",
+            "--max-age",
+            "60",
+            "--on-success",
+            "function:g",
+            "--on-failure",
+            "dlq:errors",
+        ])
+        .unwrap();
+        let Command::EventConfig(EventConfigCommand::Put(p)) = cli.command else {
+            panic!("not event-config put")
+        };
+        assert_eq!((p.max_retries, p.max_age), (Some(0), Some(60)));
+        assert_eq!(p.on_success.as_deref(), Some("function:g"));
+        assert_eq!(p.on_failure.as_deref(), Some("dlq:errors"));
+        assert!(parse(&["event-config", "put", "f", "--max-retries", "3"]).is_err());
+        assert!(parse(&["event-config", "put", "f", "--max-age", "59"]).is_err());
+        let err = parse(&["event-config", "put", "f", "--on-failure", "sqs:q"]).unwrap_err();
+        assert!(
+            err.to_string().contains("`function:NAME` or `dlq:NAME`"),
+            "{err}"
+        );
+        assert!(parse(&["event-config", "put", "f", "--on-failure", "none"]).is_ok());
+        assert!(parse(&["event-config", "put", "f", "--on-success", "none"]).is_err());
+        let cli = parse(&["dlq", "redrive", "q", "--seq", "1", "--seq", "3"]).unwrap();
+        let Command::Dlq(DlqCommand::Redrive { queue, seqs }) = cli.command else {
+            panic!("not dlq redrive")
+        };
+        assert_eq!((queue.as_str(), seqs), ("q", vec![1, 3]));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use lamina_client::{code, v1, Client};
 use crate::args::{
     Command, CreateArgs, InvokeArgs, LogType, LogsArgs, Output, UpdateCodeArgs, UpdateConfigArgs,
 };
+use crate::events;
 use crate::output;
 use crate::Outcome;
 
@@ -76,7 +77,32 @@ pub async fn run(endpoint: &str, output: Output, command: Command) -> anyhow::Re
             let req = invoke_request(&args)?;
             let client = Client::connect(endpoint).await?;
             let resp = client.invoke(req).await?;
+            if args.is_async {
+                print(&events::render_async_invoke(&resp, output)?)?;
+                return Ok(Outcome::Success);
+            }
             print_invoke(&resp, args.log_type, output)
+        }
+        Command::EventConfig(cmd) => {
+            let client = Client::connect(endpoint).await?;
+            print(&events::event_config(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Invocation(cmd) => {
+            let client = Client::connect(endpoint).await?;
+            print(&events::invocation(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Invocations { name, limit } => {
+            let client = Client::connect(endpoint).await?;
+            let list = client.list_invocations(&name, limit).await?;
+            print(&events::render_invocations(&list, output)?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Dlq(cmd) => {
+            let client = Client::connect(endpoint).await?;
+            print(&events::dlq(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
         }
         Command::Logs(args) => {
             let client = Client::connect(endpoint).await?;
@@ -167,7 +193,9 @@ pub fn invoke_request(args: &InvokeArgs) -> anyhow::Result<v1::InvokeRequest> {
     Ok(v1::InvokeRequest {
         function_name: args.name.clone(),
         qualifier: args.qualifier.clone(),
-        invocation_type: if args.dry_run {
+        invocation_type: if args.is_async {
+            v1::InvocationType::Event
+        } else if args.dry_run {
             v1::InvocationType::DryRun
         } else {
             v1::InvocationType::RequestResponse
@@ -178,6 +206,7 @@ pub fn invoke_request(args: &InvokeArgs) -> anyhow::Result<v1::InvokeRequest> {
             LogType::Tail => v1::LogType::Tail,
         } as i32,
         client_context,
+        idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
     })
 }
 

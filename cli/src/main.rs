@@ -4,6 +4,7 @@
 //! error. Errors are printed to stderr as `error: <message>`.
 mod args;
 mod commands;
+mod events;
 mod output;
 mod up;
 

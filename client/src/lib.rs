@@ -208,6 +208,116 @@ impl Client {
         Ok(self.inner.clone().get_logs(req).await?.into_inner())
     }
 
+    /// Queues an asynchronous invocation (invocation type EVENT). The answer (202, `request_id`)
+    /// comes once the event is durable; with an `idempotency_key` seen before, `duplicate` is set and
+    /// `request_id` is the first one's.
+    pub async fn invoke_async(
+        &self,
+        function_name: &str,
+        payload: Vec<u8>,
+        idempotency_key: Option<&str>,
+    ) -> Result<v1::InvokeResponse, Error> {
+        let req = v1::InvokeRequest {
+            function_name: function_name.to_string(),
+            invocation_type: v1::InvocationType::Event as i32,
+            payload,
+            idempotency_key: idempotency_key.unwrap_or_default().to_string(),
+            ..Default::default()
+        };
+        Ok(self.inner.clone().invoke(req).await?.into_inner())
+    }
+
+    /// Replaces function `req.function_name`'s async settings (unset fields take the defaults).
+    pub async fn put_event_invoke_config(
+        &self,
+        req: v1::PutFunctionEventInvokeConfigRequest,
+    ) -> Result<v1::FunctionEventInvokeConfig, Error> {
+        let resp = self
+            .inner
+            .clone()
+            .put_function_event_invoke_config(req)
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// Function `name`'s async settings (the defaults when none were put).
+    pub async fn get_event_invoke_config(
+        &self,
+        name: &str,
+    ) -> Result<v1::FunctionEventInvokeConfig, Error> {
+        let req = v1::GetFunctionEventInvokeConfigRequest {
+            function_name: name.to_string(),
+        };
+        let resp = self
+            .inner
+            .clone()
+            .get_function_event_invoke_config(req)
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// The record of async invocation `request_id`.
+    pub async fn get_invocation(&self, request_id: &str) -> Result<v1::Invocation, Error> {
+        let req = v1::GetInvocationRequest {
+            request_id: request_id.to_string(),
+        };
+        Ok(self.inner.clone().get_invocation(req).await?.into_inner())
+    }
+
+    /// Async invocations of function `name`, newest first (`limit` 0 = the server's default).
+    pub async fn list_invocations(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<v1::Invocation>, Error> {
+        let req = v1::ListInvocationsRequest {
+            function_name: name.to_string(),
+            limit,
+        };
+        let resp = self.inner.clone().list_invocations(req).await?;
+        Ok(resp.into_inner().invocations)
+    }
+
+    /// Lamina's dead-letter queues and their message counts.
+    pub async fn list_dead_letter_queues(&self) -> Result<Vec<v1::DeadLetterQueue>, Error> {
+        let resp = self
+            .inner
+            .clone()
+            .list_dead_letter_queues(v1::ListDeadLetterQueuesRequest {})
+            .await?;
+        Ok(resp.into_inner().queues)
+    }
+
+    /// Messages of dead-letter queue `queue` with `seq > after_seq`, oldest first.
+    pub async fn list_dead_letters(
+        &self,
+        queue: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<v1::DeadLetter>, Error> {
+        let req = v1::ListDeadLettersRequest {
+            queue: queue.to_string(),
+            after_seq,
+            limit,
+        };
+        let resp = self.inner.clone().list_dead_letters(req).await?;
+        Ok(resp.into_inner().messages)
+    }
+
+    /// Re-enqueues messages of `queue` (all when `seqs` is empty) as new events; returns their ids.
+    pub async fn redrive_dead_letters(
+        &self,
+        queue: &str,
+        seqs: Vec<u64>,
+    ) -> Result<Vec<String>, Error> {
+        let req = v1::RedriveDeadLettersRequest {
+            queue: queue.to_string(),
+            seqs,
+        };
+        let resp = self.inner.clone().redrive_dead_letters(req).await?;
+        Ok(resp.into_inner().request_ids)
+    }
+
     /// The workers the controller knows.
     pub async fn list_workers(&self) -> Result<Vec<v1::WorkerInfo>, Error> {
         let resp = self

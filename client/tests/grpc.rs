@@ -164,11 +164,107 @@ impl Functions for Server {
         req: Request<v1::InvokeRequest>,
     ) -> Result<Response<v1::InvokeResponse>, Status> {
         let req = req.into_inner();
+        if req.invocation_type == v1::InvocationType::Event as i32 {
+            return Ok(Response::new(v1::InvokeResponse {
+                status_code: 202,
+                request_id: format!("id-for-{}", req.idempotency_key),
+                duplicate: !req.idempotency_key.is_empty(),
+                ..Default::default()
+            }));
+        }
         Ok(Response::new(v1::InvokeResponse {
             status_code: 200,
             payload: req.payload,
             executed_version: "$LATEST".into(),
             ..Default::default()
+        }))
+    }
+
+    async fn put_function_event_invoke_config(
+        &self,
+        req: Request<v1::PutFunctionEventInvokeConfigRequest>,
+    ) -> Result<Response<v1::FunctionEventInvokeConfig>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(v1::FunctionEventInvokeConfig {
+            function_name: r.function_name,
+            maximum_retry_attempts: r.maximum_retry_attempts.unwrap_or(2),
+            maximum_event_age_seconds: r.maximum_event_age_seconds.unwrap_or(21600),
+            on_success: r.on_success.unwrap_or_default(),
+            on_failure: r.on_failure.unwrap_or_default(),
+            last_modified_ms: 1,
+        }))
+    }
+
+    async fn get_function_event_invoke_config(
+        &self,
+        req: Request<v1::GetFunctionEventInvokeConfigRequest>,
+    ) -> Result<Response<v1::FunctionEventInvokeConfig>, Status> {
+        Err(Status::not_found(format!(
+            "function `{}` not found",
+            req.into_inner().function_name
+        )))
+    }
+
+    async fn get_invocation(
+        &self,
+        req: Request<v1::GetInvocationRequest>,
+    ) -> Result<Response<v1::Invocation>, Status> {
+        Ok(Response::new(v1::Invocation {
+            request_id: req.into_inner().request_id,
+            state: "Succeeded".into(),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_invocations(
+        &self,
+        req: Request<v1::ListInvocationsRequest>,
+    ) -> Result<Response<v1::ListInvocationsResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(v1::ListInvocationsResponse {
+            invocations: (0..r.limit)
+                .map(|i| v1::Invocation {
+                    request_id: format!("r{i}"),
+                    function_name: r.function_name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_dead_letter_queues(
+        &self,
+        _: Request<v1::ListDeadLetterQueuesRequest>,
+    ) -> Result<Response<v1::ListDeadLetterQueuesResponse>, Status> {
+        Ok(Response::new(v1::ListDeadLetterQueuesResponse {
+            queues: vec![v1::DeadLetterQueue {
+                name: "default".into(),
+                messages: 3,
+            }],
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(v1::ListDeadLettersResponse {
+            messages: vec![v1::DeadLetter {
+                seq: r.after_seq + 1,
+                function_name: r.queue,
+                ..Default::default()
+            }],
+        }))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        req: Request<v1::RedriveDeadLettersRequest>,
+    ) -> Result<Response<v1::RedriveDeadLettersResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(v1::RedriveDeadLettersResponse {
+            request_ids: r.seqs.iter().map(|s| format!("{}-{s}", r.queue)).collect(),
         }))
     }
 
@@ -326,4 +422,44 @@ async fn the_other_calls() {
     assert_eq!(client.list_workers().await.unwrap()[0].worker_id, "w1");
     client.delete_function("f").await.unwrap();
     assert!(client.list_functions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn async_calls_carry_their_fields() {
+    let (_server, addr) = serve().await;
+    let client = Client::connect(&addr).await.unwrap();
+    let r = client
+        .invoke_async("f", b"{}".to_vec(), Some("k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status_code, r.request_id.as_str(), r.duplicate),
+        (202, "id-for-k1", true)
+    );
+    let c = client
+        .put_event_invoke_config(v1::PutFunctionEventInvokeConfigRequest {
+            function_name: "f".into(),
+            maximum_retry_attempts: Some(0),
+            on_failure: Some("dlq:q".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.maximum_retry_attempts, c.on_failure.as_str()),
+        (0, "dlq:q")
+    );
+    let err = client.get_event_invoke_config("nope").await.unwrap_err();
+    assert_eq!(err.to_string(), "function `nope` not found");
+    assert_eq!(client.get_invocation("x").await.unwrap().request_id, "x");
+    assert_eq!(client.list_invocations("f", 3).await.unwrap().len(), 3);
+    assert_eq!(
+        client.list_dead_letter_queues().await.unwrap()[0].messages,
+        3
+    );
+    assert_eq!(client.list_dead_letters("q", 4, 0).await.unwrap()[0].seq, 5);
+    assert_eq!(
+        client.redrive_dead_letters("q", vec![1, 2]).await.unwrap(),
+        ["q-1", "q-2"]
+    );
 }

@@ -20,10 +20,12 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod code;
 pub mod placement;
+pub mod queue;
 pub mod registry;
 pub mod store;
 
-use api::{ClusterService, FunctionsService, Shared, WorkerClients};
+use api::{ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
+use queue::{Dispatcher, QueueConfig, QueueError, QueueStore};
 use registry::Registry;
 use store::{RocksStore, Store, StoreError};
 
@@ -39,6 +41,8 @@ pub struct ControllerConfig {
     pub heartbeat_interval: Duration,
     /// Log events kept per function.
     pub log_retention: u64,
+    /// Asynchronous invocation: payload limit, concurrency, rate, time scale, retention.
+    pub queue: QueueConfig,
 }
 
 impl ControllerConfig {
@@ -50,6 +54,7 @@ impl ControllerConfig {
             worker_timeout: Duration::from_millis(5000),
             heartbeat_interval: Duration::from_millis(1000),
             log_retention: 10_000,
+            queue: QueueConfig::default(),
         }
     }
 }
@@ -58,6 +63,8 @@ impl ControllerConfig {
 pub enum ControllerError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
     #[error("cannot build the gRPC reflection service: {0}")]
     Reflection(String),
     #[error("gRPC server failed: {0}")]
@@ -70,13 +77,19 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Opens the RocksDB store in `config.data_dir`.
+    /// Opens the RocksDB store in `config.data_dir`, with the async queue in the same database.
     pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
-        Ok(Controller::with_store(&config, Arc::new(store)))
+        let queue = QueueStore::open(store.db(), &config.data_dir, config.queue.clone())?;
+        let mut controller = Controller::with_store(&config, Arc::new(store));
+        Arc::get_mut(&mut controller.shared)
+            .expect("a new controller's state is not shared yet")
+            .queue = Some(Arc::new(queue));
+        Ok(controller)
     }
 
-    /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's business).
+    /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's
+    /// business), without the async queue: EVENT invocations are refused.
     pub fn with_store(config: &ControllerConfig, store: Arc<dyn Store>) -> Controller {
         Controller {
             shared: Arc::new(Shared {
@@ -84,8 +97,14 @@ impl Controller {
                 registry: Arc::new(Registry::new(config.worker_timeout)),
                 workers: WorkerClients::default(),
                 heartbeat_interval: config.heartbeat_interval,
+                queue: None,
             }),
         }
+    }
+
+    /// The async queue, when the store has one.
+    pub fn queue(&self) -> Option<&Arc<QueueStore>> {
+        self.shared.queue.as_ref()
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -120,13 +139,27 @@ impl Controller {
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let incoming = lamina_proto::net::nodelay_incoming(listener);
-        tonic::transport::Server::builder()
+        let dispatcher = self.shared.queue.as_ref().map(|q| {
+            let invoker = Arc::new(WorkerInvoker {
+                shared: Arc::clone(&self.shared),
+            });
+            tokio::spawn(Dispatcher::new(Arc::clone(q), invoker).run(shutdown.clone()))
+        });
+        let served = tonic::transport::Server::builder()
             .add_service(functions)
             .add_service(cluster)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await?;
+            .await;
+        // The server stopped (shutdown, or it failed): stop dispatching too.
+        shutdown.cancel();
+        if let Some(d) = dispatcher {
+            if let Err(e) = d.await {
+                tracing::error!(error = %e, "the async dispatcher task failed");
+            }
+        }
+        served?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use lamina_controller::queue::QueueConfig;
 use lamina_controller::{Controller, ControllerConfig, DEFAULT_LISTEN};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,27 @@ struct Args {
     /// Log events kept per function.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     log_retention: u64,
+    /// Largest asynchronous (EVENT) payload in bytes.
+    #[arg(long, default_value_t = lamina_proto::validate::MAX_ASYNC_PAYLOAD_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=(16 << 20)))]
+    async_max_payload_bytes: usize,
+    /// Asynchronous deliveries running at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    async_concurrency: usize,
+    /// Events taken off the async queue per second at most (bounds the drain of a backlog).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    async_dispatch_rate: u32,
+    /// Multiplies async retry delays, backoff and maximum event ages (tests: 0.01).
+    #[arg(long, default_value_t = 1.0)]
+    async_time_scale: f64,
+    /// A repeated idempotency key within this many seconds returns the first request id.
+    #[arg(long, default_value_t = 3600)]
+    idempotency_window_s: u64,
+    /// Finished async invocation records kept at most.
+    #[arg(long, default_value_t = 100_000)]
+    invocation_retention: u64,
+    /// Finished async invocation records kept at most this many seconds.
+    #[arg(long, default_value_t = 7 * 86_400)]
+    invocation_retention_s: u64,
 }
 
 #[tokio::main]
@@ -52,11 +74,26 @@ async fn main() -> anyhow::Result<()> {
         args.worker_timeout_ms,
         args.heartbeat_interval_ms
     );
+    anyhow::ensure!(
+        args.async_time_scale > 0.0 && args.async_time_scale <= 1.0,
+        "--async-time-scale must be above 0 and at most 1, got {}",
+        args.async_time_scale
+    );
     let config = ControllerConfig {
         data_dir: args.data_dir,
         worker_timeout: Duration::from_millis(args.worker_timeout_ms),
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms),
         log_retention: args.log_retention,
+        queue: QueueConfig {
+            max_payload_bytes: args.async_max_payload_bytes,
+            concurrency: args.async_concurrency,
+            dispatch_rate: args.async_dispatch_rate,
+            time_scale: args.async_time_scale,
+            idempotency_window: Duration::from_secs(args.idempotency_window_s),
+            retention_records: args.invocation_retention,
+            retention_age: Duration::from_secs(args.invocation_retention_s),
+            ..QueueConfig::default()
+        },
     };
     let controller = Controller::open(config.clone())?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -184,6 +184,14 @@ impl Registry {
             .is_some_and(|e| self.state(e, now) == WorkerState::Up)
     }
 
+    /// Whether any worker is `Up`.
+    pub fn any_up(&self) -> bool {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .any(|e| self.state(e, now) == WorkerState::Up)
+    }
+
     /// Every known worker, sorted by id.
     pub fn list(&self) -> Vec<WorkerSnapshot> {
         let now = Instant::now();

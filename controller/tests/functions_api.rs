@@ -348,10 +348,22 @@ async fn function_lifecycle_and_invalid_inputs() {
         Code::InvalidArgument,
         "payload must be at most 6291456 bytes",
     );
+    let queued = c
+        .invoke(invoke("echo", "$LATEST", Event, vec![]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((queued.status_code, queued.request_id.len()), (202, 36));
     assert_status(
-        c.invoke(invoke("echo", "$LATEST", Event, vec![])).await,
-        Code::Unimplemented,
-        "asynchronous invocation is not available yet",
+        c.invoke(invoke(
+            "echo",
+            "$LATEST",
+            Event,
+            vec![b'x'; 1024 * 1024 + 1],
+        ))
+        .await,
+        Code::InvalidArgument,
+        "asynchronous payload must be at most 1048576 bytes",
     );
     let dry = c
         .invoke(invoke("echo", "$LATEST", DryRun, vec![]))

@@ -96,3 +96,50 @@ pub fn function_arn(name: &str) -> String {
 /// The region and account Lamina reports in ARNs and `AWS_REGION`.
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "000000000000";
+
+pub const DEFAULT_MAX_RETRY_ATTEMPTS: u32 = 2;
+pub const DEFAULT_MAX_EVENT_AGE_S: u32 = 21_600;
+/// Where failed async events go when a function has no on-failure destination configured.
+pub const DEFAULT_FAILURE_DLQ: &str = "default";
+
+/// Where an async invocation's record (or event) goes when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Destination {
+    /// Invoke this function asynchronously with the record as its event.
+    Function(String),
+    /// Append to this dead-letter queue kept by Lamina.
+    Dlq(String),
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Function(n) => write!(f, "function:{n}"),
+            Destination::Dlq(n) => write!(f, "dlq:{n}"),
+        }
+    }
+}
+
+/// A function's asynchronous invocation settings (Lambda's `FunctionEventInvokeConfig`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventInvokeConfig {
+    pub max_retry_attempts: u32,
+    pub max_event_age_s: u32,
+    pub on_success: Option<Destination>,
+    /// `None`: failed events are dropped (the user asked for `none`); the default is
+    /// `dlq:default`.
+    pub on_failure: Option<Destination>,
+    pub last_modified_ms: u64,
+}
+
+impl Default for EventInvokeConfig {
+    fn default() -> Self {
+        EventInvokeConfig {
+            max_retry_attempts: DEFAULT_MAX_RETRY_ATTEMPTS,
+            max_event_age_s: DEFAULT_MAX_EVENT_AGE_S,
+            on_success: None,
+            on_failure: Some(Destination::Dlq(DEFAULT_FAILURE_DLQ.to_string())),
+            last_modified_ms: 0,
+        }
+    }
+}

@@ -263,3 +263,135 @@ mod tests {
         assert!(sync_payload(MAX_SYNC_PAYLOAD_BYTES + 1).is_err());
     }
 }
+
+/// Asynchronous payload limit (Lambda: 1 MB; the controller may lower or raise it).
+pub const MAX_ASYNC_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const MAX_RETRY_ATTEMPTS: u32 = 2;
+pub const MIN_EVENT_AGE_S: u32 = 60;
+pub const MAX_EVENT_AGE_S: u32 = 21_600;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+
+pub fn async_payload(len: usize, max: usize) -> Result<(), ValidationError> {
+    if len > max {
+        return Err(ValidationError::new(
+            "payload",
+            format!("asynchronous payload must be at most {max} bytes, got {len}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn max_retry_attempts(n: u32) -> Result<(), ValidationError> {
+    if n > MAX_RETRY_ATTEMPTS {
+        return Err(ValidationError::new(
+            "maximum_retry_attempts",
+            format!("maximum retry attempts must be 0..{MAX_RETRY_ATTEMPTS}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn max_event_age(s: u32) -> Result<(), ValidationError> {
+    if !(MIN_EVENT_AGE_S..=MAX_EVENT_AGE_S).contains(&s) {
+        return Err(ValidationError::new(
+            "maximum_event_age_seconds",
+            format!(
+                "maximum event age must be {MIN_EVENT_AGE_S}..{MAX_EVENT_AGE_S} seconds, got {s}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn idempotency_key(key: &str) -> Result<(), ValidationError> {
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN || key.chars().any(|c| c.is_control()) {
+        return Err(ValidationError::new(
+            "idempotency_key",
+            format!(
+                "idempotency key must be at most {MAX_IDEMPOTENCY_KEY_LEN} bytes without control characters, got {} bytes",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A dead-letter queue name: like a function name.
+pub fn queue_name(name: &str) -> Result<(), ValidationError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(ValidationError::new(
+            "queue",
+            format!("dead-letter queue name must be 1..{MAX_NAME_LEN} letters, digits, '-' or '_', got {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `function:NAME` or `dlq:NAME` (`""` = none).
+pub fn destination(
+    field: &'static str,
+    s: &str,
+) -> Result<Option<crate::domain::Destination>, ValidationError> {
+    use crate::domain::Destination;
+    let bad = || {
+        ValidationError::new(
+            field,
+            format!("{field} must be `function:NAME` or `dlq:NAME` (NAME: 1..{MAX_NAME_LEN} letters, digits, '-' or '_'), got {s:?}"),
+        )
+    };
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.split_once(':') {
+        Some(("function", n)) => {
+            name(n).map_err(|_| bad())?;
+            Ok(Some(Destination::Function(n.to_string())))
+        }
+        Some(("dlq", n)) => {
+            queue_name(n).map_err(|_| bad())?;
+            Ok(Some(Destination::Dlq(n.to_string())))
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod async_tests {
+    use super::*;
+    use crate::domain::Destination;
+
+    #[test]
+    fn async_limits() {
+        assert!(max_retry_attempts(2).is_ok() && max_retry_attempts(3).is_err());
+        assert!(max_event_age(60).is_ok() && max_event_age(59).is_err());
+        assert!(max_event_age(21_600).is_ok() && max_event_age(21_601).is_err());
+        assert!(async_payload(10, 10).is_ok() && async_payload(11, 10).is_err());
+        assert!(idempotency_key("k-1").is_ok() && idempotency_key(&"k".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn destinations() {
+        assert_eq!(destination("on_success", "").unwrap(), None);
+        assert_eq!(
+            destination("on_success", "function:f-1").unwrap(),
+            Some(Destination::Function("f-1".into()))
+        );
+        assert_eq!(
+            destination("on_failure", "dlq:errors").unwrap(),
+            Some(Destination::Dlq("errors".into()))
+        );
+        let e = destination("on_failure", "sqs:x").unwrap_err();
+        assert!(
+            e.to_string().contains("`function:NAME` or `dlq:NAME`"),
+            "{e}"
+        );
+        assert!(destination("on_failure", "dlq:").is_err());
+        assert!(destination("on_failure", "function:a/b").is_err());
+        assert_eq!(Destination::Dlq("q".into()).to_string(), "dlq:q");
+    }
+}

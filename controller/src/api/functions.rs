@@ -6,7 +6,7 @@ use lamina_proto::v1::{self, create_function_request, update_function_code_reque
 use lamina_proto::validate;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{now_ms, ApiError, Shared};
+use super::{events, now_ms, ApiError, Shared};
 use crate::code::{CheckedCode, CodeBuffer};
 use crate::store::StoreError;
 
@@ -309,6 +309,9 @@ impl v1::functions_server::Functions for FunctionsService {
             .await?
         {
             Some(_) => {
+                if let Some(q) = &self.shared.queue {
+                    q.delete_config(&name).await.map_err(ApiError::from)?;
+                }
                 tracing::info!(function = %name, "function deleted");
                 Ok(Response::new(v1::DeleteFunctionResponse {}))
             }
@@ -352,6 +355,67 @@ impl v1::functions_server::Functions for FunctionsService {
                 .collect(),
             last_seq,
         }))
+    }
+
+    async fn put_function_event_invoke_config(
+        &self,
+        request: Request<v1::PutFunctionEventInvokeConfigRequest>,
+    ) -> Result<Response<v1::FunctionEventInvokeConfig>, Status> {
+        Ok(Response::new(
+            events::put_config(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_function_event_invoke_config(
+        &self,
+        request: Request<v1::GetFunctionEventInvokeConfigRequest>,
+    ) -> Result<Response<v1::FunctionEventInvokeConfig>, Status> {
+        let name = request.into_inner().function_name;
+        Ok(Response::new(events::get_config(&self.shared, name).await?))
+    }
+
+    async fn get_invocation(
+        &self,
+        request: Request<v1::GetInvocationRequest>,
+    ) -> Result<Response<v1::Invocation>, Status> {
+        let id = request.into_inner().request_id;
+        Ok(Response::new(
+            events::get_invocation(&self.shared, id).await?,
+        ))
+    }
+
+    async fn list_invocations(
+        &self,
+        request: Request<v1::ListInvocationsRequest>,
+    ) -> Result<Response<v1::ListInvocationsResponse>, Status> {
+        Ok(Response::new(
+            events::list_invocations(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_dead_letter_queues(
+        &self,
+        _request: Request<v1::ListDeadLetterQueuesRequest>,
+    ) -> Result<Response<v1::ListDeadLetterQueuesResponse>, Status> {
+        Ok(Response::new(events::list_queues(&self.shared)?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<v1::ListDeadLettersRequest>,
+    ) -> Result<Response<v1::ListDeadLettersResponse>, Status> {
+        Ok(Response::new(
+            events::list_dead_letters(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<v1::RedriveDeadLettersRequest>,
+    ) -> Result<Response<v1::RedriveDeadLettersResponse>, Status> {
+        Ok(Response::new(
+            events::redrive(&self.shared, request.into_inner()).await?,
+        ))
     }
 
     async fn list_workers(

@@ -11,6 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::{now_ms, ApiError, Shared};
+use crate::queue::{Invoker, Outcome};
 use crate::registry::{Placement, Registry};
 use crate::store::NewLogEvent;
 
@@ -114,7 +115,7 @@ pub(super) async fn invoke(
     })?;
     let request_id = uuid::Uuid::new_v4().to_string();
     match invocation_type {
-        v1::InvocationType::Event => return Err(ApiError::AsyncNotAvailable),
+        v1::InvocationType::Event => return super::events::enqueue(shared, r).await,
         v1::InvocationType::DryRun => {
             return Ok(v1::InvokeResponse {
                 status_code: 204,
@@ -163,7 +164,79 @@ pub(super) async fn invoke(
         log_tail: tail,
         request_id,
         worker_id: placement.worker_id,
+        duplicate: false,
     })
+}
+
+/// Runs the deliveries of the async queue on the workers, like a synchronous invocation.
+pub(crate) struct WorkerInvoker {
+    pub shared: std::sync::Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl Invoker for WorkerInvoker {
+    async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String> {
+        let owned = name.to_string();
+        self.shared
+            .store(move |s| s.get_function(&owned))
+            .await
+            .map(|f| f.map(|f| Duration::from_secs(u64::from(f.spec.timeout_s))))
+            .map_err(|e| e.to_string())
+    }
+
+    fn ready(&self) -> bool {
+        self.shared.registry.any_up()
+    }
+
+    async fn invoke(&self, function_name: &str, request_id: &str, payload: Vec<u8>) -> Outcome {
+        let owned = function_name.to_string();
+        let config = match self.shared.store(move |s| s.get_function(&owned)).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Outcome::SystemError(format!("function `{function_name}` not found"))
+            }
+            Err(e) => return Outcome::SystemError(e.to_string()),
+        };
+        let spec = &config.spec;
+        let Some(placement) =
+            self.shared
+                .registry
+                .place(&spec.name, &config.revision_id, spec.memory_mb)
+        else {
+            return Outcome::Throttled(ApiError::NoWorker.to_string());
+        };
+        let result = call_worker(
+            &self.shared,
+            &placement,
+            &config,
+            request_id,
+            payload,
+            String::new(),
+        )
+        .await;
+        self.shared.registry.finish(&placement, result.is_ok());
+        match result {
+            Ok(response) => {
+                store_log(&self.shared, &spec.name, request_id, &response.logs).await;
+                if response.function_error.is_empty() {
+                    Outcome::Success {
+                        payload: response.payload,
+                    }
+                } else {
+                    Outcome::FunctionError {
+                        kind: response.function_error,
+                        payload: response.payload,
+                    }
+                }
+            }
+            Err(ApiError::Worker { status, worker_id })
+                if status.code() == Code::ResourceExhausted =>
+            {
+                Outcome::Throttled(format!("worker `{worker_id}`: {}", status.message()))
+            }
+            Err(e) => Outcome::SystemError(e.to_string()),
+        }
+    }
 }
 
 async fn call_worker(

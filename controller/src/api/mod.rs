@@ -7,16 +7,19 @@ use lamina_proto::validate::ValidationError;
 use tonic::{Code, Status};
 
 use crate::code::CodeError;
+use crate::queue::{QueueError, QueueStore};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
 mod cluster;
+mod events;
 mod functions;
 mod invoke;
 
 pub use cluster::ClusterService;
 pub use functions::FunctionsService;
 pub use invoke::WorkerClients;
+pub(crate) use invoke::WorkerInvoker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,6 +29,12 @@ pub enum ApiError {
     Code(#[from] CodeError),
     #[error(transparent)]
     Validation(#[from] ValidationError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("invocation `{0}` not found (finished records are kept for a bounded time)")]
+    InvocationNotFound(String),
+    #[error("dead-letter queue `{0}` not found: `fnctl dlq list` shows the queues")]
+    QueueNotFound(String),
     /// A request that breaks the protocol (messages out of order, missing fields).
     #[error("{0}")]
     BadRequest(String),
@@ -33,7 +42,7 @@ pub enum ApiError {
     FunctionNotFound(String),
     #[error("function `{name}` has no version or alias `{qualifier}`; only $LATEST exists")]
     QualifierNotFound { name: String, qualifier: String },
-    #[error("asynchronous invocation is not available yet")]
+    #[error("asynchronous invocation is not available on this controller's store")]
     AsyncNotAvailable,
     #[error("no worker is available: start one with `lamina-worker --controller ...`")]
     NoWorker,
@@ -66,7 +75,7 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::FunctionExists(_)) => Code::AlreadyExists,
             ApiError::Store(StoreError::FunctionNotFound(_)) => Code::NotFound,
             ApiError::Store(StoreError::RevisionConflict { .. }) => Code::Aborted,
-            ApiError::Store(_) | ApiError::Internal(_) => {
+            ApiError::Store(_) | ApiError::Internal(_) | ApiError::Queue(_) => {
                 tracing::error!(error = %message, "internal error");
                 Code::Internal
             }
@@ -75,7 +84,9 @@ impl From<ApiError> for Status {
             }
             ApiError::FunctionNotFound(_)
             | ApiError::QualifierNotFound { .. }
-            | ApiError::BlobNotFound(_) => Code::NotFound,
+            | ApiError::BlobNotFound(_)
+            | ApiError::InvocationNotFound(_)
+            | ApiError::QueueNotFound(_) => Code::NotFound,
             ApiError::AsyncNotAvailable => Code::Unimplemented,
             ApiError::NoWorker | ApiError::WorkerUnavailable { .. } => Code::Unavailable,
             ApiError::WorkerTimeout { .. } => Code::DeadlineExceeded,
@@ -92,6 +103,8 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub workers: WorkerClients,
     pub heartbeat_interval: Duration,
+    /// The async queue (`None` on a store without one: EVENT invocations are refused).
+    pub queue: Option<Arc<QueueStore>>,
 }
 
 impl Shared {
@@ -105,6 +118,25 @@ impl Shared {
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+}
+
+impl Shared {
+    pub fn queue(&self) -> Result<&Arc<QueueStore>, ApiError> {
+        self.queue.as_ref().ok_or(ApiError::AsyncNotAvailable)
+    }
+
+    /// Runs a queue call off the async threads.
+    pub async fn queue_read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&QueueStore) -> Result<T, QueueError> + Send + 'static,
+    {
+        let q = Arc::clone(self.queue()?);
+        tokio::task::spawn_blocking(move || f(q.as_ref()))
+            .await
+            .map_err(|e| ApiError::Internal(format!("queue task failed: {e}")))?
             .map_err(ApiError::from)
     }
 }

@@ -1,7 +1,7 @@
 //! The RocksDB implementation of [`Store`]. Key layout and rationale: `README.md` next to this file.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lamina_proto::domain::FunctionConfig;
 use rocksdb::{
@@ -29,7 +29,7 @@ impl LogRange {
 }
 
 pub struct RocksStore {
-    db: DB,
+    db: Arc<DB>,
     path: PathBuf,
     log_retention: u64,
     /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
@@ -91,17 +91,19 @@ impl RocksStore {
         // Code zips are large and already compressed: keep them out of the LSM tree's compactions.
         blob_opts.set_enable_blob_files(true);
         blob_opts.set_min_blob_size(4096);
-        let cfs = vec![
+        let mut cfs = vec![
             ColumnFamilyDescriptor::new(CF_FUNCTIONS, opts.clone()),
             ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
             ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
         ];
+        // The async queue lives in the same database (its own column families): see `queue/`.
+        cfs.extend(crate::queue::column_family_descriptors());
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
             path: dir.to_path_buf(),
             source,
         })?;
         let store = RocksStore {
-            db,
+            db: Arc::new(db),
             path: dir.to_path_buf(),
             log_retention: log_retention.max(1),
             blob_refs: Mutex::new(HashMap::new()),
@@ -116,6 +118,11 @@ impl RocksStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The database, shared with the async queue (`queue::QueueStore`).
+    pub fn db(&self) -> Arc<DB> {
+        Arc::clone(&self.db)
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {

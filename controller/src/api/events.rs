@@ -1,0 +1,234 @@
+//! Asynchronous invocation on the `Functions` service: accepting events, event invoke configs,
+//! invocation records and dead-letter queues. The queue itself is `crate::queue`.
+use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ, LATEST};
+use lamina_proto::v1;
+use lamina_proto::validate;
+
+use super::{now_ms, ApiError, Shared};
+use crate::queue::{Enqueued, Invocation, NewEvent};
+
+const INVOCATIONS_DEFAULT: usize = 100;
+const INVOCATIONS_MAX: usize = 100_000;
+const DEAD_LETTERS_DEFAULT: usize = 100;
+const DEAD_LETTERS_MAX: usize = 10_000;
+
+/// Invocation type EVENT: 202 and the request id once the event is durable (synced).
+pub(super) async fn enqueue(
+    shared: &Shared,
+    r: v1::InvokeRequest,
+) -> Result<v1::InvokeResponse, ApiError> {
+    let queue = shared.queue()?;
+    validate::async_payload(r.payload.len(), queue.config().max_payload_bytes)?;
+    validate::idempotency_key(&r.idempotency_key)?;
+    let payload = if r.payload.is_empty() {
+        b"{}".to_vec()
+    } else {
+        r.payload
+    };
+    let enqueued = queue
+        .enqueue(NewEvent {
+            function_name: r.function_name,
+            payload,
+            idempotency_key: r.idempotency_key,
+        })
+        .await?;
+    Ok(v1::InvokeResponse {
+        status_code: 202,
+        executed_version: LATEST.to_string(),
+        request_id: enqueued.request_id().to_string(),
+        duplicate: matches!(enqueued, Enqueued::Duplicate(_)),
+        ..Default::default()
+    })
+}
+
+pub(super) fn config_to_proto(name: &str, c: &EventInvokeConfig) -> v1::FunctionEventInvokeConfig {
+    v1::FunctionEventInvokeConfig {
+        function_name: name.to_string(),
+        maximum_retry_attempts: c.max_retry_attempts,
+        maximum_event_age_seconds: c.max_event_age_s,
+        on_success: c
+            .on_success
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+        on_failure: c
+            .on_failure
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "none".to_string()),
+        last_modified_ms: c.last_modified_ms,
+    }
+}
+
+async fn require_function(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    let owned = name.to_string();
+    shared
+        .store(move |s| s.get_function(&owned))
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
+}
+
+pub(super) async fn put_config(
+    shared: &Shared,
+    r: v1::PutFunctionEventInvokeConfigRequest,
+) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    require_function(shared, &r.function_name).await?;
+    let mut c = EventInvokeConfig::default();
+    if let Some(n) = r.maximum_retry_attempts {
+        validate::max_retry_attempts(n)?;
+        c.max_retry_attempts = n;
+    }
+    if let Some(s) = r.maximum_event_age_seconds {
+        validate::max_event_age(s)?;
+        c.max_event_age_s = s;
+    }
+    if let Some(d) = r.on_success {
+        c.on_success = validate::destination("on_success", &d)?;
+    }
+    if let Some(d) = r.on_failure {
+        c.on_failure = if d == "none" {
+            None
+        } else if d.is_empty() {
+            Some(Destination::Dlq(DEFAULT_FAILURE_DLQ.to_string()))
+        } else {
+            validate::destination("on_failure", &d)?
+        };
+    }
+    c.last_modified_ms = now_ms();
+    shared.queue()?.put_config(&r.function_name, &c).await?;
+    tracing::info!(function = %r.function_name, ?c, "event invoke config stored");
+    Ok(config_to_proto(&r.function_name, &c))
+}
+
+pub(super) async fn get_config(
+    shared: &Shared,
+    name: String,
+) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    require_function(shared, &name).await?;
+    let owned = name.clone();
+    let c = shared
+        .queue_read(move |q| q.get_config(&owned))
+        .await?
+        .unwrap_or_default();
+    Ok(config_to_proto(&name, &c))
+}
+
+pub(super) fn invocation_to_proto(i: Invocation) -> v1::Invocation {
+    v1::Invocation {
+        request_id: i.request_id,
+        function_name: i.function_name,
+        state: i.state.as_str().to_string(),
+        attempts: i.attempts,
+        function_errors: i.function_errors,
+        throttles: i.throttles,
+        enqueued_ms: i.enqueued_ms,
+        updated_ms: i.updated_ms,
+        finished_ms: i.finished_ms,
+        next_attempt_ms: i.due_ms,
+        last_error: i.last_error,
+        destination: i.destination.map(|d| d.to_string()).unwrap_or_default(),
+        idempotency_key: i.idempotency_key,
+        condition: i
+            .condition
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default(),
+        payload_size: i.payload_size,
+    }
+}
+
+pub(super) async fn get_invocation(
+    shared: &Shared,
+    request_id: String,
+) -> Result<v1::Invocation, ApiError> {
+    let id = request_id.clone();
+    shared
+        .queue_read(move |q| q.get(&id))
+        .await?
+        .map(invocation_to_proto)
+        .ok_or(ApiError::InvocationNotFound(request_id))
+}
+
+pub(super) async fn list_invocations(
+    shared: &Shared,
+    r: v1::ListInvocationsRequest,
+) -> Result<v1::ListInvocationsResponse, ApiError> {
+    validate::name(&r.function_name)?;
+    let limit = match r.limit as usize {
+        0 => INVOCATIONS_DEFAULT,
+        n => n.min(INVOCATIONS_MAX),
+    };
+    let name = r.function_name;
+    let list = shared
+        .queue_read(move |q| q.list_invocations(&name, limit))
+        .await?;
+    Ok(v1::ListInvocationsResponse {
+        invocations: list.into_iter().map(invocation_to_proto).collect(),
+    })
+}
+
+pub(super) fn list_queues(shared: &Shared) -> Result<v1::ListDeadLetterQueuesResponse, ApiError> {
+    Ok(v1::ListDeadLetterQueuesResponse {
+        queues: shared
+            .queue()?
+            .dead_letter_queues()
+            .into_iter()
+            .map(|(name, messages)| v1::DeadLetterQueue { name, messages })
+            .collect(),
+    })
+}
+
+fn require_queue(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    validate::queue_name(name)?;
+    if shared
+        .queue()?
+        .dead_letter_queues()
+        .iter()
+        .any(|(q, _)| q == name)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::QueueNotFound(name.to_string()))
+    }
+}
+
+pub(super) async fn list_dead_letters(
+    shared: &Shared,
+    r: v1::ListDeadLettersRequest,
+) -> Result<v1::ListDeadLettersResponse, ApiError> {
+    require_queue(shared, &r.queue)?;
+    let limit = match r.limit as usize {
+        0 => DEAD_LETTERS_DEFAULT,
+        n => n.min(DEAD_LETTERS_MAX),
+    };
+    let (queue, after) = (r.queue, r.after_seq);
+    let letters = shared
+        .queue_read(move |q| q.dead_letters(&queue, after, limit))
+        .await?;
+    Ok(v1::ListDeadLettersResponse {
+        messages: letters
+            .into_iter()
+            .map(|d| v1::DeadLetter {
+                seq: d.seq,
+                request_id: d.request_id,
+                function_name: d.function_name,
+                payload: d.payload,
+                condition: d.condition,
+                error: d.error,
+                attempts: d.attempts,
+                timestamp_ms: d.timestamp_ms,
+                record: d.record.into_bytes(),
+            })
+            .collect(),
+    })
+}
+
+pub(super) async fn redrive(
+    shared: &Shared,
+    r: v1::RedriveDeadLettersRequest,
+) -> Result<v1::RedriveDeadLettersResponse, ApiError> {
+    require_queue(shared, &r.queue)?;
+    let request_ids = shared.queue()?.redrive(&r.queue, &r.seqs).await?;
+    tracing::info!(queue = %r.queue, events = request_ids.len(), "dead letters redriven");
+    Ok(v1::RedriveDeadLettersResponse { request_ids })
+}

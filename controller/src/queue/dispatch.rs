@@ -1,0 +1,508 @@
+//! The dispatcher: takes due events off the queue at a bounded rate, at most `concurrency` at a
+//! time, leases each (one synced write: state `Running`, attempt counted, due again at the lease's
+//! end), runs it through the [`Invoker`] and writes the outcome (one synced write: retry, backoff or
+//! the end with its destination).
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lamina_proto::domain::{Destination, EventInvokeConfig};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::commit::Op;
+use super::policy::{self, Next};
+use super::records::destination_record;
+use super::store::{
+    due_key, lock, QueueStore, CF_DONE, CF_DUE, CF_INVOCATIONS, CF_LEASES, CF_PAYLOADS,
+};
+use super::{Condition, Invocation, QueueError, State};
+
+/// Longest sleep of an idle dispatcher (it is woken by new events anyway).
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
+/// How long a stopping dispatcher waits for the deliveries in flight.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Success {
+        payload: Vec<u8>,
+    },
+    /// The function ran and failed (`Handled`/`Unhandled`); `payload` is the error JSON.
+    FunctionError {
+        kind: String,
+        payload: Vec<u8>,
+    },
+    /// It did not run: no worker, no capacity. Backs off without counting an attempt.
+    Throttled(String),
+    /// It may or may not have run: the worker was lost or the call failed. Backs off.
+    SystemError(String),
+}
+
+/// Runs deliveries: the controller's implementation places them on workers.
+#[tonic::async_trait]
+pub trait Invoker: Send + Sync + 'static {
+    /// The function's timeout, `None` when it does not exist.
+    async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String>;
+    /// `false` when no worker could take a delivery now: events back off without a lease.
+    fn ready(&self) -> bool {
+        true
+    }
+    async fn invoke(&self, function_name: &str, request_id: &str, payload: Vec<u8>) -> Outcome;
+}
+
+pub struct Dispatcher {
+    store: Arc<QueueStore>,
+    invoker: Arc<dyn Invoker>,
+}
+
+struct Bucket {
+    rate: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        let capacity = (rate / 20.0).max(1.0);
+        Bucket {
+            rate,
+            capacity,
+            tokens: capacity,
+            last: Instant::now(),
+        }
+    }
+
+    fn available(&mut self) -> usize {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate)
+            .min(self.capacity);
+        self.last = now;
+        self.tokens.floor() as usize
+    }
+
+    fn take(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    fn until_next(&self) -> Duration {
+        Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / self.rate).max(0.001))
+    }
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<QueueStore>, invoker: Arc<dyn Invoker>) -> Dispatcher {
+        Dispatcher { store, invoker }
+    }
+
+    /// Delivers until `shutdown`, then waits a little for the deliveries in flight (those still
+    /// running keep their lease and are redelivered after the restart).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let concurrency = self.store.config.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let mut bucket = Bucket::new(self.store.config.dispatch_rate);
+        let mut last_housekeeping = Instant::now();
+        let housekeeping_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY
+                && !housekeeping_running.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                last_housekeeping = Instant::now();
+                let store = Arc::clone(&self.store);
+                let flag = Arc::clone(&housekeeping_running);
+                tokio::spawn(async move {
+                    if let Err(e) = store.housekeeping(now_ms()).await {
+                        tracing::warn!(error = %e, "queue housekeeping failed");
+                    }
+                    flag.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            let free = permits.available_permits();
+            let tokens = bucket.available();
+            let want = free.min(tokens);
+            if want == 0 {
+                let wait = if tokens == 0 {
+                    bucket.until_next()
+                } else {
+                    IDLE_WAIT
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.store.wake.notified() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let skip = lock(&in_flight).clone();
+            let store = Arc::clone(&self.store);
+            let now = now_ms();
+            let scanned =
+                tokio::task::spawn_blocking(move || store.scan_due(now, want, &skip)).await;
+            let (due, next) = match scanned {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot scan the queue");
+                    (Vec::new(), None)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "queue scan task failed");
+                    (Vec::new(), None)
+                }
+            };
+            bucket.take(due.len());
+            let got = due.len();
+            for rid in due {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    break;
+                };
+                lock(&in_flight).insert(rid.clone());
+                let store = Arc::clone(&self.store);
+                let invoker = Arc::clone(&self.invoker);
+                let in_flight = Arc::clone(&in_flight);
+                tokio::spawn(async move {
+                    if let Err(e) = deliver(&store, invoker.as_ref(), &rid).await {
+                        match e {
+                            QueueError::Failpoint(_) => {}
+                            e => {
+                                tracing::error!(request_id = %rid, error = %e, "delivery step failed; it will be retried")
+                            }
+                        }
+                    }
+                    lock(&in_flight).remove(&rid);
+                    drop(permit);
+                    store.wake.notify_one();
+                });
+            }
+            if got < want {
+                let wait = next
+                    .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+                    .unwrap_or(IDLE_WAIT)
+                    .min(IDLE_WAIT);
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.store.wake.notified() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+        let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+        if tokio::time::timeout(STOP_GRACE, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still running at shutdown: they are redelivered after the restart"
+            );
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueueError::Task(e.to_string()))?
+}
+
+/// One delivery step of event `rid`: expiry check, lease, invocation, outcome.
+pub(super) async fn deliver(
+    store: &Arc<QueueStore>,
+    invoker: &dyn Invoker,
+    rid: &str,
+) -> Result<(), QueueError> {
+    let (s, id) = (Arc::clone(store), rid.to_string());
+    let found = blocking(move || {
+        let inv = s.get(&id)?;
+        let cfg = match &inv {
+            Some(inv) => s.get_config(&inv.function_name)?,
+            None => None,
+        };
+        Ok((inv, cfg))
+    })
+    .await?;
+    let (Some(mut inv), cfg) = found else {
+        return Ok(());
+    };
+    if inv.state.is_terminal() {
+        return Ok(());
+    }
+    let cfg = cfg.unwrap_or_default();
+    let scale = store.config.time_scale;
+    let expires_at =
+        inv.enqueued_ms + policy::max_age(cfg.max_event_age_s, scale).as_millis() as u64;
+    let now = now_ms();
+    let timeout = match invoker.function_timeout(&inv.function_name).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            inv.last_error = format!("function `{}` not found", inv.function_name);
+            return finish(
+                store,
+                invoker,
+                inv,
+                &cfg,
+                Condition::FunctionNotFound,
+                "",
+                &[],
+            )
+            .await;
+        }
+        Err(e) => return throttle(store, invoker, inv, &cfg, expires_at, e).await,
+    };
+    if now >= expires_at {
+        return finish(
+            store,
+            invoker,
+            inv,
+            &cfg,
+            Condition::EventAgeExceeded,
+            "",
+            &[],
+        )
+        .await;
+    }
+    if !invoker.ready() {
+        let msg = "no worker is available".to_string();
+        return throttle(store, invoker, inv, &cfg, expires_at, msg).await;
+    }
+    fail::fail_point!("queue::before_lease", |_| Err(QueueError::Failpoint(
+        "queue::before_lease"
+    )));
+    let lease_until = now + (timeout + store.config.lease_headroom).as_millis() as u64;
+    let mut ops = vec![Op::delete(CF_DUE, due_key(inv.due_ms, rid))];
+    inv.state = State::Running;
+    inv.attempts += 1;
+    inv.due_ms = lease_until;
+    inv.updated_ms = now;
+    ops.push(Op::put(CF_DUE, due_key(lease_until, rid), Vec::new()));
+    ops.push(Op::put(
+        CF_LEASES,
+        rid.as_bytes(),
+        lease_until.to_be_bytes().to_vec(),
+    ));
+    ops.push(Op::put(
+        CF_INVOCATIONS,
+        rid.as_bytes(),
+        store.encode_invocation(&inv),
+    ));
+    store.committer.commit(ops).await?;
+
+    let (s, id) = (Arc::clone(store), rid.to_string());
+    let payload = blocking(move || s.payload(&id)).await?.unwrap_or_default();
+    let request_payload = payload.clone();
+    let outcome = invoker.invoke(&inv.function_name, rid, payload).await;
+    fail::fail_point!("queue::before_ack", |_| Err(QueueError::Failpoint(
+        "queue::before_ack"
+    )));
+    let now = now_ms();
+    match outcome {
+        Outcome::Success { payload } => {
+            let record = (request_payload, payload);
+            finish_with(store, invoker, inv, &cfg, Condition::Success, "", &record).await
+        }
+        Outcome::FunctionError { kind, payload } => {
+            inv.function_errors += 1;
+            inv.last_error = error_summary(&kind, &payload);
+            match policy::after_function_error(
+                now,
+                inv.function_errors,
+                cfg.max_retry_attempts,
+                expires_at,
+                scale,
+            ) {
+                Next::RetryAt(at) => reschedule(store, inv, at).await,
+                Next::Exhausted => {
+                    let record = (request_payload, payload);
+                    finish_with(
+                        store,
+                        invoker,
+                        inv,
+                        &cfg,
+                        Condition::RetriesExhausted,
+                        &kind,
+                        &record,
+                    )
+                    .await
+                }
+                Next::Expired => {
+                    let record = (request_payload, payload);
+                    finish_with(
+                        store,
+                        invoker,
+                        inv,
+                        &cfg,
+                        Condition::EventAgeExceeded,
+                        &kind,
+                        &record,
+                    )
+                    .await
+                }
+            }
+        }
+        Outcome::Throttled(msg) => {
+            inv.attempts = inv.attempts.saturating_sub(1);
+            throttle(store, invoker, inv, &cfg, expires_at, msg).await
+        }
+        Outcome::SystemError(msg) => throttle(store, invoker, inv, &cfg, expires_at, msg).await,
+    }
+}
+
+/// `Handled: ValueError: boom` from the error JSON `{errorType, errorMessage}`.
+fn error_summary(kind: &str, payload: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+    let ty = v["errorType"].as_str().unwrap_or("");
+    let msg = v["errorMessage"].as_str().unwrap_or("");
+    let mut s = format!("{kind}: {ty}: {msg}");
+    s.truncate(1024);
+    s
+}
+
+async fn throttle(
+    store: &Arc<QueueStore>,
+    invoker: &dyn Invoker,
+    mut inv: Invocation,
+    cfg: &EventInvokeConfig,
+    expires_at: u64,
+    msg: String,
+) -> Result<(), QueueError> {
+    inv.throttles += 1;
+    inv.last_error = msg;
+    match policy::after_throttle(now_ms(), inv.throttles, expires_at, store.config.time_scale) {
+        Next::RetryAt(at) => reschedule(store, inv, at).await,
+        Next::Exhausted | Next::Expired => {
+            finish(
+                store,
+                invoker,
+                inv,
+                cfg,
+                Condition::EventAgeExceeded,
+                "",
+                &[],
+            )
+            .await
+        }
+    }
+}
+
+async fn reschedule(
+    store: &Arc<QueueStore>,
+    mut inv: Invocation,
+    at: u64,
+) -> Result<(), QueueError> {
+    let rid = inv.request_id.clone();
+    let mut ops = vec![
+        Op::delete(CF_DUE, due_key(inv.due_ms, &rid)),
+        Op::delete(CF_LEASES, rid.as_bytes()),
+    ];
+    inv.state = State::Retrying;
+    inv.due_ms = at;
+    inv.updated_ms = now_ms();
+    ops.push(Op::put(CF_DUE, due_key(at, &rid), Vec::new()));
+    ops.push(Op::put(
+        CF_INVOCATIONS,
+        rid.as_bytes(),
+        store.encode_invocation(&inv),
+    ));
+    store.committer.commit(ops).await
+}
+
+async fn finish(
+    store: &Arc<QueueStore>,
+    invoker: &dyn Invoker,
+    inv: Invocation,
+    cfg: &EventInvokeConfig,
+    condition: Condition,
+    function_error: &str,
+    response: &[u8],
+) -> Result<(), QueueError> {
+    let (s, id) = (Arc::clone(store), inv.request_id.clone());
+    let payload = blocking(move || s.payload(&id)).await?.unwrap_or_default();
+    let record = (payload, response.to_vec());
+    finish_with(store, invoker, inv, cfg, condition, function_error, &record).await
+}
+
+/// The end of an invocation, with its destination, in one synced write. `io` = (request payload,
+/// response payload).
+async fn finish_with(
+    store: &Arc<QueueStore>,
+    invoker: &dyn Invoker,
+    mut inv: Invocation,
+    cfg: &EventInvokeConfig,
+    condition: Condition,
+    function_error: &str,
+    io: &(Vec<u8>, Vec<u8>),
+) -> Result<(), QueueError> {
+    let now = now_ms();
+    let rid = inv.request_id.clone();
+    let mut ops = vec![
+        Op::delete(CF_DUE, due_key(inv.due_ms, &rid)),
+        Op::delete(CF_LEASES, rid.as_bytes()),
+        Op::delete(CF_PAYLOADS, rid.as_bytes()),
+    ];
+    let success = condition == Condition::Success;
+    inv.state = if success {
+        State::Succeeded
+    } else {
+        State::Failed
+    };
+    inv.condition = Some(condition);
+    inv.finished_ms = now;
+    inv.updated_ms = now;
+    inv.due_ms = 0;
+    let dest = if success {
+        cfg.on_success.clone()
+    } else {
+        cfg.on_failure.clone()
+    };
+    let mut dead_letter_queue = None;
+    let mut wake = false;
+    if let Some(dest) = dest {
+        let exists = match &dest {
+            Destination::Function(name) => {
+                matches!(invoker.function_timeout(name).await, Ok(Some(_)))
+            }
+            Destination::Dlq(_) => true,
+        };
+        let record = destination_record(&inv, condition, now, &io.0, function_error, &io.1);
+        let (used, queue) =
+            store.destination_ops(now, &dest, exists, &inv, (&io.0, &record), &mut ops);
+        if !success && matches!(used, Destination::Dlq(_)) {
+            inv.state = State::DeadLettered;
+        }
+        wake = matches!(used, Destination::Function(_));
+        inv.destination = Some(used);
+        dead_letter_queue = queue;
+    }
+    ops.push(Op::put(
+        CF_INVOCATIONS,
+        rid.as_bytes(),
+        store.encode_invocation(&inv),
+    ));
+    ops.push(Op::put(CF_DONE, due_key(now, &rid), Vec::new()));
+    store.committer.commit(ops).await?;
+    store
+        .finished
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Some(q) = dead_letter_queue {
+        store.committed_dead_letter(&q);
+    }
+    if wake {
+        store.wake.notify_one();
+    }
+    Ok(())
+}
