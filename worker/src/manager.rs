@@ -2,8 +2,13 @@
 //! time. Takes an idle sandbox (thawing it) or starts one, runs the invocation with its deadline
 //! (`run`), freezes the sandbox afterwards and keeps it idle until the keep-alive reaper destroys it.
 //! A sandbox that timed out, crashed or failed its init is destroyed: the next invocation starts afresh.
+//!
+//! Fast path (`pool`): up to `prewarm` sandboxes are prepared ahead of any request (cgroup,
+//! namespaces, loopback, Runtime API socket); a cold start binds one to its function instead of
+//! building one, and the pool is refilled in the background.
 mod env;
 mod logs;
+mod pool;
 mod run;
 mod uids;
 
@@ -24,7 +29,7 @@ use crate::code_cache::{CodeCache, CodeCacheError};
 use crate::config::WorkerConfig;
 use crate::runtime_api::RuntimeApi;
 use crate::runtimes;
-use crate::sandbox::{Sandbox, SandboxError, SandboxSpec};
+use crate::sandbox::{PrepareSpec, PreparedSandbox, Sandbox, SandboxError, SandboxSpec, Zygote};
 
 pub use env::{build_env, log_stream_name};
 pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
@@ -86,7 +91,24 @@ pub struct ManagerConfig {
     /// `STATE_DIR/uids.json`: which function has which host uid.
     pub uids_file: PathBuf,
     pub pids_max: u32,
+    /// How many sandboxes to keep prepared ahead of requests (0 = every cold start builds one).
+    pub prewarm: usize,
+    /// Start Python sandboxes from a zygote (a pre-imported interpreter, forked); the prepared
+    /// sandboxes are then Python ones.
+    pub python_zygote: bool,
+    /// Fork sandbox inits from the spawner (one pre-started `__sandbox-init`) instead of spawning
+    /// and exec'ing each one.
+    pub spawner: bool,
 }
+
+/// Environment variable that turns [`ManagerConfig::python_zygote`] on (`1`).
+pub const ZYGOTE_ENV: &str = "LAMINA_PYTHON_ZYGOTE";
+/// Environment variable that turns the spawner off (`0`): every sandbox init is then spawned and
+/// exec'd by the worker itself.
+pub const SPAWNER_ENV: &str = "LAMINA_SPAWNER";
+
+/// Environment variable that sets [`ManagerConfig::prewarm`] until the worker has a flag for it.
+pub const PREWARM_ENV: &str = "LAMINA_PREWARM_SANDBOXES";
 
 impl ManagerConfig {
     pub fn from_worker(cfg: &WorkerConfig) -> ManagerConfig {
@@ -101,7 +123,24 @@ impl ManagerConfig {
             uid_count: cfg.uid_count,
             uids_file: cfg.state_dir.join("uids.json"),
             pids_max: cfg.pids_max,
+            prewarm: prewarm_from_env(),
+            python_zygote: std::env::var(ZYGOTE_ENV).is_ok_and(|v| v.trim() == "1"),
+            spawner: std::env::var(SPAWNER_ENV).map_or(true, |v| v.trim() != "0"),
         }
+    }
+}
+
+/// `LAMINA_PREWARM_SANDBOXES`: a count up to 64; unset or invalid means 0 (with a warning if invalid).
+fn prewarm_from_env() -> usize {
+    match std::env::var(PREWARM_ENV) {
+        Err(_) => 0,
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n <= 64 => n,
+            _ => {
+                tracing::warn!(value = %v, "{PREWARM_ENV} must be a number 0..64: no sandboxes are prepared ahead");
+                0
+            }
+        },
     }
 }
 
@@ -188,6 +227,12 @@ struct Inner {
     cfg: ManagerConfig,
     code: CodeCache,
     state: Mutex<PoolState>,
+    /// Sandboxes prepared ahead of requests (see `pool.rs`).
+    prepared: pool::Prepared,
+    /// The Python zygote, when enabled and running.
+    zygote: Option<Arc<Zygote>>,
+    /// The spawner of sandbox inits, when enabled and running.
+    spawner: Option<Arc<Zygote>>,
     invocations_total: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -208,12 +253,37 @@ struct Acquired {
 impl Manager {
     /// A manager with an empty pool; spawns the keep-alive reaper (stopped by [`Manager::shutdown`]).
     pub fn new(cfg: ManagerConfig, code: CodeCache) -> Manager {
+        let zygote = if cfg.python_zygote {
+            match Zygote::start_default(&cfg.runtime_dir) {
+                Ok(z) => Some(z),
+                Err(e) => {
+                    tracing::warn!(error = %e, "python sandboxes start without a zygote");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let spawner = if cfg.spawner {
+            match Zygote::start_spawner() {
+                Ok(z) => Some(z),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox inits are spawned without the spawner");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let manager = Manager {
             inner: Arc::new(Inner {
                 uids: UidAllocator::load(cfg.uid_base, cfg.uid_count, cfg.uids_file.clone()),
                 cfg,
                 code,
                 state: Mutex::default(),
+                prepared: pool::Prepared::default(),
+                zygote,
+                spawner,
                 invocations_total: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -224,6 +294,7 @@ impl Manager {
             .inner
             .tasks
             .spawn(async move { reaper.reap_loop().await });
+        manager.refill_prepared();
         manager
     }
 
@@ -335,17 +406,32 @@ impl Manager {
     /// Reserves memory (evicting idle sandboxes of any function if needed) and starts a sandbox.
     async fn start(&self, config: &FunctionConfig) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
-        let uuid = uuid::Uuid::new_v4().simple().to_string();
-        let sandbox_id = format!("sb-{uuid}");
+        // With a zygote the prepared sandboxes are Python ones.
+        let fits = self.zygote().is_none() || spec.runtime == Runtime::Python311;
+        let prepared = if fits { self.take_prepared() } else { None };
+        let sandbox_id = match &prepared {
+            Some(p) => p.id().to_string(),
+            None => new_sandbox_id(),
+        };
+        let uuid = sandbox_id.trim_start_matches("sb-").to_string();
         let needed = u64::from(spec.memory_mb);
         {
             let mut st = self.state();
             if st.closed {
+                drop(st);
+                if let Some(p) = prepared {
+                    self.spawn_destroy_prepared(p);
+                }
                 return Err(ManagerError::ShuttingDown);
             }
             let total = self.inner.cfg.memory_mb;
             while st.used_mb() + needed > total {
                 let Some(victim) = st.pop_oldest_idle() else {
+                    drop(st);
+                    if let Some(p) = prepared {
+                        self.return_prepared(p);
+                    }
+                    let st = self.state();
                     return Err(ManagerError::NoCapacity {
                         worker: self.inner.cfg.worker_id.clone(),
                         needed,
@@ -372,7 +458,9 @@ impl Manager {
                 },
             );
         }
-        let started = self.start_reserved(config, &sandbox_id, &uuid).await;
+        let started = self
+            .start_reserved(config, &sandbox_id, &uuid, prepared)
+            .await;
         let mut st = self.state();
         match &started {
             Ok(_) => st.set_phase(&sandbox_id, SandboxPhase::Busy),
@@ -388,12 +476,26 @@ impl Manager {
         config: &FunctionConfig,
         sandbox_id: &str,
         uuid: &str,
+        prepared: Option<PreparedSandbox>,
     ) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
         let cfg = &self.inner.cfg;
-        let code_dir = self.inner.code.ensure(&config.code_sha256).await?;
+        let code_dir = match self.inner.code.ensure(&config.code_sha256).await {
+            Ok(dir) => dir,
+            Err(e) => {
+                if let Some(p) = prepared {
+                    self.return_prepared(p);
+                }
+                return Err(e.into());
+            }
+        };
         if spec.runtime == Runtime::Provided {
-            check_bootstrap(&code_dir)?;
+            if let Err(e) = check_bootstrap(&code_dir) {
+                if let Some(p) = prepared {
+                    self.return_prepared(p);
+                }
+                return Err(e);
+            }
         }
         let now_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -415,7 +517,16 @@ impl Manager {
             pids_max: cfg.pids_max,
         };
         let started_at = Instant::now();
-        let mut sandbox = Sandbox::start(sandbox_spec).await?;
+        let (prepare_spec, bind_spec) = sandbox_spec.split();
+        let prepared = match prepared {
+            Some(p) => p,
+            None => {
+                let zygote = self.zygote().filter(|_| spec.runtime == Runtime::Python311);
+                PreparedSandbox::prepare_with(prepare_spec, zygote).await?
+            }
+        };
+        let mut sandbox = prepared.bind(bind_spec).await?;
+        self.refill_prepared();
         let stop = CancellationToken::new();
         let api = match sandbox.take_runtime_api_listener() {
             Some(listener) => RuntimeApi::serve(listener, stop.clone()),
@@ -551,6 +662,9 @@ impl Manager {
             st.idle.drain().flat_map(|(_, v)| v).collect()
         };
         self.inner.shutdown.cancel();
+        for p in self.inner.prepared.drain() {
+            self.spawn_destroy_prepared(p);
+        }
         for warm in idle {
             self.retire(warm);
         }
@@ -562,6 +676,10 @@ impl Manager {
             tracing::warn!("some sandboxes were not destroyed within {SHUTDOWN_WAIT:?}");
         }
     }
+}
+
+fn new_sandbox_id() -> String {
+    format!("sb-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// `provided` needs an executable `/var/task/bootstrap`.

@@ -90,23 +90,34 @@ impl CgroupV1 {
         for dir in cg.dirs() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
+        cg.write_limits(limits)?;
+        Ok(cg)
+    }
+
+    /// Memory (no swap), CPU quota and pids.max. With swap accounting the memory+swap limit must stay
+    /// at or above the memory limit, so it is written first when the limit grows, last when it shrinks.
+    fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
         let bytes = limits.memory_bytes.to_string();
-        write(&cg.memory.join("memory.limit_in_bytes"), &bytes)?;
-        // No swap for a sandbox: memory+swap limit equal to the memory limit, where the kernel has it.
-        let memsw = cg.memory.join("memory.memsw.limit_in_bytes");
-        if memsw.exists() {
+        let mem = self.memory.join("memory.limit_in_bytes");
+        let memsw = self.memory.join("memory.memsw.limit_in_bytes");
+        let has_memsw = memsw.exists();
+        let growing = !matches!(read_u64(&mem), Some(cur) if limits.memory_bytes < cur);
+        if has_memsw && growing {
+            write(&memsw, &bytes)?;
+        }
+        write(&mem, &bytes)?;
+        if has_memsw && !growing {
             write(&memsw, &bytes)?;
         }
         write(
-            &cg.cpu.join("cpu.cfs_period_us"),
+            &self.cpu.join("cpu.cfs_period_us"),
             &limits.cpu_period_us.to_string(),
         )?;
         write(
-            &cg.cpu.join("cpu.cfs_quota_us"),
+            &self.cpu.join("cpu.cfs_quota_us"),
             &limits.cpu_quota_us.to_string(),
         )?;
-        write(&cg.pids.join("pids.max"), &limits.pids_max.to_string())?;
-        Ok(cg)
+        write(&self.pids.join("pids.max"), &limits.pids_max.to_string())
     }
 
     fn dirs(&self) -> [&Path; 4] {
@@ -141,6 +152,10 @@ fn read_u64(path: &Path) -> Option<u64> {
 impl Cgroup for CgroupV1 {
     fn relative_path(&self) -> &str {
         &self.relative
+    }
+
+    fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        self.write_limits(limits)
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
@@ -190,7 +205,7 @@ impl Cgroup for CgroupV1 {
             kill_pids(&pids);
             // Killed tasks only die once they run: thaw, then check again.
             self.thaw()?;
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
             if self.pids().is_empty() {
                 return Ok(());
             }

@@ -50,17 +50,24 @@ impl CgroupV2 {
             }
         }
         let cg = CgroupV2::open(root, relative);
-        write(&cg.dir.join("memory.max"), &limits.memory_bytes.to_string())?;
-        let swap = cg.dir.join("memory.swap.max");
+        cg.write_limits(limits)?;
+        Ok(cg)
+    }
+
+    fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        write(
+            &self.dir.join("memory.max"),
+            &limits.memory_bytes.to_string(),
+        )?;
+        let swap = self.dir.join("memory.swap.max");
         if swap.exists() {
             write(&swap, "0")?;
         }
         write(
-            &cg.dir.join("cpu.max"),
+            &self.dir.join("cpu.max"),
             &format!("{} {}", limits.cpu_quota_us, limits.cpu_period_us),
         )?;
-        write(&cg.dir.join("pids.max"), &limits.pids_max.to_string())?;
-        Ok(cg)
+        write(&self.dir.join("pids.max"), &limits.pids_max.to_string())
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
@@ -88,6 +95,10 @@ impl CgroupV2 {
 impl Cgroup for CgroupV2 {
     fn relative_path(&self) -> &str {
         &self.relative
+    }
+
+    fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        self.write_limits(limits)
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
@@ -139,7 +150,7 @@ impl Cgroup for CgroupV2 {
             if !kill.exists() {
                 super::kill_pids(&self.pids());
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
         }
         Ok(())
     }

@@ -23,11 +23,13 @@ mod tests_python;
 pub const BOOTSTRAP_PY: &str = include_str!("bootstrap.py");
 /// The Node.js 20 bootstrap (`/var/runtime/bootstrap.js`).
 pub const BOOTSTRAP_JS: &str = include_str!("bootstrap.js");
+/// The Python zygote (`sandbox::zygote`): forks pre-imported interpreters into new sandboxes.
+pub const ZYGOTE_PY: &str = include_str!("zygote.py");
 
 /// Where the bootstraps are mounted inside a sandbox (`LAMBDA_RUNTIME_DIR`).
 pub const RUNTIME_DIR: &str = "/var/runtime";
 
-/// Writes Lamina's bootstraps (bootstrap.py, bootstrap.js) into `dir` (created, mode 0755; files 0644).
+/// Writes Lamina's bootstraps (bootstrap.py, bootstrap.js, zygote.py) into `dir` (created, mode 0755; files 0644).
 /// Files are replaced atomically (written aside, then renamed), so a running sandbox never sees a
 /// half-written bootstrap. Errors name the path.
 pub fn install(dir: &Path) -> io::Result<()> {
@@ -37,6 +39,7 @@ pub fn install(dir: &Path) -> io::Result<()> {
     for (name, text) in [
         ("bootstrap.py", BOOTSTRAP_PY),
         ("bootstrap.js", BOOTSTRAP_JS),
+        ("zygote.py", ZYGOTE_PY),
     ] {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
@@ -118,11 +121,15 @@ mod unit {
         );
         assert_eq!(mode(&dir.join("bootstrap.py")), 0o644);
         assert_eq!(mode(&dir.join("bootstrap.js")), 0o644);
+        assert_eq!(
+            fs::read_to_string(dir.join("zygote.py")).unwrap(),
+            ZYGOTE_PY
+        );
         let names: Vec<_> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+        assert_eq!(names.len(), 3, "no temporary files left: {names:?}");
     }
 
     #[test]

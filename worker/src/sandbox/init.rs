@@ -1,12 +1,13 @@
 //! The sandbox side: runs as `lamina-worker __sandbox-init`, a fresh single-threaded process that the
 //! worker has already attached to the sandbox's cgroup. In order, no step skipped silently:
 //!
-//! 1. read the `InitConfig` from fd 3;
+//! 1. read the `PrepareConfig` from fd 3;
 //! 2. unshare mount, net, uts, ipc, pid and cgroup namespaces, then fork: the child is pid 1 of the
 //!    new pid namespace; the parent stays outside, waits for it and mirrors its exit status;
-//! 3. (child) hostname, loopback up, Runtime API socket bound at 127.0.0.1:9001 and handed to the
-//!    worker;
-//! 4. fresh root: tmpfs root, read-only `/usr` and the merged-usr links, `/var/task` and `/var/runtime`
+//! 3. (child) hostname, loopback up, the function-independent part of the root (below), Runtime API
+//!    socket bound at 127.0.0.1:9001 and handed to the worker; the sandbox is now prepared (it may
+//!    wait in the worker's pool for a while);
+//! 4. (child) read the `InitConfig` (the function) from fd 3; code and `/tmp` mounted. The root: tmpfs root, read-only `/usr` and the merged-usr links, `/var/task` and `/var/runtime`
 //!    read-only, `/tmp` tmpfs of the ephemeral size, fresh `/proc`, minimal `/dev` and `/etc`,
 //!    pivot_root, old root detached, root remounted read-only;
 //!    `/proc` has runc's masked paths (kcore, keys, timer_list, ...) and read-only subtrees (sys, bus,
@@ -34,7 +35,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, getpid, ForkResult, Gid, Uid};
 
 use super::protocol::{
-    InitConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER, RUNTIME_API_PORT, SANDBOX_UID,
+    InitConfig, PrepareConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER, RUNTIME_API_PORT,
+    SANDBOX_UID,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,18 @@ pub fn main() -> ! {
     // SAFETY: the worker dup2'ed its end of the socketpair to fd 3 right before exec; nothing else in
     // this fresh process owns fd 3.
     let sock = unsafe { OwnedFd::from_raw_fd(INIT_SOCKET_FD) };
+    // The worker's spawner is the same executable, told so by its first message.
+    let mut first = [0u8; 16];
+    if let Ok(n) = recv(sock.as_raw_fd(), &mut first, MsgFlags::MSG_PEEK) {
+        if &first[..n] == super::spawner::MSG_SPAWNER {
+            super::spawner::serve(sock);
+        }
+    }
+    init_main(sock)
+}
+
+/// The sandbox init on `sock` (fd 3): an exec'd `__sandbox-init`, or a child of the spawner.
+pub(super) fn init_main(sock: OwnedFd) -> ! {
     match run(sock) {
         Ok(never) => match never {},
         Err((sock, e)) => {
@@ -86,7 +100,7 @@ pub fn main() -> ! {
     }
 }
 
-fn report(sock: &OwnedFd, e: &InitError) {
+pub(super) fn report(sock: &OwnedFd, e: &InitError) {
     let mut msg = MSG_ERROR_PREFIX.to_vec();
     msg.extend_from_slice(e.to_string().as_bytes());
     // If the worker is gone there is nobody left to tell; the exit status still says it failed.
@@ -98,19 +112,10 @@ fn report(sock: &OwnedFd, e: &InitError) {
 type Failed = (OwnedFd, InitError);
 
 fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
-    let cfg = match receive_config(&sock) {
-        Ok(cfg) => cfg,
+    let prep = match enter_namespaces(&sock) {
+        Ok(prep) => prep,
         Err(e) => return Err((sock, e)),
     };
-    let flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWNET
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWPID
-        | CloneFlags::CLONE_NEWCGROUP;
-    if let Err(e) = unshare(flags).step(|| "unshare namespaces".into()) {
-        return Err((sock, e));
-    }
     // SAFETY: this process is single-threaded (it is a fresh exec of lamina-worker that started no
     // threads), so the child may run any code after fork.
     match unsafe { fork() } {
@@ -125,33 +130,56 @@ fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
             drop(sock);
             mirror_exit(child)
         }
-        Ok(ForkResult::Child) => match setup_and_exec(&sock, &cfg) {
+        Ok(ForkResult::Child) => match setup(&sock, &prep).and_then(|cfg| exec(&cfg)) {
             Ok(never) => match never {},
             Err(e) => Err((sock, e)),
         },
     }
 }
 
-fn receive_config(sock: &OwnedFd) -> Result<InitConfig, InitError> {
-    let fd = sock.as_raw_fd();
+/// Steps 1-2 up to the fork: the prepare config, then the new namespaces. The caller forks pid 1.
+pub(super) fn enter_namespaces(sock: &OwnedFd) -> Result<PrepareConfig, InitError> {
+    set_cloexec(sock)?;
+    let prep: PrepareConfig = receive(sock, "prepare")?;
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWNET
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWCGROUP;
+    unshare(flags).step(|| "unshare namespaces".into())?;
+    Ok(prep)
+}
+
+fn set_cloexec(sock: &OwnedFd) -> Result<(), InitError> {
     nix::fcntl::fcntl(
-        fd,
+        sock.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )
     .step(|| "set close-on-exec on the init socket".into())?;
+    Ok(())
+}
+
+/// One JSON message from the worker (`what` names it in errors).
+fn receive<T: serde::de::DeserializeOwned>(sock: &OwnedFd, what: &str) -> Result<T, InitError> {
     let mut buf = vec![0u8; 1 << 20];
-    let n = recv(fd, &mut buf, MsgFlags::empty()).step(|| "receive init config".into())?;
+    let n = loop {
+        match recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.step(|| format!("receive the {what} config"))?,
+        }
+    };
     if n == 0 {
-        return Err(InitError::Protocol(
-            "the worker closed the init socket before sending the config".into(),
-        ));
+        return Err(InitError::Protocol(format!(
+            "the worker closed the init socket before sending the {what} config"
+        )));
     }
     serde_json::from_slice(&buf[..n])
-        .map_err(|e| InitError::Protocol(format!("invalid init config: {e}")))
+        .map_err(|e| InitError::Protocol(format!("invalid {what} config: {e}")))
 }
 
 /// The process outside the pid namespace: waits for pid 1 and exits the way it did.
-fn mirror_exit(child: nix::unistd::Pid) -> ! {
+pub(super) fn mirror_exit(child: nix::unistd::Pid) -> ! {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
@@ -173,19 +201,25 @@ fn mirror_exit(child: nix::unistd::Pid) -> ! {
     }
 }
 
-fn setup_and_exec(sock: &OwnedFd, cfg: &InitConfig) -> Result<Infallible, InitError> {
+/// Steps 3-7 in pid 1, everything but the exec: returns the function's config with the seccomp
+/// filter installed. Only the exec (or, in a zygote-forked sandbox, the interpreter's own run of the
+/// bootstrap) is left.
+pub(super) fn setup(sock: &OwnedFd, prep: &PrepareConfig) -> Result<InitConfig, InitError> {
     // If the process outside dies, pid 1 (and with it the whole namespace) dies too.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step(|| "set parent-death signal".into())?;
-    nix::unistd::sethostname(&cfg.hostname).step(|| "set hostname".into())?;
+    nix::unistd::sethostname(&prep.hostname).step(|| "set hostname".into())?;
     loopback_up()?;
+    prepare_root(prep)?;
     hand_over_runtime_api_socket(sock)?;
-    build_root(cfg)?;
-    pivot_into(&cfg.root_dir)?;
+    // Prepared: wait (possibly in the worker's pool) for the function this sandbox will run.
+    let cfg: InitConfig = receive(sock, "function")?;
+    bind_root(&prep.root_dir, &cfg)?;
+    pivot_into(&prep.root_dir)?;
     limit_process(cfg.ephemeral_storage_mb)?;
     become_unprivileged(cfg.host_uid)?;
     nix::unistd::chdir("/var/task").step(|| "chdir /var/task".into())?;
     super::seccomp::install().step(|| "install the seccomp filter".into())?;
-    exec(cfg)
+    Ok(cfg)
 }
 
 fn loopback_up() -> Result<(), InitError> {
@@ -291,8 +325,11 @@ const ETC_FILES: [(&str, &str); 5] = [
     ),
 ];
 
-fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
-    let root = cfg.root_dir.as_path();
+/// Everything of the root that does not depend on the function, built while the sandbox is only
+/// prepared: tmpfs root, `/usr`, `/var/runtime`, `/etc`, `/proc`, `/dev`.
+fn prepare_root(prep: &PrepareConfig) -> Result<(), InitError> {
+    let root = prep.root_dir.as_path();
+    let hostname = prep.hostname.as_str();
     // Nothing we mount from here on propagates back to the host.
     mount(
         None::<&str>,
@@ -334,8 +371,7 @@ fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
         }
     }
     bind_read_only(Path::new("/usr"), &root.join("usr"))?;
-    bind_read_only(&cfg.code_dir, &root.join("var/task"))?;
-    bind_read_only(&cfg.runtime_dir, &root.join("var/runtime"))?;
+    bind_read_only(&prep.runtime_dir, &root.join("var/runtime"))?;
     if Path::new("/etc/ssl").is_dir() {
         mkdirs(root, &["etc/ssl"])?;
         bind_read_only(Path::new("/etc/ssl"), &root.join("etc/ssl"))?;
@@ -344,18 +380,9 @@ fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
         let p = root.join("etc").join(name);
         std::fs::write(&p, content).step(|| format!("write {}", p.display()))?;
     }
-    let hostname = root.join("etc/hostname");
-    std::fs::write(&hostname, format!("{}\n", cfg.hostname))
-        .step(|| format!("write {}", hostname.display()))?;
-
-    let tmp_opts = format!("size={}m,mode=1777", cfg.ephemeral_storage_mb);
-    mount_fs(
-        "tmpfs",
-        &root.join("tmp"),
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(&tmp_opts),
-    )?;
+    let hostname_file = root.join("etc/hostname");
+    std::fs::write(&hostname_file, format!("{hostname}\n"))
+        .step(|| format!("write {}", hostname_file.display()))?;
     mount_fs(
         "proc",
         &root.join("proc"),
@@ -366,6 +393,20 @@ fn build_root(cfg: &InitConfig) -> Result<(), InitError> {
     mask_proc(&root.join("proc"))?;
     build_dev(&root.join("dev"))?;
     Ok(())
+}
+
+/// The function's part of the root, once it is known: its code read-only at `/var/task` and `/tmp`
+/// of its ephemeral size.
+fn bind_root(root: &Path, cfg: &InitConfig) -> Result<(), InitError> {
+    bind_read_only(&cfg.code_dir, &root.join("var/task"))?;
+    let tmp_opts = format!("size={}m,mode=1777", cfg.ephemeral_storage_mb);
+    mount_fs(
+        "tmpfs",
+        &root.join("tmp"),
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(&tmp_opts),
+    )
 }
 
 /// runc's defaults: kernel internals hidden, kernel settings read-only.

@@ -4,7 +4,12 @@ pub mod init;
 pub mod protocol;
 pub mod seccomp;
 pub mod spawn;
+mod spawner;
+pub mod zygote;
+mod zygote_ffi;
 
 pub use spawn::{
-    cleanup_stale, remove_cgroup_parent, ExitInfo, Sandbox, SandboxError, SandboxSpec,
+    cleanup_stale, remove_cgroup_parent, BindSpec, ExitInfo, PrepareSpec, PreparedSandbox, Sandbox,
+    SandboxError, SandboxSpec,
 };
+pub use zygote::{Zygote, ZygoteError};

@@ -1,10 +1,14 @@
 //! What the worker and a sandbox's init process say to each other over their SOCK_SEQPACKET socketpair
 //! (fd 3 in the init process). One datagram per message:
 //!
-//! 1. worker -> init: `InitConfig` as JSON (after the init process was attached to the cgroup).
-//! 2. init -> worker: `LISTENER` with the Runtime API socket attached (SCM_RIGHTS).
-//! 3. init -> worker: nothing, then end-of-file: the socket is close-on-exec, so EOF means the runtime
-//!    was exec'd. Or `ERROR` + a message when a step failed; the init process then exits.
+//! 1. worker -> init: `PrepareConfig` as JSON (after the init process was attached to the cgroup).
+//! 2. init -> worker: `LISTENER` with the Runtime API socket attached (SCM_RIGHTS), sent by pid 1 of
+//!    the new namespaces. The sandbox is now *prepared*: cgroup, namespaces, loopback and the Runtime
+//!    API socket exist, no code is bound, nothing untrusted runs. A pool of these waits for requests.
+//! 3. worker -> init: `InitConfig` as JSON (the function: code, runtime, uid, environment), after the
+//!    worker wrote the function's limits into the cgroup.
+//! 4. init -> worker: nothing, then end-of-file: the socket is close-on-exec, so EOF means the runtime
+//!    was exec'd. Or `ERROR` + a message when a step failed (at any point); the init process then exits.
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -19,15 +23,21 @@ pub const SANDBOX_UID: u32 = 993;
 pub const MSG_LISTENER: &[u8] = b"LISTENER";
 pub const MSG_ERROR_PREFIX: &[u8] = b"ERROR ";
 
-/// Everything the init process needs; built by `spawn` from a `SandboxSpec`.
+/// What the init process needs before any function is known (message 1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InitConfig {
+pub struct PrepareConfig {
     pub sandbox_id: String,
     pub hostname: String,
     /// Empty host directory that becomes the sandbox root (a tmpfs is mounted on it).
     pub root_dir: PathBuf,
-    pub code_dir: PathBuf,
+    /// Lamina's bootstraps, bound read-only at /var/runtime.
     pub runtime_dir: PathBuf,
+}
+
+/// The function the prepared sandbox is bound to (message 3); built by `spawn` from a `BindSpec`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InitConfig {
+    pub code_dir: PathBuf,
     pub ephemeral_storage_mb: u32,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,

@@ -1,6 +1,13 @@
-//! Worker side of a sandbox: creates its cgroup, spawns `lamina-worker __sandbox-init`, attaches it to
-//! the cgroup, sends the config, receives the Runtime API listener and learns whether exec succeeded.
-//! See `protocol.rs` for the conversation and `init.rs` for what happens inside.
+//! Worker side of a sandbox, in two steps so that the first can happen before a request arrives:
+//!
+//! - [`PreparedSandbox::prepare`]: creates the cgroup, spawns `lamina-worker __sandbox-init`, attaches
+//!   it to the cgroup, sends the `PrepareConfig` and receives the Runtime API listener (namespaces,
+//!   loopback and the socket now exist; no code is bound, nothing untrusted runs);
+//! - [`PreparedSandbox::bind`]: writes the function's limits into the cgroup, sends the `InitConfig`
+//!   (code, runtime, uid, environment) and learns whether exec succeeded.
+//!
+//! [`Sandbox::start`] does both at once. See `protocol.rs` for the conversation and `init.rs` for what
+//! happens inside.
 use std::io::IoSliceMut;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -17,11 +24,14 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 use tokio::sync::watch;
 
-use super::protocol::{InitConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER};
+use super::protocol::{InitConfig, PrepareConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER};
+use super::zygote::Zygote;
 use crate::cgroup::{self, Cgroup, CgroupError, Limits};
 
-/// How long the init process may take from spawn to exec.
+/// How long the init process may take for each step (spawn to prepared, bind to exec).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory limit of a prepared sandbox until a function is bound (nothing but the init runs in it).
+const PREPARED_MEMORY_MB: u32 = 128;
 
 /// Everything needed to start one sandbox. The caller (manager) builds `argv` and `env`.
 #[derive(Debug, Clone)]
@@ -47,6 +57,58 @@ pub struct SandboxSpec {
     /// Unprivileged host uid (and gid) the function runs as.
     pub host_uid: u32,
     /// Maximum number of processes and threads in the sandbox.
+    pub pids_max: u32,
+}
+
+impl SandboxSpec {
+    /// The part known before any function is (cgroup, ids), and the function's part.
+    pub fn split(self) -> (PrepareSpec, BindSpec) {
+        (
+            PrepareSpec {
+                sandbox_id: self.sandbox_id,
+                work_dir: self.work_dir,
+                cgroup_parent: self.cgroup_parent,
+                runtime_dir: self.runtime_dir,
+                pids_max: self.pids_max,
+            },
+            BindSpec {
+                runtime: self.runtime,
+                code_dir: self.code_dir,
+                memory_mb: self.memory_mb,
+                ephemeral_storage_mb: self.ephemeral_storage_mb,
+                argv: self.argv,
+                env: self.env,
+                host_uid: self.host_uid,
+                pids_max: self.pids_max,
+            },
+        )
+    }
+}
+
+/// What a sandbox needs before its function is known.
+#[derive(Debug, Clone)]
+pub struct PrepareSpec {
+    /// e.g. `sb-<uuid>`; used in cgroup and directory names.
+    pub sandbox_id: String,
+    /// Per-sandbox scratch directory owned by the worker (created by prepare, removed by destroy).
+    pub work_dir: PathBuf,
+    /// Relative cgroup path of the parent, e.g. `lamina/<worker-id>`.
+    pub cgroup_parent: String,
+    /// Host directory with Lamina's bootstraps, bound read-only at /var/runtime.
+    pub runtime_dir: PathBuf,
+    pub pids_max: u32,
+}
+
+/// The function a prepared sandbox is bound to (see [`SandboxSpec`] for the fields).
+#[derive(Debug, Clone)]
+pub struct BindSpec {
+    pub runtime: Runtime,
+    pub code_dir: PathBuf,
+    pub memory_mb: u32,
+    pub ephemeral_storage_mb: u32,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub host_uid: u32,
     pub pids_max: u32,
 }
 
@@ -100,33 +162,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Creates the cgroup, spawns the init process, waits until the runtime has been exec'd inside.
+    /// Prepares a sandbox and binds it to its function at once: returns when the runtime has been
+    /// exec'd inside.
     pub async fn start(spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
-        let id = spec.sandbox_id.clone();
-        let exe = std::env::current_exe().map_err(|source| SandboxError::Io {
-            id: id.clone(),
-            what: "find the lamina-worker executable".into(),
-            source,
-        })?;
-        let limits = Limits::for_function(spec.memory_mb, spec.pids_max);
-        let relative = format!("{}/{}", spec.cgroup_parent, spec.sandbox_id);
-        let cg_id = id.clone();
-        let cgroup: Arc<dyn Cgroup> =
-            tokio::task::spawn_blocking(move || cgroup::create(&relative, &limits).map(Arc::from))
-                .await
-                .expect("cgroup creation task panicked")
-                .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
-
-        match start_in(&spec, &exe, cgroup.clone()).await {
-            Ok(sb) => Ok(sb),
-            Err(e) => {
-                let work_dir = spec.work_dir.clone();
-                tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
-                    .await
-                    .ok();
-                Err(e)
-            }
-        }
+        let (prepare, bind) = spec.split();
+        PreparedSandbox::prepare(prepare).await?.bind(bind).await
     }
 
     pub fn id(&self) -> &str {
@@ -247,11 +287,113 @@ fn remove_everything(cgroup: &dyn Cgroup, work_dir: &std::path::Path) {
     }
 }
 
-async fn start_in(
-    spec: &SandboxSpec,
+/// A sandbox whose cgroup, namespaces, loopback and Runtime API socket exist, waiting for a function.
+/// Nothing untrusted runs in it; its init process (pid 1 of its namespaces, still host root) blocks
+/// on the init socket. Dropping it tears it down like a [`Sandbox`].
+pub struct PreparedSandbox {
+    sandbox: Sandbox,
+    sock: OwnedFd,
+}
+
+impl PreparedSandbox {
+    /// Creates the cgroup (with a small memory limit until bind), spawns and attaches the init
+    /// process, and waits until its namespaces and Runtime API socket are ready.
+    pub async fn prepare(spec: PrepareSpec) -> Result<PreparedSandbox, SandboxError> {
+        Self::prepare_with(spec, None).await
+    }
+
+    /// Like [`prepare`](Self::prepare); with a zygote the init process is a child forked from it
+    /// (a pre-imported Python interpreter) instead of a fresh `lamina-worker __sandbox-init`, and
+    /// the sandbox can only be bound to a Python function.
+    pub async fn prepare_with(
+        spec: PrepareSpec,
+        zygote: Option<Arc<Zygote>>,
+    ) -> Result<PreparedSandbox, SandboxError> {
+        let id = spec.sandbox_id.clone();
+        let exe = std::env::current_exe().map_err(|source| SandboxError::Io {
+            id: id.clone(),
+            what: "find the lamina-worker executable".into(),
+            source,
+        })?;
+        let limits = Limits::for_function(PREPARED_MEMORY_MB, spec.pids_max);
+        let relative = format!("{}/{}", spec.cgroup_parent, spec.sandbox_id);
+        let cg_id = id.clone();
+        let cgroup: Arc<dyn Cgroup> =
+            tokio::task::spawn_blocking(move || cgroup::create(&relative, &limits).map(Arc::from))
+                .await
+                .expect("cgroup creation task panicked")
+                .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
+        match prepare_in(&spec, &exe, cgroup.clone(), zygote).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let work_dir = spec.work_dir.clone();
+                tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
+                    .await
+                    .ok();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.sandbox.id()
+    }
+
+    /// True when the init process is gone (killed from outside, or the worker's end failed).
+    pub fn has_exited(&self) -> bool {
+        self.sandbox.has_exited()
+    }
+
+    /// Binds the function: its limits into the cgroup, then the config to the init process, which
+    /// builds the root, drops every privilege and execs the runtime. On failure everything is removed.
+    pub async fn bind(self, spec: BindSpec) -> Result<Sandbox, SandboxError> {
+        let PreparedSandbox { sandbox, sock } = self;
+        let id = sandbox.id.clone();
+        let cfg = InitConfig {
+            code_dir: spec.code_dir,
+            ephemeral_storage_mb: spec.ephemeral_storage_mb,
+            argv: spec.argv,
+            env: spec.env,
+            host_uid: spec.host_uid,
+        };
+        let limits = Limits::for_function(spec.memory_mb, spec.pids_max);
+        let cgroup = sandbox.cgroup.clone();
+        let bound = tokio::task::spawn_blocking(move || {
+            cgroup
+                .set_limits(&limits)
+                .map_err(|source| SandboxError::Cgroup {
+                    id: id.clone(),
+                    source,
+                })?;
+            send_json(&id, &sock, &cfg)?;
+            match receive(&id, &sock)? {
+                Received::Eof => Ok(()),
+                Received::Listener(_) => Err(start_err(&id, "a second runtime api socket".into())),
+            }
+        })
+        .await
+        .expect("sandbox bind task panicked");
+        match bound {
+            Ok(()) => Ok(sandbox),
+            Err(e) => {
+                sandbox.destroy().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills the init process and removes the cgroup and the work directory.
+    pub async fn destroy(self) {
+        self.sandbox.destroy().await;
+    }
+}
+
+async fn prepare_in(
+    spec: &PrepareSpec,
     exe: &std::path::Path,
     cgroup: Arc<dyn Cgroup>,
-) -> Result<Sandbox, SandboxError> {
+    zygote: Option<Arc<Zygote>>,
+) -> Result<PreparedSandbox, SandboxError> {
     let id = spec.sandbox_id.clone();
     let io_err = |what: &str| {
         let id = id.clone();
@@ -272,11 +414,93 @@ async fn start_in(
     let (out_read, out_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
 
+    let (pid, exit_rx) = match zygote {
+        Some(z) => {
+            let spawned = z.spawn(&theirs, &out_write).await;
+            drop(theirs);
+            drop(out_write);
+            spawned.map_err(|e| start_err(&id, e.to_string()))?
+        }
+        None => {
+            spawn_init(exe, theirs, out_write).map_err(io_err("spawn the sandbox init process"))?
+        }
+    };
+    // From here on a failure tears the process down with the sandbox.
+    let mut sandbox = Sandbox {
+        id: id.clone(),
+        cgroup: cgroup.clone(),
+        work_dir: spec.work_dir.clone(),
+        listener: None,
+        output: Some(out_read),
+        exit: exit_rx,
+        destroyed: false,
+    };
+
+    // The init process waits for its config before doing anything: attach it to the cgroup first.
+    let cg = cgroup.clone();
+    let attach = tokio::task::spawn_blocking(move || cg.add_process(pid))
+        .await
+        .expect("cgroup attach task panicked");
+    if let Err(source) = attach {
+        sandbox.destroy().await;
+        return Err(SandboxError::Cgroup { id, source });
+    }
+
+    let cfg = PrepareConfig {
+        sandbox_id: spec.sandbox_id.clone(),
+        hostname: hostname_for(&spec.sandbox_id),
+        root_dir,
+        runtime_dir: spec.runtime_dir.clone(),
+    };
+    let hs_id = id.clone();
+    let handshake = tokio::task::spawn_blocking(move || {
+        set_timeout(&hs_id, &ours)?;
+        send_json(&hs_id, &ours, &cfg)?;
+        match receive(&hs_id, &ours)? {
+            Received::Listener(l) => Ok((l, ours)),
+            Received::Eof => Err(start_err(
+                &hs_id,
+                "init exited without a runtime api socket".into(),
+            )),
+        }
+    })
+    .await
+    .expect("sandbox handshake task panicked");
+    match handshake {
+        Ok((listener, sock)) => {
+            sandbox.listener = Some(listener);
+            Ok(PreparedSandbox { sandbox, sock })
+        }
+        Err(e) => {
+            sandbox.destroy().await;
+            Err(e)
+        }
+    }
+}
+
+/// `lamina-` plus the start of the sandbox id: never the host's name.
+fn hostname_for(sandbox_id: &str) -> String {
+    let short: String = sandbox_id
+        .trim_start_matches("sb-")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    format!("lamina-{short}")
+}
+
+/// `lamina-worker __sandbox-init` with `theirs` on fd 3 and `out` as stdout and stderr; its pid and
+/// a watch that gets its exit.
+fn spawn_init(
+    exe: &std::path::Path,
+    theirs: OwnedFd,
+    out_write: OwnedFd,
+) -> std::io::Result<(i32, watch::Receiver<Option<ExitInfo>>)> {
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("__sandbox-init")
         .env_clear()
         .stdin(std::process::Stdio::null())
-        .stdout(out_write.try_clone().map_err(io_err("dup output pipe"))?)
+        .stdout(out_write.try_clone()?)
         .stderr(out_write)
         .kill_on_drop(false);
     let their_fd: RawFd = theirs.as_raw_fd();
@@ -295,9 +519,7 @@ async fn start_in(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(io_err("spawn the sandbox init process"))?;
+    let mut child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
     drop(theirs);
     let pid = child.id().expect("a just-spawned child has a pid") as i32;
@@ -317,72 +539,49 @@ async fn start_in(
         // Nobody listening any more means the sandbox was already dropped.
         exit_tx.send_replace(Some(info));
     });
-
-    // The init process waits for its config before doing anything: attach it to the cgroup first.
-    let cg = cgroup.clone();
-    let attach = tokio::task::spawn_blocking(move || cg.add_process(pid))
-        .await
-        .expect("cgroup attach task panicked");
-    if let Err(source) = attach {
-        return Err(SandboxError::Cgroup { id, source });
-    }
-
-    let cfg = InitConfig {
-        sandbox_id: spec.sandbox_id.clone(),
-        hostname: hostname_for(&spec.sandbox_id),
-        root_dir,
-        code_dir: spec.code_dir.clone(),
-        runtime_dir: spec.runtime_dir.clone(),
-        ephemeral_storage_mb: spec.ephemeral_storage_mb,
-        argv: spec.argv.clone(),
-        env: spec.env.clone(),
-        host_uid: spec.host_uid,
-    };
-    let hs_id = id.clone();
-    let listener = tokio::task::spawn_blocking(move || handshake(&hs_id, ours, &cfg))
-        .await
-        .expect("sandbox handshake task panicked")?;
-    Ok(Sandbox {
-        id,
-        cgroup,
-        work_dir: spec.work_dir.clone(),
-        listener: Some(listener),
-        output: Some(out_read),
-        exit: exit_rx,
-        destroyed: false,
-    })
+    Ok((pid, exit_rx))
 }
 
-/// `lamina-` plus the start of the sandbox id: never the host's name.
-fn hostname_for(sandbox_id: &str) -> String {
-    let short: String = sandbox_id
-        .trim_start_matches("sb-")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(12)
-        .collect();
-    format!("lamina-{short}")
-}
-
-/// Sends the config, receives the listener, then waits for EOF (exec done) or an error message.
-fn handshake(id: &str, sock: OwnedFd, cfg: &InitConfig) -> Result<TcpListener, SandboxError> {
-    let fail = |message: String| SandboxError::Start {
+fn start_err(id: &str, message: String) -> SandboxError {
+    SandboxError::Start {
         id: id.to_string(),
         message,
-    };
-    let fd = sock.as_raw_fd();
+    }
+}
+
+fn set_timeout(id: &str, sock: &OwnedFd) -> Result<(), SandboxError> {
     setsockopt(
-        &sock,
+        sock,
         sockopt::ReceiveTimeout,
         &TimeVal::new(START_TIMEOUT.as_secs() as i64, 0),
     )
-    .map_err(|e| fail(format!("set receive timeout: {e}")))?;
-    let config = serde_json::to_vec(cfg).map_err(|e| fail(format!("encode config: {e}")))?;
-    send(fd, &config, MsgFlags::empty()).map_err(|e| fail(format!("send config: {e}")))?;
+    .map_err(|e| start_err(id, format!("set receive timeout: {e}")))
+}
 
-    let mut listener = None;
+fn send_json<T: serde::Serialize>(id: &str, sock: &OwnedFd, msg: &T) -> Result<(), SandboxError> {
+    let bytes =
+        serde_json::to_vec(msg).map_err(|e| start_err(id, format!("encode config: {e}")))?;
     loop {
-        let mut buf = vec![0u8; 64 * 1024];
+        match send(sock.as_raw_fd(), &bytes, MsgFlags::empty()) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(start_err(id, format!("send config: {e}"))),
+        }
+    }
+}
+
+/// What the init process said: the Runtime API socket, or end-of-file (exec done). An `ERROR`
+/// message or anything unexpected is an error.
+enum Received {
+    Listener(TcpListener),
+    Eof,
+}
+
+fn receive(id: &str, sock: &OwnedFd) -> Result<Received, SandboxError> {
+    let fail = |message: String| start_err(id, message);
+    let fd = sock.as_raw_fd();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
@@ -412,8 +611,8 @@ fn handshake(id: &str, sock: OwnedFd, cfg: &InitConfig) -> Result<TcpListener, S
         let n = msg.bytes;
         let data = &buf[..n];
         if n == 0 {
-            // EOF: the init socket was closed by a successful exec.
-            return listener.ok_or_else(|| fail("init exited without a runtime api socket".into()));
+            // EOF: the init socket was closed by a successful exec (or the init died).
+            return Ok(Received::Eof);
         }
         if data == MSG_LISTENER {
             let Some(owned) = received_fd else {
@@ -422,7 +621,7 @@ fn handshake(id: &str, sock: OwnedFd, cfg: &InitConfig) -> Result<TcpListener, S
             let l = TcpListener::from(owned);
             l.set_nonblocking(true)
                 .map_err(|e| fail(format!("runtime api socket: {e}")))?;
-            listener = Some(l);
+            return Ok(Received::Listener(l));
         } else if let Some(err) = data.strip_prefix(MSG_ERROR_PREFIX) {
             return Err(fail(String::from_utf8_lossy(err).into_owned()));
         } else {

@@ -1,0 +1,359 @@
+//! The Python zygote (worker env `LAMINA_PYTHON_ZYGOTE=1`): a pre-imported interpreter forked into
+//! each new Python sandbox. A forked sandbox must be exactly as confined as an exec'd one: the
+//! hardening probe of `hardening.rs` (copied here, plus what a zygote could leak) runs in one, from
+//! the pool of prepared sandboxes and fresh, and other runtimes keep working beside it.
+use lamina_e2e::*;
+
+const PROBE: &str = r#"
+import ctypes, errno, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def err_of(rc):
+    return "ok" if rc >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+
+def syscall(nr, *args):
+    return err_of(libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args]))
+
+def try_open(path, mode):
+    try:
+        with open(path, mode) as f:
+            if "w" in mode or "a" in mode:
+                f.write("x")
+            else:
+                f.read(16)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def connect(host, port):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, port))
+        return "connected"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e)) if e.errno else type(e).__name__
+    finally:
+        s.close()
+
+def handler(event, context):
+    status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines() if ":\t" in l)
+    r = {k: status[k].strip() for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"]}
+    r["uid"] = os.getuid()
+    os.makedirs("/tmp/m", exist_ok=True)
+    r["mount"] = err_of(libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None))
+    r["umount"] = err_of(libc.umount2(b"/var/task", 2))
+    r["unshare_user"] = err_of(libc.unshare(0x10000000))
+    r["unshare_net"] = err_of(libc.unshare(0x40000000))
+    r["setns"] = syscall(308, 0, 0)
+    r["keyctl"] = syscall(250, 0, 0, 0, 0, 0)
+    r["add_key"] = syscall(248, 0, 0, 0, 0, 0)
+    r["bpf"] = syscall(321, 0, 0, 0)
+    r["perf_event_open"] = syscall(298, 0, 0, -1, -1, 0)
+    r["userfaultfd"] = syscall(323, 0)
+    r["pivot_root"] = syscall(155, 0, 0)
+    r["chroot"] = err_of(libc.chroot(b"/tmp"))
+    r["settimeofday"] = syscall(164, 0, 0)
+    r["reboot"] = syscall(169, 0, 0, 0, 0)
+    r["io_uring_setup"] = syscall(425, 1, 0)
+    r["mknod_dev"] = err_of(libc.mknod(b"/tmp/sda", 0o60600, os.makedev(8, 0)))
+    child = os.fork()
+    if child == 0:
+        import time
+        time.sleep(5)
+        os._exit(0)
+    r["ptrace_child"] = syscall(101, 16, child, 0, 0)
+    r["process_vm_readv"] = syscall(310, child, 0, 0, 0, 0, 0)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    r["sysrq"] = try_open("/proc/sysrq-trigger", "w")
+    r["proc_sys"] = try_open("/proc/sys/kernel/hostname", "w")
+    def masked(path):
+        # Masked (bound to /dev/null) or absent from this kernel: either way nothing to read.
+        return len(open(path, "rb").read(64)) if os.path.exists(path) else 0
+    r["kcore_bytes"] = masked("/proc/kcore")
+    r["keys_bytes"] = masked("/proc/keys")
+    r["timer_list_bytes"] = masked("/proc/timer_list")
+    r["sys_exists"] = os.path.exists("/sys/fs/cgroup") or os.path.exists("/sys/kernel")
+    r["dev"] = sorted(os.listdir("/dev"))
+    r["write_root"] = try_open("/evil", "w")
+    r["write_usr"] = try_open("/usr/bin/evil", "w")
+    r["write_task"] = try_open("/var/task/app.py", "a")
+    r["write_runtime"] = try_open("/var/runtime/bootstrap.py", "a")
+    r["exe_write"] = try_open("/proc/self/exe", "ab")
+    r["pid1_exe"] = os.readlink("/proc/1/exe")
+    r["worker_binaries"] = [p for d in ["/usr/local/bin", "/usr/bin", "/var/tmp", "/bin"]
+                            for p in [os.path.join(d, "lamina-worker")] if os.path.exists(p)]
+    r["worker_binaries_writable"] = [p for p in r["worker_binaries"] if try_open(p, "ab") == "ok"]
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            pass
+    r["fds"] = fds
+    r["routes"] = open("/proc/net/route").read().splitlines()[1:]
+    r["connect_controller"] = connect("127.0.0.1", event["controller_port"])
+    r["connect_worker"] = connect("127.0.0.1", event["worker_port"])
+    r["connect_metadata"] = connect("169.254.169.254", 80)
+    env = dict(os.environ)
+    r["env_keys"] = sorted(env)
+    r["cmdline"] = open("/proc/1/cmdline", "rb").read().decode().split("\0")
+    r["main_file"] = __import__("sys").modules["__main__"].__file__
+    r["random"] = __import__("random").random()
+    import traceback
+    r["frames"] = [f.filename for f in traceback.extract_stack()]
+    r["maps"] = sorted({l.split(None, 5)[5].strip() for l in open("/proc/self/maps") if len(l.split(None, 5)) == 6})
+    return r
+"#;
+
+fn zygote_cluster() -> anyhow::Result<Cluster> {
+    // Every test in this file wants the same values.
+    std::env::set_var("LAMINA_PYTHON_ZYGOTE", "1");
+    std::env::set_var("LAMINA_PREWARM_SANDBOXES", "1");
+    Cluster::start(1)
+}
+
+/// The host pids of the worker's Python zygote (a python3.11 child of the worker's process).
+fn zygote_pid(worker_pid: u32) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let ppid: u32 = stat
+            .rsplit(") ")
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        (ppid == worker_pid && exe.ends_with("python3.11")).then_some(pid)
+    })
+}
+
+fn check_confined(v: &serde_json::Value, cluster: &Cluster) {
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(v[cap], "0000000000000000", "{cap}: {v}");
+    }
+    assert_eq!(v["NoNewPrivs"], "1", "{v}");
+    assert_eq!(v["Seccomp"], "2", "{v}");
+    assert_eq!(v["uid"], 993, "{v}");
+    for call in [
+        "mount",
+        "umount",
+        "unshare_user",
+        "unshare_net",
+        "setns",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "pivot_root",
+        "chroot",
+        "settimeofday",
+        "reboot",
+        "io_uring_setup",
+        "mknod_dev",
+        "ptrace_child",
+        "process_vm_readv",
+    ] {
+        assert_eq!(v[call], "EPERM", "{call} must be refused: {v}");
+    }
+    assert!(
+        matches!(v["proc_sys"].as_str(), Some("EROFS") | Some("EACCES")),
+        "{v}"
+    );
+    assert_eq!(v["kcore_bytes"], 0);
+    assert_eq!(v["keys_bytes"], 0);
+    assert_eq!(v["sys_exists"], false);
+    for w in ["write_root", "write_usr", "write_task", "write_runtime"] {
+        assert!(
+            matches!(v[w].as_str(), Some("EROFS") | Some("EACCES")),
+            "{w}: {v}"
+        );
+    }
+    assert_ne!(v["exe_write"], "ok", "{v}");
+    assert_eq!(v["pid1_exe"], "/usr/bin/python3.11", "{v}");
+    assert_eq!(v["worker_binaries_writable"], serde_json::json!([]), "{v}");
+    for (fd, target) in v["fds"].as_object().unwrap() {
+        let fd: i32 = fd.parse().unwrap();
+        let target = target.as_str().unwrap();
+        let ok = fd <= 2 || target.starts_with("socket:") || target.starts_with("/proc/");
+        assert!(ok, "unexpected fd {fd} -> {target}: the zygote leaked it");
+    }
+    assert_eq!(v["routes"], serde_json::json!([]));
+    assert_eq!(v["connect_controller"], "ECONNREFUSED", "{v}");
+    assert_eq!(v["connect_worker"], "ECONNREFUSED", "{v}");
+    assert_eq!(v["connect_metadata"], "ENETUNREACH", "{v}");
+    let env: Vec<String> = serde_json::from_value(v["env_keys"].clone()).unwrap();
+    assert!(
+        env.iter().any(|k| k == "AWS_LAMBDA_FUNCTION_NAME"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter()
+            .all(|k| !k.starts_with("CARGO") && !k.starts_with("LAMINA") && k != "HOME"),
+        "the worker's environment leaked: {env:?}"
+    );
+    // Nothing of the host's paths: not the worker's state dir, not the library the zygote loaded.
+    let state_dir = cluster.dir.path().to_string_lossy().to_string();
+    let text = v.to_string();
+    assert!(
+        !text.contains(&state_dir),
+        "host path {state_dir} visible: {v}"
+    );
+    // The init library is mapped from a memfd, not from its host path.
+    let maps: Vec<String> = serde_json::from_value(v["maps"].clone()).unwrap();
+    assert!(
+        maps.iter()
+            .any(|m| m.starts_with("/memfd:liblamina_worker")),
+        "a zygote child maps the init library: {maps:?}"
+    );
+    for m in maps.iter().filter(|m| m.contains("liblamina_worker")) {
+        assert!(m.starts_with("/memfd:"), "mapped from a host path: {m}");
+    }
+    assert!(!text.contains("lamina-target"), "{v}");
+    assert_eq!(v["main_file"], "/var/runtime/bootstrap.py", "{v}");
+}
+
+#[test]
+fn zygote_forked_python_sandboxes_pass_the_hardening_probe() {
+    run(async {
+        let cluster = zygote_cluster()?;
+        let worker_pid = cluster.workers[0].child.id();
+        let zygote = zygote_pid(worker_pid);
+        assert!(
+            zygote.is_some(),
+            "the worker runs a python zygote\n{}",
+            cluster.logs()
+        );
+        let c = cluster.client().await?;
+        let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+        let event = serde_json::json!({
+            "controller_port": port(&cluster.controller.address),
+            "worker_port": port(&cluster.workers[0].address),
+        })
+        .to_string();
+        // Two functions: the first cold start takes the prepared sandbox, the second is forked
+        // while the pool refills (or takes the refilled one): both are zygote children.
+        let (a, b) = (unique("zygA"), unique("zygB"));
+        create_python(&c, &a, PROBE).await?;
+        create_python(&c, &b, PROBE).await?;
+        let ra = invoke(&c, &a, &event).await?;
+        assert_eq!(
+            ra.function_error,
+            "",
+            "{}\n{}",
+            String::from_utf8_lossy(&ra.payload),
+            cluster.logs()
+        );
+        let rb = invoke(&c, &b, &event).await?;
+        assert_eq!(
+            rb.function_error,
+            "",
+            "{}",
+            String::from_utf8_lossy(&rb.payload)
+        );
+        let (va, vb) = (json(&ra), json(&rb));
+        check_confined(&va, &cluster);
+        check_confined(&vb, &cluster);
+        // random is reseeded in every fork: two sandboxes do not share a sequence.
+        assert_ne!(va["random"], vb["random"]);
+
+        // From the host: each sandbox's outer init is a child of the zygote, and the runtime runs
+        // as the function's own unprivileged host uid.
+        let zygote = zygote.unwrap();
+        let root = std::path::Path::new("/sys/fs/cgroup/pids/lamina").join(&cluster.worker_ids[0]);
+        let mut runtime_uids = Vec::new();
+        let mut forked = 0;
+        if root.exists() {
+            for sb in std::fs::read_dir(&root)?
+                .flatten()
+                .filter(|e| e.path().is_dir())
+            {
+                for pid in std::fs::read_to_string(sb.path().join("cgroup.procs"))?.lines() {
+                    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+                    let field = |k: &str| {
+                        status
+                            .lines()
+                            .find_map(|l| l.strip_prefix(k))
+                            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+                    };
+                    if field("PPid:").as_deref() == Some(zygote.to_string().as_str()) {
+                        forked += 1;
+                    }
+                    let uid: u32 = field("Uid:").unwrap().parse()?;
+                    if uid != 0 {
+                        runtime_uids.push(uid);
+                    }
+                }
+            }
+            // Two bound sandboxes and one prepared again: three children of the zygote.
+            assert!(forked >= 2, "sandboxes forked from the zygote: {forked}");
+            runtime_uids.sort();
+            runtime_uids.dedup();
+            assert_eq!(
+                runtime_uids.len(),
+                2,
+                "one host uid per function: {runtime_uids:?}"
+            );
+            assert!(runtime_uids.iter().all(|u| *u >= 65536), "{runtime_uids:?}");
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn zygote_sandboxes_keep_lambda_behaviour_and_other_runtimes_still_start() {
+    run(async {
+        let cluster = zygote_cluster()?;
+        let c = cluster.client().await?;
+        // Module state survives warm invocations, errors are Lambda's, stdout reaches the log.
+        let name = unique("zygstate");
+        let src = "import logging\nn = 0\ndef handler(e, c):\n    global n\n    n += 1\n    print('count', n)\n    logging.getLogger().warning('warned %d', n)\n    if e.get('fail'):\n        raise ValueError('boom')\n    return {'n': n, 'rid': c.aws_request_id}\n";
+        create_python(&c, &name, src).await?;
+        let r1 = invoke(&c, &name, "{}").await?;
+        assert_eq!(json(&r1)["n"], 1, "{}", cluster.logs());
+        assert!(r1.log_tail.contains("count 1"), "{}", r1.log_tail);
+        assert!(
+            r1.log_tail.contains("[WARNING]") && r1.log_tail.contains("warned 1"),
+            "{}",
+            r1.log_tail
+        );
+        assert_eq!(json(&r1)["rid"], r1.request_id);
+        let r2 = invoke(&c, &name, r#"{"fail":true}"#).await?;
+        assert_eq!(r2.function_error, "Unhandled");
+        let err = json(&r2);
+        assert_eq!(err["errorType"], "ValueError");
+        assert_eq!(err["errorMessage"], "boom");
+        let r3 = invoke(&c, &name, "{}").await?;
+        assert_eq!(json(&r3)["n"], 3);
+
+        // An import-time exit is the function's exit status, as in an exec'd runtime.
+        let bad = unique("zygexit");
+        create_python(&c, &bad, "import sys\nsys.exit(3)\n").await?;
+        let r = invoke(&c, &bad, "{}").await?;
+        assert_eq!(r.function_error, "Unhandled");
+        let payload = String::from_utf8_lossy(&r.payload).to_string();
+        assert!(
+            payload.contains("Runtime.ExitError") && payload.contains("exit status 3"),
+            "{payload}"
+        );
+
+        // Node does not use the zygote and still starts.
+        let node = unique("zygnode");
+        c.create_function(
+            spec(&node, "nodejs20.x", "app.handler"),
+            zip_of(&[(
+                "app.js",
+                "exports.handler = async () => ({ node: true });\n",
+                0o644,
+            )]),
+        )
+        .await?;
+        assert_eq!(json(&invoke(&c, &node, "{}").await?)["node"], true);
+        Ok(())
+    })
+}

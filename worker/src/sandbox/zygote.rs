@@ -1,0 +1,382 @@
+//! Worker side of the Python zygote: a `python3.11` process, started once by the worker as host root
+//! with an empty environment, that has imported what Lamina's bootstrap imports and loaded the
+//! sandbox init code (`liblamina_worker.so`, see `zygote_ffi.rs`). For each new Python sandbox it
+//! forks a child that builds the sandbox exactly like an exec'd init, then runs the bootstrap in the
+//! already initialised interpreter instead of starting one (`runtimes/zygote.py`).
+//!
+//! Conversation on a SOCK_SEQPACKET socketpair (fd 3 in the zygote), one datagram per message:
+//! - zygote -> worker: `READY` once, after its imports;
+//! - worker -> zygote: `SPAWN` with two fds (SCM_RIGHTS): the sandbox's socketpair end and the
+//!   write end of its output pipe; the zygote answers `PID <pid>` (in request order);
+//! - zygote -> worker: `EXIT <pid> <code|-> <signal|->` when a child it forked ended.
+//!
+//! What a forked child shares with its zygote: the interpreter's memory (copy-on-write), its address
+//! space layout (ASLR is per zygote, not per sandbox) and Python's string hash seed.
+use std::collections::{HashMap, VecDeque};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::time::TimeVal;
+use tokio::sync::{oneshot, watch};
+
+use super::protocol::INIT_SOCKET_FD;
+use super::ExitInfo;
+
+/// The embedded zygote script's name in the runtime directory.
+pub const ZYGOTE_SCRIPT: &str = "zygote.py";
+/// The shared library with the init code, next to the lamina-worker executable.
+pub const ZYGOTE_LIBRARY: &str = "liblamina_worker.so";
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZygoteError {
+    #[error("python zygote: {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("python zygote: {0}")]
+    Protocol(String),
+    #[error("python zygote is gone: restart the worker to get a new one")]
+    Gone,
+}
+
+type Spawned = (i32, watch::Receiver<Option<ExitInfo>>);
+
+#[derive(Default)]
+struct Shared {
+    /// Waiting for `PID` answers, in request order.
+    pending: VecDeque<oneshot::Sender<Result<Spawned, ZygoteError>>>,
+    /// Children alive, by pid.
+    children: HashMap<i32, watch::Sender<Option<ExitInfo>>>,
+    gone: bool,
+}
+
+/// A running zygote. Dropping it kills the zygote (its children are sandboxes: they are torn down
+/// by their cgroups, not by the zygote's death).
+pub struct Zygote {
+    sock: OwnedFd,
+    shared: Arc<Mutex<Shared>>,
+    process: Mutex<std::process::Child>,
+}
+
+impl Zygote {
+    /// Starts `python` on `runtime_dir/zygote.py` with `library` and waits for `READY`. Blocking.
+    pub fn start(
+        python: &Path,
+        runtime_dir: &Path,
+        library: &Path,
+    ) -> Result<Arc<Zygote>, ZygoteError> {
+        if !library.is_file() {
+            return Err(ZygoteError::Protocol(format!(
+                "{} is missing: build the workspace (it is the lamina-worker crate's cdylib)",
+                library.display()
+            )));
+        }
+        let script_path = runtime_dir.join(ZYGOTE_SCRIPT);
+        let script = std::fs::read(&script_path).map_err(|source| ZygoteError::Io {
+            what: format!("read {}", script_path.display()),
+            source,
+        })?;
+        let mut cmd = std::process::Command::new(python);
+        // The script comes on stdin and is compiled under its in-sandbox name: no host path shows
+        // in a sandbox's /proc/1/cmdline or in a traceback.
+        cmd.arg("-c")
+            .arg("import sys; __file__ = '/var/runtime/zygote.py'; exec(compile(sys.stdin.buffer.read(), __file__, 'exec'))")
+            .stdin(std::process::Stdio::piped());
+        // The library goes in as a memfd copy: the sandboxes' /proc/self/maps then name
+        // `/memfd:liblamina_worker.so`, not a host path.
+        let memfd = library_memfd(library)?;
+        let config = serde_json::json!({ "runtime_dir": runtime_dir });
+        launch(
+            cmd,
+            Some(script),
+            format!("CONFIG {config}").into_bytes(),
+            Some(memfd),
+        )
+    }
+
+    /// Starts the spawner: this executable as `__sandbox-init`, told to serve spawn requests
+    /// (`spawner.rs`). Its children are sandbox inits for any runtime. Blocking.
+    pub fn start_spawner() -> Result<Arc<Zygote>, ZygoteError> {
+        let exe = std::env::current_exe().map_err(|source| ZygoteError::Io {
+            what: "find the lamina-worker executable".into(),
+            source,
+        })?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("__sandbox-init")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        launch(cmd, None, super::spawner::MSG_SPAWNER.to_vec(), None)
+    }
+
+    /// The default paths: `/usr/bin/python3.11`, the runtime dir, the library next to our executable.
+    pub fn start_default(runtime_dir: &Path) -> Result<Arc<Zygote>, ZygoteError> {
+        let exe = std::env::current_exe().map_err(|source| ZygoteError::Io {
+            what: "find the lamina-worker executable".into(),
+            source,
+        })?;
+        let library: PathBuf = exe.with_file_name(ZYGOTE_LIBRARY);
+        Zygote::start(Path::new("/usr/bin/python3.11"), runtime_dir, &library)
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.lock().gone
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forks a child with `sock` on its fd 3 and `output` on fds 1 and 2; returns its pid and a
+    /// watch that gets its exit.
+    pub async fn spawn(&self, sock: &OwnedFd, output: &OwnedFd) -> Result<Spawned, ZygoteError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.lock();
+            if st.gone {
+                return Err(ZygoteError::Gone);
+            }
+            st.pending.push_back(tx);
+            let fds = [sock.as_raw_fd(), output.as_raw_fd()];
+            let sent = sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &[IoSlice::new(b"SPAWN")],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::empty(),
+                None,
+            );
+            if let Err(e) = sent {
+                st.pending.pop_back();
+                return Err(ZygoteError::Io {
+                    what: "send SPAWN".into(),
+                    source: e.into(),
+                });
+            }
+        }
+        rx.await.map_err(|_| ZygoteError::Gone)?
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let mut p = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = p.kill() {
+            tracing::debug!(error = %e, "killing the python zygote");
+        }
+        p.wait().ok();
+    }
+}
+
+/// Spawns `cmd` (environment cleared, cwd `/`, our socketpair end on its fd 3, killed when the
+/// worker dies), writes `stdin` to it, sends `first` and waits for `READY`.
+fn launch(
+    mut cmd: std::process::Command,
+    stdin: Option<Vec<u8>>,
+    first: Vec<u8>,
+    first_fd: Option<OwnedFd>,
+) -> Result<Arc<Zygote>, ZygoteError> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source: std::io::Error| ZygoteError::Io { what, source }
+    };
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| io("socketpair")(e.into()))?;
+    cmd.env_clear().current_dir("/");
+    let their_fd: RawFd = theirs.as_raw_fd();
+    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl/prctl, which are
+    // async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if their_fd == INIT_SOCKET_FD {
+                if libc::fcntl(their_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(their_fd, INIT_SOCKET_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The zygote does not outlive the worker.
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let process = cmd.spawn().map_err(io(&format!("spawn {program}")))?;
+    drop(theirs);
+    // Killed and reaped if anything below fails.
+    let mut guard = KillOnDrop(Some(process));
+    let process = guard.0.as_mut().expect("just spawned");
+    if let Some(data) = stdin {
+        use std::io::Write;
+        let mut pipe = process.stdin.take().expect("piped stdin");
+        pipe.write_all(&data)
+            .map_err(io("write the zygote script"))?;
+    }
+    let fds: Vec<RawFd> = first_fd.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
+    sendmsg::<()>(
+        ours.as_raw_fd(),
+        &[IoSlice::new(&first)],
+        &cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| io("send the first message")(e.into()))?;
+    drop(first_fd);
+    setsockopt(
+        &ours,
+        sockopt::ReceiveTimeout,
+        &TimeVal::new(READY_TIMEOUT.as_secs() as i64, 0),
+    )
+    .map_err(|e| io("set receive timeout")(e.into()))?;
+    let mut buf = [0u8; 64];
+    let n = nix::sys::socket::recv(ours.as_raw_fd(), &mut buf, MsgFlags::empty())
+        .map_err(|e| io("wait for READY")(e.into()))?;
+    if &buf[..n] != b"READY" {
+        return Err(ZygoteError::Protocol(format!(
+            "{program}: expected READY, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )));
+    }
+    setsockopt(&ours, sockopt::ReceiveTimeout, &TimeVal::new(0, 0))
+        .map_err(|e| io("clear receive timeout")(e.into()))?;
+    let reader = ours.try_clone().map_err(io("dup the zygote socket"))?;
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("zygote-reader".into())
+        .spawn(move || read_loop(reader, s))
+        .map_err(io("spawn the zygote reader thread"))?;
+    let process = guard.0.take().expect("still owned");
+    Ok(Arc::new(Zygote {
+        sock: ours,
+        shared,
+        process: Mutex::new(process),
+    }))
+}
+
+/// A sealed-size anonymous copy of `library` (memfd), for the zygote to load.
+fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
+    let io = |what: String| move |source: std::io::Error| ZygoteError::Io { what, source };
+    let bytes = std::fs::read(library).map_err(io(format!("read {}", library.display())))?;
+    let name = std::ffi::CString::new(ZYGOTE_LIBRARY).expect("no NUL in the library name");
+    // SAFETY: memfd_create reads a valid NUL-terminated name; the returned fd is ours alone.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io("memfd_create".into())(std::io::Error::last_os_error()));
+    }
+    // SAFETY: memfd_create just returned this fd and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(owned);
+    std::io::Write::write_all(&mut file, &bytes).map_err(io("write the library memfd".into()))?;
+    Ok(OwnedFd::from(file))
+}
+
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.0.take() {
+            p.kill().ok();
+            p.wait().ok();
+        }
+    }
+}
+
+fn parse_opt(s: Option<&str>) -> Option<i32> {
+    s.and_then(|v| v.parse().ok())
+}
+
+fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
+    let mut buf = [0u8; 256];
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let n = match recvmsg::<()>(sock.as_raw_fd(), &mut iov, None, MsgFlags::empty()) {
+            Ok(m) => m.bytes,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "python zygote: receive failed");
+                0
+            }
+        };
+        let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if n == 0 {
+            tracing::warn!("zygote exited: sandboxes start without it");
+            st.gone = true;
+            for tx in st.pending.drain(..) {
+                tx.send(Err(ZygoteError::Gone)).ok();
+            }
+            // The children are sandboxes in their own cgroups; without the zygote their exit can no
+            // longer be reported: tell their watchers it is unknown.
+            for (_, tx) in st.children.drain() {
+                tx.send_replace(Some(ExitInfo {
+                    code: None,
+                    signal: None,
+                }));
+            }
+            return;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let mut words = text.split_whitespace();
+        match words.next() {
+            Some("PID") => {
+                let Some(tx) = st.pending.pop_front() else {
+                    tracing::warn!("python zygote: PID without a request");
+                    continue;
+                };
+                match parse_opt(words.next()) {
+                    Some(pid) => {
+                        let (etx, erx) = watch::channel(None);
+                        st.children.insert(pid, etx);
+                        tx.send(Ok((pid, erx))).ok();
+                    }
+                    None => {
+                        tx.send(Err(ZygoteError::Protocol(format!("bad answer {text:?}"))))
+                            .ok();
+                    }
+                }
+            }
+            Some("FAILED") => {
+                if let Some(tx) = st.pending.pop_front() {
+                    tx.send(Err(ZygoteError::Protocol(text.clone()))).ok();
+                }
+            }
+            Some("EXIT") => {
+                let Some(pid) = parse_opt(words.next()) else {
+                    continue;
+                };
+                let code = parse_opt(words.next());
+                let signal = parse_opt(words.next());
+                if let Some(tx) = st.children.remove(&pid) {
+                    tx.send_replace(Some(ExitInfo { code, signal }));
+                }
+            }
+            _ => tracing::warn!(message = %text, "python zygote: unexpected message"),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The C ABI the Python zygote (`runtimes/zygote.py`) calls through `ctypes.PyDLL` in each child it
+//! forks, so that a zygote-forked sandbox is built by exactly the same code, in the same order, as an
+//! exec'd one (`init.rs`): the child has the sandbox's socketpair end on fd 3 and its output pipe on
+//! fds 1 and 2, and the worker has attached it to the sandbox's cgroup.
+//!
+//! 1. `lamina_zygote_unshare()`: receives the prepare config, unshares the namespaces;
+//! 2. the child forks (Python's `os.fork`, so the interpreter's at-fork hooks run);
+//!    the parent calls `lamina_zygote_mirror(pid)` (never returns), the child, pid 1, calls
+//! 3. `lamina_zygote_setup(buf, len)`: hostname, loopback, Runtime API socket handed over, waits for
+//!    the function, builds the root, drops to the function's uid in a user namespace without any
+//!    capability, no_new_privs, seccomp — then, instead of exec, closes fd 3 (the worker sees EOF as
+//!    after an exec) and returns the runtime's argv and environment as JSON.
+//!
+//! Any failure is reported to the worker on fd 3 and the process exits 1, as in `init.rs`.
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Mutex;
+
+use super::init::{enter_namespaces, mirror_exit, report, setup};
+use super::protocol::{PrepareConfig, INIT_SOCKET_FD};
+
+static PREPARED: Mutex<Option<PrepareConfig>> = Mutex::new(None);
+
+/// fd 3 without taking ownership (it is closed only when the setup finishes).
+fn with_sock<T>(f: impl FnOnce(&OwnedFd) -> T) -> T {
+    // SAFETY: the zygote child dup2'ed the sandbox's socketpair end to fd 3; ManuallyDrop keeps
+    // this borrow from closing it.
+    let sock = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(INIT_SOCKET_FD) });
+    f(&sock)
+}
+
+fn fail(e: &super::init::InitError) -> ! {
+    with_sock(|sock| report(sock, e));
+    std::process::exit(1)
+}
+
+/// Step 1. Returns 0, or reports the error and exits.
+#[no_mangle]
+pub extern "C" fn lamina_zygote_unshare() -> libc::c_int {
+    match with_sock(enter_namespaces) {
+        Ok(prep) => {
+            *PREPARED.lock().unwrap_or_else(|e| e.into_inner()) = Some(prep);
+            0
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// Step 2, outside the pid namespace: waits for pid 1 and exits the way it did. Never returns.
+#[no_mangle]
+pub extern "C" fn lamina_zygote_mirror(pid: libc::c_int) -> libc::c_int {
+    // The parent keeps no copy of the init socket: EOF must mean pid 1 exec'd or finished setup.
+    // SAFETY: closing fd 3, which this process no longer uses; errors (EBADF) change nothing.
+    unsafe { libc::close(INIT_SOCKET_FD) };
+    mirror_exit(nix::unistd::Pid::from_raw(pid))
+}
+
+/// Step 3, in pid 1. Writes `{"argv": [...], "env": [[k, v], ...]}` to `buf` and returns its length;
+/// reports and exits on failure (also when `buf` is too small).
+///
+/// # Safety
+/// `buf` must be valid for writes of `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn lamina_zygote_setup(buf: *mut u8, len: usize) -> isize {
+    let prep = PREPARED.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let Some(prep) = prep else {
+        fail(&super::init::InitError::Protocol(
+            "zygote setup called before unshare".into(),
+        ))
+    };
+    let cfg = match with_sock(|sock| setup(sock, &prep)) {
+        Ok(cfg) => cfg,
+        Err(e) => fail(&e),
+    };
+    let out = serde_json::json!({ "argv": cfg.argv, "env": cfg.env }).to_string();
+    if out.len() > len {
+        fail(&super::init::InitError::Protocol(format!(
+            "runtime config of {} bytes does not fit the zygote's {len} byte buffer",
+            out.len()
+        )));
+    }
+    // SAFETY: the caller guarantees `buf` is writable for `len` bytes, and out.len() <= len.
+    unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), buf, out.len()) };
+    // The exec'd path closes fd 3 by close-on-exec; here it is closed explicitly: EOF tells the
+    // worker the sandbox is ready.
+    // SAFETY: fd 3 is the init socket, not used after this point.
+    if unsafe { libc::close(INIT_SOCKET_FD) } != 0 {
+        std::process::exit(1);
+    }
+    out.len() as isize
+}
