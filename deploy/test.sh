@@ -8,6 +8,13 @@ deploy/install-deps.sh
 # One target directory outside the clone, one profile: RocksDB's C++ is built once and reused.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lamina-target}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# Real boto3 and AWS CLI v1 from PyPI for the REST API tests (tests/python/lambda_rest.py), in their
+# own virtualenv, cached outside the clone.
+export LAMINA_VENV="${LAMINA_VENV:-/var/tmp/lamina-venv}"
+if ! "$LAMINA_VENV/bin/python" -c 'import boto3, awscli' 2>/dev/null; then
+  python3 -m venv "$LAMINA_VENV"
+  "$LAMINA_VENV/bin/pip" install --quiet --disable-pip-version-check boto3 awscli
+fi
 cargo fmt --all -- --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings

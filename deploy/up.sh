@@ -2,6 +2,9 @@
 # Quick start: installs what is missing, builds, runs a single-node cluster (controller + worker) in
 # the foreground on embedded defaults, and deploys + invokes an example function. Ctrl-C stops it.
 #   LAMINA_DATA_DIR (default /var/lib/lamina)   LAMINA_LISTEN (default 127.0.0.1:9670)
+#   LAMINA_REST_LISTEN (default 127.0.0.1:9680: the Lambda REST API for boto3 / the AWS CLI)
+# The controller creates the first admin access key at its first start, in
+# $LAMINA_DATA_DIR/controller/auth/admin-credentials.json (mode 0600); fnctl uses it from there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "deploy/up.sh: run as root: workers create namespaces and cgroups" >&2; exit 1; }
@@ -11,10 +14,12 @@ cargo build --workspace --bins --locked
 bin="$CARGO_TARGET_DIR/debug"
 data="${LAMINA_DATA_DIR:-/var/lib/lamina}"
 listen="${LAMINA_LISTEN:-127.0.0.1:9670}"
+rest_listen="${LAMINA_REST_LISTEN:-127.0.0.1:9680}"
 export FNCTL_ENDPOINT="http://$listen"
+export FNCTL_CREDENTIALS="$data/controller/auth/admin-credentials.json"
 
 fifo=$(mktemp -u); mkfifo "$fifo"
-"$bin/fnctl" up --data-dir "$data" --listen "$listen" >"$fifo" &
+"$bin/fnctl" up --data-dir "$data" --listen "$listen" --rest-listen "$rest_listen" >"$fifo" &
 up=$!
 trap 'kill -TERM $up 2>/dev/null; wait $up; rm -f "$fifo"' INT TERM EXIT
 exec 3<"$fifo"
@@ -30,5 +35,9 @@ fi
 echo "invoking the example: fnctl invoke hello --payload '{\"name\":\"Lamina\"}'"
 "$bin/fnctl" invoke hello --payload '{"name":"Lamina"}'
 echo
-echo "Lamina is running at $FNCTL_ENDPOINT (fnctl: $bin/fnctl). Ctrl-C stops it."
+echo "Lamina is running at $FNCTL_ENDPOINT (fnctl: $bin/fnctl, credentials: $FNCTL_CREDENTIALS)."
+echo "Lambda REST API: http://$rest_listen — boto3.client('lambda', endpoint_url='http://$rest_listen',"
+echo "  region_name='us-east-1', aws_access_key_id=..., aws_secret_access_key=...) with the key in"
+echo "  $FNCTL_CREDENTIALS; AWS CLI: aws --endpoint-url http://$rest_listen lambda list-functions"
+echo "Ctrl-C stops it."
 wait $up

@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9670";
 /// Default `fnctl up --listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9670";
+/// Default `fnctl up --rest-listen`.
+pub const DEFAULT_REST_LISTEN: &str = "127.0.0.1:9680";
+/// Where `fnctl up` (default data dir of deploy/up.sh) keeps the first admin key.
+pub const DEFAULT_CREDENTIALS: &str = "/var/lib/lamina/controller/auth/admin-credentials.json";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,6 +24,10 @@ pub struct Cli {
     /// Controller endpoint
     #[arg(long, global = true, env = "FNCTL_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     pub endpoint: String,
+    /// Credentials file {"accessKeyId","secretAccessKey"} (else FNCTL_ACCESS_KEY_ID +
+    /// FNCTL_SECRET_ACCESS_KEY, else /var/lib/lamina/controller/auth/admin-credentials.json if readable)
+    #[arg(long, global = true, env = "FNCTL_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
     /// Output format of commands that print objects
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -80,6 +88,9 @@ pub enum Command {
     /// Lamina's dead-letter queues: list, show, redrive
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Access keys: create-key, list, revoke (admin keys only)
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -95,6 +106,27 @@ pub struct UpArgs {
     /// Address the controller listens on
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: String,
+    /// Address of the controller's Lambda-compatible REST API (boto3, the AWS CLI)
+    #[arg(long, default_value = DEFAULT_REST_LISTEN)]
+    pub rest_listen: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Create an access key; its secret is printed once (`-o json`: {"accessKeyId","secretAccessKey"})
+    CreateKey {
+        /// What the key is for
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The key may manage access keys too
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List access keys (never their secrets)
+    #[command(alias = "ls")]
+    List,
+    /// Revoke an access key: the controller refuses what it signs from now on
+    Revoke { access_key_id: String },
 }
 
 #[derive(Debug, Args)]

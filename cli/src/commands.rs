@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use lamina_client::{code, v1, Client};
+use lamina_client::{code, v1, Client, Credentials};
 
 use crate::args::{
     Command, CreateArgs, InvokeArgs, LogType, LogsArgs, Output, UpdateCodeArgs, UpdateConfigArgs,
@@ -25,24 +25,69 @@ fn print(s: &str) -> anyhow::Result<()> {
         .context("cannot write to standard output")
 }
 
-/// Runs a command that talks to the controller at `endpoint`.
-pub async fn run(endpoint: &str, output: Output, command: Command) -> anyhow::Result<Outcome> {
+/// Where the controller is and what signs the requests.
+pub struct Conn {
+    pub endpoint: String,
+    pub credentials: Option<Credentials>,
+}
+
+impl Conn {
+    async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect_with(&self.endpoint, self.credentials.clone()).await?)
+    }
+}
+
+/// The credentials: `--credentials`/`FNCTL_CREDENTIALS`, else `FNCTL_ACCESS_KEY_ID` +
+/// `FNCTL_SECRET_ACCESS_KEY`, else the default file of `fnctl up` when readable, else none.
+pub fn resolve_credentials(file: Option<&Path>) -> anyhow::Result<Option<Credentials>> {
+    if let Some(path) = file {
+        return Ok(Some(lamina_client::credentials::load_file(path)?));
+    }
+    let id = std::env::var("FNCTL_ACCESS_KEY_ID")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let secret = std::env::var("FNCTL_SECRET_ACCESS_KEY")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (id, secret) {
+        (Some(access_key_id), Some(secret_access_key)) => {
+            return Ok(Some(Credentials {
+                access_key_id,
+                secret_access_key,
+            }))
+        }
+        (None, None) => {}
+        _ => {
+            return Err(anyhow!(
+            "set both FNCTL_ACCESS_KEY_ID and FNCTL_SECRET_ACCESS_KEY, or use --credentials FILE"
+        ))
+        }
+    }
+    let default = Path::new(crate::args::DEFAULT_CREDENTIALS);
+    match lamina_client::credentials::load_file(default) {
+        Ok(c) => Ok(Some(c)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Runs a command that talks to the controller.
+pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Result<Outcome> {
     // Local checks first: a bad --payload or --code is reported without dialing the controller.
     match command {
         Command::Create(args) => {
             let zip = code::load_code(&args.code)?;
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             create(&client, args, zip, output).await
         }
         Command::UpdateCode(UpdateCodeArgs { name, code }) => {
             let zip = code::load_code(&code)?;
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let f = client.update_function_code(&name, zip).await?;
             print(&output::render_function(&f, output)?)?;
             Ok(Outcome::Success)
         }
         Command::UpdateConfig(args) => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let f = client
                 .update_function_configuration(update_config_request(args))
                 .await?;
@@ -50,32 +95,32 @@ pub async fn run(endpoint: &str, output: Output, command: Command) -> anyhow::Re
             Ok(Outcome::Success)
         }
         Command::Get { name } => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let f = client.get_function(&name).await?;
             print(&output::render_function(&f, output)?)?;
             Ok(Outcome::Success)
         }
         Command::List => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let fs = client.list_functions().await?;
             print(&output::render_functions(&fs, output)?)?;
             Ok(Outcome::Success)
         }
         Command::Delete { name } => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             client.delete_function(&name).await?;
             print(&format!("function {name} deleted\n"))?;
             Ok(Outcome::Success)
         }
         Command::Workers => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let ws = client.list_workers().await?;
             print(&output::render_workers(&ws, output)?)?;
             Ok(Outcome::Success)
         }
         Command::Invoke(args) => {
             let req = invoke_request(&args)?;
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let resp = client.invoke(req).await?;
             if args.is_async {
                 print(&events::render_async_invoke(&resp, output)?)?;
@@ -84,29 +129,34 @@ pub async fn run(endpoint: &str, output: Output, command: Command) -> anyhow::Re
             print_invoke(&resp, args.log_type, output)
         }
         Command::EventConfig(cmd) => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             print(&events::event_config(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
         Command::Invocation(cmd) => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             print(&events::invocation(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
         Command::Invocations { name, limit } => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             let list = client.list_invocations(&name, limit).await?;
             print(&events::render_invocations(&list, output)?)?;
             Ok(Outcome::Success)
         }
         Command::Dlq(cmd) => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             print(&events::dlq(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
         Command::Logs(args) => {
-            let client = Client::connect(endpoint).await?;
+            let client = conn.client().await?;
             logs(&client, args).await
+        }
+        Command::Auth(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::auth::run(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
         }
         Command::Up(_) | Command::Completion { .. } => {
             unreachable!("handled in main without a controller")

@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 any error (usage, API, transport), 2 the invoked function returned an
 //! error. Errors are printed to stderr as `error: <message>`.
 mod args;
+mod auth;
 mod commands;
 mod events;
 mod output;
@@ -51,7 +52,13 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             clap_complete::generate(shell, &mut Cli::command(), "fnctl", &mut std::io::stdout());
             Ok(Outcome::Success)
         }
-        command => commands::run(&cli.endpoint, cli.output, command).await,
+        command => {
+            let conn = commands::Conn {
+                endpoint: cli.endpoint,
+                credentials: commands::resolve_credentials(cli.credentials.as_deref())?,
+            };
+            commands::run(&conn, cli.output, command).await
+        }
     }
 }
 

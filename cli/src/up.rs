@@ -78,12 +78,15 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
         &[
             "--listen".as_ref(),
             args.listen.as_ref(),
+            "--rest-listen".as_ref(),
+            args.rest_listen.as_ref(),
             "--data-dir".as_ref(),
             controller_dir.as_os_str(),
         ],
     )?;
+    let mut rest_addr = None;
     let ready = tokio::select! {
-        r = wait_ready(&mut controller, controller_address) => r,
+        r = wait_ready(&mut controller, controller_address, &mut rest_addr) => r,
         _ = shutdown.recv() => {
             stop(&mut [&mut controller]).await;
             return Ok(Outcome::Success);
@@ -97,6 +100,10 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
         }
     };
     let endpoint = format!("http://{addr}");
+    // Created by the controller at its first start (`DATA_DIR/auth/`, mode 0600).
+    let auth_dir = controller_dir.join("auth");
+    let cluster_token = auth_dir.join("cluster-token");
+    let credentials = auth_dir.join("admin-credentials.json");
 
     let mut worker = match spawn(
         WORKER,
@@ -108,6 +115,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             "127.0.0.1:0".as_ref(),
             "--state-dir".as_ref(),
             worker_dir.as_os_str(),
+            "--cluster-token-file".as_ref(),
+            cluster_token.as_os_str(),
         ],
     ) {
         Ok(w) => w,
@@ -116,8 +125,9 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             return Err(e);
         }
     };
+    let mut no_rest = None;
     let ready = tokio::select! {
-        r = wait_ready(&mut worker, worker_address) => r,
+        r = wait_ready(&mut worker, worker_address, &mut no_rest) => r,
         _ = shutdown.recv() => {
             stop(&mut [&mut worker, &mut controller]).await;
             return Ok(Outcome::Success);
@@ -131,6 +141,24 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "lamina is up: endpoint {endpoint}")
+            .and_then(|()| match &rest_addr {
+                Some(rest) => writeln!(
+                    out,
+                    "lambda rest api: http://{rest} (boto3: endpoint_url=\"http://{rest}\"; aws cli: --endpoint-url http://{rest})"
+                ),
+                None => Ok(()),
+            })
+            .and_then(|()| {
+                if credentials.exists() {
+                    writeln!(
+                        out,
+                        "credentials: {} (fnctl --credentials FILE or FNCTL_CREDENTIALS; the same key signs boto3 requests)",
+                        credentials.display()
+                    )
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| out.flush())
             .context("cannot write to standard output")?;
     }
@@ -167,6 +195,14 @@ pub fn controller_address(line: &str) -> Option<String> {
         .trim()
         .strip_prefix("lamina-controller listening on ")?
         .trim();
+    (!addr.is_empty() && !addr.contains(' ')).then(|| addr.to_string())
+}
+
+/// `lamina-controller rest listening on HOST:PORT` -> `HOST:PORT`.
+pub fn rest_address(line: &str) -> Option<String> {
+    let addr = line
+        .trim_end()
+        .strip_prefix("lamina-controller rest listening on ")?;
     (!addr.is_empty() && !addr.contains(' ')).then(|| addr.to_string())
 }
 
@@ -246,7 +282,11 @@ fn spawn(name: &'static str, bin: &Path, args: &[&std::ffi::OsStr]) -> anyhow::R
 
 /// Reads the child's stdout until `parse` recognizes its ready line; lines before it and everything
 /// after it go to fnctl's stderr.
-async fn wait_ready(proc: &mut Proc, parse: fn(&str) -> Option<String>) -> anyhow::Result<String> {
+async fn wait_ready(
+    proc: &mut Proc,
+    parse: fn(&str) -> Option<String>,
+    rest: &mut Option<String>,
+) -> anyhow::Result<String> {
     let name = proc.name;
     let stdout = proc
         .child
@@ -254,7 +294,8 @@ async fn wait_ready(proc: &mut Proc, parse: fn(&str) -> Option<String>) -> anyho
         .take()
         .ok_or_else(|| anyhow!("{name}'s stdout was not captured"))?;
     let mut reader = BufReader::new(stdout);
-    let found = tokio::time::timeout(READY_TIMEOUT, read_until_ready(&mut reader, parse)).await;
+    let found =
+        tokio::time::timeout(READY_TIMEOUT, read_until_ready(&mut reader, parse, rest)).await;
     match found {
         Ok(Ok(Some(addr))) => {
             proc.forwarder = Some(tokio::spawn(forward_to_stderr(reader)));
@@ -279,6 +320,7 @@ async fn wait_ready(proc: &mut Proc, parse: fn(&str) -> Option<String>) -> anyho
 async fn read_until_ready<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     parse: fn(&str) -> Option<String>,
+    rest: &mut Option<String>,
 ) -> std::io::Result<Option<String>> {
     let mut line = Vec::new();
     let mut stderr = tokio::io::stderr();
@@ -287,8 +329,12 @@ async fn read_until_ready<R: AsyncRead + Unpin>(
         if reader.read_until(b'\n', &mut line).await? == 0 {
             return Ok(None);
         }
-        if let Some(addr) = parse(&String::from_utf8_lossy(&line)) {
+        let text = String::from_utf8_lossy(&line);
+        if let Some(addr) = parse(&text) {
             return Ok(Some(addr));
+        }
+        if let Some(addr) = rest_address(&text) {
+            *rest = Some(addr);
         }
         let _ = stderr.write_all(&line).await;
         let _ = stderr.flush().await;
@@ -359,6 +405,14 @@ mod tests {
 
     #[test]
     fn ready_lines() {
+        assert_eq!(
+            rest_address("lamina-controller rest listening on 127.0.0.1:9680\n").as_deref(),
+            Some("127.0.0.1:9680")
+        );
+        assert_eq!(
+            controller_address("lamina-controller rest listening on 127.0.0.1:9680"),
+            None
+        );
         assert_eq!(
             controller_address("lamina-controller listening on 127.0.0.1:9670\n").as_deref(),
             Some("127.0.0.1:9670")

@@ -262,7 +262,7 @@ fn up_starts_both_and_stops_them_on_sigterm() {
     assert_eq!(
         controller_args.trim(),
         format!(
-            "--listen 127.0.0.1:{port} --data-dir {}",
+            "--listen 127.0.0.1:{port} --rest-listen 127.0.0.1:9680 --data-dir {}",
             data_dir.join("controller").display()
         )
     );
@@ -270,8 +270,10 @@ fn up_starts_both_and_stops_them_on_sigterm() {
     assert_eq!(
         worker_args.trim(),
         format!(
-            "--controller http://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {}",
-            data_dir.join("worker").display()
+            "--controller http://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {} \
+             --cluster-token-file {}",
+            data_dir.join("worker").display(),
+            data_dir.join("controller/auth/cluster-token").display()
         )
     );
     assert!(data_dir.join("controller").is_dir() && data_dir.join("worker").is_dir());

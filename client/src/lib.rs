@@ -16,18 +16,23 @@
 #![allow(clippy::result_large_err)]
 
 pub mod code;
+pub mod credentials;
 mod error;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 pub use error::Error;
+/// An access key id and secret; every request is signed with them (`LAMINA-HMAC-SHA256`).
+pub use lamina_proto::auth::Credentials;
+use lamina_proto::auth::{Signed, SignedChannel};
 /// The generated API types (`lamina.v1`), re-exported so users need not depend on `lamina-proto`.
 pub use lamina_proto::v1;
 /// The gRPC status carried by [`Error::Api`], and its code.
 pub use tonic::{Code, Status};
 
+use v1::auth_client::AuthClient;
 use v1::functions_client::FunctionsClient;
 
 /// Size of the `code_chunk` messages streamed by [`Client::create_function`] and
@@ -40,7 +45,8 @@ const LIST_PAGE_SIZE: u32 = 50;
 /// A connection to a Lamina controller. Cheap to clone: clones share the underlying HTTP/2 channel.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: FunctionsClient<Channel>,
+    inner: FunctionsClient<SignedChannel>,
+    auth: AuthClient<SignedChannel>,
     endpoint: String,
 }
 
@@ -58,6 +64,12 @@ impl Client {
     /// Connects to the controller at `endpoint`, like `"http://127.0.0.1:9670"` or `"127.0.0.1:9670"`.
     /// The connection is made now, so an unreachable controller is reported here as [`Error::Connect`].
     pub async fn connect(endpoint: &str) -> Result<Client, Error> {
+        Client::connect_with(endpoint, None).await
+    }
+
+    /// Like [`Client::connect`], signing every request with `creds` (a controller with
+    /// authentication on refuses unsigned requests).
+    pub async fn connect_with(endpoint: &str, creds: Option<Credentials>) -> Result<Client, Error> {
         let uri = normalize_endpoint(endpoint);
         let connect_err = |source| Error::Connect {
             endpoint: uri.clone(),
@@ -70,11 +82,13 @@ impl Client {
             .connect()
             .await
             .map_err(connect_err)?;
-        let inner = FunctionsClient::new(channel)
+        let channel = Signed::new(channel, creds);
+        let inner = FunctionsClient::new(channel.clone())
             .max_decoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES);
         Ok(Client {
             inner,
+            auth: AuthClient::new(channel),
             endpoint: uri,
         })
     }
@@ -316,6 +330,38 @@ impl Client {
         };
         let resp = self.inner.clone().redrive_dead_letters(req).await?;
         Ok(resp.into_inner().request_ids)
+    }
+
+    /// A new access key (`admin`: may manage keys). The secret is in this answer and nowhere else.
+    pub async fn create_access_key(
+        &self,
+        description: &str,
+        admin: bool,
+    ) -> Result<v1::AccessKey, Error> {
+        let req = v1::CreateAccessKeyRequest {
+            description: description.to_string(),
+            admin,
+        };
+        Ok(self.auth.clone().create_access_key(req).await?.into_inner())
+    }
+
+    /// Every access key, without secrets.
+    pub async fn list_access_keys(&self) -> Result<Vec<v1::AccessKey>, Error> {
+        let resp = self
+            .auth
+            .clone()
+            .list_access_keys(v1::ListAccessKeysRequest {})
+            .await?;
+        Ok(resp.into_inner().keys)
+    }
+
+    /// Revokes access key `id`: requests it signs are refused from now on.
+    pub async fn revoke_access_key(&self, id: &str) -> Result<(), Error> {
+        let req = v1::RevokeAccessKeyRequest {
+            access_key_id: id.to_string(),
+        };
+        self.auth.clone().revoke_access_key(req).await?;
+        Ok(())
     }
 
     /// The workers the controller knows.

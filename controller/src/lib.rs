@@ -18,13 +18,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod api;
+pub mod auth;
 pub mod code;
 pub mod placement;
 pub mod queue;
 pub mod registry;
+pub mod rest;
 pub mod store;
 
-use api::{ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
+use api::{AuthService, ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
+use auth::{AuthError, Bootstrap, KeyStore};
+use lamina_proto::auth::{Authenticated, KeyLookup, StaticKey};
+use lamina_proto::v1::auth_server::AuthServer;
 use queue::{Dispatcher, QueueConfig, QueueError, QueueStore};
 use registry::Registry;
 use store::{RocksStore, Store, StoreError};
@@ -43,6 +48,9 @@ pub struct ControllerConfig {
     pub log_retention: u64,
     /// Asynchronous invocation: payload limit, concurrency, rate, time scale, retention.
     pub queue: QueueConfig,
+    /// Authenticate every request (access keys in `DATA_DIR/auth`, the cluster credential for
+    /// workers). The binary always sets it; only in-process tests of the services turn it off.
+    pub auth: bool,
 }
 
 impl ControllerConfig {
@@ -55,6 +63,7 @@ impl ControllerConfig {
             heartbeat_interval: Duration::from_millis(1000),
             log_retention: 10_000,
             queue: QueueConfig::default(),
+            auth: true,
         }
     }
 }
@@ -69,11 +78,17 @@ pub enum ControllerError {
     Reflection(String),
     #[error("gRPC server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("REST server failed: {0}")]
+    Rest(std::io::Error),
 }
 
 /// A controller ready to serve: its store is open.
 pub struct Controller {
     shared: Arc<Shared>,
+    keys: Option<Arc<KeyStore>>,
+    bootstrap: Bootstrap,
 }
 
 impl Controller {
@@ -81,7 +96,19 @@ impl Controller {
     pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
         let queue = QueueStore::open(store.db(), &config.data_dir, config.queue.clone())?;
+        let (keys, bootstrap) = if config.auth {
+            let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
+            (Some(Arc::new(keys)), bootstrap)
+        } else {
+            (None, Bootstrap::default())
+        };
+        let cluster = keys.as_ref().map(|k| k.cluster_credentials().clone());
         let mut controller = Controller::with_store(&config, Arc::new(store));
+        controller.keys = keys;
+        controller.bootstrap = bootstrap;
+        Arc::get_mut(&mut controller.shared)
+            .expect("a new controller's state is not shared yet")
+            .workers = WorkerClients::new(cluster);
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .queue = Some(Arc::new(queue));
@@ -99,7 +126,19 @@ impl Controller {
                 heartbeat_interval: config.heartbeat_interval,
                 queue: None,
             }),
+            keys: None,
+            bootstrap: Bootstrap::default(),
         }
+    }
+
+    /// What the first start created (the first admin key's file), for the operator.
+    pub fn bootstrap(&self) -> &Bootstrap {
+        &self.bootstrap
+    }
+
+    /// The access keys, when authentication is on.
+    pub fn keys(&self) -> Option<&Arc<KeyStore>> {
+        self.keys.as_ref()
     }
 
     /// The async queue, when the store has one.
@@ -116,6 +155,19 @@ impl Controller {
     pub async fn serve(
         self,
         listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), ControllerError> {
+        self.serve_with_rest(listener, None, shutdown).await
+    }
+
+    /// Like [`Controller::serve`], plus the Lambda REST API on `rest` when given. With
+    /// authentication on, `Functions` and `Auth` need an access key (`Auth`: an admin key),
+    /// `Cluster` the cluster credential, and REST requests a SigV4 signature; gRPC reflection
+    /// (the public schema) is open.
+    pub async fn serve_with_rest(
+        self,
+        listener: TcpListener,
+        rest: Option<TcpListener>,
         shutdown: CancellationToken,
     ) -> Result<(), ControllerError> {
         let reflection = || {
@@ -145,9 +197,27 @@ impl Controller {
             });
             tokio::spawn(Dispatcher::new(Arc::clone(q), invoker).run(shutdown.clone()))
         });
-        let served = tonic::transport::Server::builder()
-            .add_service(functions)
-            .add_service(cluster)
+        let mut builder = tonic::transport::Server::builder();
+        let router = match &self.keys {
+            Some(keys) => {
+                let users: Arc<dyn KeyLookup> = Arc::clone(keys) as Arc<dyn KeyLookup>;
+                let cluster_key: Arc<dyn KeyLookup> =
+                    Arc::new(StaticKey(keys.cluster_credentials().clone()));
+                let auth = AuthServer::new(AuthService {
+                    keys: Arc::clone(keys),
+                });
+                builder
+                    .add_service(Authenticated::new(functions, Arc::clone(&users)))
+                    .add_service(Authenticated::new(auth, users))
+                    .add_service(Authenticated::new(cluster, cluster_key))
+            }
+            None => builder.add_service(functions).add_service(cluster),
+        };
+        let rest_server = rest.map(|l| {
+            let router = rest::router(Arc::clone(&self.shared), self.keys.clone());
+            tokio::spawn(rest::serve(l, router, shutdown.clone()))
+        });
+        let served = router
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
@@ -159,7 +229,14 @@ impl Controller {
                 tracing::error!(error = %e, "the async dispatcher task failed");
             }
         }
+        let rest_result = match rest_server {
+            Some(h) => match h.await {
+                Ok(r) => r.map_err(ControllerError::Rest),
+                Err(e) => Err(ControllerError::Rest(std::io::Error::other(e.to_string()))),
+            },
+            None => Ok(()),
+        };
         served?;
-        Ok(())
+        rest_result
     }
 }

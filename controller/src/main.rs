@@ -22,6 +22,9 @@ struct Args {
     /// HOST:PORT to serve on (port 0 = any free port).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: String,
+    /// HOST:PORT of the Lambda-compatible REST API (boto3, the AWS CLI; port 0 = any free port).
+    #[arg(long, default_value = lamina_controller::rest::DEFAULT_REST_LISTEN)]
+    rest_listen: String,
     /// Directory of the RocksDB store (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -94,8 +97,32 @@ async fn main() -> anyhow::Result<()> {
             retention_age: Duration::from_secs(args.invocation_retention_s),
             ..QueueConfig::default()
         },
+        auth: true,
     };
     let controller = Controller::open(config.clone())?;
+    if let Some(path) = &controller.bootstrap().admin_credentials {
+        // The secret itself is never logged: only where it is.
+        eprintln!(
+            "lamina-controller: created the first admin access key; its id and secret are in {} \
+             (mode 0600, shown nowhere else): use it with `fnctl --credentials {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    if let Some(keys) = controller.keys() {
+        tracing::info!(cluster_token_file = %keys.cluster_token_path().display(), "workers authenticate with the cluster credential: pass --cluster-token-file");
+    }
+    let rest_listener = tokio::net::TcpListener::bind(&args.rest_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is the port free? (--rest-listen HOST:PORT)",
+                args.rest_listen
+            )
+        })?;
+    let rest_addr = rest_listener
+        .local_addr()
+        .with_context(|| format!("cannot read the bound address of {}", args.rest_listen))?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -109,10 +136,13 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the bound address of {}", args.listen))?;
 
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(controller.serve(listener, shutdown.clone()));
+    let server =
+        tokio::spawn(controller.serve_with_rest(listener, Some(rest_listener), shutdown.clone()));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
     {
         let mut out = std::io::stdout().lock();
+        writeln!(out, "lamina-controller rest listening on {rest_addr}")
+            .context("cannot write to stdout")?;
         writeln!(out, "lamina-controller listening on {addr}").context("cannot write to stdout")?;
         out.flush().context("cannot flush stdout")?;
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-pub use lamina_client::{v1, Client};
+pub use lamina_client::{v1, Client, Credentials};
 
 /// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
@@ -61,7 +61,12 @@ pub struct Proc {
     pub child: Child,
     pub address: String,
     pub log: PathBuf,
+    /// The controller's REST address (`lamina-controller rest listening on HOST:PORT`), if printed
+    /// before the ready line.
+    pub rest_address: Option<String>,
 }
+
+const REST_READY: &str = "lamina-controller rest listening on ";
 
 impl Proc {
     /// Spawns `cmd`, waits for a stdout line starting with `ready_prefix` and returns the last word
@@ -78,17 +83,20 @@ impl Proc {
         let prefix = ready_prefix.to_string();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
+            let mut rest = None;
             for line in lines.by_ref().map_while(Result::ok) {
-                if line.starts_with(&prefix) {
-                    let _ = tx.send(line);
+                if let Some(addr) = line.strip_prefix(REST_READY) {
+                    rest = Some(addr.trim().to_string());
+                } else if line.starts_with(&prefix) {
+                    let _ = tx.send((line, rest));
                     break;
                 }
             }
             // Keep draining so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
+        let (line, rest_address) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(got) => got,
             Err(_) => {
                 let _ = child.kill();
                 let log_text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -105,6 +113,7 @@ impl Proc {
             child,
             address,
             log,
+            rest_address,
         })
     }
 
@@ -151,6 +160,13 @@ pub struct Cluster {
     pub workers: Vec<Proc>,
     pub worker_ids: Vec<String>,
     pub endpoint: String,
+    /// `http://HOST:PORT` of the controller's Lambda REST API.
+    pub rest_endpoint: String,
+    /// The admin key the controller created at bootstrap, and its file.
+    pub credentials: Credentials,
+    pub credentials_file: PathBuf,
+    /// The cluster credential's file (what workers get with `--cluster-token-file`).
+    pub cluster_token_file: PathBuf,
 }
 
 impl Cluster {
@@ -163,33 +179,61 @@ impl Cluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let mut cmd = Command::new(bin("lamina-controller"));
-        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("controller"))
-            .args([
-                "--worker-timeout-ms",
-                "3000",
-                "--heartbeat-interval-ms",
-                "500",
-            ]);
-        let controller = Proc::spawn(
-            "controller",
-            cmd,
-            "lamina-controller listening on",
-            dir.path().join("controller.log"),
-        )?;
-        let endpoint = format!("http://{}", controller.address);
-        let mut cluster = Cluster {
-            dir,
-            controller,
-            workers: Vec::new(),
-            worker_ids: Vec::new(),
-            endpoint,
-        };
+        let controller = spawn_controller(dir.path(), "127.0.0.1:0", &[], 0)?;
+        let mut cluster = Cluster::new(dir, controller)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }
         Ok(cluster)
+    }
+
+    /// A cluster around a controller that just became ready: reads the credentials it created.
+    fn new(dir: tempfile::TempDir, controller: Proc) -> Result<Cluster> {
+        let auth = dir.path().join("controller").join("auth");
+        let credentials_file = auth.join("admin-credentials.json");
+        let credentials = lamina_client::credentials::load_file(&credentials_file)?;
+        let rest = controller
+            .rest_address
+            .clone()
+            .ok_or_else(|| anyhow!("the controller printed no REST ready line"))?;
+        Ok(Cluster {
+            endpoint: format!("http://{}", controller.address),
+            rest_endpoint: format!("http://{rest}"),
+            controller,
+            workers: Vec::new(),
+            worker_ids: Vec::new(),
+            credentials,
+            credentials_file,
+            cluster_token_file: auth.join("cluster-token"),
+            dir,
+        })
+    }
+
+    /// The environment `fnctl` needs to reach this cluster: endpoint and credentials file.
+    pub fn fnctl_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("FNCTL_ENDPOINT", self.endpoint.clone()),
+            (
+                "FNCTL_CREDENTIALS",
+                self.credentials_file.display().to_string(),
+            ),
+        ]
+    }
+
+    /// The cluster credential: what signs controller <-> worker calls. A direct `Worker` client
+    /// needs it: `WorkerClient::new(lamina_proto::auth::Signed::new(channel, Some(creds)))`.
+    pub fn cluster_credentials(&self) -> Result<Credentials> {
+        let token = std::fs::read_to_string(&self.cluster_token_file)
+            .with_context(|| format!("read {}", self.cluster_token_file.display()))?;
+        Ok(Credentials {
+            access_key_id: lamina_proto::auth::CLUSTER_KEY_ID.to_string(),
+            secret_access_key: token.trim().to_string(),
+        })
+    }
+
+    /// A client signing with `creds` instead of the admin key (`None`: unsigned).
+    pub async fn client_with(&self, creds: Option<Credentials>) -> Result<Client> {
+        Ok(Client::connect_with(&self.endpoint, creds).await?)
     }
 
     pub fn add_worker(&mut self, extra: &[&str]) -> Result<()> {
@@ -199,6 +243,8 @@ impl Cluster {
             .arg("--state-dir")
             .arg(self.dir.path().join(&id))
             .args(["--worker-id", &id])
+            .arg("--cluster-token-file")
+            .arg(&self.cluster_token_file)
             .args(extra);
         let log = self.dir.path().join(format!("{id}.log"));
         let p = Proc::spawn(&id, cmd, "lamina-worker ", log)?;
@@ -207,8 +253,9 @@ impl Cluster {
         Ok(())
     }
 
+    /// A client signing with the bootstrap admin key.
     pub async fn client(&self) -> Result<Client> {
-        Ok(Client::connect(&self.endpoint).await?)
+        Ok(Client::connect_with(&self.endpoint, Some(self.credentials.clone())).await?)
     }
 
     /// Every process's log, for failure messages.
@@ -372,14 +419,7 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let controller = spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0)?;
-        let endpoint = format!("http://{}", controller.address);
-        let mut cluster = Cluster {
-            dir,
-            controller,
-            workers: Vec::new(),
-            worker_ids: Vec::new(),
-            endpoint,
-        };
+        let mut cluster = Cluster::new(dir, controller)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }
@@ -404,6 +444,9 @@ impl Cluster {
         loop {
             match spawn_controller(self.dir.path(), &address, controller_args, generation) {
                 Ok(p) => {
+                    if let Some(rest) = &p.rest_address {
+                        self.rest_endpoint = format!("http://{rest}");
+                    }
                     self.controller = p;
                     return Ok(());
                 }
@@ -426,15 +469,21 @@ impl Cluster {
 
 fn spawn_controller(dir: &Path, listen: &str, extra: &[&str], generation: usize) -> Result<Proc> {
     let mut cmd = Command::new(bin("lamina-controller"));
-    cmd.args(["--listen", listen, "--data-dir"])
-        .arg(dir.join("controller"))
-        .args([
-            "--worker-timeout-ms",
-            "3000",
-            "--heartbeat-interval-ms",
-            "500",
-        ])
-        .args(extra);
+    cmd.args([
+        "--listen",
+        listen,
+        "--rest-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir.join("controller"))
+    .args([
+        "--worker-timeout-ms",
+        "3000",
+        "--heartbeat-interval-ms",
+        "500",
+    ])
+    .args(extra);
     let log = if generation == 0 {
         dir.join("controller.log")
     } else {
@@ -480,4 +529,46 @@ pub async fn wait_invocation(
 /// Whether an invocation state is terminal.
 pub fn is_terminal(state: &str) -> bool {
     matches!(state, "Succeeded" | "Failed" | "DeadLettered")
+}
+
+// ---------------------------------------------------------------- the Lambda REST API from Python
+
+/// The virtualenv with boto3 and the AWS CLI v1 (`deploy/test.sh` installs it; `LAMINA_VENV`
+/// overrides the default `/var/tmp/lamina-venv`).
+pub fn venv() -> PathBuf {
+    std::env::var_os("LAMINA_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/lamina-venv"))
+}
+
+/// Runs `tests/python/lambda_rest.py ARGS` against the cluster's REST endpoint with its admin
+/// credentials; fails with the script's output and the cluster's logs unless it succeeds.
+pub fn lambda_rest_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    let python = venv().join("bin/python");
+    anyhow::ensure!(
+        python.exists(),
+        "{} is missing: run deploy/test.sh, which installs boto3 and the AWS CLI v1 there",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/lambda_rest.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .env("LAMINA_REST", &cluster.rest_endpoint)
+        .env("LAMINA_CREDENTIALS", &cluster.credentials_file)
+        .env("AWS_CLI", venv().join("bin/aws"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .with_context(|| format!("run {}", python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "lambda_rest.py {args:?} failed ({}):\n{stdout}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            cluster.logs()
+        );
+    }
+    Ok(stdout)
 }

@@ -28,6 +28,7 @@ fn controller_args() -> Vec<&'static str> {
 
 async fn submit(
     endpoint: String,
+    creds: Credentials,
     name: String,
     next: Arc<Mutex<usize>>,
     accepted: Arc<Mutex<HashMap<usize, String>>>,
@@ -45,7 +46,9 @@ async fn submit(
         let key = format!("ev-{i}");
         loop {
             if client.is_none() {
-                client = Client::connect(&endpoint).await.ok();
+                client = Client::connect_with(&endpoint, Some(creds.clone()))
+                    .await
+                    .ok();
             }
             let Some(c) = &client else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -88,6 +91,7 @@ fn accepted_events_survive_controller_and_worker_kills() {
             .map(|_| {
                 tokio::spawn(submit(
                     cluster.endpoint.clone(),
+                    cluster.credentials.clone(),
                     name.clone(),
                     Arc::clone(&next),
                     Arc::clone(&accepted),

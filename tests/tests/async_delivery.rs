@@ -182,7 +182,7 @@ fn fnctl_async_idempotency_and_records() {
         create_python(&c, &name, OK).await?;
         let fnctl = |args: &[&str]| -> anyhow::Result<String> {
             let out = std::process::Command::new(bin("fnctl"))
-                .args(["--endpoint", &cluster.endpoint])
+                .envs(cluster.fnctl_env())
                 .args(args)
                 .output()?;
             anyhow::ensure!(
@@ -255,7 +255,8 @@ fn fnctl_async_idempotency_and_records() {
         let got = fnctl(&["event-config", "get", &name])?;
         assert!(got.contains("dlq:mine") && got.contains("120"), "{got}");
         let missing = std::process::Command::new(bin("fnctl"))
-            .args(["--endpoint", &cluster.endpoint, "invocation", "get", "nope"])
+            .envs(cluster.fnctl_env())
+            .args(["invocation", "get", "nope"])
             .output()?;
         assert_eq!(missing.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&missing.stderr).contains("invocation `nope` not found"));

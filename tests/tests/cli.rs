@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use lamina_e2e::*;
 
-fn fnctl(endpoint: &str, args: &[&str]) -> (i32, String, String) {
+/// Runs fnctl against `(endpoint, credentials file)`.
+fn fnctl(target: &(String, std::path::PathBuf), args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin("fnctl"))
         .args(args)
-        .env("FNCTL_ENDPOINT", endpoint)
+        .env("FNCTL_ENDPOINT", &target.0)
+        .env("FNCTL_CREDENTIALS", &target.1)
         .output()
         .expect("run fnctl");
     (
@@ -31,7 +33,7 @@ fn code_dir(parent: &std::path::Path, source: &str) -> std::path::PathBuf {
 fn fnctl_create_invoke_get_list_logs_delete() {
     require_root();
     let cluster = Cluster::start(1).unwrap();
-    let ep = cluster.endpoint.clone();
+    let ep = (cluster.endpoint.clone(), cluster.credentials_file.clone());
     let name = unique("cli");
     let dir = code_dir(
         cluster.dir.path(),
@@ -149,7 +151,7 @@ fn fnctl_up_runs_a_single_node_cluster() {
     let mut up = Command::new(bin("fnctl"))
         .args(["up", "--data-dir"])
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -166,6 +168,11 @@ fn fnctl_up_runs_a_single_node_cluster() {
     let ep = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("fnctl up never became ready");
+    // The admin key the controller created at its first start.
+    let ep = (
+        ep,
+        dir.path().join("controller/auth/admin-credentials.json"),
+    );
     let name = unique("up");
     let code = code_dir(
         dir.path(),

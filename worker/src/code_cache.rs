@@ -8,11 +8,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use lamina_proto::auth::SignedChannel;
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::FetchCodeRequest;
 use lamina_proto::validate::{MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES};
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 
 const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
@@ -70,13 +70,16 @@ fn entry_err(name: &str, reason: impl Into<String>) -> CodeCacheError {
 #[derive(Clone)]
 pub struct CodeCache {
     root: PathBuf,
-    client: ClusterClient<Channel>,
+    client: ClusterClient<SignedChannel>,
     flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl CodeCache {
     /// A cache under `root` (`STATE_DIR/code`), created if missing; unfinished unzips are removed.
-    pub fn new(root: PathBuf, client: ClusterClient<Channel>) -> Result<CodeCache, CodeCacheError> {
+    pub fn new(
+        root: PathBuf,
+        client: ClusterClient<SignedChannel>,
+    ) -> Result<CodeCache, CodeCacheError> {
         fs::create_dir_all(&root).map_err(io_err(&root))?;
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_err(&root))?;
         for entry in fs::read_dir(&root).map_err(io_err(&root))? {
@@ -677,11 +680,18 @@ mod tests {
                 blobs,
                 fetches: fetches.clone(),
             };
+            let creds = lamina_proto::auth::Credentials {
+                access_key_id: lamina_proto::auth::CLUSTER_KEY_ID.to_string(),
+                secret_access_key: "cluster-secret".to_string(),
+            };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(
                 tonic::transport::Server::builder()
-                    .add_service(ClusterServer::new(server))
+                    .add_service(lamina_proto::auth::Authenticated::new(
+                        ClusterServer::new(server),
+                        Arc::new(lamina_proto::auth::StaticKey(creds.clone())),
+                    ))
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             );
             let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -689,8 +699,9 @@ mod tests {
                 .connect_lazy();
             let dir = tempfile::tempdir().unwrap();
             fs::create_dir_all(dir.path().join("code/.tmp-leftover")).unwrap();
-            let cache =
-                CodeCache::new(dir.path().join("code"), ClusterClient::new(channel)).unwrap();
+            // The fetch is signed with the cluster credential, as in a real cluster.
+            let client = ClusterClient::new(lamina_proto::auth::Signed::new(channel, Some(creds)));
+            let cache = CodeCache::new(dir.path().join("code"), client).unwrap();
             assert!(
                 !dir.path().join("code/.tmp-leftover").exists(),
                 "unfinished unzips are removed"

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use lamina_proto::auth::{Credentials, CLUSTER_KEY_ID};
 
 /// Largest worker id accepted: it becomes part of cgroup paths.
 const MAX_WORKER_ID_LEN: usize = 64;
@@ -22,6 +23,8 @@ pub enum ConfigError {
     },
     #[error("invalid worker id {id:?} (from {origin}): use 1..64 letters, digits, '-' or '_'")]
     WorkerId { id: String, origin: String },
+    #[error("cluster token file {0} is empty: pass the controller's DATA_DIR/auth/cluster-token")]
+    EmptyClusterToken(PathBuf),
     #[error("cannot find MemTotal in /proc/meminfo: pass --memory-mb")]
     MemTotal,
     #[error(
@@ -73,6 +76,11 @@ pub struct Cli {
     /// pids.max of every sandbox.
     #[arg(long, default_value_t = 1024)]
     pub pids_max: u32,
+    /// File holding the cluster credential the controller created at bootstrap
+    /// (`CONTROLLER_DATA_DIR/auth/cluster-token`): it signs this worker's calls to the controller
+    /// and authenticates the controller's calls to this worker.
+    #[arg(long, env = "LAMINA_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: PathBuf,
 }
 
 /// Settings resolved from the command line, shared by the manager and the service.
@@ -88,6 +96,8 @@ pub struct WorkerConfig {
     pub uid_base: u32,
     pub uid_count: u32,
     pub pids_max: u32,
+    /// The cluster credential (its `Debug` redacts the secret).
+    pub cluster_credentials: Credentials,
 }
 
 impl WorkerConfig {
@@ -124,6 +134,7 @@ impl WorkerConfig {
             uid_base: cli.uid_base,
             uid_count: cli.uid_count,
             pids_max: cli.pids_max,
+            cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
         })
     }
 
@@ -146,6 +157,22 @@ impl WorkerConfig {
     pub fn runtime_dir(&self) -> PathBuf {
         self.state_dir.join("runtime")
     }
+}
+
+/// Reads the cluster token file (the whole file, trimmed).
+pub fn read_cluster_token(path: &Path) -> Result<Credentials, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ConfigError::EmptyClusterToken(path.to_path_buf()));
+    }
+    Ok(Credentials {
+        access_key_id: CLUSTER_KEY_ID.to_string(),
+        secret_access_key: token.to_string(),
+    })
 }
 
 fn check_worker_id(id: &str, origin: &str) -> Result<(), ConfigError> {
@@ -236,6 +263,23 @@ mod tests {
         std::fs::write(state.join("worker-id"), "../escape\n").unwrap();
         let err = persisted_worker_id(&state).unwrap_err().to_string();
         assert!(err.contains("invalid worker id"), "{err}");
+    }
+
+    #[test]
+    fn cluster_token_is_read_trimmed_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cluster-token");
+        std::fs::write(&p, "tok3n\n").unwrap();
+        let c = read_cluster_token(&p).unwrap();
+        assert_eq!(c.secret_access_key, "tok3n");
+        assert_eq!(c.access_key_id, CLUSTER_KEY_ID);
+        std::fs::write(&p, "\n").unwrap();
+        assert!(matches!(
+            read_cluster_token(&p),
+            Err(ConfigError::EmptyClusterToken(_))
+        ));
+        let err = read_cluster_token(&dir.path().join("nope")).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 
     #[test]

@@ -81,7 +81,7 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
-    let client = service::cluster_client(&cfg.controller)?;
+    let client = service::cluster_client(&cfg.controller, cfg.cluster_credentials.clone())?;
     let code = CodeCache::new(cfg.code_dir(), client.clone())?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
 
@@ -96,7 +96,12 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let server = tokio::spawn(service::serve(listener, manager.clone(), shutdown.clone()));
+    let server = tokio::spawn(service::serve(
+        listener,
+        manager.clone(),
+        cfg.cluster_credentials.clone(),
+        shutdown.clone(),
+    ));
 
     let reg = Registration {
         worker_id: cfg.worker_id.clone(),

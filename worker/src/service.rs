@@ -2,6 +2,7 @@
 //! controller (`Cluster.RegisterWorker`, retried with backoff) and the heartbeat loop.
 use std::time::Duration;
 
+use lamina_proto::auth::{Authenticated, Credentials, Signed, SignedChannel, StaticKey};
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::worker_server::{Worker, WorkerServer};
 use lamina_proto::v1::{
@@ -10,7 +11,7 @@ use lamina_proto::v1::{
 };
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use crate::code_cache::CodeCacheError;
@@ -86,14 +87,17 @@ pub fn worker_server(manager: Manager) -> WorkerServer<WorkerService> {
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
 }
 
-/// Serves the Worker service on `listener` until `shutdown` is cancelled.
+/// Serves the Worker service on `listener` until `shutdown` is cancelled. Only requests signed
+/// with the cluster credential `cluster` (the controller's) reach the manager.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     manager: Manager,
+    cluster: Credentials,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
+    let keys = std::sync::Arc::new(StaticKey(cluster));
     tonic::transport::Server::builder()
-        .add_service(worker_server(manager))
+        .add_service(Authenticated::new(worker_server(manager), keys))
         .serve_with_incoming_shutdown(
             lamina_proto::net::nodelay_incoming(listener),
             shutdown.cancelled_owned(),
@@ -102,8 +106,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// A lazily connecting client of the controller's `Cluster` service.
-pub fn cluster_client(url: &str) -> Result<ClusterClient<Channel>, ServiceError> {
+/// A lazily connecting client of the controller's `Cluster` service, signing with the cluster
+/// credential.
+pub fn cluster_client(
+    url: &str,
+    cluster: Credentials,
+) -> Result<ClusterClient<SignedChannel>, ServiceError> {
     let endpoint =
         Endpoint::from_shared(url.to_string()).map_err(|source| ServiceError::ControllerUrl {
             url: url.to_string(),
@@ -113,7 +121,7 @@ pub fn cluster_client(url: &str) -> Result<ClusterClient<Channel>, ServiceError>
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .connect_lazy();
-    Ok(ClusterClient::new(channel)
+    Ok(ClusterClient::new(Signed::new(channel, Some(cluster)))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
 }
@@ -130,7 +138,7 @@ pub struct Registration {
 /// Registers until the controller accepts (backing off, logging why) and returns the heartbeat
 /// interval; `None` if `shutdown` was cancelled first.
 pub async fn register(
-    client: &ClusterClient<Channel>,
+    client: &ClusterClient<SignedChannel>,
     reg: &Registration,
     shutdown: &CancellationToken,
 ) -> Option<Duration> {
@@ -201,7 +209,7 @@ pub fn heartbeat_request(worker_id: &str, status: &PoolStatus) -> HeartbeatReque
 /// Heartbeats every `interval` until `shutdown`; registers again when the controller does not know
 /// this worker (it restarted).
 pub async fn heartbeat_loop(
-    client: ClusterClient<Channel>,
+    client: ClusterClient<SignedChannel>,
     manager: Manager,
     reg: Registration,
     mut interval: Duration,
@@ -299,8 +307,14 @@ mod tests {
 
     #[tokio::test]
     async fn controller_url_is_checked() {
-        let err = cluster_client("not a url\n").unwrap_err().to_string();
+        let creds = || Credentials {
+            access_key_id: lamina_proto::auth::CLUSTER_KEY_ID.into(),
+            secret_access_key: "t".into(),
+        };
+        let err = cluster_client("not a url\n", creds())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid controller url"), "{err}");
-        assert!(cluster_client("http://127.0.0.1:9670").is_ok());
+        assert!(cluster_client("http://127.0.0.1:9670", creds()).is_ok());
     }
 }

@@ -69,7 +69,7 @@ async fn require_function(shared: &Shared, name: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
 }
 
-pub(super) async fn put_config(
+pub(crate) async fn put_config(
     shared: &Shared,
     r: v1::PutFunctionEventInvokeConfigRequest,
 ) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
@@ -101,7 +101,7 @@ pub(super) async fn put_config(
     Ok(config_to_proto(&r.function_name, &c))
 }
 
-pub(super) async fn get_config(
+pub(crate) async fn get_config(
     shared: &Shared,
     name: String,
 ) -> Result<v1::FunctionEventInvokeConfig, ApiError> {

@@ -45,13 +45,197 @@ fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Checks a whole zip received at once (the REST API's `Code.ZipFile`), off the async threads.
+pub(crate) async fn check_code(zip: Vec<u8>) -> Result<CheckedCode, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = CodeBuffer::new();
+        buf.push(&zip)?;
+        buf.finish()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("code check task failed: {e}")))?
+    .map_err(ApiError::from)
+}
+
+/// The stored configuration of function `name`.
+pub(crate) async fn get(shared: &Shared, name: &str) -> Result<FunctionConfig, ApiError> {
+    let owned = name.to_string();
+    shared
+        .store(move |s| s.get_function(&owned))
+        .await?
+        .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
+}
+
+/// Refuses a taken name before reading up to 50 MB of code (checked again when storing).
+pub(crate) async fn ensure_name_free(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    let owned = name.to_string();
+    if shared
+        .store(move |s| s.get_function(&owned))
+        .await?
+        .is_some()
+    {
+        return Err(StoreError::FunctionExists(name.to_string()).into());
+    }
+    Ok(())
+}
+
+/// Stores a new function from a validated spec and checked code.
+pub(crate) async fn create_function(
+    shared: &Shared,
+    spec: FunctionSpec,
+    code: CheckedCode,
+) -> Result<FunctionConfig, ApiError> {
+    let config = FunctionConfig {
+        spec,
+        code_sha256: code.sha256.clone(),
+        code_size: code.bytes.len() as u64,
+        revision_id: new_revision(),
+        version: LATEST.to_string(),
+        last_modified_ms: now_ms(),
+    };
+    let stored = config.clone();
+    shared
+        .store(move |s| s.create_function(&stored, &code.bytes))
+        .await?;
+    tracing::info!(function = %config.spec.name, sha256 = %config.code_sha256, "function created");
+    Ok(config)
+}
+
+/// Replaces the code of function `name`.
+pub(crate) async fn update_code(
+    shared: &Shared,
+    name: &str,
+    code: CheckedCode,
+) -> Result<FunctionConfig, ApiError> {
+    let code = Arc::new(code);
+    read_modify_write(shared, name, move |mut config| {
+        config.code_sha256 = code.sha256.clone();
+        config.code_size = code.bytes.len() as u64;
+        Ok((config, Some(Arc::clone(&code))))
+    })
+    .await
+}
+
+/// Changes the configuration fields set in `r`.
+pub(crate) async fn update_configuration(
+    shared: &Shared,
+    r: v1::UpdateFunctionConfigurationRequest,
+) -> Result<FunctionConfig, ApiError> {
+    let name = r.function_name.clone();
+    read_modify_write(shared, &name, move |mut config| {
+        let spec = &mut config.spec;
+        if let Some(runtime) = &r.runtime {
+            spec.runtime = validate::runtime(runtime)?;
+        }
+        if let Some(handler) = &r.handler {
+            spec.handler = handler.clone();
+        }
+        if let Some(mb) = r.memory_size_mb {
+            spec.memory_mb = mb;
+        }
+        if let Some(s) = r.timeout_seconds {
+            spec.timeout_s = s;
+        }
+        if let Some(mb) = r.ephemeral_storage_mb {
+            spec.ephemeral_storage_mb = mb;
+        }
+        if let Some(d) = &r.description {
+            spec.description = d.clone();
+        }
+        if r.replace_environment {
+            spec.environment = r.environment.clone().into_iter().collect();
+        } else {
+            spec.environment.extend(r.environment.clone());
+        }
+        validate::spec(spec)?;
+        Ok((config, None))
+    })
+    .await
+}
+
+/// One page of functions after `marker` (`max_items` 0 = the default) and the next marker.
+pub(crate) async fn list(
+    shared: &Shared,
+    marker: String,
+    max_items: usize,
+) -> Result<(Vec<FunctionConfig>, String), ApiError> {
+    let limit = match max_items {
+        0 => LIST_DEFAULT,
+        n => n.min(LIST_MAX),
+    };
+    // One more than asked tells whether there is a next page.
+    let mut page = shared
+        .store(move |s| s.list_functions(&marker, limit + 1))
+        .await?;
+    let next_marker = if page.len() > limit {
+        page.truncate(limit);
+        page.last().map(|f| f.spec.name.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((page, next_marker))
+}
+
+/// Deletes function `name` and its async settings.
+pub(crate) async fn delete(shared: &Shared, name: &str) -> Result<(), ApiError> {
+    let owned = name.to_string();
+    match shared.store(move |s| s.delete_function(&owned)).await? {
+        Some(_) => {
+            if let Some(q) = &shared.queue {
+                q.delete_config(name).await.map_err(ApiError::from)?;
+            }
+            tracing::info!(function = %name, "function deleted");
+            Ok(())
+        }
+        None => Err(ApiError::FunctionNotFound(name.to_string())),
+    }
+}
+
+/// Applies `change` to the current record and stores it with a new revision, retrying when a
+/// concurrent update got there first.
+async fn read_modify_write<F>(
+    shared: &Shared,
+    name: &str,
+    change: F,
+) -> Result<FunctionConfig, ApiError>
+where
+    F: Fn(FunctionConfig) -> Result<(FunctionConfig, Option<Arc<CheckedCode>>), ApiError>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = get(shared, name).await?;
+        let expected = current.revision_id.clone();
+        let (mut config, code) = change(current)?;
+        config.revision_id = new_revision();
+        config.last_modified_ms = now_ms();
+        let stored = config.clone();
+        let result = shared
+            .store(move |s| {
+                s.update_function(&stored, &expected, code.as_deref().map(|c| &c.bytes[..]))
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(function = %name, revision = %config.revision_id, "function updated");
+                return Ok(config);
+            }
+            Err(ApiError::Store(StoreError::RevisionConflict { .. }))
+                if attempt < UPDATE_ATTEMPTS =>
+            {
+                continue
+            }
+            Err(ApiError::Store(StoreError::FunctionNotFound(n))) => {
+                return Err(ApiError::FunctionNotFound(n))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl FunctionsService {
     async fn get(&self, name: &str) -> Result<FunctionConfig, ApiError> {
-        let owned = name.to_string();
-        self.shared
-            .store(move |s| s.get_function(&owned))
-            .await?
-            .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
+        get(&self.shared, name).await
     }
 
     async fn create(
@@ -81,16 +265,7 @@ impl FunctionsService {
                     ))
                 }
             };
-        // Refuse a taken name before reading up to 50 MB of code (checked again when storing).
-        let name = spec.name.clone();
-        if self
-            .shared
-            .store(move |s| s.get_function(&name))
-            .await?
-            .is_some()
-        {
-            return Err(StoreError::FunctionExists(spec.name).into());
-        }
+        ensure_name_free(&self.shared, &spec.name).await?;
         let code = read_code(&mut stream, |m| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
             Some(Part::Spec(_)) => Err(ApiError::BadRequest(
@@ -101,20 +276,7 @@ impl FunctionsService {
             )),
         })
         .await?;
-        let config = FunctionConfig {
-            spec,
-            code_sha256: code.sha256.clone(),
-            code_size: code.bytes.len() as u64,
-            revision_id: new_revision(),
-            version: LATEST.to_string(),
-            last_modified_ms: now_ms(),
-        };
-        let stored = config.clone();
-        self.shared
-            .store(move |s| s.create_function(&stored, &code.bytes))
-            .await?;
-        tracing::info!(function = %config.spec.name, sha256 = %config.code_sha256, "function created");
-        Ok(config)
+        create_function(&self.shared, spec, code).await
     }
 
     async fn update_code(
@@ -151,88 +313,7 @@ impl FunctionsService {
             )),
         })
         .await?;
-        let code = Arc::new(code);
-        self.read_modify_write(&name, move |mut config| {
-            config.code_sha256 = code.sha256.clone();
-            config.code_size = code.bytes.len() as u64;
-            Ok((config, Some(Arc::clone(&code))))
-        })
-        .await
-    }
-
-    async fn update_configuration(
-        &self,
-        r: v1::UpdateFunctionConfigurationRequest,
-    ) -> Result<FunctionConfig, ApiError> {
-        let name = r.function_name.clone();
-        self.read_modify_write(&name, move |mut config| {
-            let spec = &mut config.spec;
-            if let Some(runtime) = &r.runtime {
-                spec.runtime = validate::runtime(runtime)?;
-            }
-            if let Some(handler) = &r.handler {
-                spec.handler = handler.clone();
-            }
-            if let Some(mb) = r.memory_size_mb {
-                spec.memory_mb = mb;
-            }
-            if let Some(s) = r.timeout_seconds {
-                spec.timeout_s = s;
-            }
-            if let Some(mb) = r.ephemeral_storage_mb {
-                spec.ephemeral_storage_mb = mb;
-            }
-            if let Some(d) = &r.description {
-                spec.description = d.clone();
-            }
-            if r.replace_environment {
-                spec.environment = r.environment.clone().into_iter().collect();
-            } else {
-                spec.environment.extend(r.environment.clone());
-            }
-            validate::spec(spec)?;
-            Ok((config, None))
-        })
-        .await
-    }
-
-    /// Applies `change` to the current record and stores it with a new revision, retrying when a
-    /// concurrent update got there first.
-    async fn read_modify_write<F>(&self, name: &str, change: F) -> Result<FunctionConfig, ApiError>
-    where
-        F: Fn(FunctionConfig) -> Result<(FunctionConfig, Option<Arc<CheckedCode>>), ApiError>,
-    {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let current = self.get(name).await?;
-            let expected = current.revision_id.clone();
-            let (mut config, code) = change(current)?;
-            config.revision_id = new_revision();
-            config.last_modified_ms = now_ms();
-            let stored = config.clone();
-            let result = self
-                .shared
-                .store(move |s| {
-                    s.update_function(&stored, &expected, code.as_deref().map(|c| &c.bytes[..]))
-                })
-                .await;
-            match result {
-                Ok(()) => {
-                    tracing::info!(function = %name, revision = %config.revision_id, "function updated");
-                    return Ok(config);
-                }
-                Err(ApiError::Store(StoreError::RevisionConflict { .. }))
-                    if attempt < UPDATE_ATTEMPTS =>
-                {
-                    continue
-                }
-                Err(ApiError::Store(StoreError::FunctionNotFound(n))) => {
-                    return Err(ApiError::FunctionNotFound(n))
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        update_code(&self.shared, &name, code).await
     }
 }
 
@@ -259,22 +340,7 @@ impl v1::functions_server::Functions for FunctionsService {
         request: Request<v1::ListFunctionsRequest>,
     ) -> Result<Response<v1::ListFunctionsResponse>, Status> {
         let r = request.into_inner();
-        let limit = match r.max_items as usize {
-            0 => LIST_DEFAULT,
-            n => n.min(LIST_MAX),
-        };
-        let marker = r.marker;
-        // One more than asked tells whether there is a next page.
-        let mut page = self
-            .shared
-            .store(move |s| s.list_functions(&marker, limit + 1))
-            .await?;
-        let next_marker = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|f| f.spec.name.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (page, next_marker) = list(&self.shared, r.marker, r.max_items as usize).await?;
         Ok(Response::new(v1::ListFunctionsResponse {
             functions: page.iter().map(Into::into).collect(),
             next_marker,
@@ -293,7 +359,7 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        let config = self.update_configuration(request.into_inner()).await?;
+        let config = update_configuration(&self.shared, request.into_inner()).await?;
         Ok(Response::new((&config).into()))
     }
 
@@ -301,22 +367,8 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::DeleteFunctionRequest>,
     ) -> Result<Response<v1::DeleteFunctionResponse>, Status> {
-        let name = request.into_inner().function_name;
-        let owned = name.clone();
-        match self
-            .shared
-            .store(move |s| s.delete_function(&owned))
-            .await?
-        {
-            Some(_) => {
-                if let Some(q) = &self.shared.queue {
-                    q.delete_config(&name).await.map_err(ApiError::from)?;
-                }
-                tracing::info!(function = %name, "function deleted");
-                Ok(Response::new(v1::DeleteFunctionResponse {}))
-            }
-            None => Err(ApiError::FunctionNotFound(name).into()),
-        }
+        delete(&self.shared, &request.into_inner().function_name).await?;
+        Ok(Response::new(v1::DeleteFunctionResponse {}))
     }
 
     async fn invoke(

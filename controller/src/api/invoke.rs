@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use lamina_proto::auth::{Credentials, Signed, SignedChannel};
 use lamina_proto::domain::LATEST;
 use lamina_proto::v1::{self, worker_client::WorkerClient};
 use lamina_proto::{validate, MAX_GRPC_MESSAGE_BYTES};
@@ -23,13 +24,26 @@ const LOG_TAIL_BYTES: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// gRPC channels to workers, one per address, shared by all invocations.
+/// Calls are signed with the cluster credential when there is one.
 #[derive(Default)]
 pub struct WorkerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    creds: Option<Credentials>,
 }
 
 impl WorkerClients {
-    fn client(&self, worker_id: &str, address: &str) -> Result<WorkerClient<Channel>, ApiError> {
+    pub fn new(creds: Option<Credentials>) -> WorkerClients {
+        WorkerClients {
+            channels: Mutex::default(),
+            creds,
+        }
+    }
+
+    fn client(
+        &self,
+        worker_id: &str,
+        address: &str,
+    ) -> Result<WorkerClient<SignedChannel>, ApiError> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let channel = match channels.get(address) {
             Some(c) => c.clone(),
@@ -52,7 +66,7 @@ impl WorkerClients {
                 channel
             }
         };
-        Ok(WorkerClient::new(channel)
+        Ok(WorkerClient::new(Signed::new(channel, self.creds.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
     }
@@ -91,7 +105,7 @@ async fn worker_down(registry: &Registry, worker_id: &str, every: Duration) {
     }
 }
 
-pub(super) async fn invoke(
+pub(crate) async fn invoke(
     shared: &Shared,
     r: v1::InvokeRequest,
 ) -> Result<v1::InvokeResponse, ApiError> {

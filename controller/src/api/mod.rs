@@ -11,11 +11,13 @@ use crate::queue::{QueueError, QueueStore};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
+mod auth;
 mod cluster;
-mod events;
-mod functions;
-mod invoke;
+pub(crate) mod events;
+pub(crate) mod functions;
+pub(crate) mod invoke;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use functions::FunctionsService;
 pub use invoke::WorkerClients;

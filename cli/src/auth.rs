@@ -1,0 +1,92 @@
+//! `fnctl auth`: access keys.
+use lamina_client::{v1, Client};
+use serde::Serialize;
+
+use crate::args::{AuthCommand, Output};
+use crate::output;
+
+/// What `create-key -o json` prints: exactly the credentials file's shape.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewKey<'a> {
+    access_key_id: &'a str,
+    secret_access_key: &'a str,
+}
+
+/// An access key as listed (never a secret).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyView {
+    access_key_id: String,
+    description: String,
+    admin: bool,
+    revoked: bool,
+    created: String,
+}
+
+impl From<&v1::AccessKey> for KeyView {
+    fn from(k: &v1::AccessKey) -> Self {
+        KeyView {
+            access_key_id: k.access_key_id.clone(),
+            description: k.description.clone(),
+            admin: k.admin,
+            revoked: k.revoked,
+            created: output::lambda_timestamp(k.created_ms),
+        }
+    }
+}
+
+pub async fn run(client: &Client, cmd: AuthCommand, format: Output) -> anyhow::Result<String> {
+    match cmd {
+        AuthCommand::CreateKey { description, admin } => {
+            let k = client.create_access_key(&description, admin).await?;
+            let new = NewKey {
+                access_key_id: &k.access_key_id,
+                secret_access_key: &k.secret_access_key,
+            };
+            Ok(match format {
+                Output::Table => format!(
+                    "access key id:     {}\nsecret access key: {}\n(the secret is shown only now: \
+                     store it, e.g. as a credentials file for fnctl --credentials)\n",
+                    new.access_key_id, new.secret_access_key
+                ),
+                f => output::serialize(&new, f)?,
+            })
+        }
+        AuthCommand::List => {
+            let keys = client.list_access_keys().await?;
+            let views: Vec<KeyView> = keys.iter().map(KeyView::from).collect();
+            Ok(match format {
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = views
+                        .iter()
+                        .map(|k| {
+                            vec![
+                                k.access_key_id.clone(),
+                                k.admin.to_string(),
+                                k.revoked.to_string(),
+                                k.created.clone(),
+                                k.description.clone(),
+                            ]
+                        })
+                        .collect();
+                    output::table(
+                        &[
+                            "ACCESS KEY ID",
+                            "ADMIN",
+                            "REVOKED",
+                            "CREATED",
+                            "DESCRIPTION",
+                        ],
+                        &rows,
+                    )
+                }
+                f => output::serialize(&views, f)?,
+            })
+        }
+        AuthCommand::Revoke { access_key_id } => {
+            client.revoke_access_key(&access_key_id).await?;
+            Ok(format!("access key {access_key_id} revoked\n"))
+        }
+    }
+}

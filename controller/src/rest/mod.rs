@@ -1,0 +1,423 @@
+//! The Lambda-compatible REST API (what boto3 and the AWS CLI send), on its own port.
+//!
+//! Every request is buffered (at most [`MAX_REST_BODY_BYTES`]) and its SigV4 signature verified
+//! (`crate::auth::sigv4`) before any handler runs. Handlers call the same functions the gRPC
+//! services use (`crate::api::{functions, invoke, events}`), so validation and storage are shared.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use lamina_proto::auth::{now_ms, AuthFailure};
+use lamina_proto::domain::{FunctionSpec, LATEST};
+use lamina_proto::v1;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{events, functions, invoke, ApiError, Shared};
+use crate::auth::{sigv4, KeyStore};
+
+pub mod shapes;
+
+use shapes::{parse_function_name, RestError};
+
+/// The largest request: a 50 MB zip, base64-encoded (4/3), in JSON.
+pub const MAX_REST_BODY_BYTES: usize = 70 * 1024 * 1024;
+pub const DEFAULT_REST_LISTEN: &str = "127.0.0.1:9680";
+
+struct RestState {
+    shared: Arc<Shared>,
+    keys: Option<Arc<KeyStore>>,
+}
+
+type St = State<Arc<RestState>>;
+
+pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router {
+    let state = Arc::new(RestState { shared, keys });
+    Router::new()
+        .route("/2015-03-31/functions", post(create).get(list))
+        .route("/2015-03-31/functions/", post(create).get(list))
+        .route(
+            "/2015-03-31/functions/:name",
+            get(get_function).delete(delete_function),
+        )
+        .route("/2015-03-31/functions/:name/code", put(update_code))
+        .route(
+            "/2015-03-31/functions/:name/configuration",
+            put(update_configuration).get(get_configuration),
+        )
+        .route("/2015-03-31/functions/:name/invocations", post(invoke))
+        .route(
+            "/2019-09-25/functions/:name/event-invoke-config",
+            put(put_event_invoke_config).get(get_event_invoke_config),
+        )
+        .fallback(unknown_operation)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Serves the REST API on `listener` until `shutdown`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+fn auth_error(f: AuthFailure) -> RestError {
+    let kind = match f {
+        AuthFailure::Missing | AuthFailure::UnknownKey(_) => "UnrecognizedClientException",
+        AuthFailure::Denied(..) => "AccessDeniedException",
+        AuthFailure::BadSignature | AuthFailure::Expired(_) | AuthFailure::Malformed(_) => {
+            "InvalidSignatureException"
+        }
+    };
+    RestError::new(StatusCode::FORBIDDEN, kind, f.to_string())
+}
+
+async fn authenticate(State(state): St, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_REST_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return RestError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                format!("request body is over {MAX_REST_BODY_BYTES} bytes"),
+            )
+            .into_response()
+        }
+    };
+    if let Some(keys) = &state.keys {
+        let verified = sigv4::verify(
+            keys.as_ref(),
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &bytes,
+            now_ms(),
+        );
+        if let Err(f) = verified {
+            tracing::warn!(method = %parts.method, path = %parts.uri.path(), reason = %f, "refused an unauthenticated rest request");
+            return auth_error(f).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+async fn unknown_operation(req: Request) -> RestError {
+    RestError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!(
+            "{} {} is not an operation Lamina serves",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
+    serde_json::from_slice(body)
+        .map_err(|e| RestError::invalid(format!("request body is not valid: {e}")))
+}
+
+/// The function name of a path parameter, refusing qualifiers other than `$LATEST`.
+fn latest_name(param: &str) -> Result<String, RestError> {
+    let (name, qualifier) = parse_function_name(param)?;
+    match qualifier.as_deref() {
+        None | Some(LATEST) => Ok(name),
+        Some(q) => Err(ApiError::QualifierNotFound {
+            name,
+            qualifier: q.to_string(),
+        }
+        .into()),
+    }
+}
+
+fn decode_zip(zip_file: Option<String>, extra: bool) -> Result<Vec<u8>, RestError> {
+    if extra {
+        return Err(RestError::invalid(
+            "only Code.ZipFile is supported: S3 and image code are not (yet)",
+        ));
+    }
+    let zip = zip_file.ok_or_else(|| RestError::invalid("ZipFile is required"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(zip.as_bytes())
+        .map_err(|e| RestError::invalid(format!("ZipFile is not valid base64: {e}")))
+}
+
+fn config_json(c: &lamina_proto::domain::FunctionConfig) -> Value {
+    shapes::configuration(&c.into())
+}
+
+async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
+    let r: shapes::CreateFunctionIn = parse_json(&body)?;
+    if r.package_type.as_deref().is_some_and(|p| p != "Zip") {
+        return Err(RestError::invalid("PackageType must be Zip"));
+    }
+    let extra = r.code.s3_bucket.is_some() || r.code.image_uri.is_some();
+    let zip = decode_zip(r.code.zip_file, extra)?;
+    let (name, _) = parse_function_name(&r.function_name)?;
+    let spec = v1::FunctionSpec {
+        name,
+        runtime: r.runtime.unwrap_or_default(),
+        handler: r.handler.unwrap_or_default(),
+        memory_size_mb: r.memory_size.unwrap_or(0),
+        timeout_seconds: r.timeout.unwrap_or(0),
+        ephemeral_storage_mb: r.ephemeral_storage.and_then(|s| s.size).unwrap_or(0),
+        environment: r.environment.and_then(|e| e.variables).unwrap_or_default(),
+        description: r.description.unwrap_or_default(),
+    };
+    let spec = FunctionSpec::try_from(spec).map_err(ApiError::from)?;
+    functions::ensure_name_free(&st.shared, &spec.name).await?;
+    let code = functions::check_code(zip).await?;
+    let config = functions::create_function(&st.shared, spec, code).await?;
+    Ok((StatusCode::CREATED, Json(config_json(&config))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListQuery {
+    marker: Option<String>,
+    max_items: Option<String>,
+}
+
+async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, RestError> {
+    let max = match q.max_items.as_deref() {
+        None => 0,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(RestError::invalid(format!(
+                    "MaxItems must be 1..10000, got {s:?}"
+                )))
+            }
+        },
+    };
+    let (page, next) = functions::list(&st.shared, q.marker.unwrap_or_default(), max).await?;
+    let mut out = json!({"Functions": page.iter().map(config_json).collect::<Vec<_>>()});
+    if !next.is_empty() {
+        out["NextMarker"] = json!(next);
+    }
+    Ok(Json(out))
+}
+
+async fn get_function(State(st): St, Path(name): Path<String>) -> Result<Json<Value>, RestError> {
+    let config = functions::get(&st.shared, &latest_name(&name)?).await?;
+    Ok(Json(json!({
+        "Configuration": config_json(&config),
+        "Code": {"RepositoryType": "Lamina", "Location": ""},
+    })))
+}
+
+async fn get_configuration(
+    State(st): St,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, RestError> {
+    let config = functions::get(&st.shared, &latest_name(&name)?).await?;
+    Ok(Json(config_json(&config)))
+}
+
+async fn delete_function(State(st): St, Path(name): Path<String>) -> Result<Response, RestError> {
+    functions::delete(&st.shared, &latest_name(&name)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn update_code(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, RestError> {
+    let r: shapes::UpdateCodeIn = parse_json(&body)?;
+    let name = latest_name(&name)?;
+    let zip = decode_zip(r.zip_file, r.s3_bucket.is_some() || r.image_uri.is_some())?;
+    functions::get(&st.shared, &name).await?;
+    let code = functions::check_code(zip).await?;
+    let config = functions::update_code(&st.shared, &name, code).await?;
+    Ok(Json(config_json(&config)))
+}
+
+async fn update_configuration(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, RestError> {
+    let r: shapes::UpdateConfigurationIn = parse_json(&body)?;
+    let name = latest_name(&name)?;
+    if let Some(expected) = &r.revision_id {
+        let current = functions::get(&st.shared, &name).await?;
+        if &current.revision_id != expected {
+            return Err(RestError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailedException",
+                format!(
+                    "the revision id of `{name}` is {}, not {expected}: get the function again",
+                    current.revision_id
+                ),
+            ));
+        }
+    }
+    let environment = r.environment.map(|e| e.variables.unwrap_or_default());
+    let req = v1::UpdateFunctionConfigurationRequest {
+        function_name: name,
+        memory_size_mb: r.memory_size,
+        timeout_seconds: r.timeout,
+        ephemeral_storage_mb: r.ephemeral_storage.and_then(|s| s.size),
+        replace_environment: environment.is_some(),
+        environment: environment.unwrap_or_default(),
+        handler: r.handler,
+        runtime: r.runtime,
+        description: r.description,
+    };
+    let config = functions::update_configuration(&st.shared, req).await?;
+    Ok(Json(config_json(&config)))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn invoke(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let (name, path_qualifier) = parse_function_name(&name)?;
+    let qualifier = query
+        .get("Qualifier")
+        .cloned()
+        .or(path_qualifier)
+        .unwrap_or_default();
+    let invocation_type =
+        match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
+            "RequestResponse" => v1::InvocationType::RequestResponse,
+            "Event" => v1::InvocationType::Event,
+            "DryRun" => v1::InvocationType::DryRun,
+            other => {
+                return Err(RestError::invalid(format!(
+                    "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, got {other:?}"
+                )))
+            }
+        };
+    let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
+        "None" => false,
+        "Tail" => true,
+        other => {
+            return Err(RestError::invalid(format!(
+                "X-Amz-Log-Type must be None or Tail, got {other:?}"
+            )))
+        }
+    };
+    let client_context = match header(&headers, "x-amz-client-context") {
+        None => String::new(),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| {
+                RestError::invalid("X-Amz-Client-Context must be base64-encoded JSON")
+            })?,
+    };
+    if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
+        // Too large is reported as such before the content.
+        if invocation_type == v1::InvocationType::RequestResponse {
+            lamina_proto::validate::sync_payload(body.len()).map_err(ApiError::from)?;
+        }
+        return Err(RestError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "could not parse the request body into json: send a JSON payload",
+        ));
+    }
+    let req = v1::InvokeRequest {
+        function_name: name,
+        qualifier,
+        invocation_type: invocation_type as i32,
+        payload: body.to_vec(),
+        log_type: if tail {
+            v1::LogType::Tail as i32
+        } else {
+            v1::LogType::None as i32
+        },
+        client_context,
+        idempotency_key: String::new(),
+    };
+    let resp = invoke::invoke(&st.shared, req).await?;
+    let status = StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::OK);
+    let mut out = if status == StatusCode::OK {
+        (status, resp.payload).into_response()
+    } else {
+        status.into_response()
+    };
+    let h = out.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set("x-amzn-requestid", &resp.request_id);
+    set("x-amz-executed-version", &resp.executed_version);
+    if status == StatusCode::OK {
+        set("content-type", "application/json");
+    }
+    if !resp.function_error.is_empty() {
+        set("x-amz-function-error", &resp.function_error);
+    }
+    if tail && status == StatusCode::OK {
+        set(
+            "x-amz-log-result",
+            &base64::engine::general_purpose::STANDARD.encode(resp.log_tail.as_bytes()),
+        );
+    }
+    Ok(out)
+}
+
+async fn put_event_invoke_config(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, RestError> {
+    let r: shapes::EventInvokeConfigIn = parse_json(&body)?;
+    let dest = r.destination_config.unwrap_or_default();
+    let pick = |d: Option<shapes::DestinationIn>| {
+        d.and_then(|d| d.destination)
+            .map(|arn| shapes::destination_in(&arn))
+    };
+    let req = v1::PutFunctionEventInvokeConfigRequest {
+        function_name: latest_name(&name)?,
+        maximum_retry_attempts: r.maximum_retry_attempts,
+        maximum_event_age_seconds: r.maximum_event_age_in_seconds,
+        on_success: pick(dest.on_success),
+        // No OnFailure: Lamina's default (`dlq:default`), so a failed event is never dropped.
+        on_failure: pick(dest.on_failure),
+    };
+    let c = events::put_config(&st.shared, req).await?;
+    Ok(Json(shapes::event_invoke_config(&c)))
+}
+
+async fn get_event_invoke_config(
+    State(st): St,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, RestError> {
+    let c = events::get_config(&st.shared, latest_name(&name)?).await?;
+    Ok(Json(shapes::event_invoke_config(&c)))
+}

@@ -1,0 +1,311 @@
+"""Drives Lamina's Lambda REST API with real boto3 and the AWS CLI (v1), and checks that forged
+requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_refusals.rs.
+
+    python lambda_rest.py flow PREFIX            # the boto3 + aws cli scenario
+    python lambda_rest.py refusals NAME          # every route refuses forged requests
+    python lambda_rest.py expect-ok KEY SECRET   # the key works
+    python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
+
+Environment: LAMINA_REST (http://HOST:PORT), LAMINA_CREDENTIALS (the admin credentials file),
+AWS_CLI (path of the aws executable, for `flow`).
+"""
+import base64
+import datetime
+import hashlib
+import hmac
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+
+import boto3
+import botocore
+from botocore.config import Config
+
+REST = os.environ["LAMINA_REST"]
+with open(os.environ["LAMINA_CREDENTIALS"]) as f:
+    CREDS = json.load(f)
+ROLE = "arn:aws:iam::000000000000:role/lamina"
+
+
+def client(key=None, secret=None):
+    return boto3.client(
+        "lambda",
+        endpoint_url=REST,
+        region_name="us-east-1",
+        aws_access_key_id=key or CREDS["accessKeyId"],
+        aws_secret_access_key=secret or CREDS["secretAccessKey"],
+        config=Config(retries={"max_attempts": 1}, read_timeout=120),
+    )
+
+
+def zip_of(source):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", source)
+    return buf.getvalue()
+
+
+V1 = """
+import os
+def handler(event, context):
+    print("log line from version 1", event.get("marker", ""))
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    cc = context.client_context.custom if context.client_context else None
+    return {"version": 1, "event": event, "greeting": os.environ.get("GREETING"), "custom": cc}
+"""
+V2 = """
+def handler(event, context):
+    return {"version": 2}
+"""
+
+
+def error_code(fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except botocore.exceptions.ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError(f"{fn.__name__} succeeded, an error was expected")
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print("ok:", what.split(":")[0], flush=True)
+
+
+def flow(prefix):
+    lam = client()
+    names = [f"{prefix}-{i}" for i in range(3)]
+    for n in names:
+        c = lam.create_function(
+            FunctionName=n,
+            Runtime="python3.11",
+            Role=ROLE,
+            Handler="app.handler",
+            Code={"ZipFile": zip_of(V1)},
+            Timeout=30,
+            Environment={"Variables": {"GREETING": "hello"}},
+        )
+        check(c["FunctionName"] == n and c["ResponseMetadata"]["HTTPStatusCode"] == 201, f"create: {c}")
+    lam.get_waiter("function_active_v2").wait(FunctionName=names[0])
+    check(lam.get_function(FunctionName=names[0])["Configuration"]["State"] == "Active", "waiter")
+
+    # Sync invoke with the log tail and a client context; by ARN.
+    arn = lam.get_function(FunctionName=names[0])["Configuration"]["FunctionArn"]
+    ctx = base64.b64encode(json.dumps({"custom": {"who": "boto3"}}).encode()).decode()
+    r = lam.invoke(FunctionName=arn, Payload=json.dumps({"x": 1}), LogType="Tail", ClientContext=ctx)
+    body = json.loads(r["Payload"].read())
+    check(r["StatusCode"] == 200 and body["version"] == 1, f"invoke sync: {r} {body}")
+    check(body["event"] == {"x": 1} and body["greeting"] == "hello", f"invoke payload and env: {body}")
+    check(body["custom"] == {"who": "boto3"}, f"client context: {body}")
+    check(r["ExecutedVersion"] == "$LATEST", f"executed version: {r}")
+    log = base64.b64decode(r["LogResult"]).decode()
+    check("log line from version 1" in log and "REPORT RequestId" in log, f"log tail: {log}")
+
+    # A function error still answers 200, with X-Amz-Function-Error.
+    r = lam.invoke(FunctionName=names[0], Payload=json.dumps({"fail": True}))
+    err = json.loads(r["Payload"].read())
+    check(r["StatusCode"] == 200 and r.get("FunctionError") == "Unhandled", f"function error: {r}")
+    check(err["errorType"] == "ValueError", f"error payload: {err}")
+
+    # Async and dry run.
+    r = lam.invoke(FunctionName=names[0], InvocationType="Event", Payload=json.dumps({"marker": "async-1"}))
+    check(r["StatusCode"] == 202, f"invoke event: {r}")
+    print("ASYNC_REQUEST_ID=" + r["ResponseMetadata"]["RequestId"], flush=True)
+    r = lam.invoke(FunctionName=names[0], InvocationType="DryRun")
+    check(r["StatusCode"] == 204, f"dry run: {r}")
+
+    # Event invoke config.
+    r = lam.put_function_event_invoke_config(
+        FunctionName=names[0],
+        MaximumRetryAttempts=1,
+        MaximumEventAgeInSeconds=600,
+        DestinationConfig={"OnFailure": {"Destination": "arn:aws:sqs:us-east-1:000000000000:failed"}},
+    )
+    got = lam.get_function_event_invoke_config(FunctionName=names[0])
+    check(
+        got["MaximumRetryAttempts"] == 1
+        and got["MaximumEventAgeInSeconds"] == 600
+        and got["DestinationConfig"]["OnFailure"]["Destination"].endswith(":failed"),
+        f"event invoke config: {got}",
+    )
+
+    # Update code, then configuration; the waiter for updates works too.
+    c = lam.update_function_code(FunctionName=names[0], ZipFile=zip_of(V2))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=names[0])
+    r = json.loads(lam.invoke(FunctionName=names[0])["Payload"].read())
+    check(r == {"version": 2} and c["LastUpdateStatus"] == "Successful", f"update code: {r}")
+    c = lam.update_function_configuration(FunctionName=names[1], MemorySize=256, Environment={"Variables": {"A": "1"}})
+    got = lam.get_function_configuration(FunctionName=names[1])
+    check(got["MemorySize"] == 256 and got["Environment"]["Variables"] == {"A": "1"}, f"update configuration: {got}")
+
+    # List with pagination (botocore's paginator follows NextMarker).
+    page = lam.list_functions(MaxItems=1)
+    check(len(page["Functions"]) == 1 and "NextMarker" in page, f"list page: {page}")
+    seen, pages = [], 0
+    for p in lam.get_paginator("list_functions").paginate(PaginationConfig={"PageSize": 1}):
+        pages += 1
+        seen += [f["FunctionName"] for f in p["Functions"]]
+    check(all(n in seen for n in names) and pages >= 3 and len(seen) == len(set(seen)), f"paginate: {pages} {seen}")
+
+    # Errors.
+    check(error_code(lam.get_function, FunctionName=prefix + "-missing") == ("ResourceNotFoundException", 404), "get missing")
+    check(error_code(lam.invoke, FunctionName=prefix + "-missing") == ("ResourceNotFoundException", 404), "invoke missing")
+    check(error_code(lam.delete_function, FunctionName=prefix + "-missing") == ("ResourceNotFoundException", 404), "delete missing")
+    dup = dict(FunctionName=names[0], Runtime="python3.11", Role=ROLE, Handler="app.handler", Code={"ZipFile": zip_of(V1)})
+    check(error_code(lam.create_function, **dup) == ("ResourceConflictException", 409), "create duplicate")
+    bad = dict(dup, FunctionName=prefix + "-bad", Runtime="cobol85")
+    check(error_code(lam.create_function, **bad) == ("InvalidParameterValueException", 400), "invalid runtime")
+    bad = dict(dup, FunctionName=prefix + "-bad", Code={"ZipFile": b"not a zip"})
+    check(error_code(lam.create_function, **bad) == ("InvalidParameterValueException", 400), "invalid zip")
+    check(
+        error_code(lam.update_function_configuration, FunctionName=names[1], Handler="") [0]
+        == "InvalidParameterValueException",
+        "invalid handler",
+    )
+    check(error_code(lam.invoke, FunctionName=names[0], Payload=b"{not json")[0] == "InvalidRequestContentException", "invalid json")
+    big = json.dumps({"pad": "x" * (7 * 1024 * 1024)})
+    check(error_code(lam.invoke, FunctionName=names[0], Payload=big) == ("RequestTooLargeException", 413), "payload too large")
+
+    # Delete.
+    lam.delete_function(FunctionName=names[2])
+    check(error_code(lam.get_function, FunctionName=names[2])[1] == 404, "delete")
+
+    # The AWS CLI v1 against the same endpoint.
+    aws = os.environ["AWS_CLI"]
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=CREDS["accessKeyId"],
+        AWS_SECRET_ACCESS_KEY=CREDS["secretAccessKey"],
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    base = [aws, "--endpoint-url", REST, "--output", "json", "lambda"]
+    out = subprocess.run(base + ["get-function", "--function-name", names[1]], env=env, check=True, capture_output=True)
+    check(json.loads(out.stdout)["Configuration"]["MemorySize"] == 256, "aws cli get-function")
+    with tempfile.TemporaryDirectory() as d:
+        res = os.path.join(d, "out.json")
+        out = subprocess.run(
+            base + ["invoke", "--function-name", names[1], "--payload", '{"cli": true}', "--log-type", "Tail", res],
+            env=env, check=True, capture_output=True,
+        )
+        meta = json.loads(out.stdout)
+        with open(res) as f:
+            result = json.load(f)
+        check(meta["StatusCode"] == 200 and result["event"] == {"cli": True}, f"aws cli invoke: {meta} {result}")
+        check("REPORT RequestId" in base64.b64decode(meta["LogResult"]).decode(), "aws cli log tail")
+    out = subprocess.run(base + ["get-function", "--function-name", prefix + "-missing"], env=env, capture_output=True)
+    check(out.returncode != 0 and b"ResourceNotFoundException" in out.stderr, f"aws cli error: {out.stderr}")
+    out = subprocess.run(base + ["list-functions"], env=dict(env, AWS_SECRET_ACCESS_KEY="wrong"), capture_output=True)
+    check(out.returncode != 0 and b"InvalidSignatureException" in out.stderr, f"aws cli wrong secret: {out.stderr}")
+    print("flow passed", flush=True)
+
+
+# ------------------------------------------------------------------ an independent SigV4 signer
+
+
+def sign(method, path, body, key, secret, when=None, query=""):
+    """Signs like botocore does; returns the headers. `when` defaults to now."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    amz_date = when.strftime("%Y%m%dT%H%M%SZ")
+    date = amz_date[:8]
+    host = urllib.parse.urlsplit(REST).netloc
+    headers = {"host": host, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical_headers = "".join(f"{k}:{headers[k]}\n" for k in sorted(headers))
+    canonical_path = urllib.parse.quote(path, safe="/~")
+    canonical = "\n".join(
+        [method, canonical_path, query, canonical_headers, signed, hashlib.sha256(body).hexdigest()]
+    )
+    scope = f"{date}/us-east-1/lambda/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    k = ("AWS4" + secret).encode()
+    for part in [date, "us-east-1", "lambda", "aws4_request"]:
+        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
+    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={key}/{scope}, SignedHeaders={signed}, Signature={sig}"
+    return headers
+
+
+def send(method, path, body, headers):
+    req = urllib.request.Request(REST + path, data=body if body else None, method=method)
+    for k, v in headers.items():
+        if k != "host":
+            req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("x-amzn-ErrorType"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("x-amzn-ErrorType"), e.read()
+
+
+def refusals(name):
+    key, secret = CREDS["accessKeyId"], CREDS["secretAccessKey"]
+    create = json.dumps({"FunctionName": name + "-forged", "Runtime": "python3.11", "Role": ROLE,
+                         "Handler": "app.handler", "Code": {"ZipFile": base64.b64encode(zip_of(V2)).decode()}}).encode()
+    routes = [
+        ("GET", "/2015-03-31/functions/", b""),
+        ("POST", "/2015-03-31/functions", create),
+        ("GET", f"/2015-03-31/functions/{name}", b""),
+        ("GET", f"/2015-03-31/functions/{name}/configuration", b""),
+        ("PUT", f"/2015-03-31/functions/{name}/code", json.dumps({"ZipFile": base64.b64encode(zip_of(V2)).decode()}).encode()),
+        ("PUT", f"/2015-03-31/functions/{name}/configuration", b'{"MemorySize": 512}'),
+        ("POST", f"/2015-03-31/functions/{name}/invocations", b'{"forged": true}'),
+        ("PUT", f"/2019-09-25/functions/{name}/event-invoke-config", b'{"MaximumRetryAttempts": 0}'),
+        ("GET", f"/2019-09-25/functions/{name}/event-invoke-config", b""),
+        ("DELETE", f"/2015-03-31/functions/{name}", b""),
+        ("GET", "/2015-03-31/no-such-route", b""),
+    ]
+    before = client().get_function_configuration(FunctionName=name)
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
+    future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=10)
+    for method, path, body in routes:
+        cases = {
+            "no credentials": ({}, body, "UnrecognizedClientException"),
+            "unknown key": (sign(method, path, body, "LAMNOSUCHKEY", secret), body, "UnrecognizedClientException"),
+            "wrong secret": (sign(method, path, body, key, secret + "x"), body, "InvalidSignatureException"),
+            "tampered body": (sign(method, path, body, key, secret), body + b" ", "InvalidSignatureException"),
+            "expired date": (sign(method, path, body, key, secret, when=old), body, "InvalidSignatureException"),
+            "future date": (sign(method, path, body, key, secret, when=future), body, "InvalidSignatureException"),
+            "other path": (sign(method, path + "x", body, key, secret), body, "InvalidSignatureException"),
+        }
+        for case, (headers, sent, kind) in cases.items():
+            status, got, text = send(method, path, sent, headers)
+            check(status == 403 and got == kind, f"{method} {path} {case}: refused as {kind}, got {status} {got} {text[:200]}")
+    # Nothing forged took effect: the function is unchanged and still there, no forged function.
+    lam = client()
+    conf = lam.get_function_configuration(FunctionName=name)
+    check(conf["RevisionId"] == before["RevisionId"] and conf["MemorySize"] == before["MemorySize"],
+          f"forged updates had no effect: {conf}")
+    check(error_code(lam.get_function, FunctionName=name + "-forged")[1] == 404, "forged create had no effect")
+    # The same signer with the right key and date is accepted: the refusals are about the forgery.
+    status, _, _ = send("GET", "/2015-03-31/functions/", b"", sign("GET", "/2015-03-31/functions/", b"", key, secret))
+    check(status == 200, f"the independent signer is accepted: {status}")
+    print("refusals passed", flush=True)
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "flow":
+        flow(sys.argv[2])
+    elif mode == "refusals":
+        refusals(sys.argv[2])
+    elif mode == "expect-ok":
+        client(sys.argv[2], sys.argv[3]).list_functions()
+        print("key accepted", flush=True)
+    elif mode == "expect-code":
+        code = error_code(client(sys.argv[3], sys.argv[4]).list_functions)
+        check(code == (sys.argv[2], 403), f"key refused with {sys.argv[2]}: got {code}")
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
