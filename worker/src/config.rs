@@ -76,6 +76,20 @@ pub struct Cli {
     /// pids.max of every sandbox.
     #[arg(long, default_value_t = 1024)]
     pub pids_max: u32,
+    /// Sandboxes prepared ahead of any request (cgroup, namespaces, root skeleton; code bound on
+    /// first use), 0..64.
+    #[arg(long, env = "LAMINA_PREWARM_SANDBOXES", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub prewarm: u16,
+    /// Fork Python sandboxes from a pre-imported interpreter (needs liblamina_worker.so beside the
+    /// binary).
+    #[arg(long, env = "LAMINA_PYTHON_ZYGOTE",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    pub python_zygote: bool,
+    /// Fork sandbox inits from one pre-started init process instead of exec'ing each (1/0).
+    #[arg(long, env = "LAMINA_SPAWNER", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub spawner: bool,
     /// File holding the cluster credential the controller created at bootstrap
     /// (`CONTROLLER_DATA_DIR/auth/cluster-token`): it signs this worker's calls to the controller
     /// and authenticates the controller's calls to this worker.
@@ -96,6 +110,9 @@ pub struct WorkerConfig {
     pub uid_base: u32,
     pub uid_count: u32,
     pub pids_max: u32,
+    pub prewarm: usize,
+    pub python_zygote: bool,
+    pub spawner: bool,
     /// The cluster credential (its `Debug` redacts the secret).
     pub cluster_credentials: Credentials,
 }
@@ -134,6 +151,9 @@ impl WorkerConfig {
             uid_base: cli.uid_base,
             uid_count: cli.uid_count,
             pids_max: cli.pids_max,
+            prewarm: usize::from(cli.prewarm),
+            python_zygote: cli.python_zygote,
+            spawner: cli.spawner,
             cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
         })
     }

@@ -101,15 +101,6 @@ pub struct ManagerConfig {
     pub spawner: bool,
 }
 
-/// Environment variable that turns [`ManagerConfig::python_zygote`] on (`1`).
-pub const ZYGOTE_ENV: &str = "LAMINA_PYTHON_ZYGOTE";
-/// Environment variable that turns the spawner off (`0`): every sandbox init is then spawned and
-/// exec'd by the worker itself.
-pub const SPAWNER_ENV: &str = "LAMINA_SPAWNER";
-
-/// Environment variable that sets [`ManagerConfig::prewarm`] until the worker has a flag for it.
-pub const PREWARM_ENV: &str = "LAMINA_PREWARM_SANDBOXES";
-
 impl ManagerConfig {
     pub fn from_worker(cfg: &WorkerConfig) -> ManagerConfig {
         ManagerConfig {
@@ -123,24 +114,10 @@ impl ManagerConfig {
             uid_count: cfg.uid_count,
             uids_file: cfg.state_dir.join("uids.json"),
             pids_max: cfg.pids_max,
-            prewarm: prewarm_from_env(),
-            python_zygote: std::env::var(ZYGOTE_ENV).is_ok_and(|v| v.trim() == "1"),
-            spawner: std::env::var(SPAWNER_ENV).map_or(true, |v| v.trim() != "0"),
+            prewarm: cfg.prewarm,
+            python_zygote: cfg.python_zygote,
+            spawner: cfg.spawner,
         }
-    }
-}
-
-/// `LAMINA_PREWARM_SANDBOXES`: a count up to 64; unset or invalid means 0 (with a warning if invalid).
-fn prewarm_from_env() -> usize {
-    match std::env::var(PREWARM_ENV) {
-        Err(_) => 0,
-        Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n <= 64 => n,
-            _ => {
-                tracing::warn!(value = %v, "{PREWARM_ENV} must be a number 0..64: no sandboxes are prepared ahead");
-                0
-            }
-        },
     }
 }
 
