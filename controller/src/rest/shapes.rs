@@ -128,29 +128,7 @@ pub fn parse_function_name(s: &str) -> Result<(String, Option<String>), RestErro
     })
 }
 
-/// Lambda's `LastModified`: `2026-11-27T00:50:11.123+0000`.
-pub fn last_modified(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60,
-        ms % 1000
-    )
-}
+pub use lamina_proto::time::lambda_timestamp as last_modified;
 
 /// A `FunctionConfiguration` as botocore reads it.
 pub fn configuration(c: &v1::FunctionConfiguration) -> Value {

@@ -65,23 +65,9 @@ pub fn build_env(
 
 /// Lambda's log stream name: `YYYY/MM/DD/[$LATEST]<32 hex>` (UTC date of `epoch_secs`).
 pub fn log_stream_name(epoch_secs: u64, version: &str, sandbox_hex: &str) -> String {
-    let (y, m, d) = civil_from_days((epoch_secs / 86_400) as i64);
+    let (y, m, d) = lamina_proto::time::civil_from_days((epoch_secs / 86_400) as i64);
     let version = if version.is_empty() { LATEST } else { version };
     format!("{y:04}/{m:02}/{d:02}/[{version}]{sandbox_hex}")
-}
-
-/// Days since 1970-01-01 -> (year, month, day), Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
