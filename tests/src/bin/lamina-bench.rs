@@ -353,6 +353,18 @@ fn samples(v: &serde_json::Value) -> Vec<f64> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let known = |a: &str| matches!(a, "--full" | "--out");
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        if a == "--out" {
+            rest.next();
+        } else if !known(a) {
+            eprintln!(
+                "usage: lamina-bench [--full] [--out FILE]   (as root; writes docs/BENCHMARKS.md by default)"
+            );
+            std::process::exit(if a == "-h" || a == "--help" { 0 } else { 2 });
+        }
+    }
     let full = args.iter().any(|a| a == "--full");
     let out_path = args
         .iter()
