@@ -202,3 +202,58 @@ fn fnctl_up_runs_a_single_node_cluster() {
     let status = up.wait().unwrap();
     assert_eq!(status.code(), Some(0), "fnctl up exits cleanly on SIGTERM");
 }
+
+#[test]
+fn fnctl_logs_follow_streams_new_invocations() {
+    require_root();
+    let cluster = Cluster::start(1).unwrap();
+    let name = unique("follow");
+    run(async {
+        let c = cluster.client().await?;
+        create_python(
+            &c,
+            &name,
+            "def handler(e, c):\n    print('line', e.get('n'))\n    return 1\n",
+        )
+        .await?;
+        invoke(&c, &name, r#"{"n": 1}"#).await?;
+        Ok(())
+    });
+    let mut follow = Command::new(bin("fnctl"))
+        .args(["logs", &name, "--follow"])
+        .envs(cluster.fnctl_env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    // What was logged before --follow started is printed first, then new invocations as they come.
+    assert!(wait_for("line 1"), "existing log not printed");
+    run(async {
+        let c = cluster.client().await?;
+        invoke(&c, &name, r#"{"n": 2}"#).await?;
+        Ok(())
+    });
+    assert!(wait_for("line 2"), "new invocation's log not followed");
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
