@@ -105,6 +105,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
     let cluster_token = auth_dir.join("cluster-token");
     let credentials = auth_dir.join("admin-credentials.json");
 
+    const PREWARM: &str = "2";
     let mut worker = match spawn(
         WORKER,
         &worker_bin,
@@ -117,6 +118,10 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             worker_dir.as_os_str(),
             "--cluster-token-file".as_ref(),
             cluster_token.as_os_str(),
+            // Keep two sandboxes prepared ahead of requests: cold starts skip namespace and cgroup
+            // set-up. (The Python zygote stays off: its sandboxes share one address-space layout.)
+            "--prewarm".as_ref(),
+            PREWARM.as_ref(),
         ],
     ) {
         Ok(w) => w,

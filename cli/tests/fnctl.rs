@@ -271,7 +271,7 @@ fn up_starts_both_and_stops_them_on_sigterm() {
         worker_args.trim(),
         format!(
             "--controller http://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {} \
-             --cluster-token-file {}",
+             --cluster-token-file {} --prewarm 2",
             data_dir.join("worker").display(),
             data_dir.join("controller/auth/cluster-token").display()
         )
