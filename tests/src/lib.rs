@@ -572,3 +572,100 @@ pub fn lambda_rest_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
     }
     Ok(stdout)
 }
+
+/// What the hardening probe (`tests/python/hardening_probe.py`) must report from inside any sandbox,
+/// however it was started (exec'd, prepared, zygote-forked).
+pub fn assert_probe_confined(v: &serde_json::Value) {
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(v[cap], "0000000000000000", "{cap}: {v}");
+    }
+    assert_eq!(v["NoNewPrivs"], "1", "{v}");
+    assert_eq!(v["Seccomp"], "2", "{v}");
+    assert_eq!(v["uid"], 993, "{v}");
+    for call in [
+        "mount",
+        "umount",
+        "unshare_user",
+        "unshare_net",
+        "setns",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "perf_event_open",
+        "userfaultfd",
+        "pivot_root",
+        "chroot",
+        "settimeofday",
+        "reboot",
+        "io_uring_setup",
+        "mknod_dev",
+        "ptrace_child",
+        "process_vm_readv",
+    ] {
+        assert_eq!(v[call], "EPERM", "{call} must be refused: {v}");
+    }
+    // ENOENT on kernels built without magic SysRq (like this machine kind's).
+    assert!(
+        matches!(v["sysrq"].as_str(), Some("EROFS" | "EACCES" | "ENOENT")),
+        "{v}"
+    );
+    assert!(
+        matches!(v["proc_sys"].as_str(), Some("EROFS" | "EACCES")),
+        "{v}"
+    );
+    assert_eq!(v["kcore_bytes"], 0, "masked /proc/kcore");
+    assert_eq!(v["keys_bytes"], 0, "masked /proc/keys");
+    assert_eq!(v["timer_list_bytes"], 0, "masked /proc/timer_list");
+    assert_eq!(v["sys_exists"], false, "{v}");
+    assert_eq!(
+        v["dev"],
+        serde_json::json!([
+            "fd", "full", "null", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"
+        ])
+    );
+    for w in ["write_root", "write_usr", "write_task", "write_runtime"] {
+        assert!(
+            matches!(v[w].as_str(), Some("EROFS" | "EACCES")),
+            "{w}: {v}"
+        );
+    }
+    assert_ne!(
+        v["exe_write"], "ok",
+        "the runtime binary is not writable: {v}"
+    );
+    // CVE-2019-5736 class: pid 1 is the runtime itself, not a Lamina binary, and no Lamina binary
+    // the sandbox can see is writable.
+    assert_eq!(v["pid1_exe"], "/usr/bin/python3.11", "{v}");
+    assert_eq!(v["worker_binaries_writable"], serde_json::json!([]), "{v}");
+    // And from the host's side: nothing appeared where the function tried to write.
+    for host_path in ["/evil", "/usr/bin/evil"] {
+        assert!(!Path::new(host_path).exists(), "{host_path} was written");
+    }
+    // Only stdio, the runtime's own socket to the Runtime API and the fd listing itself.
+    for (fd, target) in v["fds"].as_object().expect("fds") {
+        let fd: i32 = fd.parse().unwrap();
+        let target = target.as_str().unwrap();
+        let ok = fd <= 2 || target.starts_with("socket:") || target.starts_with("/proc/");
+        assert!(ok, "unexpected fd {fd} -> {target}");
+    }
+    assert_eq!(
+        v["routes"],
+        serde_json::json!([]),
+        "no routes out of the sandbox"
+    );
+    assert_eq!(v["connect_controller"], "ECONNREFUSED", "{v}");
+    assert_eq!(v["connect_worker"], "ECONNREFUSED", "{v}");
+    assert_eq!(v["connect_metadata"], "ENETUNREACH", "{v}");
+    let env: Vec<String> = serde_json::from_value(v["env_keys"].clone()).expect("env_keys");
+    assert!(
+        env.iter().any(|k| k == "AWS_LAMBDA_FUNCTION_NAME"),
+        "{env:?}"
+    );
+    assert!(
+        env.iter().all(|k| !k.starts_with("CARGO")
+            && !k.starts_with("LAMINA")
+            && k != "HOME"
+            && k != "RUST_BACKTRACE"),
+        "the worker's environment leaked: {env:?}"
+    );
+}
