@@ -294,6 +294,7 @@ mod tests {
             last_modified_ms: 1_714_564_800_123,
             state: "Active".into(),
             last_update_status: "Successful".into(),
+            ..Default::default()
         }
     }
 

@@ -166,6 +166,7 @@ impl Client {
     pub async fn get_function(&self, name: &str) -> Result<v1::FunctionConfiguration, Error> {
         let req = v1::GetFunctionRequest {
             function_name: name.to_string(),
+            qualifier: String::new(),
         };
         Ok(self.inner.clone().get_function(req).await?.into_inner())
     }
@@ -197,6 +198,7 @@ impl Client {
     pub async fn delete_function(&self, name: &str) -> Result<(), Error> {
         let req = v1::DeleteFunctionRequest {
             function_name: name.to_string(),
+            qualifier: String::new(),
         };
         self.inner.clone().delete_function(req).await?;
         Ok(())

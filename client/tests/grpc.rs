@@ -286,6 +286,111 @@ impl Functions for Server {
         }))
     }
 
+    async fn publish_version(
+        &self,
+        _req: Request<v1::PublishVersionRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        Err(Status::unimplemented("publish_version"))
+    }
+
+    async fn list_versions(
+        &self,
+        _req: Request<v1::ListVersionsRequest>,
+    ) -> Result<Response<v1::ListVersionsResponse>, Status> {
+        Err(Status::unimplemented("list_versions"))
+    }
+
+    async fn create_alias(
+        &self,
+        _req: Request<v1::CreateAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Err(Status::unimplemented("create_alias"))
+    }
+
+    async fn update_alias(
+        &self,
+        _req: Request<v1::UpdateAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Err(Status::unimplemented("update_alias"))
+    }
+
+    async fn get_alias(
+        &self,
+        _req: Request<v1::GetAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Err(Status::unimplemented("get_alias"))
+    }
+
+    async fn list_aliases(
+        &self,
+        _req: Request<v1::ListAliasesRequest>,
+    ) -> Result<Response<v1::ListAliasesResponse>, Status> {
+        Err(Status::unimplemented("list_aliases"))
+    }
+
+    async fn delete_alias(
+        &self,
+        _req: Request<v1::DeleteAliasRequest>,
+    ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
+        Err(Status::unimplemented("delete_alias"))
+    }
+
+    async fn put_function_concurrency(
+        &self,
+        _req: Request<v1::PutFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Err(Status::unimplemented("put_function_concurrency"))
+    }
+
+    async fn get_function_concurrency(
+        &self,
+        _req: Request<v1::GetFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Err(Status::unimplemented("get_function_concurrency"))
+    }
+
+    async fn delete_function_concurrency(
+        &self,
+        _req: Request<v1::DeleteFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Err(Status::unimplemented("delete_function_concurrency"))
+    }
+
+    async fn get_account_settings(
+        &self,
+        _req: Request<v1::GetAccountSettingsRequest>,
+    ) -> Result<Response<v1::AccountSettings>, Status> {
+        Err(Status::unimplemented("get_account_settings"))
+    }
+
+    async fn put_provisioned_concurrency(
+        &self,
+        _req: Request<v1::PutProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        Err(Status::unimplemented("put_provisioned_concurrency"))
+    }
+
+    async fn get_provisioned_concurrency(
+        &self,
+        _req: Request<v1::GetProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        Err(Status::unimplemented("get_provisioned_concurrency"))
+    }
+
+    async fn list_provisioned_concurrency(
+        &self,
+        _req: Request<v1::ListProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ListProvisionedConcurrencyResponse>, Status> {
+        Err(Status::unimplemented("list_provisioned_concurrency"))
+    }
+
+    async fn delete_provisioned_concurrency(
+        &self,
+        _req: Request<v1::DeleteProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
+        Err(Status::unimplemented("delete_provisioned_concurrency"))
+    }
+
     async fn list_workers(
         &self,
         _: Request<v1::ListWorkersRequest>,

@@ -41,6 +41,7 @@ async fn function_lifecycle_and_invalid_inputs() {
     let got = c
         .get_function(v1::GetFunctionRequest {
             function_name: "echo".into(),
+            qualifier: String::new(),
         })
         .await
         .unwrap()
@@ -117,6 +118,7 @@ async fn function_lifecycle_and_invalid_inputs() {
         assert_status(
             c.get_function(v1::GetFunctionRequest {
                 function_name: name.into(),
+                qualifier: String::new(),
             })
             .await,
             Code::NotFound,
@@ -263,6 +265,7 @@ async fn function_lifecycle_and_invalid_inputs() {
     for name in ["a-fn", "b-fn"] {
         c.delete_function(v1::DeleteFunctionRequest {
             function_name: name.into(),
+            qualifier: String::new(),
         })
         .await
         .unwrap();
@@ -280,6 +283,7 @@ async fn function_lifecycle_and_invalid_inputs() {
     assert_status(
         c.delete_function(v1::DeleteFunctionRequest {
             function_name: "a-fn".into(),
+            qualifier: String::new(),
         })
         .await,
         Code::NotFound,
@@ -463,12 +467,14 @@ async fn function_lifecycle_and_invalid_inputs() {
 
     c.delete_function(v1::DeleteFunctionRequest {
         function_name: "echo".into(),
+        qualifier: String::new(),
     })
     .await
     .unwrap();
     assert_status(
         c.get_function(v1::GetFunctionRequest {
             function_name: "echo".into(),
+            qualifier: String::new(),
         })
         .await,
         Code::NotFound,

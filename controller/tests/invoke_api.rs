@@ -14,6 +14,13 @@ struct EchoWorker;
 
 #[tonic::async_trait]
 impl worker_server::Worker for EchoWorker {
+    async fn set_provisioned(
+        &self,
+        _request: tonic::Request<v1::SetProvisionedRequest>,
+    ) -> Result<tonic::Response<v1::SetProvisionedResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SetProvisionedResponse {}))
+    }
+
     async fn invoke(
         &self,
         request: tonic::Request<v1::WorkerInvokeRequest>,

@@ -68,6 +68,8 @@ impl From<&FunctionConfig> for v1::FunctionConfiguration {
             last_modified_ms: c.last_modified_ms,
             state: "Active".to_string(),
             last_update_status: "Successful".to_string(),
+            reserved_concurrent_executions: None,
+            provisioned_concurrency: Vec::new(),
         }
     }
 }

@@ -93,6 +93,43 @@ pub fn function_arn(name: &str) -> String {
     format!("arn:aws:lambda:{}:{}:function:{}", REGION, ACCOUNT_ID, name)
 }
 
+/// The ARN of a version or alias of a function (`…:function:NAME:QUALIFIER`).
+pub fn qualified_function_arn(name: &str, qualifier: &str) -> String {
+    format!("{}:{}", function_arn(name), qualifier)
+}
+
+/// A name for a published version: routes invocations, all or a weighted share, to versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alias {
+    pub function_name: String,
+    pub name: String,
+    /// A published version number, or `$LATEST`.
+    pub function_version: String,
+    /// At most one other version with its share of the invocations, in (0, 1).
+    pub additional_version_weights: BTreeMap<String, f64>,
+    pub description: String,
+    /// New on every update.
+    pub revision_id: String,
+    pub last_modified_ms: u64,
+}
+
+impl Alias {
+    pub fn arn(&self) -> String {
+        qualified_function_arn(&self.function_name, &self.name)
+    }
+}
+
+/// Provisioned concurrency requested for one version or alias of a function. What is allocated is
+/// not stored: the controller counts it from the workers' heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionedConfig {
+    pub function_name: String,
+    /// A version number or an alias name.
+    pub qualifier: String,
+    pub requested: u32,
+    pub last_modified_ms: u64,
+}
+
 /// The region and account Lamina reports in ARNs and `AWS_REGION`.
 pub const REGION: &str = "us-east-1";
 pub const ACCOUNT_ID: &str = "000000000000";

@@ -122,6 +122,7 @@ fn grpc_cluster_and_worker_routes_refuse_forged_requests() {
         create_python(&c, &name, "def handler(e, c):\n    return 1\n").await?;
         let get = || v1::GetFunctionRequest {
             function_name: name.clone(),
+            qualifier: String::new(),
         };
 
         // Functions: the honest admin key works, every forgery is refused.
@@ -138,6 +139,7 @@ fn grpc_cluster_and_worker_routes_refuse_forged_requests() {
             let s = f
                 .delete_function(v1::DeleteFunctionRequest {
                     function_name: name.clone(),
+                    qualifier: String::new(),
                 })
                 .await
                 .unwrap_err();

@@ -6,8 +6,8 @@ use lamina_proto::auth::{Authenticated, Credentials, Signed, SignedChannel, Stat
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::worker_server::{Worker, WorkerServer};
 use lamina_proto::v1::{
-    HeartbeatRequest, RegisterWorkerRequest, SandboxState, SandboxStatus, WorkerInvokeRequest,
-    WorkerInvokeResponse,
+    HeartbeatRequest, RegisterWorkerRequest, SandboxState, SandboxStatus, SetProvisionedRequest,
+    SetProvisionedResponse, WorkerInvokeRequest, WorkerInvokeResponse,
 };
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,12 @@ impl Worker for WorkerService {
                 Err(e.into())
             }
         }
+    }
+    async fn set_provisioned(
+        &self,
+        _request: Request<SetProvisionedRequest>,
+    ) -> Result<Response<SetProvisionedResponse>, Status> {
+        Err(Status::unimplemented("SetProvisioned is not built yet"))
     }
 }
 
@@ -200,9 +206,11 @@ pub fn heartbeat_request(worker_id: &str, status: &PoolStatus) -> HeartbeatReque
                     SandboxPhase::Starting => SandboxState::SandboxStarting,
                 } as i32,
                 memory_size_mb: s.memory_mb,
+                provisioned: false,
             })
             .collect(),
         invocations_total: status.invocations_total,
+        provision_failures: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@ use lamina_proto::v1::{self, create_function_request, update_function_code_reque
 use lamina_proto::validate;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{events, now_ms, ApiError, Shared};
+use super::{concurrency, events, now_ms, provisioned, versions, ApiError, Shared};
 use crate::code::{CheckedCode, CodeBuffer};
 use crate::store::StoreError;
 
@@ -467,6 +467,141 @@ impl v1::functions_server::Functions for FunctionsService {
     ) -> Result<Response<v1::RedriveDeadLettersResponse>, Status> {
         Ok(Response::new(
             events::redrive(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn publish_version(
+        &self,
+        request: Request<v1::PublishVersionRequest>,
+    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        Ok(Response::new(
+            versions::publish_version(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_versions(
+        &self,
+        request: Request<v1::ListVersionsRequest>,
+    ) -> Result<Response<v1::ListVersionsResponse>, Status> {
+        Ok(Response::new(
+            versions::list_versions(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn create_alias(
+        &self,
+        request: Request<v1::CreateAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Ok(Response::new(
+            versions::create_alias(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_alias(
+        &self,
+        request: Request<v1::UpdateAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Ok(Response::new(
+            versions::update_alias(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_alias(
+        &self,
+        request: Request<v1::GetAliasRequest>,
+    ) -> Result<Response<v1::Alias>, Status> {
+        Ok(Response::new(
+            versions::get_alias(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_aliases(
+        &self,
+        request: Request<v1::ListAliasesRequest>,
+    ) -> Result<Response<v1::ListAliasesResponse>, Status> {
+        Ok(Response::new(
+            versions::list_aliases(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_alias(
+        &self,
+        request: Request<v1::DeleteAliasRequest>,
+    ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
+        Ok(Response::new(
+            versions::delete_alias(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn put_function_concurrency(
+        &self,
+        request: Request<v1::PutFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Ok(Response::new(
+            concurrency::put_function_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_function_concurrency(
+        &self,
+        request: Request<v1::GetFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Ok(Response::new(
+            concurrency::get_function_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_function_concurrency(
+        &self,
+        request: Request<v1::DeleteFunctionConcurrencyRequest>,
+    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        Ok(Response::new(
+            concurrency::delete_function_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_account_settings(
+        &self,
+        request: Request<v1::GetAccountSettingsRequest>,
+    ) -> Result<Response<v1::AccountSettings>, Status> {
+        Ok(Response::new(
+            concurrency::get_account_settings(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn put_provisioned_concurrency(
+        &self,
+        request: Request<v1::PutProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        Ok(Response::new(
+            provisioned::put_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_provisioned_concurrency(
+        &self,
+        request: Request<v1::GetProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        Ok(Response::new(
+            provisioned::get_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_provisioned_concurrency(
+        &self,
+        request: Request<v1::ListProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::ListProvisionedConcurrencyResponse>, Status> {
+        Ok(Response::new(
+            provisioned::list_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_provisioned_concurrency(
+        &self,
+        request: Request<v1::DeleteProvisionedConcurrencyRequest>,
+    ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
+        Ok(Response::new(
+            provisioned::delete_provisioned_concurrency(&self.shared, request.into_inner()).await?,
         ))
     }
 

@@ -272,6 +272,7 @@ async fn call_worker(
         deadline_ms: now_ms() + timeout.as_millis() as u64,
         client_context,
         trace_id: new_trace_id(),
+        invoked_function_arn: config.arn(),
     });
     request.set_timeout(call_timeout);
     let check_every = shared

@@ -13,9 +13,12 @@ use crate::store::{Store, StoreError};
 
 mod auth;
 mod cluster;
+pub(crate) mod concurrency;
 pub(crate) mod events;
 pub(crate) mod functions;
 pub(crate) mod invoke;
+pub(crate) mod provisioned;
+pub(crate) mod versions;
 
 pub use auth::AuthService;
 pub use cluster::ClusterService;

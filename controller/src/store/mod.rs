@@ -9,8 +9,10 @@ use lamina_proto::domain::FunctionConfig;
 use serde::{Deserialize, Serialize};
 
 mod rocks;
+mod settings;
 
 pub use rocks::RocksStore;
+pub use settings::SettingsStore;
 
 /// One line of a function's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +73,7 @@ pub enum StoreError {
 /// - every stored function's `code_sha256` names a stored blob;
 /// - a blob is deleted as soon as no function refers to it;
 /// - a function's logs go when the function goes.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SettingsStore + Send + Sync + 'static {
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
     /// Functions sorted by name, starting after `after` (exclusive; "" = from the start).

@@ -29,16 +29,16 @@ impl LogRange {
 }
 
 pub struct RocksStore {
-    db: Arc<DB>,
+    pub(super) db: Arc<DB>,
     path: PathBuf,
     log_retention: u64,
     /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
-    blob_refs: Mutex<HashMap<String, usize>>,
+    pub(super) blob_refs: Mutex<HashMap<String, usize>>,
     /// Serialises log writers; the seqs present per function (rebuilt on open).
     logs: Mutex<HashMap<String, LogRange>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent with the database in a
     // way that matters more than stopping: keep serving.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -95,6 +95,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_FUNCTIONS, opts.clone()),
             ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
             ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
+            ColumnFamilyDescriptor::new(super::settings::CF_SETTINGS, opts.clone()),
         ];
         // The async queue lives in the same database (its own column families): see `queue/`.
         cfs.extend(crate::queue::column_family_descriptors());
@@ -125,7 +126,7 @@ impl RocksStore {
         Arc::clone(&self.db)
     }
 
-    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+    pub(super) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
         self.db
             .cf_handle(name)
             .ok_or_else(|| StoreError::MissingColumnFamily {
@@ -134,7 +135,7 @@ impl RocksStore {
             })
     }
 
-    fn rocks(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError + '_ {
+    pub(super) fn rocks(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError + '_ {
         move |source| StoreError::Rocks {
             op,
             path: self.path.clone(),
@@ -158,7 +159,7 @@ impl RocksStore {
         })
     }
 
-    fn synced() -> WriteOptions {
+    pub(super) fn synced() -> WriteOptions {
         let mut w = WriteOptions::default();
         w.set_sync(true);
         w
@@ -344,6 +345,11 @@ impl Store for RocksStore {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes());
         batch.delete_range_cf(self.cf(CF_LOGS)?, log_prefix(name), log_prefix_end(name));
+        batch.delete_range_cf(
+            self.cf(super::settings::CF_SETTINGS)?,
+            super::settings::function_prefix(name),
+            super::settings::function_prefix_end(name),
+        );
         if refs.get(&current.code_sha256).copied().unwrap_or(0) <= 1 {
             batch.delete_cf(self.cf(CF_BLOBS)?, current.code_sha256.as_bytes());
         }

@@ -134,6 +134,7 @@ async fn worker_warm_series(
             deadline_ms: 0,
             client_context: String::new(),
             trace_id: String::new(),
+            invoked_function_arn: String::new(),
         };
         let t = Instant::now();
         let r = w.invoke(req).await?.into_inner();
