@@ -64,20 +64,52 @@ struct Request {
     reply: Reply,
 }
 
-/// Handle to the committer thread; the thread ends when every handle is dropped.
+/// Handle to the committer thread. The last handle dropped closes the channel and joins the
+/// thread, so the thread's reference to the database is gone when the drop returns: the directory can
+/// be opened again at once, and no RocksDB teardown runs on a detached thread while the process exits.
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Request>,
+    inner: Arc<CommitterThread>,
+}
+
+struct CommitterThread {
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CommitterThread {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the queue committer thread panicked");
+            }
+        }
+    }
 }
 
 impl Committer {
     pub fn start(db: Arc<DB>, path: PathBuf) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("lamina-queue-commit".into())
             .spawn(move || run(&db, &path, &rx))
             .expect("spawn the queue committer thread");
-        Committer { tx }
+        Committer {
+            inner: Arc::new(CommitterThread {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        }
+    }
+
+    fn send(&self, request: Request) -> Result<(), QueueError> {
+        self.inner
+            .tx
+            .as_ref()
+            .ok_or(QueueError::CommitterGone)?
+            .send(request)
+            .map_err(|_| QueueError::CommitterGone)
     }
 
     /// Writes `ops` atomically and durably (synced); returns once they are on disk.
@@ -86,12 +118,10 @@ impl Committer {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request {
-                ops,
-                reply: Reply::Async(reply),
-            })
-            .map_err(|_| QueueError::CommitterGone)?;
+        self.send(Request {
+            ops,
+            reply: Reply::Async(reply),
+        })?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => Err(QueueError::Task(format!("synced write failed: {detail}"))),
@@ -105,12 +135,10 @@ impl Committer {
             return Ok(());
         }
         let (reply, rx) = mpsc::channel();
-        self.tx
-            .send(Request {
-                ops,
-                reply: Reply::Blocking(reply),
-            })
-            .map_err(|_| QueueError::CommitterGone)?;
+        self.send(Request {
+            ops,
+            reply: Reply::Blocking(reply),
+        })?;
         match rx.recv() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(detail)) => Err(QueueError::Task(format!("synced write failed: {detail}"))),
