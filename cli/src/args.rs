@@ -58,14 +58,39 @@ pub enum Command {
     UpdateCode(UpdateCodeArgs),
     /// Change a function's configuration (fields not given keep their value)
     UpdateConfig(UpdateConfigArgs),
-    /// Show one function
-    Get { name: String },
+    /// Show one function (or one of its versions or aliases: --qualifier)
+    Get {
+        name: String,
+        /// A version number or an alias name: show that version's configuration
+        #[arg(long, default_value = "")]
+        qualifier: String,
+    },
     /// List functions
     #[command(alias = "ls")]
     List,
-    /// Delete a function
+    /// Delete a function with its versions and aliases (or one version: --qualifier)
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// A version number: delete only that version
+        #[arg(long, default_value = "")]
+        qualifier: String,
+    },
+    /// Publish $LATEST as a new version (or show the newest version when nothing changed)
+    Publish(crate::versions::PublishArgs),
+    /// List a function's versions ($LATEST first)
+    Versions { name: String },
+    /// A function's aliases: create, update, get, list, delete
+    #[command(subcommand)]
+    Alias(crate::versions::AliasCommand),
+    /// A function's reserved concurrency: put, get, delete
+    #[command(subcommand)]
+    Concurrency(crate::concurrency::ConcurrencyCommand),
+    /// The cluster-wide concurrency limit, what is unreserved and what runs now
+    Account,
+    /// Provisioned concurrency of a version or alias: put, get, delete, list
+    #[command(subcommand)]
+    Provisioned(crate::concurrency::ProvisionedCommand),
     /// List the workers the controller knows
     Workers,
     /// Invoke a function and print its response

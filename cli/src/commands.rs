@@ -94,10 +94,14 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
             print(&output::render_function(&f, output)?)?;
             Ok(Outcome::Success)
         }
-        Command::Get { name } => {
+        Command::Get { name, qualifier } => {
             let client = conn.client().await?;
-            let f = client.get_function(&name).await?;
-            print(&output::render_function(&f, output)?)?;
+            let f = if qualifier.is_empty() {
+                client.get_function(&name).await?
+            } else {
+                client.get_function_qualified(&name, &qualifier).await?
+            };
+            print(&crate::concurrency::render_function(&f, output)?)?;
             Ok(Outcome::Success)
         }
         Command::List => {
@@ -106,10 +110,45 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
             print(&output::render_functions(&fs, output)?)?;
             Ok(Outcome::Success)
         }
-        Command::Delete { name } => {
+        Command::Delete { name, qualifier } => {
             let client = conn.client().await?;
-            client.delete_function(&name).await?;
-            print(&format!("function {name} deleted\n"))?;
+            if qualifier.is_empty() {
+                client.delete_function(&name).await?;
+                print(&format!("function {name} deleted\n"))?;
+            } else {
+                client.delete_version(&name, &qualifier).await?;
+                print(&format!("version {qualifier} of function {name} deleted\n"))?;
+            }
+            Ok(Outcome::Success)
+        }
+        Command::Publish(args) => {
+            let client = conn.client().await?;
+            print(&crate::versions::publish(&client, args, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Versions { name } => {
+            let client = conn.client().await?;
+            print(&crate::versions::versions(&client, &name, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Alias(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::versions::alias(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Concurrency(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::concurrency::concurrency(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Account => {
+            let client = conn.client().await?;
+            print(&crate::concurrency::account(&client, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Provisioned(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::concurrency::provisioned(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
         Command::Workers => {

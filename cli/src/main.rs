@@ -5,9 +5,11 @@
 mod args;
 mod auth;
 mod commands;
+mod concurrency;
 mod events;
 mod output;
 mod up;
+mod versions;
 
 use std::process::ExitCode;
 

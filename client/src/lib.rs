@@ -16,8 +16,10 @@
 #![allow(clippy::result_large_err)]
 
 pub mod code;
+mod concurrency;
 pub mod credentials;
 mod error;
+mod versions;
 
 use std::time::Duration;
 

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub mod api;
 pub mod auth;
 pub mod code;
+pub mod concurrency;
 pub mod placement;
+pub mod provisioned;
 pub mod queue;
 pub mod registry;
 pub mod rest;
@@ -28,11 +30,12 @@ pub mod store;
 
 use api::{AuthService, ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
 use auth::{AuthError, Bootstrap, KeyStore};
+use concurrency::{ConcurrencyConfig, Limiter};
 use lamina_proto::auth::{Authenticated, KeyLookup, StaticKey};
 use lamina_proto::v1::auth_server::AuthServer;
 use queue::{Dispatcher, QueueConfig, QueueError, QueueStore};
 use registry::Registry;
-use store::{RocksStore, Store, StoreError};
+use store::{RocksStore, SettingsStore, Store, StoreError};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9670";
 
@@ -51,6 +54,8 @@ pub struct ControllerConfig {
     /// Authenticate every request (access keys in `DATA_DIR/auth`, the cluster credential for
     /// workers). The binary always sets it; only in-process tests of the services turn it off.
     pub auth: bool,
+    /// Concurrency limits and the bounds of placement.
+    pub concurrency: ConcurrencyConfig,
 }
 
 impl ControllerConfig {
@@ -64,6 +69,7 @@ impl ControllerConfig {
             log_retention: 10_000,
             queue: QueueConfig::default(),
             auth: true,
+            concurrency: ConcurrencyConfig::default(),
         }
     }
 }
@@ -95,6 +101,7 @@ impl Controller {
     /// Opens the RocksDB store in `config.data_dir`, with the async queue in the same database.
     pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
+        let reservations = store.list_reserved_concurrency()?;
         let queue = QueueStore::open(store.db(), &config.data_dir, config.queue.clone())?;
         let (keys, bootstrap) = if config.auth {
             let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
@@ -104,6 +111,7 @@ impl Controller {
         };
         let cluster = keys.as_ref().map(|k| k.cluster_credentials().clone());
         let mut controller = Controller::with_store(&config, Arc::new(store));
+        controller.shared.limiter.load(reservations);
         controller.keys = keys;
         controller.bootstrap = bootstrap;
         Arc::get_mut(&mut controller.shared)
@@ -116,15 +124,28 @@ impl Controller {
     }
 
     /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's
-    /// business), without the async queue: EVENT invocations are refused.
+    /// business), without the async queue: EVENT invocations are refused. Reserved concurrency
+    /// is read from the store (a store that cannot be read starts with none, logged).
     pub fn with_store(config: &ControllerConfig, store: Arc<dyn Store>) -> Controller {
+        let c = &config.concurrency;
+        let limiter = Limiter::new(c.limit, c.unreserved_min);
+        match store.list_reserved_concurrency() {
+            Ok(r) => limiter.load(r),
+            Err(e) => tracing::error!(error = %e, "cannot read reserved concurrency"),
+        }
         Controller {
             shared: Arc::new(Shared {
                 store,
-                registry: Arc::new(Registry::new(config.worker_timeout)),
+                registry: Arc::new(Registry::with_cold_start_limit(
+                    config.worker_timeout,
+                    c.cold_starts_per_worker,
+                )),
                 workers: WorkerClients::default(),
                 heartbeat_interval: config.heartbeat_interval,
                 queue: None,
+                limiter,
+                placement_wait: c.placement_wait,
+                provisioning: Arc::default(),
             }),
             keys: None,
             bootstrap: Bootstrap::default(),
@@ -148,6 +169,11 @@ impl Controller {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.shared.registry
+    }
+
+    /// The concurrency limiter (reserved concurrency, the cluster-wide limit).
+    pub fn limiter(&self) -> &Limiter {
+        &self.shared.limiter
     }
 
     /// Serves `Functions`, `Cluster` and gRPC reflection (v1 and v1alpha) on `listener` until
@@ -197,6 +223,7 @@ impl Controller {
             });
             tokio::spawn(Dispatcher::new(Arc::clone(q), invoker).run(shutdown.clone()))
         });
+        let reconciler = tokio::spawn(provisioned::run(Arc::clone(&self.shared), shutdown.clone()));
         let mut builder = tonic::transport::Server::builder();
         let router = match &self.keys {
             Some(keys) => {
@@ -228,6 +255,9 @@ impl Controller {
             if let Err(e) = d.await {
                 tracing::error!(error = %e, "the async dispatcher task failed");
             }
+        }
+        if let Err(e) = reconciler.await {
+            tracing::error!(error = %e, "the provisioned concurrency task failed");
         }
         let rest_result = match rest_server {
             Some(h) => match h.await {

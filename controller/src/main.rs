@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use lamina_controller::concurrency::ConcurrencyConfig;
 use lamina_controller::queue::QueueConfig;
 use lamina_controller::{Controller, ControllerConfig, DEFAULT_LISTEN};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,18 @@ struct Args {
     /// Finished async invocation records kept at most this many seconds.
     #[arg(long, default_value_t = 7 * 86_400)]
     invocation_retention_s: u64,
+    /// Invocations in flight cluster-wide at most (sync and async); over it: throttled.
+    #[arg(long, default_value_t = lamina_controller::concurrency::DEFAULT_LIMIT, value_parser = clap::value_parser!(u32).range(1..))]
+    concurrency_limit: u32,
+    /// Share of --concurrency-limit that reserved concurrency may not take (clamped below the limit).
+    #[arg(long, default_value_t = lamina_controller::concurrency::DEFAULT_UNRESERVED_MIN)]
+    unreserved_concurrency_min: u32,
+    /// Cold starts (new sandboxes) in flight per worker at most; more go to other workers or wait.
+    #[arg(long, default_value_t = lamina_controller::registry::DEFAULT_COLD_STARTS_PER_WORKER, value_parser = clap::value_parser!(u32).range(1..))]
+    cold_starts_per_worker: u32,
+    /// How long an invocation waits for a cold-start slot when every worker is at its bound.
+    #[arg(long, default_value_t = lamina_controller::concurrency::DEFAULT_PLACEMENT_WAIT.as_millis() as u64)]
+    placement_wait_ms: u64,
 }
 
 #[tokio::main]
@@ -98,6 +111,12 @@ async fn main() -> anyhow::Result<()> {
             ..QueueConfig::default()
         },
         auth: true,
+        concurrency: ConcurrencyConfig {
+            limit: args.concurrency_limit,
+            unreserved_min: args.unreserved_concurrency_min,
+            cold_starts_per_worker: args.cold_starts_per_worker,
+            placement_wait: Duration::from_millis(args.placement_wait_ms),
+        },
     };
     let controller = Controller::open(config.clone())?;
     if let Some(path) = &controller.bootstrap().admin_credentials {

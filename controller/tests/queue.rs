@@ -12,6 +12,7 @@ use queue_common::*;
 fn event(payload: &str, key: &str) -> NewEvent {
     NewEvent {
         function_name: "f".into(),
+        qualifier: String::new(),
         payload: payload.as_bytes().to_vec(),
         idempotency_key: key.into(),
     }

@@ -18,6 +18,7 @@ async fn crash_at(failpoint: &str) -> (ScriptedInvokerTotals, Vec<State>) {
     for _ in 0..EVENTS {
         let e = lamina_controller::queue::NewEvent {
             function_name: "f".into(),
+            qualifier: String::new(),
             payload: b"{}".to_vec(),
             idempotency_key: String::new(),
         };

@@ -2,6 +2,7 @@
 requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_refusals.rs.
 
     python lambda_rest.py flow PREFIX            # the boto3 + aws cli scenario
+    python lambda_rest.py versions PREFIX        # versions and aliases through boto3 + aws cli
     python lambda_rest.py refusals NAME          # every route refuses forged requests
     python lambda_rest.py expect-ok KEY SECRET   # the key works
     python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
@@ -208,6 +209,118 @@ def flow(prefix):
     print("flow passed", flush=True)
 
 
+def versioned_code(answer):
+    return zip_of(
+        "def handler(event, context):\n"
+        f"    return {{'code': '{answer}', 'version': context.function_version,"
+        " 'arn': context.invoked_function_arn}\n"
+    )
+
+
+def versions(prefix):
+    lam = client()
+    name = f"{prefix}-ver"
+    lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                        Code={"ZipFile": versioned_code("one")}, Timeout=30)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+    conf = lam.get_function_configuration(FunctionName=name)
+
+    # PublishVersion with Lambda's preconditions (CodeSha256 in base64, RevisionId).
+    stale = error_code(lam.publish_version, FunctionName=name, RevisionId="stale")
+    check(stale == ("PreconditionFailedException", 412), f"publish with a stale revision: {stale}")
+    v1 = lam.publish_version(FunctionName=name, Description="first", CodeSha256=conf["CodeSha256"],
+                             RevisionId=conf["RevisionId"])
+    check(v1["ResponseMetadata"]["HTTPStatusCode"] == 201 and v1["Version"] == "1"
+          and v1["FunctionArn"].endswith(f":{name}:1") and v1["Description"] == "first", f"publish: {v1}")
+    again = lam.publish_version(FunctionName=name)
+    check(again["Version"] == "1", f"unchanged $LATEST publishes nothing new: {again}")
+    lam.update_function_code(FunctionName=name, ZipFile=versioned_code("two"))
+    lam.get_waiter("function_updated_v2").wait(FunctionName=name)
+    v2 = lam.publish_version(FunctionName=name)
+    check(v2["Version"] == "2" and v2["CodeSha256"] != v1["CodeSha256"], f"publish 2: {v2}")
+    listed = [v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]]
+    check(listed == ["$LATEST", "1", "2"], f"list versions: {listed}")
+    pages = [[v["Version"] for v in p["Versions"]]
+             for p in lam.get_paginator("list_versions_by_function").paginate(
+                 FunctionName=name, PaginationConfig={"PageSize": 2})]
+    check(pages == [["$LATEST", "1"], ["2"]], f"list versions by pages: {pages}")
+
+    # Aliases.
+    a = lam.create_alias(FunctionName=name, Name="live", FunctionVersion="1",
+                         RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
+    check(a["ResponseMetadata"]["HTTPStatusCode"] == 201 and a["AliasArn"].endswith(f":{name}:live")
+          and a["RoutingConfig"]["AdditionalVersionWeights"] == {"2": 0.5}, f"create alias: {a}")
+    dup = error_code(lam.create_alias, FunctionName=name, Name="live", FunctionVersion="2")
+    check(dup == ("ResourceConflictException", 409), f"duplicate alias: {dup}")
+    missing = error_code(lam.create_alias, FunctionName=name, Name="other", FunctionVersion="9")
+    check(missing == ("ResourceNotFoundException", 404), f"alias of a missing version: {missing}")
+    bad = error_code(lam.create_alias, FunctionName=name, Name="12", FunctionVersion="1")
+    check(bad == ("InvalidParameterValueException", 400), f"numeric alias name: {bad}")
+    bad = error_code(lam.create_alias, FunctionName=name, Name="heavy", FunctionVersion="1",
+                     RoutingConfig={"AdditionalVersionWeights": {"2": 1.5}})
+    check(bad == ("InvalidParameterValueException", 400), f"weight above 1: {bad}")
+
+    # Invoke with Qualifier, NAME:QUALIFIER and the alias's weights.
+    r = lam.invoke(FunctionName=name, Qualifier="1", Payload="{}")
+    body = json.loads(r["Payload"].read())
+    check(r["ExecutedVersion"] == "1" and body["code"] == "one" and body["version"] == "1"
+          and body["arn"].endswith(f":{name}:1"), f"invoke version 1: {r} {body}")
+    r = lam.invoke(FunctionName=f"{name}:2", Payload="{}")
+    body = json.loads(r["Payload"].read())
+    check(r["ExecutedVersion"] == "2" and body["code"] == "two", f"invoke NAME:2: {r} {body}")
+    seen = set()
+    for _ in range(40):
+        r = lam.invoke(FunctionName=name, Qualifier="live", Payload="{}")
+        body = json.loads(r["Payload"].read())
+        check(body["version"] == r["ExecutedVersion"] and body["arn"].endswith(f":{name}:live"),
+              f"invoke live: {r} {body}")
+        seen.add(r["ExecutedVersion"])
+    check(seen == {"1", "2"}, f"a 50/50 alias ran both versions in 40 invocations: {seen}")
+    missing = error_code(lam.invoke, FunctionName=name, Qualifier="9")
+    check(missing == ("ResourceNotFoundException", 404), f"invoke a missing version: {missing}")
+
+    u = lam.update_alias(FunctionName=name, Name="live", FunctionVersion="2",
+                         RoutingConfig={"AdditionalVersionWeights": {}}, RevisionId=a["RevisionId"])
+    check(u["FunctionVersion"] == "2" and u["RevisionId"] != a["RevisionId"], f"update alias: {u}")
+    stale = error_code(lam.update_alias, FunctionName=name, Name="live", RevisionId=a["RevisionId"])
+    check(stale == ("PreconditionFailedException", 412), f"update alias with a stale revision: {stale}")
+    r = lam.invoke(FunctionName=name, Qualifier="live", Payload="{}")
+    check(r["ExecutedVersion"] == "2", f"the alias update took effect: {r}")
+    got = lam.get_alias(FunctionName=name, Name="live")
+    check(got["FunctionVersion"] == "2" and got["Name"] == "live", f"get alias: {got}")
+    names = lambda v: [x["Name"] for x in lam.list_aliases(FunctionName=name, FunctionVersion=v)["Aliases"]]
+    check(names("2") == ["live"] and names("1") == [], f"list aliases by version: {names('2')} {names('1')}")
+
+    # Qualified GetFunction / GetFunctionConfiguration / DeleteFunction.
+    g = lam.get_function(FunctionName=name, Qualifier="1")["Configuration"]
+    check(g["Version"] == "1" and g["CodeSha256"] == v1["CodeSha256"], f"get version 1: {g}")
+    g = lam.get_function_configuration(FunctionName=name, Qualifier="live")
+    check(g["Version"] == "2" and g["FunctionArn"].endswith(":live"), f"get configuration of the alias: {g}")
+    used = error_code(lam.delete_function, FunctionName=name, Qualifier="2")
+    check(used == ("ResourceConflictException", 409), f"delete a version an alias uses: {used}")
+    lam.delete_function(FunctionName=name, Qualifier="1")
+    gone = error_code(lam.get_function, FunctionName=name, Qualifier="1")
+    check(gone == ("ResourceNotFoundException", 404), f"version 1 deleted: {gone}")
+
+    # The AWS CLI v1.
+    aws = os.environ["AWS_CLI"]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=CREDS["accessKeyId"],
+               AWS_SECRET_ACCESS_KEY=CREDS["secretAccessKey"], AWS_DEFAULT_REGION="us-east-1")
+    base = [aws, "--endpoint-url", REST, "--output", "json", "lambda"]
+    out = subprocess.run(base + ["list-aliases", "--function-name", name], env=env, check=True, capture_output=True)
+    check([x["Name"] for x in json.loads(out.stdout)["Aliases"]] == ["live"], f"aws cli list-aliases: {out.stdout}")
+    out = subprocess.run(base + ["list-versions-by-function", "--function-name", name], env=env, check=True,
+                         capture_output=True)
+    listed = [v["Version"] for v in json.loads(out.stdout)["Versions"]]
+    check(listed == ["$LATEST", "2"], f"aws cli list-versions-by-function: {listed}")
+
+    lam.delete_alias(FunctionName=name, Name="live")
+    check(lam.list_aliases(FunctionName=name)["Aliases"] == [], "delete alias")
+    lam.delete_function(FunctionName=name)
+    check(error_code(lam.list_versions_by_function, FunctionName=name)[1] == 404, "delete the function")
+    print("versions passed", flush=True)
+
+
 # ------------------------------------------------------------------ an independent SigV4 signer
 
 
@@ -260,6 +373,13 @@ def refusals(name):
         ("POST", f"/2015-03-31/functions/{name}/invocations", b'{"forged": true}'),
         ("PUT", f"/2019-09-25/functions/{name}/event-invoke-config", b'{"MaximumRetryAttempts": 0}'),
         ("GET", f"/2019-09-25/functions/{name}/event-invoke-config", b""),
+        ("POST", f"/2015-03-31/functions/{name}/versions", b"{}"),
+        ("GET", f"/2015-03-31/functions/{name}/versions", b""),
+        ("POST", f"/2015-03-31/functions/{name}/aliases", b'{"Name": "forged", "FunctionVersion": "$LATEST"}'),
+        ("GET", f"/2015-03-31/functions/{name}/aliases", b""),
+        ("GET", f"/2015-03-31/functions/{name}/aliases/forged", b""),
+        ("PUT", f"/2015-03-31/functions/{name}/aliases/forged", b'{"Description": "forged"}'),
+        ("DELETE", f"/2015-03-31/functions/{name}/aliases/forged", b""),
         ("DELETE", f"/2015-03-31/functions/{name}", b""),
         ("GET", "/2015-03-31/no-such-route", b""),
     ]
@@ -285,6 +405,8 @@ def refusals(name):
     check(conf["RevisionId"] == before["RevisionId"] and conf["MemorySize"] == before["MemorySize"],
           f"forged updates had no effect: {conf}")
     check(error_code(lam.get_function, FunctionName=name + "-forged")[1] == 404, "forged create had no effect")
+    check([v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST"]
+          and lam.list_aliases(FunctionName=name)["Aliases"] == [], "forged publish and alias had no effect")
     # The same signer with the right key and date is accepted: the refusals are about the forgery.
     status, _, _ = send("GET", "/2015-03-31/functions/", b"", sign("GET", "/2015-03-31/functions/", b"", key, secret))
     check(status == 200, f"the independent signer is accepted: {status}")
@@ -295,6 +417,8 @@ def main():
     mode = sys.argv[1]
     if mode == "flow":
         flow(sys.argv[2])
+    elif mode == "versions":
+        versions(sys.argv[2])
     elif mode == "refusals":
         refusals(sys.argv[2])
     elif mode == "expect-ok":

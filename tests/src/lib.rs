@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 pub use lamina_client::{v1, Client, Credentials};
 
+pub mod netns;
+
 /// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -167,6 +169,9 @@ pub struct Cluster {
     pub credentials_file: PathBuf,
     /// The cluster credential's file (what workers get with `--cluster-token-file`).
     pub cluster_token_file: PathBuf,
+    /// Workers in network namespaces of their own ([`Cluster::start_netns`]). Last field: dropped
+    /// after the processes are stopped.
+    netns: Option<netns::Network>,
 }
 
 impl Cluster {
@@ -206,6 +211,7 @@ impl Cluster {
             credentials_file,
             cluster_token_file: auth.join("cluster-token"),
             dir,
+            netns: None,
         })
     }
 
@@ -237,6 +243,9 @@ impl Cluster {
     }
 
     pub fn add_worker(&mut self, extra: &[&str]) -> Result<()> {
+        if self.netns.is_some() {
+            return self.add_netns_worker(extra);
+        }
         let id = unique("w");
         let mut cmd = Command::new(bin("lamina-worker"));
         cmd.args(["--controller", &self.endpoint, "--listen", "127.0.0.1:0"])

@@ -35,3 +35,13 @@ fn boto3_and_the_aws_cli_drive_the_rest_api() {
         Ok(())
     });
 }
+
+#[test]
+fn boto3_and_the_aws_cli_drive_versions_and_aliases() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let out = lambda_rest_py(&cluster, &["versions", &unique("restver")])?;
+        assert!(out.contains("versions passed"), "{out}");
+        Ok(())
+    });
+}

@@ -12,6 +12,9 @@ use lamina_worker::{runtimes, sandbox};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
+/// How long a stop waits for the gRPC server's connections to close.
+const SERVER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() {
     // The sandbox init runs in a fresh single-threaded process: before clap, tokio or anything else.
     if std::env::args_os()
@@ -133,10 +136,16 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     if let Some(h) = heartbeat {
         h.await.ok();
     }
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "worker grpc server ended with an error"),
-        Err(e) => tracing::warn!(error = %e, "worker grpc server task failed"),
+    // A graceful stop waits for the controller to close its connection, which a controller cut off
+    // by the network never does: bounded.
+    match tokio::time::timeout(SERVER_STOP_GRACE, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "worker grpc server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "worker grpc server task failed"),
+        Err(_) => tracing::warn!(
+            grace = ?SERVER_STOP_GRACE,
+            "connections still open after the grace period (controller unreachable?): exiting"
+        ),
     }
     tracing::info!("stopped");
     Ok(())

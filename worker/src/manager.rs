@@ -6,9 +6,14 @@
 //! Fast path (`pool`): up to `prewarm` sandboxes are prepared ahead of any request (cgroup,
 //! namespaces, loopback, Runtime API socket); a cold start binds one to its function instead of
 //! building one, and the pool is refilled in the background.
+//!
+//! Provisioned concurrency (`provisioned`): the controller sets how many initialised sandboxes of
+//! which revisions this worker holds; they are started ahead of any invocation, idle frozen like
+//! the others, handed out first, and never reaped or evicted while their target holds.
 mod env;
 mod logs;
 mod pool;
+mod provisioned;
 mod run;
 mod uids;
 
@@ -31,14 +36,17 @@ use crate::runtime_api::RuntimeApi;
 use crate::runtimes;
 use crate::sandbox::{PrepareSpec, PreparedSandbox, Sandbox, SandboxError, SandboxSpec, Zygote};
 
-pub use env::{build_env, log_stream_name};
+pub use env::{build_env, log_stream_name, InitType};
 pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
+pub use provisioned::ProvisionFailure;
 pub use uids::{UidAllocator, UidError, MIN_UID_BASE};
 
 use logs::SandboxOutput;
 
 /// How often the reaper looks for idle sandboxes past their keep-alive.
 const REAP_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a cold start's runtime is checked for the end of its init.
+const INIT_WATCH: Duration = Duration::from_millis(10);
 /// How long `shutdown` waits for sandboxes to be destroyed.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(20);
 
@@ -137,6 +145,8 @@ pub struct SandboxInfo {
     pub revision_id: String,
     pub phase: SandboxPhase,
     pub memory_mb: u32,
+    /// Held for provisioned concurrency (not reaped, not evicted while its target holds).
+    pub provisioned: bool,
 }
 
 /// The pool as reported in heartbeats.
@@ -147,6 +157,8 @@ pub struct PoolStatus {
     pub memory_free_mb: u64,
     pub sandboxes: Vec<SandboxInfo>,
     pub invocations_total: u64,
+    /// Provisioned targets whose latest sandbox init failed (retried with backoff).
+    pub provision_failures: Vec<ProvisionFailure>,
 }
 
 type Key = (String, String);
@@ -169,6 +181,8 @@ struct PoolState {
     all: HashMap<String, SandboxInfo>,
     /// Idle (frozen) sandboxes by (function, revision), most recently used last.
     idle: HashMap<Key, Vec<Warm>>,
+    /// Provisioned-concurrency targets and their starts in flight.
+    provisioned: provisioned::Targets,
 }
 
 impl PoolState {
@@ -182,18 +196,38 @@ impl PoolState {
         }
     }
 
-    /// Removes and returns the idle sandbox that has been idle longest.
+    fn is_provisioned(&self, id: &str) -> bool {
+        self.all.get(id).is_some_and(|s| s.provisioned)
+    }
+
+    /// Removes and returns the ordinary (not provisioned) idle sandbox that has been idle longest.
     fn pop_oldest_idle(&mut self) -> Option<Warm> {
-        let key = self
+        let (key, index) = self
             .idle
             .iter()
-            .filter_map(|(k, v)| v.first().map(|w| (k, w.idle_since)))
-            .min_by_key(|(_, since)| *since)
-            .map(|(k, _)| k.clone())?;
+            .flat_map(|(k, v)| v.iter().enumerate().map(move |(i, w)| (k, i, w)))
+            .filter(|(_, _, w)| !self.is_provisioned(w.sandbox.id()))
+            .min_by_key(|(_, _, w)| w.idle_since)
+            .map(|(k, i, _)| (k.clone(), i))?;
         let list = self.idle.get_mut(&key)?;
-        let warm = list.remove(0);
+        let warm = list.remove(index);
         if list.is_empty() {
             self.idle.remove(&key);
+        }
+        Some(warm)
+    }
+
+    /// Takes an idle sandbox of `key`: a provisioned one first, else the most recently used.
+    fn take_idle(&mut self, key: &Key) -> Option<Warm> {
+        let PoolState { all, idle, .. } = self;
+        let list = idle.get_mut(key)?;
+        let index = list
+            .iter()
+            .rposition(|w| all.get(w.sandbox.id()).is_some_and(|s| s.provisioned))
+            .or_else(|| list.len().checked_sub(1))?;
+        let warm = list.remove(index);
+        if list.is_empty() {
+            idle.remove(key);
         }
         Some(warm)
     }
@@ -211,6 +245,8 @@ struct Inner {
     /// The spawner of sandbox inits, when enabled and running.
     spawner: Option<Arc<Zygote>>,
     invocations_total: AtomicU64,
+    /// A sandbox finished starting (see [`Manager::sandbox_started`]).
+    started: tokio::sync::Notify,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -262,6 +298,7 @@ impl Manager {
                 zygote,
                 spawner,
                 invocations_total: AtomicU64::new(0),
+                started: tokio::sync::Notify::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -333,7 +370,10 @@ impl Manager {
             }
             Err(e) => return Err(e),
         };
-        let (resp, disposition) = run::run(warm, cold, &config, &req, &self.inner.shutdown).await;
+        let id = warm.sandbox.id().to_string();
+        let api = cold.then(|| warm.api.clone());
+        let run = run::run(warm, cold, &config, &req, &self.inner.shutdown);
+        let (resp, disposition) = self.run_marking_start(run, id, api).await;
         self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
         match disposition {
             run::Disposition::Keep(warm) => self.release(warm),
@@ -351,10 +391,7 @@ impl Manager {
                 if st.closed {
                     return Err(ManagerError::ShuttingDown);
                 }
-                let warm = st.idle.get_mut(&key).and_then(|v| v.pop());
-                if st.idle.get(&key).is_some_and(|v| v.is_empty()) {
-                    st.idle.remove(&key);
-                }
+                let warm = st.take_idle(&key);
                 if let Some(w) = &warm {
                     st.set_phase(w.sandbox.id(), SandboxPhase::Busy);
                 }
@@ -376,12 +413,13 @@ impl Manager {
             }
             return Ok(Acquired { warm, cold: false });
         }
-        let warm = self.start(config).await?;
+        let warm = self.start(config, InitType::OnDemand).await?;
         Ok(Acquired { warm, cold: true })
     }
 
-    /// Reserves memory (evicting idle sandboxes of any function if needed) and starts a sandbox.
-    async fn start(&self, config: &FunctionConfig) -> Result<Warm, ManagerError> {
+    /// Reserves memory (evicting ordinary idle sandboxes of any function if needed) and starts a
+    /// sandbox. A provisioned one is counted as its target's from here on (see `provisioned`).
+    async fn start(&self, config: &FunctionConfig, init: InitType) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
         // With a zygote the prepared sandboxes are Python ones.
         let fits = self.zygote().is_none() || spec.runtime == Runtime::Python311;
@@ -392,8 +430,13 @@ impl Manager {
         };
         let uuid = sandbox_id.trim_start_matches("sb-").to_string();
         let needed = u64::from(spec.memory_mb);
+        let provisioned = init == InitType::ProvisionedConcurrency;
         {
             let mut st = self.state();
+            if provisioned {
+                st.provisioned
+                    .started(&(spec.name.clone(), config.revision_id.clone()));
+            }
             if st.closed {
                 drop(st);
                 if let Some(p) = prepared {
@@ -432,20 +475,58 @@ impl Manager {
                     revision_id: config.revision_id.clone(),
                     phase: SandboxPhase::Starting,
                     memory_mb: spec.memory_mb,
+                    provisioned,
                 },
             );
         }
         let started = self
-            .start_reserved(config, &sandbox_id, &uuid, prepared)
+            .start_reserved(config, &sandbox_id, &uuid, prepared, init)
             .await;
-        let mut st = self.state();
-        match &started {
-            Ok(_) => st.set_phase(&sandbox_id, SandboxPhase::Busy),
-            Err(_) => {
-                st.all.remove(&sandbox_id);
-            }
+        // A started sandbox stays `Starting` until its runtime finished its init (`started`).
+        if started.is_err() {
+            self.state().all.remove(&sandbox_id);
         }
         started
+    }
+
+    /// The runtime of sandbox `id` finished its init: it is no longer a start in flight. Wakes
+    /// the heartbeat early, so that the controller's count of cold starts in flight follows.
+    fn started(&self, id: &str) {
+        let mut st = self.state();
+        if st
+            .all
+            .get(id)
+            .is_some_and(|s| s.phase == SandboxPhase::Starting)
+        {
+            st.set_phase(id, SandboxPhase::Busy);
+        }
+        drop(st);
+        self.inner.started.notify_one();
+    }
+
+    /// Resolves when a sandbox has finished starting since the last call (at most one wake-up is
+    /// kept while nobody waits): the heartbeat loop sends its report early then.
+    pub async fn sandbox_started(&self) {
+        self.inner.started.notified().await
+    }
+
+    /// Runs `run` and, for a cold start, marks the sandbox started once its runtime's init is done.
+    async fn run_marking_start<F>(&self, run: F, id: String, api: Option<RuntimeApi>) -> F::Output
+    where
+        F: std::future::Future,
+    {
+        let Some(api) = api else { return run.await };
+        tokio::pin!(run);
+        let init_done = async {
+            while api.init_done_at().is_none() {
+                tokio::time::sleep(INIT_WATCH).await;
+            }
+        };
+        tokio::select! {
+            out = &mut run => return out,
+            () = init_done => self.started(&id),
+        }
+        run.await
     }
 
     async fn start_reserved(
@@ -454,6 +535,7 @@ impl Manager {
         sandbox_id: &str,
         uuid: &str,
         prepared: Option<PreparedSandbox>,
+        init: InitType,
     ) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
         let cfg = &self.inner.cfg;
@@ -489,7 +571,7 @@ impl Manager {
             memory_mb: spec.memory_mb,
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
             argv: runtimes::command(spec.runtime),
-            env: build_env(config, &stream, runtimes::runtime_env(spec.runtime)),
+            env: build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
             host_uid: self.inner.uids.uid_for(&spec.name)?,
             pids_max: cfg.pids_max,
         };
@@ -597,15 +679,18 @@ impl Manager {
             let keep_alive = self.inner.cfg.keep_alive;
             let expired: Vec<Warm> = {
                 let mut st = self.state();
+                let PoolState { all, idle, .. } = &mut *st;
                 let mut out = Vec::new();
-                for list in st.idle.values_mut() {
-                    let (old, young): (Vec<Warm>, Vec<Warm>) = list
-                        .drain(..)
-                        .partition(|w| w.idle_since.elapsed() >= keep_alive);
+                for list in idle.values_mut() {
+                    // Provisioned sandboxes stay while their target holds.
+                    let (old, young): (Vec<Warm>, Vec<Warm>) = list.drain(..).partition(|w| {
+                        w.idle_since.elapsed() >= keep_alive
+                            && !all.get(w.sandbox.id()).is_some_and(|s| s.provisioned)
+                    });
                     *list = young;
                     out.extend(old);
                 }
-                st.idle.retain(|_, v| !v.is_empty());
+                idle.retain(|_, v| !v.is_empty());
                 out
             };
             for warm in expired {
@@ -615,6 +700,8 @@ impl Manager {
                 );
                 self.retire(warm);
             }
+            // Lost provisioned sandboxes are replaced and failed starts retried from here.
+            self.reconcile_provisioned();
         }
     }
 
@@ -628,6 +715,7 @@ impl Manager {
             memory_free_mb: self.inner.cfg.memory_mb.saturating_sub(st.used_mb()),
             sandboxes,
             invocations_total: self.inner.invocations_total.load(Ordering::Relaxed),
+            provision_failures: st.provision_failures(),
         }
     }
 

@@ -101,6 +101,11 @@ impl RuntimeApi {
         self.shared.init_done_at()
     }
 
+    /// What the runtime posted to `/runtime/init/error`, if it did.
+    pub fn init_failure(&self) -> Option<InitFailure> {
+        self.shared.init_failure()
+    }
+
     /// Queues `inv` for the runtime's `GET next` and resolves with its outcome. One at a time per
     /// sandbox: a second concurrent call waits until the first one is answered or abandoned.
     /// Dropping the future abandons the invocation (later posts for its id get 400 `InvalidRequestID`).

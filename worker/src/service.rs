@@ -6,8 +6,8 @@ use lamina_proto::auth::{Authenticated, Credentials, Signed, SignedChannel, Stat
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::worker_server::{Worker, WorkerServer};
 use lamina_proto::v1::{
-    HeartbeatRequest, RegisterWorkerRequest, SandboxState, SandboxStatus, SetProvisionedRequest,
-    SetProvisionedResponse, WorkerInvokeRequest, WorkerInvokeResponse,
+    HeartbeatRequest, ProvisionFailure, RegisterWorkerRequest, SandboxState, SandboxStatus,
+    SetProvisionedRequest, SetProvisionedResponse, WorkerInvokeRequest, WorkerInvokeResponse,
 };
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,8 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// After a sandbox finished starting, the early heartbeat waits this long for others.
+const EARLY_HEARTBEAT_GATHER: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -80,9 +82,15 @@ impl Worker for WorkerService {
     }
     async fn set_provisioned(
         &self,
-        _request: Request<SetProvisionedRequest>,
+        request: Request<SetProvisionedRequest>,
     ) -> Result<Response<SetProvisionedResponse>, Status> {
-        Err(Status::unimplemented("SetProvisioned is not built yet"))
+        match self.manager.set_provisioned(request.into_inner().targets) {
+            Ok(()) => Ok(Response::new(SetProvisionedResponse {})),
+            Err(e) => {
+                tracing::warn!(error = %e, "set provisioned refused");
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -206,11 +214,19 @@ pub fn heartbeat_request(worker_id: &str, status: &PoolStatus) -> HeartbeatReque
                     SandboxPhase::Starting => SandboxState::SandboxStarting,
                 } as i32,
                 memory_size_mb: s.memory_mb,
-                provisioned: false,
+                provisioned: s.provisioned,
             })
             .collect(),
         invocations_total: status.invocations_total,
-        provision_failures: Vec::new(),
+        provision_failures: status
+            .provision_failures
+            .iter()
+            .map(|f| ProvisionFailure {
+                function_name: f.function_name.clone(),
+                revision_id: f.revision_id.clone(),
+                error: f.error.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -227,6 +243,14 @@ pub async fn heartbeat_loop(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
+            // A sandbox finished starting: report early (the controller bounds the cold starts
+            // in flight per worker by this report), gathering what finishes meanwhile.
+            () = manager.sandbox_started() => {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(EARLY_HEARTBEAT_GATHER) => {}
+                }
+            }
         }
         let req = heartbeat_request(&reg.worker_id, &manager.status());
         let result = tokio::select! {
@@ -264,6 +288,7 @@ mod tests {
             revision_id: "r".to_string(),
             phase,
             memory_mb: 128,
+            provisioned: id == "a",
         };
         let status = PoolStatus {
             memory_total_mb: 1000,
@@ -274,6 +299,11 @@ mod tests {
                 info("c", SandboxPhase::Starting),
             ],
             invocations_total: 7,
+            provision_failures: vec![crate::manager::ProvisionFailure {
+                function_name: "g".to_string(),
+                revision_id: "r2".to_string(),
+                error: "init failed: Runtime.ImportModuleError: boom".to_string(),
+            }],
         };
         let hb = heartbeat_request("w-1", &status);
         assert_eq!(hb.worker_id, "w-1");
@@ -290,6 +320,17 @@ mod tests {
         );
         assert_eq!(hb.sandboxes[1].sandbox_id, "b");
         assert_eq!(hb.sandboxes[1].memory_size_mb, 128);
+        let provisioned: Vec<bool> = hb.sandboxes.iter().map(|s| s.provisioned).collect();
+        assert_eq!(provisioned, [true, false, false]);
+        assert_eq!(hb.provision_failures.len(), 1);
+        assert_eq!(
+            (
+                hb.provision_failures[0].function_name.as_str(),
+                hb.provision_failures[0].revision_id.as_str()
+            ),
+            ("g", "r2")
+        );
+        assert!(hb.provision_failures[0].error.contains("ImportModuleError"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use lamina_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::{ApiError, Shared};
-use crate::registry::{Heartbeat, SandboxReport, SandboxState};
+use crate::registry::{Heartbeat, ProvisionFailureReport, SandboxReport, SandboxState};
 
 /// Size of the chunks `FetchCode` streams.
 pub const CODE_CHUNK_BYTES: usize = 1024 * 1024;
@@ -70,9 +70,19 @@ impl v1::cluster_server::Cluster for ClusterService {
                     function_name: s.function_name,
                     revision_id: s.revision_id,
                     memory_mb: s.memory_size_mb,
+                    provisioned: s.provisioned,
                 })
                 .collect(),
             invocations_total: r.invocations_total,
+            provision_failures: r
+                .provision_failures
+                .into_iter()
+                .map(|f| ProvisionFailureReport {
+                    function_name: f.function_name,
+                    revision_id: f.revision_id,
+                    error: f.error,
+                })
+                .collect(),
         };
         let known = self.shared.registry.heartbeat(&r.worker_id, hb);
         if !known {

@@ -1,40 +1,90 @@
-//! Reserved concurrency per function and the cluster-wide concurrency limit.
+//! Reserved concurrency per function and the cluster-wide concurrency limit (`concurrency.rs`
+//! enforces them; the store keeps the reservations).
 use lamina_proto::v1;
 
-use super::{ApiError, Shared};
+use super::{functions, provisioned, ApiError, Shared};
 
 pub(crate) async fn put_function_concurrency(
-    _shared: &Shared,
-    _r: v1::PutFunctionConcurrencyRequest,
+    shared: &Shared,
+    r: v1::PutFunctionConcurrencyRequest,
 ) -> Result<v1::FunctionConcurrency, ApiError> {
-    Err(ApiError::Internal(
-        "put_function_concurrency is not built yet".to_string(),
-    ))
+    let name = r.function_name;
+    let reserved = r.reserved_concurrent_executions;
+    functions::get(shared, &name).await?;
+    // Checked and applied in memory first (so two concurrent puts cannot both pass the check),
+    // then stored; undone when storing fails.
+    let previous = shared.limiter.set_reservation(&name, Some(reserved))?;
+    let owned = name.clone();
+    if let Err(e) = shared
+        .store(move |s| s.put_reserved_concurrency(&owned, Some(reserved)))
+        .await
+    {
+        shared.limiter.restore(&name, previous);
+        return Err(e);
+    }
+    tracing::info!(function = %name, reserved, "reserved concurrency set");
+    Ok(v1::FunctionConcurrency {
+        function_name: name,
+        reserved_concurrent_executions: Some(reserved),
+    })
 }
 
 pub(crate) async fn get_function_concurrency(
-    _shared: &Shared,
-    _r: v1::GetFunctionConcurrencyRequest,
+    shared: &Shared,
+    r: v1::GetFunctionConcurrencyRequest,
 ) -> Result<v1::FunctionConcurrency, ApiError> {
-    Err(ApiError::Internal(
-        "get_function_concurrency is not built yet".to_string(),
-    ))
+    let name = r.function_name;
+    functions::get(shared, &name).await?;
+    let owned = name.clone();
+    let reserved = shared
+        .store(move |s| s.get_reserved_concurrency(&owned))
+        .await?;
+    Ok(v1::FunctionConcurrency {
+        function_name: name,
+        reserved_concurrent_executions: reserved,
+    })
 }
 
 pub(crate) async fn delete_function_concurrency(
-    _shared: &Shared,
-    _r: v1::DeleteFunctionConcurrencyRequest,
+    shared: &Shared,
+    r: v1::DeleteFunctionConcurrencyRequest,
 ) -> Result<v1::FunctionConcurrency, ApiError> {
-    Err(ApiError::Internal(
-        "delete_function_concurrency is not built yet".to_string(),
-    ))
+    let name = r.function_name;
+    functions::get(shared, &name).await?;
+    let owned = name.clone();
+    shared
+        .store(move |s| s.put_reserved_concurrency(&owned, None))
+        .await?;
+    shared.limiter.forget(&name);
+    tracing::info!(function = %name, "reserved concurrency removed");
+    Ok(v1::FunctionConcurrency {
+        function_name: name,
+        reserved_concurrent_executions: None,
+    })
 }
 
 pub(crate) async fn get_account_settings(
-    _shared: &Shared,
+    shared: &Shared,
     _r: v1::GetAccountSettingsRequest,
 ) -> Result<v1::AccountSettings, ApiError> {
-    Err(ApiError::Internal(
-        "get_account_settings is not built yet".to_string(),
-    ))
+    let f = shared.limiter.figures();
+    Ok(v1::AccountSettings {
+        concurrent_executions: f.limit,
+        unreserved_concurrent_executions: f.unreserved,
+        in_flight: f.in_flight,
+    })
+}
+
+/// Fills what `GetFunction` shows beside the stored configuration: the function's reserved
+/// concurrency and its provisioned-concurrency configurations with their status.
+pub(crate) async fn describe(
+    shared: &Shared,
+    out: &mut v1::FunctionConfiguration,
+) -> Result<(), ApiError> {
+    let name = out.name.clone();
+    out.reserved_concurrent_executions = shared
+        .store(move |s| s.get_reserved_concurrency(&name))
+        .await?;
+    out.provisioned_concurrency = provisioned::list_for(shared, &out.name).await?;
+    Ok(())
 }

@@ -28,6 +28,7 @@ pub(super) async fn enqueue(
     let enqueued = queue
         .enqueue(NewEvent {
             function_name: r.function_name,
+            qualifier: r.qualifier,
             payload,
             idempotency_key: r.idempotency_key,
         })

@@ -184,6 +184,9 @@ pub(crate) async fn delete(shared: &Shared, name: &str) -> Result<(), ApiError> 
             if let Some(q) = &shared.queue {
                 q.delete_config(name).await.map_err(ApiError::from)?;
             }
+            // Its settings went with it: the reservation and provisioned sandboxes too.
+            shared.limiter.forget(name);
+            shared.provisioning.changed();
             tracing::info!(function = %name, "function deleted");
             Ok(())
         }
@@ -331,8 +334,17 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::GetFunctionRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        let config = self.get(&request.into_inner().function_name).await?;
-        Ok(Response::new((&config).into()))
+        let r = request.into_inner();
+        if !r.qualifier.is_empty() {
+            let mut out =
+                versions::get_qualified(&self.shared, &r.function_name, &r.qualifier).await?;
+            concurrency::describe(&self.shared, &mut out).await?;
+            return Ok(Response::new(out));
+        }
+        let config = self.get(&r.function_name).await?;
+        let mut out = v1::FunctionConfiguration::from(&config);
+        concurrency::describe(&self.shared, &mut out).await?;
+        Ok(Response::new(out))
     }
 
     async fn list_functions(
@@ -367,7 +379,11 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::DeleteFunctionRequest>,
     ) -> Result<Response<v1::DeleteFunctionResponse>, Status> {
-        delete(&self.shared, &request.into_inner().function_name).await?;
+        let r = request.into_inner();
+        // A version number deletes only that version; no qualifier deletes the function.
+        if !versions::delete_qualified(&self.shared, &r.function_name, &r.qualifier).await? {
+            delete(&self.shared, &r.function_name).await?;
+        }
         Ok(Response::new(v1::DeleteFunctionResponse {}))
     }
 

@@ -4,7 +4,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use lamina_proto::auth::{Credentials, Signed, SignedChannel};
-use lamina_proto::domain::LATEST;
 use lamina_proto::v1::{self, worker_client::WorkerClient};
 use lamina_proto::{validate, MAX_GRPC_MESSAGE_BYTES};
 use rand::Rng;
@@ -12,8 +11,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use super::{now_ms, ApiError, Shared};
+use crate::concurrency::{ConcurrencyError, ThrottleReason};
 use crate::queue::{Invoker, Outcome};
-use crate::registry::{Placement, Registry};
+use crate::registry::{PlaceError, Placement, Registry};
 use crate::store::NewLogEvent;
 
 /// Headroom on top of the function timeout for the gRPC call: a cold start (code fetch, unzip,
@@ -72,6 +72,26 @@ impl WorkerClients {
     }
 }
 
+impl WorkerClients {
+    /// Sends a worker its complete set of provisioned sandboxes (`Worker.SetProvisioned`).
+    pub(crate) async fn set_provisioned(
+        &self,
+        worker_id: &str,
+        address: &str,
+        targets: Vec<v1::ProvisionedTarget>,
+    ) -> Result<(), ApiError> {
+        let mut client = self.client(worker_id, address)?;
+        client
+            .set_provisioned(v1::SetProvisionedRequest { targets })
+            .await
+            .map(|_| ())
+            .map_err(|status| ApiError::Worker {
+                worker_id: worker_id.to_string(),
+                status: Box::new(status),
+            })
+    }
+}
+
 /// An X-Ray style trace id: `Root=1-<8 hex epoch seconds>-<24 hex>;Parent=<16 hex>;Sampled=0`.
 fn new_trace_id() -> String {
     let mut rng = rand::thread_rng();
@@ -109,17 +129,9 @@ pub(crate) async fn invoke(
     shared: &Shared,
     r: v1::InvokeRequest,
 ) -> Result<v1::InvokeResponse, ApiError> {
-    let name = r.function_name.clone();
-    let config = shared
-        .store(move |s| s.get_function(&name))
-        .await?
-        .ok_or_else(|| ApiError::FunctionNotFound(r.function_name.clone()))?;
-    if !(r.qualifier.is_empty() || r.qualifier == LATEST) {
-        return Err(ApiError::QualifierNotFound {
-            name: r.function_name,
-            qualifier: r.qualifier,
-        });
-    }
+    // The qualifier names $LATEST, a version or an alias (checked for every invocation type).
+    let resolved = super::versions::resolve(shared, &r.function_name, &r.qualifier).await?;
+    let config = resolved.config;
     validate::sync_payload(r.payload.len())?;
     let invocation_type = v1::InvocationType::try_from(r.invocation_type).map_err(|_| {
         ApiError::BadRequest(format!(
@@ -133,7 +145,7 @@ pub(crate) async fn invoke(
         v1::InvocationType::DryRun => {
             return Ok(v1::InvokeResponse {
                 status_code: 204,
-                executed_version: LATEST.to_string(),
+                executed_version: resolved.executed_version,
                 request_id,
                 ..Default::default()
             })
@@ -147,15 +159,16 @@ pub(crate) async fn invoke(
     };
 
     let spec = &config.spec;
-    let placement = shared
-        .registry
-        .place(&spec.name, &config.revision_id, spec.memory_mb)
-        .ok_or(ApiError::NoWorker)?;
+    // Held until the invocation is over: it counts against the function's reservation or the
+    // unreserved pool (over it: RESOURCE_EXHAUSTED at once).
+    let _permit = shared.limiter.acquire(&spec.name)?;
+    let placement = place(shared, &config).await?;
     tracing::debug!(function = %spec.name, %request_id, worker_id = %placement.worker_id, warm = placement.warm, "invocation placed");
     let result = call_worker(
         shared,
         &placement,
         &config,
+        &resolved.invoked_arn,
         &request_id,
         payload,
         r.client_context,
@@ -173,7 +186,7 @@ pub(crate) async fn invoke(
     Ok(v1::InvokeResponse {
         status_code: 200,
         function_error: response.function_error,
-        executed_version: LATEST.to_string(),
+        executed_version: resolved.executed_version,
         payload: response.payload,
         log_tail: tail,
         request_id,
@@ -202,27 +215,35 @@ impl Invoker for WorkerInvoker {
         self.shared.registry.any_up()
     }
 
-    async fn invoke(&self, function_name: &str, request_id: &str, payload: Vec<u8>) -> Outcome {
-        let owned = function_name.to_string();
-        let config = match self.shared.store(move |s| s.get_function(&owned)).await {
-            Ok(Some(c)) => c,
-            Ok(None) => {
-                return Outcome::SystemError(format!("function `{function_name}` not found"))
-            }
+    async fn invoke(
+        &self,
+        function_name: &str,
+        qualifier: &str,
+        request_id: &str,
+        payload: Vec<u8>,
+    ) -> Outcome {
+        // Resolved at each delivery: an alias routes every attempt by its current configuration.
+        let resolved = match super::versions::resolve(&self.shared, function_name, qualifier).await
+        {
+            Ok(r) => r,
             Err(e) => return Outcome::SystemError(e.to_string()),
         };
+        let config = resolved.config;
         let spec = &config.spec;
-        let Some(placement) =
-            self.shared
-                .registry
-                .place(&spec.name, &config.revision_id, spec.memory_mb)
-        else {
-            return Outcome::Throttled(ApiError::NoWorker.to_string());
+        // Over a concurrency limit or the cold-start bound the event waits in the queue.
+        let _permit = match self.shared.limiter.acquire(&spec.name) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Throttled(e.to_string()),
+        };
+        let placement = match place(&self.shared, &config).await {
+            Ok(p) => p,
+            Err(e) => return Outcome::Throttled(e.to_string()),
         };
         let result = call_worker(
             &self.shared,
             &placement,
             &config,
+            &resolved.invoked_arn,
             request_id,
             payload,
             String::new(),
@@ -253,10 +274,37 @@ impl Invoker for WorkerInvoker {
     }
 }
 
+/// Chooses the worker; waits (up to `shared.placement_wait`) while every worker is at its bound
+/// of cold starts in flight, then throttles.
+async fn place(
+    shared: &Shared,
+    config: &lamina_proto::domain::FunctionConfig,
+) -> Result<Placement, ApiError> {
+    let spec = &config.spec;
+    shared
+        .registry
+        .place_waiting(
+            &spec.name,
+            &config.revision_id,
+            spec.memory_mb,
+            shared.placement_wait,
+        )
+        .await
+        .map_err(|e| match e {
+            PlaceError::NoWorker => ApiError::NoWorker,
+            e @ PlaceError::AtColdStartBound { .. } => ConcurrencyError::Throttled {
+                reason: ThrottleReason::FunctionInvocationRateLimitExceeded,
+                detail: e.to_string(),
+            }
+            .into(),
+        })
+}
+
 async fn call_worker(
     shared: &Shared,
     placement: &Placement,
     config: &lamina_proto::domain::FunctionConfig,
+    invoked_arn: &str,
     request_id: &str,
     payload: Vec<u8>,
     client_context: String,
@@ -272,7 +320,7 @@ async fn call_worker(
         deadline_ms: now_ms() + timeout.as_millis() as u64,
         client_context,
         trace_id: new_trace_id(),
-        invoked_function_arn: config.arn(),
+        invoked_function_arn: invoked_arn.to_string(),
     });
     request.set_timeout(call_timeout);
     let check_every = shared
@@ -288,12 +336,20 @@ async fn call_worker(
             Ok(response) => Ok(response.into_inner()),
             Err(status) => Err(match status.code() {
                 Code::DeadlineExceeded => ApiError::WorkerTimeout { worker_id: worker_id.clone(), after: call_timeout },
-                Code::Unavailable | Code::Unknown | Code::Cancelled => unavailable(status.message().to_string()),
+                Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                    // A status with a source is the transport's (connection refused or reset: the
+                    // worker's process or host is gone), not one the worker sent: no new work for
+                    // it until it heartbeats again.
+                    if std::error::Error::source(&status).is_some() {
+                        shared.registry.mark_unreachable(&worker_id, status.message());
+                    }
+                    unavailable(status.message().to_string())
+                }
                 _ => ApiError::Worker { worker_id: worker_id.clone(), status: Box::new(status) },
             }),
         },
         _ = worker_down(&shared.registry, &worker_id, check_every) => {
-            Err(unavailable("it stopped heartbeating during the invocation".to_string()))
+            Err(unavailable("it was lost during the invocation (missed heartbeats or a broken connection)".to_string()))
         }
     }
 }

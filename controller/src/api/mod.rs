@@ -7,6 +7,7 @@ use lamina_proto::validate::ValidationError;
 use tonic::{Code, Status};
 
 use crate::code::CodeError;
+use crate::concurrency::{ConcurrencyError, ThrottleReason};
 use crate::queue::{QueueError, QueueStore};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
@@ -36,6 +37,8 @@ pub enum ApiError {
     Validation(#[from] ValidationError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Version(#[from] versions::VersionError),
     #[error("invocation `{0}` not found (finished records are kept for a bounded time)")]
     InvocationNotFound(String),
     #[error("dead-letter queue `{0}` not found: `fnctl dlq list` shows the queues")]
@@ -45,7 +48,7 @@ pub enum ApiError {
     BadRequest(String),
     #[error("function `{0}` not found")]
     FunctionNotFound(String),
-    #[error("function `{name}` has no version or alias `{qualifier}`; only $LATEST exists")]
+    #[error("function `{name}`: this operation changes $LATEST and takes no qualifier, got `{qualifier}`")]
     QualifierNotFound { name: String, qualifier: String },
     #[error("asynchronous invocation is not available on this controller's store")]
     AsyncNotAvailable,
@@ -71,6 +74,13 @@ pub enum ApiError {
     Stream(Box<Status>),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Throttled invocations (the message starts with Lambda's reason) and refused reservations.
+    #[error(transparent)]
+    Concurrency(#[from] crate::concurrency::ConcurrencyError),
+    #[error(
+        "function `{function}` has no provisioned concurrency configuration for `{qualifier}`"
+    )]
+    ProvisionedNotFound { function: String, qualifier: String },
 }
 
 impl From<ApiError> for Status {
@@ -80,6 +90,10 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::FunctionExists(_)) => Code::AlreadyExists,
             ApiError::Store(StoreError::FunctionNotFound(_)) => Code::NotFound,
             ApiError::Store(StoreError::RevisionConflict { .. }) => Code::Aborted,
+            ApiError::Store(
+                StoreError::PublishPrecondition { .. } | StoreError::VersionInUse { .. },
+            ) => Code::FailedPrecondition,
+            ApiError::Version(v) => versions::status_code(v),
             ApiError::Store(_) | ApiError::Internal(_) | ApiError::Queue(_) => {
                 tracing::error!(error = %message, "internal error");
                 Code::Internal
@@ -97,8 +111,33 @@ impl From<ApiError> for Status {
             ApiError::WorkerTimeout { .. } => Code::DeadlineExceeded,
             ApiError::Worker { status, .. } => status.code(),
             ApiError::Stream(status) => status.code(),
+            ApiError::Concurrency(ConcurrencyError::Throttled { .. }) => Code::ResourceExhausted,
+            ApiError::Concurrency(ConcurrencyError::ReservationTooLarge { .. }) => {
+                Code::InvalidArgument
+            }
+            ApiError::ProvisionedNotFound { .. } => Code::NotFound,
         };
-        Status::new(code, message)
+        let mut status = Status::new(code, message);
+        if let Some(reason) = e.throttle_reason() {
+            status.metadata_mut().insert(
+                THROTTLE_REASON_KEY,
+                tonic::metadata::MetadataValue::from_static(reason.as_str()),
+            );
+        }
+        status
+    }
+}
+
+/// The metadata key of a throttled invocation's Lambda reason (also the start of its message).
+pub const THROTTLE_REASON_KEY: &str = "x-lamina-reason";
+
+impl ApiError {
+    /// Lambda's `Reason` when this is a throttle.
+    pub fn throttle_reason(&self) -> Option<ThrottleReason> {
+        match self {
+            ApiError::Concurrency(ConcurrencyError::Throttled { reason, .. }) => Some(*reason),
+            _ => None,
+        }
     }
 }
 
@@ -110,6 +149,12 @@ pub(crate) struct Shared {
     pub heartbeat_interval: Duration,
     /// The async queue (`None` on a store without one: EVENT invocations are refused).
     pub queue: Option<Arc<QueueStore>>,
+    /// Reserved concurrency and the cluster-wide limit.
+    pub limiter: crate::concurrency::Limiter,
+    /// How long an invocation waits for a cold-start slot before it is throttled.
+    pub placement_wait: Duration,
+    /// The provisioned-concurrency reconciler's state.
+    pub provisioning: Arc<crate::provisioned::Provisioning>,
 }
 
 impl Shared {
@@ -156,6 +201,38 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_is_resource_exhausted_with_its_reason() {
+        let s = Status::from(ApiError::Concurrency(ConcurrencyError::Throttled {
+            reason: ThrottleReason::ConcurrentInvocationLimitExceeded,
+            detail: "the unreserved concurrency is in use".into(),
+        }));
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(
+            s.message()
+                .starts_with("ConcurrentInvocationLimitExceeded: "),
+            "{}",
+            s.message()
+        );
+        assert_eq!(
+            s.metadata().get(THROTTLE_REASON_KEY).unwrap(),
+            "ConcurrentInvocationLimitExceeded"
+        );
+        let s = Status::from(ApiError::Concurrency(
+            ConcurrencyError::ReservationTooLarge {
+                function: "f".into(),
+                requested: 950,
+                limit: 1000,
+                others: 0,
+                left: 50,
+                minimum: 100,
+                max: 900,
+            },
+        ));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.metadata().get(THROTTLE_REASON_KEY).is_none());
+    }
 
     #[test]
     fn statuses_keep_the_message_and_pick_the_code() {

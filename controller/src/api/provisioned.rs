@@ -1,40 +1,136 @@
-//! Provisioned concurrency configurations: API side.
+//! Provisioned concurrency configurations: API side (the reconciler and the status are in
+//! `crate::provisioned`).
+use std::sync::Arc;
+
+use lamina_proto::domain::{FunctionConfig, ProvisionedConfig};
 use lamina_proto::v1;
 
-use super::{ApiError, Shared};
+use super::{now_ms, ApiError, Shared};
+use crate::provisioned::{resolve_in, status};
+
+/// Looks a configuration and the version it provisions up (`None`: it no longer resolves).
+async fn load(
+    shared: &Shared,
+    function: &str,
+    qualifier: &str,
+) -> Result<(ProvisionedConfig, Option<FunctionConfig>), ApiError> {
+    let store = Arc::clone(&shared.store);
+    let (f, q) = (function.to_string(), qualifier.to_string());
+    let found = tokio::task::spawn_blocking(move || {
+        if store.get_function(&f)?.is_none() {
+            return Err(ApiError::FunctionNotFound(f));
+        }
+        let Some(config) = store.get_provisioned(&f, &q)? else {
+            return Ok(None);
+        };
+        let version = resolve_in(store.as_ref(), &f, &q).ok();
+        Ok(Some((config, version)))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
+    found.ok_or_else(|| ApiError::ProvisionedNotFound {
+        function: function.to_string(),
+        qualifier: qualifier.to_string(),
+    })
+}
 
 pub(crate) async fn put_provisioned_concurrency(
-    _shared: &Shared,
-    _r: v1::PutProvisionedConcurrencyRequest,
+    shared: &Shared,
+    r: v1::PutProvisionedConcurrencyRequest,
 ) -> Result<v1::ProvisionedConcurrencyConfig, ApiError> {
-    Err(ApiError::Internal(
-        "put_provisioned_concurrency is not built yet".to_string(),
-    ))
+    if r.provisioned_concurrent_executions == 0 {
+        return Err(ApiError::BadRequest(
+            "provisioned_concurrent_executions must be at least 1, got 0: delete the \
+             configuration to remove it"
+                .to_string(),
+        ));
+    }
+    let config = ProvisionedConfig {
+        function_name: r.function_name.clone(),
+        qualifier: r.qualifier.clone(),
+        requested: r.provisioned_concurrent_executions,
+        last_modified_ms: now_ms(),
+    };
+    let store = Arc::clone(&shared.store);
+    let stored = config.clone();
+    let version = tokio::task::spawn_blocking(move || {
+        let version = resolve_in(store.as_ref(), &stored.function_name, &stored.qualifier)?;
+        store.put_provisioned(&stored)?;
+        Ok::<_, ApiError>(version)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
+    shared.provisioning.changed();
+    tracing::info!(function = %config.function_name, qualifier = %config.qualifier, version = %version.version, requested = config.requested, "provisioned concurrency set");
+    Ok(status(shared, &config, Some(&version)))
 }
 
 pub(crate) async fn get_provisioned_concurrency(
-    _shared: &Shared,
-    _r: v1::GetProvisionedConcurrencyRequest,
+    shared: &Shared,
+    r: v1::GetProvisionedConcurrencyRequest,
 ) -> Result<v1::ProvisionedConcurrencyConfig, ApiError> {
-    Err(ApiError::Internal(
-        "get_provisioned_concurrency is not built yet".to_string(),
-    ))
+    let (config, version) = load(shared, &r.function_name, &r.qualifier).await?;
+    Ok(status(shared, &config, version.as_ref()))
+}
+
+/// Every configuration of `function` with its status.
+pub(crate) async fn list_for(
+    shared: &Shared,
+    function: &str,
+) -> Result<Vec<v1::ProvisionedConcurrencyConfig>, ApiError> {
+    let store = Arc::clone(&shared.store);
+    let f = function.to_string();
+    let configs = tokio::task::spawn_blocking(move || {
+        if store.get_function(&f)?.is_none() {
+            return Err(ApiError::FunctionNotFound(f));
+        }
+        let configs = store.list_provisioned(Some(&f))?;
+        Ok(configs
+            .into_iter()
+            .map(|c| {
+                let version = resolve_in(store.as_ref(), &f, &c.qualifier).ok();
+                (c, version)
+            })
+            .collect::<Vec<_>>())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
+    Ok(configs
+        .iter()
+        .map(|(c, v)| status(shared, c, v.as_ref()))
+        .collect())
 }
 
 pub(crate) async fn list_provisioned_concurrency(
-    _shared: &Shared,
-    _r: v1::ListProvisionedConcurrencyRequest,
+    shared: &Shared,
+    r: v1::ListProvisionedConcurrencyRequest,
 ) -> Result<v1::ListProvisionedConcurrencyResponse, ApiError> {
-    Err(ApiError::Internal(
-        "list_provisioned_concurrency is not built yet".to_string(),
-    ))
+    Ok(v1::ListProvisionedConcurrencyResponse {
+        configs: list_for(shared, &r.function_name).await?,
+    })
 }
 
 pub(crate) async fn delete_provisioned_concurrency(
-    _shared: &Shared,
-    _r: v1::DeleteProvisionedConcurrencyRequest,
+    shared: &Shared,
+    r: v1::DeleteProvisionedConcurrencyRequest,
 ) -> Result<v1::DeleteProvisionedConcurrencyResponse, ApiError> {
-    Err(ApiError::Internal(
-        "delete_provisioned_concurrency is not built yet".to_string(),
-    ))
+    let (f, q) = (r.function_name.clone(), r.qualifier.clone());
+    let store = Arc::clone(&shared.store);
+    let deleted = tokio::task::spawn_blocking(move || {
+        if store.get_function(&f)?.is_none() {
+            return Err(ApiError::FunctionNotFound(f));
+        }
+        Ok(store.delete_provisioned(&f, &q)?)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
+    if !deleted {
+        return Err(ApiError::ProvisionedNotFound {
+            function: r.function_name,
+            qualifier: r.qualifier,
+        });
+    }
+    shared.provisioning.changed();
+    tracing::info!(function = %r.function_name, qualifier = %r.qualifier, "provisioned concurrency deleted");
+    Ok(v1::DeleteProvisionedConcurrencyResponse {})
 }

@@ -57,7 +57,15 @@ pub trait Invoker: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
-    async fn invoke(&self, function_name: &str, request_id: &str, payload: Vec<u8>) -> Outcome;
+    /// Delivers one event to `function_name:qualifier` ("" = unqualified), resolving the qualifier
+    /// now (an alias routes by its current configuration).
+    async fn invoke(
+        &self,
+        function_name: &str,
+        qualifier: &str,
+        request_id: &str,
+        payload: Vec<u8>,
+    ) -> Outcome;
 }
 
 pub struct Dispatcher {
@@ -305,7 +313,9 @@ pub(super) async fn deliver(
     let (s, id) = (Arc::clone(store), rid.to_string());
     let payload = blocking(move || s.payload(&id)).await?.unwrap_or_default();
     let request_payload = payload.clone();
-    let outcome = invoker.invoke(&inv.function_name, rid, payload).await;
+    let outcome = invoker
+        .invoke(&inv.function_name, &inv.qualifier, rid, payload)
+        .await;
     fail::fail_point!("queue::before_ack", |_| Err(QueueError::Failpoint(
         "queue::before_ack"
     )));

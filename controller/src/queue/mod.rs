@@ -97,6 +97,10 @@ pub struct Invocation {
     pub idempotency_key: String,
     pub condition: Option<Condition>,
     pub payload_size: u32,
+    /// The version or alias the caller named ("" = unqualified), resolved at each delivery.
+    /// Records stored before versions existed decode with "".
+    #[serde(default)]
+    pub qualifier: String,
 }
 
 #[derive(Debug, Clone)]

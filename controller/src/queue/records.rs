@@ -40,7 +40,7 @@ pub fn destination_record(
         "timestamp": rfc3339(now_ms),
         "requestContext": {
             "requestId": inv.request_id,
-            "functionArn": format!("{}:{}", function_arn(&inv.function_name), lamina_proto::domain::LATEST),
+            "functionArn": format!("{}:{}", function_arn(&inv.function_name), if inv.qualifier.is_empty() { lamina_proto::domain::LATEST } else { &inv.qualifier }),
             "condition": condition.as_str(),
             "approximateInvokeCount": inv.attempts,
         },
@@ -157,7 +157,7 @@ impl QueueStore {
             .filter(|d| seqs.is_empty() || seqs.contains(&d.seq))
         {
             let rid = uuid::Uuid::new_v4().to_string();
-            let (_, more) = self.enqueue_ops(now, &rid, &d.function_name, &d.payload, "");
+            let (_, more) = self.enqueue_ops(now, &rid, (&d.function_name, ""), &d.payload, "");
             ops.extend(more);
             ops.push(Op::delete(CF_DLQ, dlq_key(queue, d.seq)));
             ids.push(rid);
@@ -332,6 +332,7 @@ mod tests {
             idempotency_key: String::new(),
             condition: None,
             payload_size: 0,
+            qualifier: String::new(),
         }
     }
 

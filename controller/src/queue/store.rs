@@ -67,6 +67,8 @@ const IDEMPOTENCY_STRIPES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent {
     pub function_name: String,
+    /// "" (unqualified), `$LATEST`, a version number or an alias name: resolved at each delivery.
+    pub qualifier: String,
     pub payload: Vec<u8>,
     /// "" = none.
     pub idempotency_key: String,
@@ -281,7 +283,7 @@ impl QueueStore {
         &self,
         now: u64,
         request_id: &str,
-        function_name: &str,
+        (function_name, qualifier): (&str, &str),
         payload: &[u8],
         idempotency_key: &str,
     ) -> (Invocation, Vec<Op>) {
@@ -301,6 +303,7 @@ impl QueueStore {
             idempotency_key: idempotency_key.to_string(),
             condition: None,
             payload_size: payload.len() as u32,
+            qualifier: qualifier.to_string(),
         };
         let mut ops = vec![
             Op::put(CF_PAYLOADS, request_id.as_bytes(), payload),
@@ -342,7 +345,7 @@ impl QueueStore {
             let (_, ops) = self.enqueue_ops(
                 super::dispatch::now_ms(),
                 &request_id,
-                &event.function_name,
+                (&event.function_name, &event.qualifier),
                 &event.payload,
                 "",
             );
@@ -374,7 +377,7 @@ impl QueueStore {
         let (_, ops) = self.enqueue_ops(
             now,
             &request_id,
-            &event.function_name,
+            (&event.function_name, &event.qualifier),
             &event.payload,
             &event.idempotency_key,
         );
@@ -505,7 +508,7 @@ impl QueueStore {
         match dest {
             Destination::Function(name) if function_exists => {
                 let rid = uuid::Uuid::new_v4().to_string();
-                let (_, more) = self.enqueue_ops(now, &rid, name, record.as_bytes(), "");
+                let (_, more) = self.enqueue_ops(now, &rid, (name, ""), record.as_bytes(), "");
                 ops.extend(more);
                 (dest.clone(), None)
             }

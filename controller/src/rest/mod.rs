@@ -26,6 +26,7 @@ use crate::api::{events, functions, invoke, ApiError, Shared};
 use crate::auth::{sigv4, KeyStore};
 
 pub mod shapes;
+mod versions;
 
 use shapes::{parse_function_name, RestError};
 
@@ -47,12 +48,26 @@ pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router
         .route("/2015-03-31/functions/", post(create).get(list))
         .route(
             "/2015-03-31/functions/:name",
-            get(get_function).delete(delete_function),
+            get(versions::get_function).delete(versions::delete_function),
         )
         .route("/2015-03-31/functions/:name/code", put(update_code))
         .route(
             "/2015-03-31/functions/:name/configuration",
-            put(update_configuration).get(get_configuration),
+            put(update_configuration).get(versions::get_configuration),
+        )
+        .route(
+            "/2015-03-31/functions/:name/versions",
+            post(versions::publish_version).get(versions::list_versions),
+        )
+        .route(
+            "/2015-03-31/functions/:name/aliases",
+            post(versions::create_alias).get(versions::list_aliases),
+        )
+        .route(
+            "/2015-03-31/functions/:name/aliases/:alias",
+            get(versions::get_alias)
+                .put(versions::update_alias)
+                .delete(versions::delete_alias),
         )
         .route("/2015-03-31/functions/:name/invocations", post(invoke))
         .route(
@@ -217,27 +232,6 @@ async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, 
         out["NextMarker"] = json!(next);
     }
     Ok(Json(out))
-}
-
-async fn get_function(State(st): St, Path(name): Path<String>) -> Result<Json<Value>, RestError> {
-    let config = functions::get(&st.shared, &latest_name(&name)?).await?;
-    Ok(Json(json!({
-        "Configuration": config_json(&config),
-        "Code": {"RepositoryType": "Lamina", "Location": ""},
-    })))
-}
-
-async fn get_configuration(
-    State(st): St,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, RestError> {
-    let config = functions::get(&st.shared, &latest_name(&name)?).await?;
-    Ok(Json(config_json(&config)))
-}
-
-async fn delete_function(State(st): St, Path(name): Path<String>) -> Result<Response, RestError> {
-    functions::delete(&st.shared, &latest_name(&name)?).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn update_code(

@@ -9,7 +9,9 @@ use lamina_proto::v1;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::api::versions::VersionError;
 use crate::api::ApiError;
+use crate::concurrency::{ConcurrencyError, ThrottleReason};
 use crate::store::StoreError;
 
 /// A Lambda error: status, `x-amzn-ErrorType` and `{"Type","Message"}`.
@@ -18,6 +20,8 @@ pub struct RestError {
     pub status: StatusCode,
     pub kind: &'static str,
     pub message: String,
+    /// A 429's `Reason` (default `ConcurrentInvocationLimitExceeded`).
+    pub reason: Option<&'static str>,
 }
 
 impl RestError {
@@ -26,6 +30,7 @@ impl RestError {
             status,
             kind,
             message: message.into(),
+            reason: None,
         }
     }
 
@@ -52,7 +57,9 @@ impl IntoResponse for RestError {
         let mut body =
             json!({"Type": kind_of_fault, "Message": self.message, "message": self.message});
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            body["Reason"] = json!("ConcurrentInvocationLimitExceeded");
+            body["Reason"] = json!(self
+                .reason
+                .unwrap_or(ThrottleReason::ConcurrentInvocationLimitExceeded.as_str()));
             body["retryAfterSeconds"] = json!("1");
         }
         let mut resp = (self.status, axum::Json(body)).into_response();
@@ -72,6 +79,20 @@ impl From<ApiError> for RestError {
             ApiError::Store(StoreError::RevisionConflict { .. }) => {
                 RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
             }
+            ApiError::Store(StoreError::VersionInUse { .. })
+            | ApiError::Version(VersionError::AliasExists { .. }) => {
+                RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+            }
+            ApiError::Store(StoreError::PublishPrecondition { .. })
+            | ApiError::Version(VersionError::AliasRevision { .. }) => RestError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailedException",
+                message,
+            ),
+            ApiError::Version(
+                VersionError::VersionNotFound { .. } | VersionError::AliasNotFound { .. },
+            ) => RestError::not_found(message),
+            ApiError::Version(_) => RestError::invalid(message),
             ApiError::Store(StoreError::FunctionNotFound(_))
             | ApiError::FunctionNotFound(_)
             | ApiError::QualifierNotFound { .. }
@@ -86,6 +107,22 @@ impl From<ApiError> for RestError {
             ApiError::Code(_) | ApiError::Validation(_) | ApiError::BadRequest(_) => {
                 RestError::invalid(message)
             }
+            ApiError::Concurrency(ConcurrencyError::Throttled { reason, .. }) => RestError {
+                reason: Some(reason.as_str()),
+                ..RestError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    message,
+                )
+            },
+            ApiError::Concurrency(ConcurrencyError::ReservationTooLarge { .. }) => {
+                RestError::invalid(message)
+            }
+            ApiError::ProvisionedNotFound { .. } => RestError::new(
+                StatusCode::NOT_FOUND,
+                "ProvisionedConcurrencyConfigNotFoundException",
+                message,
+            ),
             ApiError::NoWorker => RestError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequestsException",
@@ -281,6 +318,38 @@ pub fn event_invoke_config(c: &v1::FunctionEventInvokeConfig) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_throttle_is_a_429_with_its_reason() {
+        let e = ApiError::Concurrency(ConcurrencyError::Throttled {
+            reason: ThrottleReason::ReservedFunctionConcurrentInvocationLimitExceeded,
+            detail: "function `f` is at its reserved concurrency".into(),
+        });
+        let resp = RestError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            resp.headers()["x-amzn-ErrorType"],
+            "TooManyRequestsException"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v["Reason"],
+            "ReservedFunctionConcurrentInvocationLimitExceeded"
+        );
+        assert!(v["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ReservedFunctionConcurrentInvocationLimitExceeded: "));
+        let resp = RestError::from(ApiError::NoWorker).into_response();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["Reason"], "ConcurrentInvocationLimitExceeded");
+    }
 
     #[test]
     fn names_and_arns() {

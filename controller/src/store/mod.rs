@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 
 mod rocks;
 mod settings;
+mod versions;
 
 pub use rocks::RocksStore;
 pub use settings::SettingsStore;
+pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
 
 /// One line of a function's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,16 +66,29 @@ pub enum StoreError {
     FunctionNotFound(String),
     #[error("function `{name}` was changed concurrently (expected revision {expected}); retry the update")]
     RevisionConflict { name: String, expected: String },
+    #[error("$LATEST of function `{name}` has {field} `{actual}`, not the expected `{expected}`")]
+    PublishPrecondition {
+        name: String,
+        field: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("version {version} of function `{name}` is used by alias `{alias}`; update or delete the alias first")]
+    VersionInUse {
+        name: String,
+        version: String,
+        alias: String,
+    },
 }
 
 /// The controller's durable state. Implementations serialise their writers so that the invariants
 /// below hold without help from the caller.
 ///
 /// Invariants:
-/// - every stored function's `code_sha256` names a stored blob;
-/// - a blob is deleted as soon as no function refers to it;
-/// - a function's logs go when the function goes.
-pub trait Store: SettingsStore + Send + Sync + 'static {
+/// - every stored function's and version's `code_sha256` names a stored blob;
+/// - a blob is deleted as soon as no function or version refers to it;
+/// - a function's logs, versions and settings go when the function goes.
+pub trait Store: SettingsStore + VersionStore + Send + Sync + 'static {
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
     /// Functions sorted by name, starting after `after` (exclusive; "" = from the start).

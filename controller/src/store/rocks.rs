@@ -11,7 +11,7 @@ use rocksdb::{
 use super::{LogEvent, NewLogEvent, Store, StoreError};
 
 const CF_FUNCTIONS: &str = "functions";
-const CF_BLOBS: &str = "blobs";
+pub(super) const CF_BLOBS: &str = "blobs";
 const CF_LOGS: &str = "logs";
 
 /// Above this many expired log events, one range deletion replaces the point deletions.
@@ -96,6 +96,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
             ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
             ColumnFamilyDescriptor::new(super::settings::CF_SETTINGS, opts.clone()),
+            ColumnFamilyDescriptor::new(super::versions::CF_VERSIONS, opts.clone()),
         ];
         // The async queue lives in the same database (its own column families): see `queue/`.
         cfs.extend(crate::queue::column_family_descriptors());
@@ -174,6 +175,10 @@ impl RocksStore {
             let (k, v) = item.map_err(self.rocks("scan functions"))?;
             let f = self.decode_function(&k, &v)?;
             *refs.entry(f.code_sha256).or_insert(0) += 1;
+        }
+        // Published versions use their blob like functions do.
+        for sha256 in self.all_version_code_digests()? {
+            *refs.entry(sha256).or_insert(0) += 1;
         }
         Ok(refs)
     }
@@ -350,13 +355,25 @@ impl Store for RocksStore {
             super::settings::function_prefix(name),
             super::settings::function_prefix_end(name),
         );
-        if refs.get(&current.code_sha256).copied().unwrap_or(0) <= 1 {
-            batch.delete_cf(self.cf(CF_BLOBS)?, current.code_sha256.as_bytes());
+        // The blobs of $LATEST and of every version, released together: a blob goes when these
+        // were its last users.
+        let mut users = self.delete_versions_in(name, &mut batch)?;
+        users.push(current.code_sha256.clone());
+        let mut uses_by_blob: HashMap<&str, usize> = HashMap::new();
+        for sha256 in &users {
+            *uses_by_blob.entry(sha256.as_str()).or_insert(0) += 1;
+        }
+        for (sha256, n) in &uses_by_blob {
+            if refs.get(*sha256).copied().unwrap_or(0) <= *n {
+                batch.delete_cf(self.cf(CF_BLOBS)?, sha256.as_bytes());
+            }
         }
         self.db
             .write_opt(batch, &Self::synced())
             .map_err(self.rocks("delete function"))?;
-        release(&mut refs, &current.code_sha256);
+        for sha256 in &users {
+            release(&mut refs, sha256);
+        }
         logs.remove(name);
         Ok(Some(current))
     }

@@ -56,7 +56,13 @@ impl Invoker for ScriptedInvoker {
         self.ready.load(Ordering::Relaxed)
     }
 
-    async fn invoke(&self, function_name: &str, request_id: &str, _payload: Vec<u8>) -> Outcome {
+    async fn invoke(
+        &self,
+        function_name: &str,
+        _qualifier: &str,
+        request_id: &str,
+        _payload: Vec<u8>,
+    ) -> Outcome {
         let n = {
             let mut runs = self.runs.lock().unwrap();
             let n = runs.entry(request_id.to_string()).or_insert(0);

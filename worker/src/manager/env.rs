@@ -9,12 +9,31 @@ pub const SANDBOX_LD_LIBRARY_PATH: &str =
 /// Where the Runtime API listens inside the sandbox.
 pub const RUNTIME_API_ADDR: &str = "127.0.0.1:9001";
 
+/// How a sandbox was initialised (`AWS_LAMBDA_INITIALIZATION_TYPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitType {
+    /// Started for an invocation that found no idle sandbox.
+    OnDemand,
+    /// Started ahead of any invocation for provisioned concurrency.
+    ProvisionedConcurrency,
+}
+
+impl InitType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitType::OnDemand => "on-demand",
+            InitType::ProvisionedConcurrency => "provisioned-concurrency",
+        }
+    }
+}
+
 /// The complete environment of a sandbox, in order: Lambda's variables, `runtime_env` (from
 /// `runtimes::runtime_env`), then the user's variables. A user variable never replaces one of Lambda's
 /// (validation already refuses the reserved names; this keeps the first value of any duplicate).
 pub fn build_env(
     config: &FunctionConfig,
     log_stream: &str,
+    init_type: InitType,
     runtime_env: Vec<(String, String)>,
 ) -> Vec<(String, String)> {
     let spec = &config.spec;
@@ -41,7 +60,7 @@ pub fn build_env(
         &spec.memory_mb.to_string(),
     );
     push("AWS_LAMBDA_FUNCTION_VERSION", version);
-    push("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand");
+    push("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str());
     push(
         "AWS_LAMBDA_LOG_GROUP_NAME",
         &format!("/aws/lambda/{}", spec.name),
@@ -108,7 +127,12 @@ mod tests {
     #[test]
     fn lambda_variables_then_runtime_then_user() {
         let rt = vec![("PYTHONPATH".to_string(), "/var/runtime".to_string())];
-        let env = build_env(&config(Runtime::Python311), "2024/01/02/[$LATEST]ab", rt);
+        let env = build_env(
+            &config(Runtime::Python311),
+            "2024/01/02/[$LATEST]ab",
+            InitType::OnDemand,
+            rt,
+        );
         assert_eq!(get(&env, "_HANDLER"), Some("app.handler"));
         assert_eq!(get(&env, "AWS_REGION"), Some(REGION));
         assert_eq!(get(&env, "AWS_DEFAULT_REGION"), Some(REGION));
@@ -155,8 +179,23 @@ mod tests {
 
     #[test]
     fn provided_has_no_execution_env() {
-        let env = build_env(&config(Runtime::Provided), "s", Vec::new());
+        let env = build_env(
+            &config(Runtime::Provided),
+            "s",
+            InitType::OnDemand,
+            Vec::new(),
+        );
         assert_eq!(get(&env, "AWS_EXECUTION_ENV"), None);
+        let env = build_env(
+            &config(Runtime::Provided),
+            "s",
+            InitType::ProvisionedConcurrency,
+            Vec::new(),
+        );
+        assert_eq!(
+            get(&env, "AWS_LAMBDA_INITIALIZATION_TYPE"),
+            Some("provisioned-concurrency")
+        );
         assert_eq!(get(&env, "_HANDLER"), Some("app.handler"));
     }
 

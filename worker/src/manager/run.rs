@@ -146,7 +146,12 @@ pub(super) async fn run(
         request_id: id.to_string(),
         payload: Bytes::from(req.payload.clone()),
         deadline_ms: epoch_ms() + timeout.as_millis() as u64,
-        invoked_function_arn: config.arn(),
+        // The ARN the caller named (with its version or alias), else the function's.
+        invoked_function_arn: if req.invoked_function_arn.is_empty() {
+            config.arn()
+        } else {
+            req.invoked_function_arn.clone()
+        },
         trace_id: trace_id(&req.trace_id),
         client_context: (!req.client_context.is_empty()).then(|| req.client_context.clone()),
     };

@@ -111,6 +111,10 @@ impl Shared {
         self.init_done.get().copied()
     }
 
+    pub(crate) fn init_failure(&self) -> Option<InitFailure> {
+        self.lock().init_error.clone()
+    }
+
     pub(crate) fn mark_init_done(&self) {
         if self.init_done.get().is_none() {
             // A concurrent first `GET next` may win; either instant is right.

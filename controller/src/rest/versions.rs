@@ -1,0 +1,345 @@
+//! Lambda's REST routes for versions and aliases: PublishVersion, ListVersionsByFunction,
+//! Create/Get/List/Update/DeleteAlias, and the `Qualifier` of GetFunction(Configuration) and
+//! DeleteFunction. The handlers call `api::versions`, as the gRPC service does.
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use lamina_proto::v1;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::shapes::{self, parse_function_name, RestError};
+use super::St;
+use crate::api::{functions, versions};
+
+/// The function name of a path parameter that takes no qualifier (`NAME` or its ARN).
+fn unqualified_name(param: &str) -> Result<String, RestError> {
+    match parse_function_name(param)? {
+        (name, None) => Ok(name),
+        (_, Some(q)) => Err(RestError::invalid(format!(
+            "{param:?} has a qualifier ({q:?}); this operation takes the unqualified function name"
+        ))),
+    }
+}
+
+/// The name and qualifier of a path parameter plus `?Qualifier=` (which must agree with a
+/// qualifier in the name, as in Lambda).
+fn qualified_name(
+    param: &str,
+    query: &HashMap<String, String>,
+) -> Result<(String, String), RestError> {
+    let (name, in_path) = parse_function_name(param)?;
+    let in_query = query.get("Qualifier").cloned();
+    match (in_path, in_query) {
+        (Some(p), Some(q)) if p != q => Err(RestError::invalid(format!(
+            "the qualifier in the function name ({p:?}) and Qualifier ({q:?}) differ"
+        ))),
+        (p, q) => Ok((name, p.or(q).unwrap_or_default())),
+    }
+}
+
+fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, RestError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| RestError::invalid(format!("request body is not valid: {e}")))
+}
+
+/// Lambda's `AliasConfiguration`.
+fn alias_json(a: &v1::Alias) -> Value {
+    let weights = a
+        .routing_config
+        .as_ref()
+        .map(|r| r.additional_version_weights.clone())
+        .unwrap_or_default();
+    json!({
+        "AliasArn": a.arn,
+        "Name": a.name,
+        "FunctionVersion": a.function_version,
+        "Description": a.description,
+        "RoutingConfig": {"AdditionalVersionWeights": weights},
+        "RevisionId": a.revision_id,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RoutingIn {
+    additional_version_weights: Option<HashMap<String, f64>>,
+}
+
+impl RoutingIn {
+    fn into_proto(self) -> v1::RoutingConfig {
+        v1::RoutingConfig {
+            additional_version_weights: self.additional_version_weights.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PublishIn {
+    code_sha256: Option<String>,
+    description: Option<String>,
+    revision_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateAliasIn {
+    name: String,
+    function_version: String,
+    description: Option<String>,
+    routing_config: Option<RoutingIn>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateAliasIn {
+    function_version: Option<String>,
+    description: Option<String>,
+    routing_config: Option<RoutingIn>,
+    revision_id: Option<String>,
+}
+
+/// Lambda's `CodeSha256` is the base64 of the digest; Lamina's own API uses hex. Either is taken.
+fn code_sha256_hex(s: &str) -> Result<String, RestError> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(s.to_ascii_lowercase());
+    }
+    match base64::engine::general_purpose::STANDARD.decode(s) {
+        Ok(d) if d.len() == 32 => Ok(hex::encode(d)),
+        _ => Err(RestError::invalid(format!(
+            "CodeSha256 must be the base64 (or hex) of a sha256 digest, got {s:?}"
+        ))),
+    }
+}
+
+pub(super) async fn publish_version(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let r: PublishIn = parse_body(&body)?;
+    let req = v1::PublishVersionRequest {
+        function_name: unqualified_name(&name)?,
+        description: r.description.unwrap_or_default(),
+        code_sha256: r
+            .code_sha256
+            .as_deref()
+            .map(code_sha256_hex)
+            .transpose()?
+            .unwrap_or_default(),
+        revision_id: r.revision_id.unwrap_or_default(),
+    };
+    let c = versions::publish_version(&st.shared, req).await?;
+    Ok((StatusCode::CREATED, Json(shapes::configuration(&c))).into_response())
+}
+
+pub(super) async fn list_versions(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, RestError> {
+    let req = v1::ListVersionsRequest {
+        function_name: unqualified_name(&name)?,
+    };
+    let all = versions::list_versions(&st.shared, req).await?.versions;
+    let max = match query.get("MaxItems") {
+        None => usize::MAX,
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(RestError::invalid(format!(
+                    "MaxItems must be 1..10000, got {s:?}"
+                )))
+            }
+        },
+    };
+    // The marker is the last version of the previous page.
+    let start = match query.get("Marker") {
+        None => 0,
+        Some(m) => all
+            .iter()
+            .position(|v| &v.version == m)
+            .map(|i| i + 1)
+            .ok_or_else(|| {
+                RestError::invalid(format!("Marker {m:?} is not a version of this function"))
+            })?,
+    };
+    let page: Vec<&v1::FunctionConfiguration> = all.iter().skip(start).take(max).collect();
+    let mut out =
+        json!({"Versions": page.iter().map(|c| shapes::configuration(c)).collect::<Vec<_>>()});
+    if start + page.len() < all.len() {
+        if let Some(last) = page.last() {
+            out["NextMarker"] = json!(last.version);
+        }
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn create_alias(
+    State(st): St,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let r: CreateAliasIn = parse_body(&body)?;
+    let req = v1::CreateAliasRequest {
+        function_name: unqualified_name(&name)?,
+        name: r.name,
+        function_version: r.function_version,
+        routing_config: r.routing_config.map(RoutingIn::into_proto),
+        description: r.description.unwrap_or_default(),
+    };
+    let a = versions::create_alias(&st.shared, req).await?;
+    Ok((StatusCode::CREATED, Json(alias_json(&a))).into_response())
+}
+
+pub(super) async fn list_aliases(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, RestError> {
+    let req = v1::ListAliasesRequest {
+        function_name: unqualified_name(&name)?,
+    };
+    let aliases = versions::list_aliases(&st.shared, req).await?.aliases;
+    let wanted = query.get("FunctionVersion");
+    let shown: Vec<Value> = aliases
+        .iter()
+        .filter(|a| wanted.is_none_or(|v| &a.function_version == v))
+        .map(alias_json)
+        .collect();
+    Ok(Json(json!({ "Aliases": shown })))
+}
+
+pub(super) async fn get_alias(
+    State(st): St,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<Json<Value>, RestError> {
+    let req = v1::GetAliasRequest {
+        function_name: unqualified_name(&name)?,
+        name: alias,
+    };
+    Ok(Json(alias_json(
+        &versions::get_alias(&st.shared, req).await?,
+    )))
+}
+
+pub(super) async fn update_alias(
+    State(st): St,
+    Path((name, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Value>, RestError> {
+    let r: UpdateAliasIn = parse_body(&body)?;
+    let req = v1::UpdateAliasRequest {
+        function_name: unqualified_name(&name)?,
+        name: alias,
+        function_version: r.function_version,
+        routing_config: r.routing_config.map(RoutingIn::into_proto),
+        description: r.description,
+        revision_id: r.revision_id.unwrap_or_default(),
+    };
+    Ok(Json(alias_json(
+        &versions::update_alias(&st.shared, req).await?,
+    )))
+}
+
+pub(super) async fn delete_alias(
+    State(st): St,
+    Path((name, alias)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    let req = v1::DeleteAliasRequest {
+        function_name: unqualified_name(&name)?,
+        name: alias,
+    };
+    versions::delete_alias(&st.shared, req).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The configuration GetFunction and GetFunctionConfiguration show for `NAME[:QUALIFIER]`.
+async fn configuration_of(
+    st: &super::RestState,
+    param: &str,
+    query: &HashMap<String, String>,
+) -> Result<Value, RestError> {
+    let (name, qualifier) = qualified_name(param, query)?;
+    let c = if qualifier.is_empty() {
+        (&functions::get(&st.shared, &name).await?).into()
+    } else {
+        versions::get_qualified(&st.shared, &name, &qualifier).await?
+    };
+    Ok(shapes::configuration(&c))
+}
+
+pub(super) async fn get_function(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, RestError> {
+    Ok(Json(json!({
+        "Configuration": configuration_of(&st, &name, &query).await?,
+        "Code": {"RepositoryType": "Lamina", "Location": ""},
+    })))
+}
+
+pub(super) async fn get_configuration(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, RestError> {
+    Ok(Json(configuration_of(&st, &name, &query).await?))
+}
+
+/// DeleteFunction: with a version number as qualifier only that version, else the function.
+pub(super) async fn delete_function(
+    State(st): St,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, RestError> {
+    let (name, qualifier) = qualified_name(&name, &query)?;
+    if !versions::delete_qualified(&st.shared, &name, &qualifier).await? {
+        functions::delete(&st.shared, &name).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_digests_are_taken_in_base64_or_hex() {
+        let hex = "ab".repeat(32);
+        let b64 = base64::engine::general_purpose::STANDARD.encode([0xab; 32]);
+        assert_eq!(code_sha256_hex(&b64).unwrap(), hex);
+        assert_eq!(code_sha256_hex(&hex.to_uppercase()).unwrap(), hex);
+        assert!(code_sha256_hex("abc").is_err());
+    }
+
+    #[test]
+    fn a_qualifier_in_the_name_and_the_query_must_agree() {
+        let q = |v: &str| HashMap::from([("Qualifier".to_string(), v.to_string())]);
+        assert_eq!(
+            qualified_name("f:1", &HashMap::new()).unwrap(),
+            ("f".into(), "1".into())
+        );
+        assert_eq!(
+            qualified_name("f", &q("live")).unwrap(),
+            ("f".into(), "live".into())
+        );
+        assert_eq!(
+            qualified_name("f:1", &q("1")).unwrap(),
+            ("f".into(), "1".into())
+        );
+        assert!(qualified_name("f:1", &q("2")).is_err());
+        assert!(unqualified_name("f:1").is_err());
+        assert_eq!(unqualified_name("f").unwrap(), "f");
+    }
+}

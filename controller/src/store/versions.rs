@@ -1,0 +1,318 @@
+//! Published versions of functions: immutable snapshots of `$LATEST` (code and configuration).
+//! One column family, `versions`: `name \0 version_u32_be` holds the version's JSON
+//! `FunctionConfig` (`version = "N"`), and `name \0` (the bare prefix) the function's publish
+//! counter, so numbers are never reused while the function exists. All of a function's keys form
+//! one range, deleted with the function in its batch. A version refers to its code blob like a
+//! function does: the blob reference counts include versions.
+use std::collections::HashMap;
+
+use lamina_proto::domain::FunctionConfig;
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::rocks::{lock, RocksStore};
+use super::settings::function_prefix;
+use super::settings::function_prefix_end;
+use super::{SettingsStore, Store, StoreError};
+
+pub(super) const CF_VERSIONS: &str = "versions";
+
+/// What `publish_version` needs besides the function's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The version's description; empty: `$LATEST`'s.
+    pub description: String,
+    /// When set, `$LATEST`'s code digest must be this (else `PublishPrecondition`).
+    pub expected_code_sha256: Option<String>,
+    /// When set, `$LATEST`'s revision must be this (else `PublishPrecondition`).
+    pub expected_revision_id: Option<String>,
+    /// The revision of the new version (never `$LATEST`'s: sandboxes are keyed by revision).
+    pub new_revision_id: String,
+    pub now_ms: u64,
+}
+
+/// The outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub config: FunctionConfig,
+    /// `false`: `$LATEST` had not changed since this version was published; nothing was written.
+    pub created: bool,
+}
+
+pub trait VersionStore {
+    /// Publishes `$LATEST` of `name` as the next version, atomically under the writers' lock.
+    /// When `$LATEST`'s code and configuration are unchanged since the newest publish (and that
+    /// version still exists), returns it instead. `FunctionNotFound` when there is no function.
+    /// Synced.
+    fn publish_version(&self, name: &str, req: &PublishRequest) -> Result<Published, StoreError>;
+    fn get_version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, StoreError>;
+    /// The published versions of `name`, ascending (without `$LATEST`).
+    fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError>;
+    /// Deletes one version (its blob when nothing else uses it). Refused with `VersionInUse` while
+    /// an alias routes to it. Returns the removed version, `None` when there was none. Synced.
+    fn delete_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<FunctionConfig>, StoreError>;
+}
+
+/// The function's publish bookkeeping, at key `name \0`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct PublishCounter {
+    /// The highest version number ever published (0: none).
+    last: u32,
+    /// `$LATEST`'s code and spec when `last` was published (to detect an unchanged `$LATEST`).
+    source_code_sha256: String,
+    source_spec: Option<lamina_proto::domain::FunctionSpec>,
+}
+
+/// A version number as a qualifier names it: decimal, 1 or more, no sign or leading zero.
+pub fn parse_version_number(s: &str) -> Option<u32> {
+    if s.is_empty() || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|n| *n >= 1)
+}
+
+fn version_key(name: &str, version: u32) -> Vec<u8> {
+    let mut k = function_prefix(name);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// Splits `name \0 version_be`; `None` for a counter key (`name \0`) or anything else.
+fn parse_version_key(k: &[u8]) -> Option<(&str, u32)> {
+    if k.len() < 5 || k[k.len() - 5] != 0 {
+        return None;
+    }
+    let (name, rest) = k.split_at(k.len() - 5);
+    let n = u32::from_be_bytes(rest[1..].try_into().ok()?);
+    Some((std::str::from_utf8(name).ok()?, n))
+}
+
+impl RocksStore {
+    fn versions_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.cf(CF_VERSIONS)
+    }
+
+    fn decode_version(&self, key: &[u8], value: &[u8]) -> Result<FunctionConfig, StoreError> {
+        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+            what: format!("version record {:?}", String::from_utf8_lossy(key)),
+            path: self.path().to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn encode<T: Serialize>(&self, what: String, value: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
+            what,
+            path: self.path().to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn read_counter(&self, name: &str) -> Result<PublishCounter, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.versions_cf()?, function_prefix(name))
+            .map_err(self.rocks("read version counter"))?
+        {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: format!("version counter of `{name}`"),
+                path: self.path().to_path_buf(),
+                detail: e.to_string(),
+            }),
+            None => Ok(PublishCounter::default()),
+        }
+    }
+
+    /// Every stored version of every function (for the blob reference counts at open).
+    pub(super) fn all_version_code_digests(&self) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut it = self.db.raw_iterator_cf(self.versions_cf()?);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if parse_version_key(k).is_some() {
+                out.push(self.decode_version(k, v)?.code_sha256);
+            }
+            it.next();
+        }
+        it.status().map_err(self.rocks("scan versions"))?;
+        Ok(out)
+    }
+
+    /// Adds the deletion of every version (and the counter) of `name` to `batch`; returns the
+    /// code digests those versions used, one entry per version. The caller holds the writers' lock.
+    pub(super) fn delete_versions_in(
+        &self,
+        name: &str,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<String>, StoreError> {
+        let digests = self
+            .list_versions(name)?
+            .into_iter()
+            .map(|v| v.code_sha256)
+            .collect();
+        batch.delete_range_cf(
+            self.versions_cf()?,
+            function_prefix(name),
+            function_prefix_end(name),
+        );
+        Ok(digests)
+    }
+}
+
+impl VersionStore for RocksStore {
+    fn publish_version(&self, name: &str, req: &PublishRequest) -> Result<Published, StoreError> {
+        let mut refs = lock(&self.blob_refs);
+        let latest = self
+            .get_function(name)?
+            .ok_or_else(|| StoreError::FunctionNotFound(name.to_string()))?;
+        let mismatch =
+            |field: &'static str, expected: &str, actual: &str| StoreError::PublishPrecondition {
+                name: name.to_string(),
+                field,
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            };
+        if let Some(want) = &req.expected_code_sha256 {
+            if *want != latest.code_sha256 {
+                return Err(mismatch("code_sha256", want, &latest.code_sha256));
+            }
+        }
+        if let Some(want) = &req.expected_revision_id {
+            if *want != latest.revision_id {
+                return Err(mismatch("revision_id", want, &latest.revision_id));
+            }
+        }
+        let counter = self.read_counter(name)?;
+        if counter.last > 0
+            && counter.source_code_sha256 == latest.code_sha256
+            && counter.source_spec.as_ref() == Some(&latest.spec)
+        {
+            if let Some(existing) = self.get_version(name, counter.last)? {
+                return Ok(Published {
+                    config: existing,
+                    created: false,
+                });
+            }
+        }
+        let number = counter
+            .last
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: format!("version counter of `{name}`"),
+                path: self.path().to_path_buf(),
+                detail: "no version number left".to_string(),
+            })?;
+        let mut version = latest.clone();
+        version.version = number.to_string();
+        version.revision_id = req.new_revision_id.clone();
+        version.last_modified_ms = req.now_ms;
+        if !req.description.is_empty() {
+            version.spec.description = req.description.clone();
+        }
+        let new_counter = PublishCounter {
+            last: number,
+            source_code_sha256: latest.code_sha256.clone(),
+            source_spec: Some(latest.spec.clone()),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.versions_cf()?,
+            version_key(name, number),
+            self.encode(format!("version {number} of `{name}`"), &version)?,
+        );
+        batch.put_cf(
+            self.versions_cf()?,
+            function_prefix(name),
+            self.encode(format!("version counter of `{name}`"), &new_counter)?,
+        );
+        self.db
+            .write_opt(batch, &RocksStore::synced())
+            .map_err(self.rocks("publish version"))?;
+        *refs.entry(version.code_sha256.clone()).or_insert(0) += 1;
+        Ok(Published {
+            config: version,
+            created: true,
+        })
+    }
+
+    fn get_version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, StoreError> {
+        let key = version_key(name, version);
+        match self
+            .db
+            .get_pinned_cf(self.versions_cf()?, &key)
+            .map_err(self.rocks("read version"))?
+        {
+            Some(v) => Ok(Some(self.decode_version(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
+        let mut it = self.db.raw_iterator_cf(self.versions_cf()?);
+        let end = function_prefix_end(name);
+        it.seek(function_prefix(name));
+        let mut out = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if k >= end.as_slice() {
+                break;
+            }
+            if matches!(parse_version_key(k), Some((n, _)) if n == name) {
+                out.push(self.decode_version(k, v)?);
+            }
+            it.next();
+        }
+        it.status().map_err(self.rocks("list versions"))?;
+        Ok(out)
+    }
+
+    fn delete_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Result<Option<FunctionConfig>, StoreError> {
+        let mut refs = lock(&self.blob_refs);
+        let Some(current) = self.get_version(name, version)? else {
+            return Ok(None);
+        };
+        let number = version.to_string();
+        if let Some(alias) = self.list_aliases(name)?.into_iter().find(|a| {
+            a.function_version == number || a.additional_version_weights.contains_key(&number)
+        }) {
+            return Err(StoreError::VersionInUse {
+                name: name.to_string(),
+                version: number,
+                alias: alias.name,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.versions_cf()?, version_key(name, version));
+        if refs.get(&current.code_sha256).copied().unwrap_or(0) <= 1 {
+            batch.delete_cf(
+                self.cf(super::rocks::CF_BLOBS)?,
+                current.code_sha256.as_bytes(),
+            );
+        }
+        self.db
+            .write_opt(batch, &RocksStore::synced())
+            .map_err(self.rocks("delete version"))?;
+        release_ref(&mut refs, &current.code_sha256);
+        Ok(Some(current))
+    }
+}
+
+pub(super) fn release_ref(refs: &mut HashMap<String, usize>, sha256: &str) {
+    if let Some(n) = refs.get_mut(sha256) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            refs.remove(sha256);
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "versions_tests.rs"]
+mod tests;
