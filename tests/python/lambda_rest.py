@@ -3,6 +3,8 @@ requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_r
 
     python lambda_rest.py flow PREFIX            # the boto3 + aws cli scenario
     python lambda_rest.py versions PREFIX        # versions and aliases through boto3 + aws cli
+    python lambda_rest.py concurrency PREFIX LIMIT   # reserved + provisioned concurrency, account
+                                                     # settings (LIMIT: the controller's --concurrency-limit)
     python lambda_rest.py refusals NAME          # every route refuses forged requests
     python lambda_rest.py expect-ok KEY SECRET   # the key works
     python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -321,6 +324,165 @@ def versions(prefix):
     print("versions passed", flush=True)
 
 
+INIT_TYPE_CODE = """
+import os
+def handler(event, context):
+    print("ran version", context.function_version)
+    return {"version": context.function_version,
+            "init_type": os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE")}
+"""
+
+
+def wait_provisioned_ready(lam, name, qualifier, timeout_s=180):
+    """Polls GetProvisionedConcurrencyConfig until READY (FAILED or the deadline fail)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        c = lam.get_provisioned_concurrency_config(FunctionName=name, Qualifier=qualifier)
+        if c["Status"] == "READY":
+            return c
+        check(c["Status"] == "IN_PROGRESS", f"provisioned {qualifier} is in progress or ready: {c}")
+        check(time.monotonic() < deadline, f"provisioned {qualifier} READY within {timeout_s} s: {c}")
+        time.sleep(0.5)
+
+
+def concurrency(prefix, limit):
+    lam = client()
+    name = f"{prefix}-conc"
+    c = lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                            Code={"ZipFile": zip_of(INIT_TYPE_CODE)}, Timeout=30, MemorySize=128)
+    lam.get_waiter("function_active_v2").wait(FunctionName=name)
+
+    # GetAccountSettings: the controller's limit, its unreserved share, the functions and their code.
+    acct = lam.get_account_settings()
+    lim, use = acct["AccountLimit"], acct["AccountUsage"]
+    check(lim["ConcurrentExecutions"] == limit and lim["UnreservedConcurrentExecutions"] == limit
+          and lim["CodeSizeZipped"] == 50 * 1024 * 1024 and lim["CodeSizeUnzipped"] == 250 * 1024 * 1024,
+          f"account limits: {acct}")
+    check(use["FunctionCount"] >= 1 and use["TotalCodeSize"] >= c["CodeSize"] > 0, f"account usage: {acct}")
+
+    # Reserved concurrency: put, get (also in GetFunction), refusals that change nothing, delete.
+    check("ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
+          and "Concurrency" not in lam.get_function(FunctionName=name), "no reservation at first")
+    r = lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+    check(r["ReservedConcurrentExecutions"] == 5, f"put function concurrency: {r}")
+    r = lam.get_function_concurrency(FunctionName=name)
+    check(r["ReservedConcurrentExecutions"] == 5, f"get function concurrency: {r}")
+    g = lam.get_function(FunctionName=name)
+    check(g["Concurrency"] == {"ReservedConcurrentExecutions": 5}, f"GetFunction shows the reservation: {g}")
+    unreserved = lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"]
+    check(unreserved == limit - 5, f"the reservation comes out of the unreserved share: {unreserved}")
+    big = error_code(lam.put_function_concurrency, FunctionName=name, ReservedConcurrentExecutions=limit)
+    check(big == ("InvalidParameterValueException", 400), f"a reservation of the whole limit: {big}")
+    qual = error_code(lam.put_function_concurrency, FunctionName=f"{name}:1", ReservedConcurrentExecutions=1)
+    check(qual == ("InvalidParameterValueException", 400), f"a qualified name: {qual}")
+    check(lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"] == 5,
+          "refused puts changed nothing")
+    missing = error_code(lam.put_function_concurrency, FunctionName=prefix + "-missing",
+                         ReservedConcurrentExecutions=1)
+    check(missing == ("ResourceNotFoundException", 404), f"put on a missing function: {missing}")
+    missing = error_code(lam.get_function_concurrency, FunctionName=prefix + "-missing")
+    check(missing == ("ResourceNotFoundException", 404), f"get on a missing function: {missing}")
+
+    # Reserved 0 disables the function: a sync invoke is throttled at once, with Lambda's reason.
+    lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+    try:
+        lam.invoke(FunctionName=name, Payload="{}")
+        raise AssertionError("an invoke at reserved concurrency 0 succeeded")
+    except botocore.exceptions.ClientError as e:
+        err = e.response
+        check(err["Error"]["Code"] == "TooManyRequestsException"
+              and err["ResponseMetadata"]["HTTPStatusCode"] == 429
+              and err.get("Reason") == "ReservedFunctionConcurrentInvocationLimitExceeded",
+              f"throttled at reserved 0: {err}")
+    r = lam.delete_function_concurrency(FunctionName=name)
+    check(r["ResponseMetadata"]["HTTPStatusCode"] == 204, f"delete function concurrency: {r}")
+    check("ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
+          and "Concurrency" not in lam.get_function(FunctionName=name), "reservation deleted")
+    check(lam.get_account_settings()["AccountLimit"]["UnreservedConcurrentExecutions"] == limit,
+          "the unreserved share is whole again")
+    r = lam.invoke(FunctionName=name, Payload="{}")
+    check(r["StatusCode"] == 200 and json.loads(r["Payload"].read())["init_type"] == "on-demand",
+          f"invoke after the reservation is gone: {r}")
+
+    # Provisioned concurrency on a version and an alias.
+    v1 = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name="live", FunctionVersion=v1)
+    latest = error_code(lam.put_provisioned_concurrency_config, FunctionName=name, Qualifier="$LATEST",
+                        ProvisionedConcurrentExecutions=1)
+    check(latest == ("InvalidParameterValueException", 400), f"provisioned $LATEST refused: {latest}")
+    nover = error_code(lam.put_provisioned_concurrency_config, FunctionName=name, Qualifier="9",
+                       ProvisionedConcurrentExecutions=1)
+    check(nover == ("ResourceNotFoundException", 404), f"provisioned on a missing version: {nover}")
+    nocfg = error_code(lam.get_provisioned_concurrency_config, FunctionName=name, Qualifier=v1)
+    check(nocfg == ("ProvisionedConcurrencyConfigNotFoundException", 404), f"no configuration yet: {nocfg}")
+    check(lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == [],
+          "nothing listed yet")
+
+    p = lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier=v1, ProvisionedConcurrentExecutions=2)
+    check(p["ResponseMetadata"]["HTTPStatusCode"] == 202 and p["RequestedProvisionedConcurrentExecutions"] == 2
+          and p["Status"] in ("IN_PROGRESS", "READY") and p["LastModified"], f"put provisioned: {p}")
+    ready = wait_provisioned_ready(lam, name, v1)
+    check(ready["AllocatedProvisionedConcurrentExecutions"] == 2
+          and ready["AvailableProvisionedConcurrentExecutions"] == 2
+          and ready["RequestedProvisionedConcurrentExecutions"] == 2, f"provisioned READY: {ready}")
+    g = lam.get_function(FunctionName=name, Qualifier=v1)
+    check(g["Configuration"]["Version"] == v1 and "Concurrency" not in g, f"get the provisioned version: {g}")
+
+    # The first invocations of the version take the provisioned sandboxes: no init on the way.
+    for qualifier in [v1, "live"]:
+        r = lam.invoke(FunctionName=name, Qualifier=qualifier, Payload="{}", LogType="Tail")
+        body = json.loads(r["Payload"].read())
+        log = base64.b64decode(r["LogResult"]).decode()
+        check(r["ExecutedVersion"] == v1 and body == {"version": v1, "init_type": "provisioned-concurrency"},
+              f"invoke {qualifier} on a provisioned sandbox: {r} {body}")
+        check("Init Duration" not in log and "REPORT RequestId" in log, f"no init in the log of {qualifier}: {log}")
+
+    # A second configuration (on the alias), List with pagination, the AWS CLI.
+    lam.put_provisioned_concurrency_config(FunctionName=name, Qualifier="live", ProvisionedConcurrentExecutions=1)
+    wait_provisioned_ready(lam, name, "live")
+    listed = lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"]
+    arns = sorted(c["FunctionArn"].rsplit(":", 1)[1] for c in listed)
+    check(arns == sorted([v1, "live"]) and all(c["Status"] == "READY" for c in listed), f"list: {listed}")
+    page = lam.list_provisioned_concurrency_configs(FunctionName=name, MaxItems=1)
+    check(len(page["ProvisionedConcurrencyConfigs"]) == 1 and "NextMarker" in page, f"list page: {page}")
+    pages = [[c["FunctionArn"] for c in p["ProvisionedConcurrencyConfigs"]]
+             for p in lam.get_paginator("list_provisioned_concurrency_configs").paginate(
+                 FunctionName=name, PaginationConfig={"PageSize": 1})]
+    check(len(pages) == 2 and sorted(sum(pages, [])) == sorted(c["FunctionArn"] for c in listed),
+          f"list by pages: {pages}")
+    aws = os.environ["AWS_CLI"]
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=CREDS["accessKeyId"],
+               AWS_SECRET_ACCESS_KEY=CREDS["secretAccessKey"], AWS_DEFAULT_REGION="us-east-1")
+    base = [aws, "--endpoint-url", REST, "--output", "json", "lambda"]
+    out = subprocess.run(base + ["get-provisioned-concurrency-config", "--function-name", name,
+                                 "--qualifier", "live"], env=env, check=True, capture_output=True)
+    got = json.loads(out.stdout)
+    check(got["Status"] == "READY" and got["RequestedProvisionedConcurrentExecutions"] == 1,
+          f"aws cli get-provisioned-concurrency-config: {got}")
+    out = subprocess.run(base + ["put-function-concurrency", "--function-name", name,
+                                 "--reserved-concurrent-executions", "7"], env=env, check=True, capture_output=True)
+    check(json.loads(out.stdout) == {"ReservedConcurrentExecutions": 7}, f"aws cli put-function-concurrency: {out.stdout}")
+    out = subprocess.run(base + ["get-account-settings"], env=env, check=True, capture_output=True)
+    got = json.loads(out.stdout)
+    check(got["AccountLimit"]["UnreservedConcurrentExecutions"] == limit - 7, f"aws cli get-account-settings: {got}")
+    lam.delete_function_concurrency(FunctionName=name)
+
+    # Delete: 204, then not found; the list empties.
+    r = lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier=v1)
+    check(r["ResponseMetadata"]["HTTPStatusCode"] == 204, f"delete provisioned: {r}")
+    gone = error_code(lam.get_provisioned_concurrency_config, FunctionName=name, Qualifier=v1)
+    check(gone == ("ProvisionedConcurrencyConfigNotFoundException", 404), f"deleted configuration: {gone}")
+    again = error_code(lam.delete_provisioned_concurrency_config, FunctionName=name, Qualifier=v1)
+    check(again == ("ProvisionedConcurrencyConfigNotFoundException", 404), f"delete twice: {again}")
+    lam.delete_provisioned_concurrency_config(FunctionName=name, Qualifier="live")
+    check(lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == [],
+          "every configuration deleted")
+    missing = error_code(lam.list_provisioned_concurrency_configs, FunctionName=prefix + "-missing")
+    check(missing == ("ResourceNotFoundException", 404), f"list on a missing function: {missing}")
+    lam.delete_function(FunctionName=name)
+    print("concurrency passed", flush=True)
+
+
 # ------------------------------------------------------------------ an independent SigV4 signer
 
 
@@ -380,25 +542,44 @@ def refusals(name):
         ("GET", f"/2015-03-31/functions/{name}/aliases/forged", b""),
         ("PUT", f"/2015-03-31/functions/{name}/aliases/forged", b'{"Description": "forged"}'),
         ("DELETE", f"/2015-03-31/functions/{name}/aliases/forged", b""),
+        ("PUT", f"/2017-10-31/functions/{name}/concurrency", b'{"ReservedConcurrentExecutions": 0}'),
+        ("GET", f"/2019-09-30/functions/{name}/concurrency", b""),
+        ("DELETE", f"/2017-10-31/functions/{name}/concurrency", b""),
+        ("GET", "/2016-08-19/account-settings", b""),
+        ("PUT", f"/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=1",
+         b'{"ProvisionedConcurrentExecutions": 1}'),
+        ("GET", f"/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=1", b""),
+        ("GET", f"/2019-09-30/functions/{name}/provisioned-concurrency?List=ALL", b""),
+        ("DELETE", f"/2019-09-30/functions/{name}/provisioned-concurrency?Qualifier=1", b""),
         ("DELETE", f"/2015-03-31/functions/{name}", b""),
         ("GET", "/2015-03-31/no-such-route", b""),
     ]
     before = client().get_function_configuration(FunctionName=name)
     old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
     future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=10)
-    for method, path, body in routes:
+    for method, target, body in routes:
+        path, _, query = target.partition("?")
+        other_query = f"{query}&x=1" if query else "x=1"
         cases = {
             "no credentials": ({}, body, "UnrecognizedClientException"),
-            "unknown key": (sign(method, path, body, "LAMNOSUCHKEY", secret), body, "UnrecognizedClientException"),
-            "wrong secret": (sign(method, path, body, key, secret + "x"), body, "InvalidSignatureException"),
-            "tampered body": (sign(method, path, body, key, secret), body + b" ", "InvalidSignatureException"),
-            "expired date": (sign(method, path, body, key, secret, when=old), body, "InvalidSignatureException"),
-            "future date": (sign(method, path, body, key, secret, when=future), body, "InvalidSignatureException"),
-            "other path": (sign(method, path + "x", body, key, secret), body, "InvalidSignatureException"),
+            "unknown key": (sign(method, path, body, "LAMNOSUCHKEY", secret, query=query), body,
+                            "UnrecognizedClientException"),
+            "wrong secret": (sign(method, path, body, key, secret + "x", query=query), body,
+                             "InvalidSignatureException"),
+            "tampered body": (sign(method, path, body, key, secret, query=query), body + b" ",
+                              "InvalidSignatureException"),
+            "expired date": (sign(method, path, body, key, secret, when=old, query=query), body,
+                             "InvalidSignatureException"),
+            "future date": (sign(method, path, body, key, secret, when=future, query=query), body,
+                            "InvalidSignatureException"),
+            "other path": (sign(method, path + "x", body, key, secret, query=query), body,
+                           "InvalidSignatureException"),
+            "other query": (sign(method, path, body, key, secret, query=other_query), body,
+                            "InvalidSignatureException"),
         }
         for case, (headers, sent, kind) in cases.items():
-            status, got, text = send(method, path, sent, headers)
-            check(status == 403 and got == kind, f"{method} {path} {case}: refused as {kind}, got {status} {got} {text[:200]}")
+            status, got, text = send(method, target, sent, headers)
+            check(status == 403 and got == kind, f"{method} {target} {case}: refused as {kind}, got {status} {got} {text[:200]}")
     # Nothing forged took effect: the function is unchanged and still there, no forged function.
     lam = client()
     conf = lam.get_function_configuration(FunctionName=name)
@@ -407,6 +588,9 @@ def refusals(name):
     check(error_code(lam.get_function, FunctionName=name + "-forged")[1] == 404, "forged create had no effect")
     check([v["Version"] for v in lam.list_versions_by_function(FunctionName=name)["Versions"]] == ["$LATEST"]
           and lam.list_aliases(FunctionName=name)["Aliases"] == [], "forged publish and alias had no effect")
+    check("ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName=name)
+          and lam.list_provisioned_concurrency_configs(FunctionName=name)["ProvisionedConcurrencyConfigs"] == [],
+          "forged concurrency settings had no effect")
     # The same signer with the right key and date is accepted: the refusals are about the forgery.
     status, _, _ = send("GET", "/2015-03-31/functions/", b"", sign("GET", "/2015-03-31/functions/", b"", key, secret))
     check(status == 200, f"the independent signer is accepted: {status}")
@@ -419,6 +603,8 @@ def main():
         flow(sys.argv[2])
     elif mode == "versions":
         versions(sys.argv[2])
+    elif mode == "concurrency":
+        concurrency(sys.argv[2], int(sys.argv[3]))
     elif mode == "refusals":
         refusals(sys.argv[2])
     elif mode == "expect-ok":

@@ -1,6 +1,7 @@
 //! The Lambda REST API driven by real boto3 and the AWS CLI v1 (tests/python/lambda_rest.py):
 //! create from a zip, waiters, sync/async/dry-run invokes with log tails and client context,
-//! event invoke configs, code and configuration updates, pagination, deletes and error codes.
+//! event invoke configs, code and configuration updates, pagination, deletes and error codes;
+//! versions and aliases; reserved and provisioned concurrency and the account settings.
 use std::time::Duration;
 
 use lamina_e2e::*;
@@ -42,6 +43,17 @@ fn boto3_and_the_aws_cli_drive_versions_and_aliases() {
         let cluster = Cluster::start(1)?;
         let out = lambda_rest_py(&cluster, &["versions", &unique("restver")])?;
         assert!(out.contains("versions passed"), "{out}");
+        Ok(())
+    });
+}
+
+#[test]
+fn boto3_and_the_aws_cli_drive_reserved_and_provisioned_concurrency() {
+    run(async {
+        // A limit of its own, so the account settings answer shows the controller's figure.
+        let cluster = Cluster::start_full(1, &["--concurrency-limit", "300"], &[])?;
+        let out = lambda_rest_py(&cluster, &["concurrency", &unique("restconc"), "300"])?;
+        assert!(out.contains("concurrency passed"), "{out}");
         Ok(())
     });
 }

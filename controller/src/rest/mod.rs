@@ -2,7 +2,8 @@
 //!
 //! Every request is buffered (at most [`MAX_REST_BODY_BYTES`]) and its SigV4 signature verified
 //! (`crate::auth::sigv4`) before any handler runs. Handlers call the same functions the gRPC
-//! services use (`crate::api::{functions, invoke, events}`), so validation and storage are shared.
+//! services use (`crate::api::{functions, invoke, events, versions, concurrency, provisioned}`), so
+//! validation and storage are shared.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{events, functions, invoke, ApiError, Shared};
 use crate::auth::{sigv4, KeyStore};
 
+mod concurrency;
 pub mod shapes;
 mod versions;
 
@@ -73,6 +75,24 @@ pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router
         .route(
             "/2019-09-25/functions/:name/event-invoke-config",
             put(put_event_invoke_config).get(get_event_invoke_config),
+        )
+        .route(
+            "/2017-10-31/functions/:name/concurrency",
+            put(concurrency::put_concurrency).delete(concurrency::delete_concurrency),
+        )
+        .route(
+            "/2019-09-30/functions/:name/concurrency",
+            get(concurrency::get_concurrency),
+        )
+        .route(
+            "/2016-08-19/account-settings",
+            get(concurrency::account_settings),
+        )
+        .route(
+            "/2019-09-30/functions/:name/provisioned-concurrency",
+            put(concurrency::put_provisioned)
+                .get(concurrency::get_provisioned)
+                .delete(concurrency::delete_provisioned),
         )
         .fallback(unknown_operation)
         .layer(middleware::from_fn_with_state(

@@ -18,7 +18,7 @@ use super::St;
 use crate::api::{functions, versions};
 
 /// The function name of a path parameter that takes no qualifier (`NAME` or its ARN).
-fn unqualified_name(param: &str) -> Result<String, RestError> {
+pub(super) fn unqualified_name(param: &str) -> Result<String, RestError> {
     match parse_function_name(param)? {
         (name, None) => Ok(name),
         (_, Some(q)) => Err(RestError::invalid(format!(
@@ -29,7 +29,7 @@ fn unqualified_name(param: &str) -> Result<String, RestError> {
 
 /// The name and qualifier of a path parameter plus `?Qualifier=` (which must agree with a
 /// qualifier in the name, as in Lambda).
-fn qualified_name(
+pub(super) fn qualified_name(
     param: &str,
     query: &HashMap<String, String>,
 ) -> Result<(String, String), RestError> {
@@ -283,10 +283,17 @@ pub(super) async fn get_function(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    Ok(Json(json!({
-        "Configuration": configuration_of(&st, &name, &query).await?,
+    let configuration = configuration_of(&st, &name, &query).await?;
+    let mut out = json!({
+        "Configuration": configuration,
         "Code": {"RepositoryType": "Lamina", "Location": ""},
-    })))
+    });
+    // The function's reservation, whichever version was asked for (as in Lambda).
+    let function = configuration["FunctionName"].as_str().unwrap_or_default();
+    if let Some(n) = super::concurrency::reserved_of(&st.shared, function).await? {
+        out["Concurrency"] = super::concurrency::concurrency_json(Some(n));
+    }
+    Ok(Json(out))
 }
 
 pub(super) async fn get_configuration(
