@@ -101,7 +101,34 @@ fn provisioned_sandboxes_are_ready_ahead_and_invoked_without_init() {
         }
         assert!(c.list_provisioned_concurrency(&f).await?.is_empty());
 
+        // Provisioned concurrency runs inside a reservation: it must fit, both ways round.
+        c.put_function_concurrency(&f, 2).await?;
+        let err = c.put_provisioned_concurrency(&f, "1", 3).await.unwrap_err();
+        let status = err.status().expect("an API error");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("reserved concurrency 2"),
+            "{status:?}"
+        );
+        assert!(c.list_provisioned_concurrency(&f).await?.is_empty());
+        c.delete_function_concurrency(&f).await?;
+
         let put = c.put_provisioned_concurrency(&f, "1", 3).await?;
+        let err = c.put_function_concurrency(&f, 2).await.unwrap_err();
+        let status = err.status().expect("an API error");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("provisioned concurrency (3"),
+            "{status:?}"
+        );
+        assert_eq!(
+            c.get_function_concurrency(&f)
+                .await?
+                .reserved_concurrent_executions,
+            None
+        );
+        c.put_function_concurrency(&f, 3).await?;
+        c.delete_function_concurrency(&f).await?;
         assert_eq!((put.requested, put.function_version.as_str()), (3, "1"));
         let ready = wait_provisioned(&c, &f, "1", &cluster, |p, _| {
             p.status == "READY" && p.allocated == 3

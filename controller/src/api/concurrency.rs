@@ -11,6 +11,22 @@ pub(crate) async fn put_function_concurrency(
     let name = r.function_name;
     let reserved = r.reserved_concurrent_executions;
     functions::get(shared, &name).await?;
+    // As Lambda: the reservation must cover the provisioned concurrency of all the function's
+    // versions and aliases (provisioned sandboxes run inside the reservation).
+    let owned = name.clone();
+    let provisioned: u32 = shared
+        .store(move |s| s.list_provisioned(Some(&owned)))
+        .await?
+        .iter()
+        .map(|p| p.requested)
+        .sum();
+    if reserved < provisioned {
+        return Err(ApiError::BadRequest(format!(
+            "reserved concurrency {reserved} for function `{name}` is below its provisioned \
+             concurrency ({provisioned} over its versions and aliases): lower or delete the \
+             provisioned configurations first"
+        )));
+    }
     // Checked and applied in memory first (so two concurrent puts cannot both pass the check),
     // then stored; undone when storing fails.
     let previous = shared.limiter.set_reservation(&name, Some(reserved))?;

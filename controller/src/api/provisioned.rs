@@ -7,6 +7,7 @@ use lamina_proto::v1;
 
 use super::{now_ms, ApiError, Shared};
 use crate::provisioned::{resolve_in, status};
+use crate::store::Store;
 
 /// Looks a configuration and the version it provisions up (`None`: it no longer resolves).
 async fn load(
@@ -55,6 +56,7 @@ pub(crate) async fn put_provisioned_concurrency(
     let stored = config.clone();
     let version = tokio::task::spawn_blocking(move || {
         let version = resolve_in(store.as_ref(), &stored.function_name, &stored.qualifier)?;
+        check_within_reservation(store.as_ref(), &stored)?;
         store.put_provisioned(&stored)?;
         Ok::<_, ApiError>(version)
     })
@@ -63,6 +65,29 @@ pub(crate) async fn put_provisioned_concurrency(
     shared.provisioning.changed();
     tracing::info!(function = %config.function_name, qualifier = %config.qualifier, version = %version.version, requested = config.requested, "provisioned concurrency set");
     Ok(status(shared, &config, Some(&version)))
+}
+
+/// As Lambda: with a reservation, the provisioned concurrency of all the function's versions and
+/// aliases (this configuration replacing its previous value) must fit in it.
+fn check_within_reservation(store: &dyn Store, config: &ProvisionedConfig) -> Result<(), ApiError> {
+    let Some(reserved) = store.get_reserved_concurrency(&config.function_name)? else {
+        return Ok(());
+    };
+    let others: u32 = store
+        .list_provisioned(Some(&config.function_name))?
+        .iter()
+        .filter(|p| p.qualifier != config.qualifier)
+        .map(|p| p.requested)
+        .sum();
+    let total = others + config.requested;
+    if total > reserved {
+        return Err(ApiError::BadRequest(format!(
+            "provisioned concurrency {} for `{}:{}` would bring the function's total to {total}, \
+             over its reserved concurrency {reserved}: raise or delete the reservation first",
+            config.requested, config.function_name, config.qualifier
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn get_provisioned_concurrency(
