@@ -220,8 +220,10 @@ setup_network() {
 table inet $NFT_TABLE {
   chain forward {
     type filter hook forward priority 0; policy accept;
-    iifname "$BRIDGE" drop
-    oifname "$BRIDGE" drop
+    # Routed traffic only: frames bridged between the namespaces (worker to worker, e.g. the
+    # VPC VXLAN tunnels) pass this hook too when br_netfilter is on, and must stay allowed.
+    iifname "$BRIDGE" oifname != "$BRIDGE" drop
+    oifname "$BRIDGE" iifname != "$BRIDGE" drop
   }
 }
 EOF

@@ -15,6 +15,10 @@ if ! "$LAMINA_VENV/bin/python" -c 'import boto3, awscli' 2>/dev/null; then
   python3 -m venv "$LAMINA_VENV"
   "$LAMINA_VENV/bin/pip" install --quiet --disable-pip-version-check boto3 awscli
 fi
+# The official AWS runtime interface clients (awslambdaric, aws-lambda-ric, lambda_runtime) that
+# tests/tests/runtime_clients.rs runs unchanged, from their registries, cached outside the clone.
+export LAMINA_CLIENTS="${LAMINA_CLIENTS:-/var/tmp/lamina-clients}"
+tests/clients/install.sh
 cargo fmt --all -- --check
 cargo build --workspace --bins --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings

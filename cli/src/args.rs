@@ -91,6 +91,18 @@ pub enum Command {
     /// Provisioned concurrency of a version or alias: put, get, delete, list
     #[command(subcommand)]
     Provisioned(crate::concurrency::ProvisionedCommand),
+    /// Layers: publish, list, versions, get, delete
+    #[command(subcommand)]
+    Layer(crate::layers::LayerCommand),
+    /// VPCs: create, list, get, delete, attach-netns, detach-netns, attachments
+    #[command(subcommand)]
+    Vpc(crate::network::VpcCommand),
+    /// Subnets of a VPC: create, list, get, delete
+    #[command(subcommand)]
+    Subnet(crate::network::SubnetCommand),
+    /// Security groups: create, list, get, delete, authorize-/revoke-ingress|egress
+    #[command(subcommand)]
+    Sg(crate::network::SgCommand),
     /// List the workers the controller knows
     Workers,
     /// Invoke a function and print its response
@@ -157,15 +169,26 @@ pub enum AuthCommand {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     pub name: String,
-    /// python3.11 | nodejs20.x | provided
-    #[arg(long)]
+    /// python3.11 | nodejs20.x | provided (optional with --image: the image brings its runtime)
+    #[arg(long, default_value = "", required_unless_present = "image")]
     pub runtime: String,
     /// file.function (ignored by provided)
     #[arg(long, default_value = "")]
     pub handler: String,
     /// A directory (zipped for you) or a zip file
-    #[arg(long)]
-    pub code: PathBuf,
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    pub code: Option<PathBuf>,
+    #[command(flatten)]
+    pub image: crate::images::ImageArgs,
+    /// Layer version ARNs, comma-separated (at most 5), unpacked in this order under /opt
+    #[arg(long, value_delimiter = ',', value_name = "ARN,...")]
+    pub layers: Vec<String>,
+    /// Attach the function to a VPC: its subnets (one VPC), comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "SUBNET,...")]
+    pub subnets: Option<Vec<String>>,
+    /// The security groups of its interfaces, comma-separated
+    #[arg(long, value_delimiter = ',', value_name = "SG,...")]
+    pub security_groups: Option<Vec<String>>,
     /// Memory in MB (128..10240; default 128)
     #[arg(long)]
     pub memory: Option<u32>,
@@ -186,13 +209,19 @@ pub struct CreateArgs {
 pub struct UpdateCodeArgs {
     pub name: String,
     /// A directory (zipped for you) or a zip file
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    pub code: Option<PathBuf>,
+    /// An image function's new image: an OCI image layout directory (tarred for you) or an OCI /
+    /// docker save archive
     #[arg(long)]
-    pub code: PathBuf,
+    pub image: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct UpdateConfigArgs {
     pub name: String,
+    #[command(flatten)]
+    pub image_config: crate::images::ImageConfigArgs,
     #[arg(long)]
     pub memory: Option<u32>,
     #[arg(long)]
@@ -211,6 +240,18 @@ pub struct UpdateConfigArgs {
     /// Remove every environment variable
     #[arg(long, conflicts_with = "env")]
     pub clear_env: bool,
+    /// Replace the layers: layer version ARNs, comma-separated (at most 5)
+    #[arg(long, value_delimiter = ',', value_name = "ARN,...")]
+    pub layers: Option<Vec<String>>,
+    /// Remove every layer
+    #[arg(long, conflicts_with = "layers")]
+    pub clear_layers: bool,
+    /// Replace the VPC subnets (one VPC), comma-separated; '' detaches the function from its VPC
+    #[arg(long, value_delimiter = ',', value_name = "SUBNET,...")]
+    pub subnets: Option<Vec<String>>,
+    /// Replace the security groups, comma-separated (with --subnets)
+    #[arg(long, value_delimiter = ',', value_name = "SG,...")]
+    pub security_groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +278,9 @@ pub struct InvokeArgs {
     /// Queue the event (invocation type Event) and print its request id
     #[arg(long = "async", conflicts_with_all = ["dry_run", "log_type", "client_context"])]
     pub is_async: bool,
+    /// Stream the response: print each chunk as the function sends it (response streaming)
+    #[arg(long, conflicts_with_all = ["is_async", "dry_run"])]
+    pub stream: bool,
     /// With --async: a repeat with the same key within the controller's window returns the first
     /// request id and queues nothing
     #[arg(long, requires = "is_async")]
@@ -410,7 +454,7 @@ mod tests {
         assert_eq!(c.name, "f");
         assert_eq!(c.runtime, "python3.11");
         assert_eq!(c.handler, "app.h");
-        assert_eq!(c.code, PathBuf::from("dir"));
+        assert_eq!(c.code, Some(PathBuf::from("dir")));
         assert_eq!(
             (c.memory, c.timeout, c.ephemeral_storage),
             (Some(256), Some(10), Some(1024))

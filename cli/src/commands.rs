@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use lamina_client::{code, v1, Client, Credentials};
+use lamina_client::{v1, Client, Credentials};
 
 use crate::args::{
     Command, CreateArgs, InvokeArgs, LogType, LogsArgs, Output, UpdateCodeArgs, UpdateConfigArgs,
@@ -75,12 +75,35 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
     // Local checks first: a bad --payload or --code is reported without dialing the controller.
     match command {
         Command::Create(args) => {
-            let zip = code::load_code(&args.code)?;
+            let zip = crate::images::load_code_or_image(
+                args.code.as_deref(),
+                args.image.image.as_deref(),
+            )?;
             let client = conn.client().await?;
             create(&client, args, zip, output).await
         }
-        Command::UpdateCode(UpdateCodeArgs { name, code }) => {
-            let zip = code::load_code(&code)?;
+        Command::Layer(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::layers::run(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Vpc(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::network::run_vpc(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Subnet(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::network::run_subnet(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Sg(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::network::run_sg(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::UpdateCode(UpdateCodeArgs { name, code, image }) => {
+            let zip = crate::images::load_code_or_image(code.as_deref(), image.as_deref())?;
             let client = conn.client().await?;
             let f = client.update_function_code(&name, zip).await?;
             print(&output::render_function(&f, output)?)?;
@@ -160,6 +183,9 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
         Command::Invoke(args) => {
             let req = invoke_request(&args)?;
             let client = conn.client().await?;
+            if args.stream {
+                return crate::stream::invoke_streaming(&client, req, args.log_type, output).await;
+            }
             let resp = client.invoke(req).await?;
             if args.is_async {
                 print(&events::render_async_invoke(&resp, output)?)?;
@@ -218,6 +244,14 @@ async fn create(
         ephemeral_storage_mb: args.ephemeral_storage.unwrap_or(0),
         environment: args.env.into_iter().collect(),
         description: args.description,
+        layers: args.layers.into_iter().filter(|l| !l.is_empty()).collect(),
+        vpc_config: crate::network::vpc_config(&args.subnets, &args.security_groups),
+        package_type: if args.image.image.is_some() {
+            "Image".into()
+        } else {
+            String::new()
+        },
+        image_config: args.image.config.image_config(),
     };
     let f = client.create_function(spec, zip).await?;
     print(&output::render_function(&f, output)?)?;
@@ -237,6 +271,15 @@ pub fn update_config_request(args: UpdateConfigArgs) -> v1::UpdateFunctionConfig
         handler: args.handler,
         runtime: args.runtime,
         description: args.description,
+        replace_layers: args.clear_layers || args.layers.is_some(),
+        layers: args
+            .layers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect(),
+        vpc_config: crate::network::vpc_config(&args.subnets, &args.security_groups),
+        image_config: args.image_config.image_config(),
     }
 }
 

@@ -7,7 +7,11 @@ mod auth;
 mod commands;
 mod concurrency;
 mod events;
+mod images;
+mod layers;
+mod network;
 mod output;
+mod stream;
 mod up;
 mod versions;
 

@@ -26,6 +26,39 @@ pub struct FunctionView {
     pub last_modified: String,
     pub state: String,
     pub last_update_status: String,
+    pub package_type: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerView>,
+    /// Image functions: the image digest and its configuration after the function's overrides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vpc_config: Option<VpcConfigView>,
+}
+
+/// A function's VPC attachment (Lambda's `VpcConfig`).
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct VpcConfigView {
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct LayerView {
+    pub arn: String,
+    pub code_size: u64,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageView {
+    pub image_digest: String,
+    pub entry_point: Vec<String>,
+    pub command: Vec<String>,
+    pub working_directory: String,
+    pub env: Vec<String>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -63,6 +96,34 @@ impl From<&v1::FunctionConfiguration> for FunctionView {
             last_modified: lambda_timestamp(f.last_modified_ms),
             state: f.state.clone(),
             last_update_status: f.last_update_status.clone(),
+            package_type: if f.package_type.is_empty() {
+                "Zip".to_string()
+            } else {
+                f.package_type.clone()
+            },
+            vpc_config: f
+                .vpc_config
+                .as_ref()
+                .filter(|c| !c.subnet_ids.is_empty())
+                .map(|c| VpcConfigView {
+                    subnet_ids: c.subnet_ids.clone(),
+                    security_group_ids: c.security_group_ids.clone(),
+                }),
+            layers: f
+                .layers
+                .iter()
+                .map(|l| LayerView {
+                    arn: l.arn.clone(),
+                    code_size: l.code_size,
+                })
+                .collect(),
+            image: f.image.as_ref().map(|i| ImageView {
+                image_digest: i.digest.clone(),
+                entry_point: i.entrypoint.clone(),
+                command: i.command.clone(),
+                working_directory: i.working_directory.clone(),
+                env: i.env.clone(),
+            }),
         }
     }
 }
@@ -338,6 +399,7 @@ mod tests {
                 "LastModified": "2024-05-01T12:00:00.123+0000",
                 "State": "Active",
                 "LastUpdateStatus": "Successful",
+                "PackageType": "Zip",
             })
         );
     }

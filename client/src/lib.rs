@@ -19,6 +19,9 @@ pub mod code;
 mod concurrency;
 pub mod credentials;
 mod error;
+mod layers;
+pub mod network;
+mod stream;
 mod versions;
 
 use std::time::Duration;
@@ -31,6 +34,7 @@ pub use lamina_proto::auth::Credentials;
 use lamina_proto::auth::{Signed, SignedChannel};
 /// The generated API types (`lamina.v1`), re-exported so users need not depend on `lamina-proto`.
 pub use lamina_proto::v1;
+pub use stream::{InvokeStream, StreamEvent};
 /// The gRPC status carried by [`Error::Api`], and its code.
 pub use tonic::{Code, Status};
 
@@ -49,6 +53,7 @@ const LIST_PAGE_SIZE: u32 = 50;
 pub struct Client {
     inner: FunctionsClient<SignedChannel>,
     auth: AuthClient<SignedChannel>,
+    network: lamina_proto::v1::network_client::NetworkClient<SignedChannel>,
     endpoint: String,
 }
 
@@ -90,6 +95,7 @@ impl Client {
             .max_encoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES);
         Ok(Client {
             inner,
+            network: lamina_proto::v1::network_client::NetworkClient::new(channel.clone()),
             auth: AuthClient::new(channel),
             endpoint: uri,
         })

@@ -159,6 +159,35 @@ impl Functions for Server {
         }
     }
 
+    type InvokeWithResponseStreamStream = tokio_stream::Iter<
+        std::vec::IntoIter<Result<v1::InvokeWithResponseStreamResponse, Status>>,
+    >;
+
+    /// Streams the payload split at `|`, then a completion naming the function.
+    async fn invoke_with_response_stream(
+        &self,
+        req: Request<v1::InvokeRequest>,
+    ) -> Result<Response<Self::InvokeWithResponseStreamStream>, Status> {
+        use v1::invoke_with_response_stream_response::Event;
+        let req = req.into_inner();
+        if req.function_name == "missing" {
+            return Err(Status::not_found("function `missing` not found"));
+        }
+        let mut events: Vec<Result<v1::InvokeWithResponseStreamResponse, Status>> = Vec::new();
+        for chunk in req.payload.split(|b| *b == b'|') {
+            events.push(Ok(v1::InvokeWithResponseStreamResponse {
+                event: Some(Event::PayloadChunk(chunk.to_vec())),
+            }));
+        }
+        events.push(Ok(v1::InvokeWithResponseStreamResponse {
+            event: Some(Event::InvokeComplete(v1::InvokeComplete {
+                request_id: format!("streamed-{}", req.function_name),
+                ..Default::default()
+            })),
+        }));
+        Ok(Response::new(tokio_stream::iter(events)))
+    }
+
     async fn invoke(
         &self,
         req: Request<v1::InvokeRequest>,
@@ -391,6 +420,41 @@ impl Functions for Server {
         Err(Status::unimplemented("delete_provisioned_concurrency"))
     }
 
+    async fn publish_layer_version(
+        &self,
+        _: Request<Streaming<v1::PublishLayerVersionRequest>>,
+    ) -> Result<Response<v1::LayerVersion>, Status> {
+        Err(Status::unimplemented("publish_layer_version"))
+    }
+
+    async fn list_layers(
+        &self,
+        _: Request<v1::ListLayersRequest>,
+    ) -> Result<Response<v1::ListLayersResponse>, Status> {
+        Err(Status::unimplemented("list_layers"))
+    }
+
+    async fn list_layer_versions(
+        &self,
+        _: Request<v1::ListLayerVersionsRequest>,
+    ) -> Result<Response<v1::ListLayerVersionsResponse>, Status> {
+        Err(Status::unimplemented("list_layer_versions"))
+    }
+
+    async fn get_layer_version(
+        &self,
+        _: Request<v1::GetLayerVersionRequest>,
+    ) -> Result<Response<v1::LayerVersion>, Status> {
+        Err(Status::unimplemented("get_layer_version"))
+    }
+
+    async fn delete_layer_version(
+        &self,
+        _: Request<v1::DeleteLayerVersionRequest>,
+    ) -> Result<Response<v1::DeleteLayerVersionResponse>, Status> {
+        Err(Status::unimplemented("delete_layer_version"))
+    }
+
     async fn list_workers(
         &self,
         _: Request<v1::ListWorkersRequest>,
@@ -567,4 +631,45 @@ async fn async_calls_carry_their_fields() {
         client.redrive_dead_letters("q", vec![1, 2]).await.unwrap(),
         ["q-1", "q-2"]
     );
+}
+
+#[tokio::test]
+async fn streamed_invocations_yield_chunks_then_the_completion() {
+    use lamina_client::StreamEvent;
+    let (_server, endpoint) = serve().await;
+    let c = Client::connect(&endpoint).await.unwrap();
+    let mut stream = c
+        .invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "f".into(),
+            payload: b"a|bb|ccc".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(ev) = stream.next().await.unwrap() {
+        got.push(ev);
+    }
+    assert_eq!(
+        got[..3],
+        [
+            StreamEvent::Chunk(b"a".to_vec()),
+            StreamEvent::Chunk(b"bb".to_vec()),
+            StreamEvent::Chunk(b"ccc".to_vec()),
+        ]
+    );
+    match &got[3] {
+        StreamEvent::Complete(done) => assert_eq!(done.request_id, "streamed-f"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(got.len(), 4);
+    let err = c
+        .invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "missing".into(),
+            ..Default::default()
+        })
+        .await
+        .err()
+        .expect("an error before any event");
+    assert!(err.to_string().contains("not found"), "{err}");
 }

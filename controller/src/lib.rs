@@ -21,6 +21,8 @@ pub mod api;
 pub mod auth;
 pub mod code;
 pub mod concurrency;
+pub mod image;
+pub mod network;
 pub mod placement;
 pub mod provisioned;
 pub mod queue;
@@ -56,6 +58,8 @@ pub struct ControllerConfig {
     pub auth: bool,
     /// Concurrency limits and the bounds of placement.
     pub concurrency: ConcurrencyConfig,
+    /// The largest container-image upload in bytes (`--max-image-bytes`).
+    pub max_image_bytes: u64,
 }
 
 impl ControllerConfig {
@@ -70,6 +74,7 @@ impl ControllerConfig {
             queue: QueueConfig::default(),
             auth: true,
             concurrency: ConcurrencyConfig::default(),
+            max_image_bytes: image::DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -146,6 +151,8 @@ impl Controller {
                 limiter,
                 placement_wait: c.placement_wait,
                 provisioning: Arc::default(),
+                network: Arc::default(),
+                max_image_bytes: config.max_image_bytes,
             }),
             keys: None,
             bootstrap: Bootstrap::default(),
@@ -224,6 +231,11 @@ impl Controller {
             tokio::spawn(Dispatcher::new(Arc::clone(q), invoker).run(shutdown.clone()))
         });
         let reconciler = tokio::spawn(provisioned::run(Arc::clone(&self.shared), shutdown.clone()));
+        let network_sync = tokio::spawn(network::run(Arc::clone(&self.shared), shutdown.clone()));
+        let network_api =
+            lamina_proto::v1::network_server::NetworkServer::new(api::NetworkService {
+                shared: Arc::clone(&self.shared),
+            });
         let mut builder = tonic::transport::Server::builder();
         let router = match &self.keys {
             Some(keys) => {
@@ -235,10 +247,14 @@ impl Controller {
                 });
                 builder
                     .add_service(Authenticated::new(functions, Arc::clone(&users)))
+                    .add_service(Authenticated::new(network_api, Arc::clone(&users)))
                     .add_service(Authenticated::new(auth, users))
                     .add_service(Authenticated::new(cluster, cluster_key))
             }
-            None => builder.add_service(functions).add_service(cluster),
+            None => builder
+                .add_service(functions)
+                .add_service(network_api)
+                .add_service(cluster),
         };
         let rest_server = rest.map(|l| {
             let router = rest::router(Arc::clone(&self.shared), self.keys.clone());
@@ -255,6 +271,9 @@ impl Controller {
             if let Err(e) = d.await {
                 tracing::error!(error = %e, "the async dispatcher task failed");
             }
+        }
+        if let Err(e) = network_sync.await {
+            tracing::error!(error = %e, "the network reconciler task failed");
         }
         if let Err(e) = reconciler.await {
             tracing::error!(error = %e, "the provisioned concurrency task failed");

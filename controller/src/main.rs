@@ -71,6 +71,9 @@ struct Args {
     /// How long an invocation waits for a cold-start slot when every worker is at its bound.
     #[arg(long, default_value_t = lamina_controller::concurrency::DEFAULT_PLACEMENT_WAIT.as_millis() as u64)]
     placement_wait_ms: u64,
+    /// The largest container-image upload (package type Image) in bytes.
+    #[arg(long, default_value_t = lamina_controller::image::DEFAULT_MAX_IMAGE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    max_image_bytes: u64,
 }
 
 #[tokio::main]
@@ -117,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             cold_starts_per_worker: args.cold_starts_per_worker,
             placement_wait: Duration::from_millis(args.placement_wait_ms),
         },
+        max_image_bytes: args.max_image_bytes,
     };
     let controller = Controller::open(config.clone())?;
     if let Some(path) = &controller.bootstrap().admin_credentials {

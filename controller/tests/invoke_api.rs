@@ -14,11 +14,58 @@ struct EchoWorker;
 
 #[tonic::async_trait]
 impl worker_server::Worker for EchoWorker {
+    type InvokeStreamStream = tokio_stream::Iter<
+        std::vec::IntoIter<Result<v1::WorkerInvokeStreamMessage, tonic::Status>>,
+    >;
+
+    /// Streams the payload split at `|`; a payload ending in `fail` ends with a function error.
+    async fn invoke_stream(
+        &self,
+        request: tonic::Request<v1::WorkerInvokeRequest>,
+    ) -> Result<tonic::Response<Self::InvokeStreamStream>, tonic::Status> {
+        use v1::worker_invoke_stream_message::Event;
+        let r = request.into_inner();
+        let mut out = Vec::new();
+        for chunk in r.payload.split(|b| *b == b'|') {
+            out.push(Ok(v1::WorkerInvokeStreamMessage {
+                event: Some(Event::Chunk(chunk.to_vec())),
+            }));
+        }
+        let failed = r.payload.ends_with(b"fail");
+        out.push(Ok(v1::WorkerInvokeStreamMessage {
+            event: Some(Event::Done(v1::WorkerInvokeResponse {
+                function_error: if failed {
+                    "Unhandled".into()
+                } else {
+                    String::new()
+                },
+                payload: if failed {
+                    br#"{"errorType":"Stream.Failed","errorMessage":"m"}"#.to_vec()
+                } else {
+                    Vec::new()
+                },
+                logs: format!(
+                    "START RequestId: {id}\nstreamed\nEND RequestId: {id}\n",
+                    id = r.request_id
+                ),
+                ..Default::default()
+            })),
+        }));
+        Ok(tonic::Response::new(tokio_stream::iter(out)))
+    }
+
     async fn set_provisioned(
         &self,
         _request: tonic::Request<v1::SetProvisionedRequest>,
     ) -> Result<tonic::Response<v1::SetProvisionedResponse>, tonic::Status> {
         Ok(tonic::Response::new(v1::SetProvisionedResponse {}))
+    }
+
+    async fn set_network(
+        &self,
+        _request: tonic::Request<v1::NetworkState>,
+    ) -> Result<tonic::Response<v1::SetNetworkResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SetNetworkResponse {}))
     }
 
     async fn invoke(
@@ -184,6 +231,96 @@ async fn invoke_goes_through_a_registered_worker_and_keeps_its_log() {
         [5, 6]
     );
     assert!(more.events.iter().all(|e| e.request_id == r2.request_id));
+
+    // Streamed: the worker's chunks in order, then the completion; the log is stored.
+    use v1::invoke_with_response_stream_response::Event;
+    let mut events = c
+        .invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "echo".into(),
+            payload: b"a|b|c".to_vec(),
+            log_type: v1::LogType::Tail as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = events.message().await.unwrap() {
+        got.push(m.event.unwrap());
+    }
+    assert_eq!(got.len(), 4, "{got:?}");
+    for (i, want) in [b"a", b"b", b"c"].iter().enumerate() {
+        assert_eq!(got[i], Event::PayloadChunk(want.to_vec()));
+    }
+    let Event::InvokeComplete(done) = &got[3] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (
+            done.function_error.as_str(),
+            done.executed_version.as_str(),
+            done.worker_id.as_str()
+        ),
+        ("", "$LATEST", "w1")
+    );
+    assert!(done
+        .log_tail
+        .ends_with(&format!("END RequestId: {}\n", done.request_id)));
+    let streamed_logs = c
+        .get_logs(v1::GetLogsRequest {
+            function_name: "echo".into(),
+            after_seq: more.last_seq,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(streamed_logs
+        .events
+        .iter()
+        .any(|e| e.message == "streamed" && e.request_id == done.request_id));
+    // A failed stream: the error type and body in the completion.
+    let mut events = c
+        .invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "echo".into(),
+            payload: b"x|fail".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(m) = events.message().await.unwrap() {
+        last = m.event;
+    }
+    let Some(Event::InvokeComplete(done)) = last else {
+        panic!("{last:?}")
+    };
+    assert_eq!(
+        (done.function_error.as_str(), done.error_code.as_str()),
+        ("Unhandled", "Stream.Failed")
+    );
+    assert_eq!(done.log_tail, "", "no tail unless asked");
+    // Unknown function and a non-sync invocation type: refused before any stream.
+    assert_status(
+        c.invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "nope".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::NotFound,
+        "nope",
+    );
+    assert_status(
+        c.invoke_with_response_stream(v1::InvokeRequest {
+            function_name: "echo".into(),
+            invocation_type: v1::InvocationType::Event as i32,
+            ..Default::default()
+        })
+        .await,
+        Code::InvalidArgument,
+        "REQUEST_RESPONSE",
+    );
 
     // The worker goes away mid-life: the next invocation fails fast, naming it.
     worker_stop.cancel();

@@ -53,11 +53,31 @@ impl RecordingWorker {
 
 #[tonic::async_trait]
 impl worker_server::Worker for RecordingWorker {
+    type InvokeStreamStream = tokio_stream::wrappers::ReceiverStream<
+        Result<v1::WorkerInvokeStreamMessage, tonic::Status>,
+    >;
+
+    async fn invoke_stream(
+        &self,
+        _request: tonic::Request<v1::WorkerInvokeRequest>,
+    ) -> Result<tonic::Response<Self::InvokeStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the versions tests do not stream",
+        ))
+    }
+
     async fn set_provisioned(
         &self,
         _request: tonic::Request<v1::SetProvisionedRequest>,
     ) -> Result<tonic::Response<v1::SetProvisionedResponse>, tonic::Status> {
         Ok(tonic::Response::new(v1::SetProvisionedResponse {}))
+    }
+
+    async fn set_network(
+        &self,
+        _request: tonic::Request<v1::NetworkState>,
+    ) -> Result<tonic::Response<v1::SetNetworkResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SetNetworkResponse {}))
     }
 
     async fn invoke(

@@ -1,6 +1,7 @@
 //! Conversions between proto messages and domain types: the only place the two meet.
 use crate::domain::{
-    FunctionConfig, FunctionSpec, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S,
+    FunctionConfig, FunctionLayer, FunctionSpec, ImageConfig, PackageType, ResolvedImage, Runtime,
+    DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S,
 };
 use crate::v1;
 use crate::validate::{self, ValidationError};
@@ -18,8 +19,22 @@ impl TryFrom<v1::FunctionSpec> for FunctionSpec {
 
     /// Applies Lambda's defaults to unset (zero) fields, then validates every field.
     fn try_from(p: v1::FunctionSpec) -> Result<Self, Self::Error> {
+        let package_type = package_type(&p.package_type)?;
+        // An image brings its own runtime: the runtime may be left out.
+        let runtime = if package_type == PackageType::Image && p.runtime.is_empty() {
+            Runtime::Provided
+        } else {
+            validate::runtime(&p.runtime)?
+        };
         let spec = FunctionSpec {
-            runtime: validate::runtime(&p.runtime)?,
+            runtime,
+            layers: p.layers,
+            package_type,
+            image_config: p.image_config.map(ImageConfig::from).unwrap_or_default(),
+            vpc_config: match &p.vpc_config {
+                Some(c) => crate::network::vpc_config(c)?,
+                None => None,
+            },
             name: p.name,
             handler: p.handler,
             memory_mb: or_default(p.memory_size_mb, DEFAULT_MEMORY_MB),
@@ -44,7 +59,95 @@ impl From<&FunctionSpec> for v1::FunctionSpec {
             ephemeral_storage_mb: s.ephemeral_storage_mb,
             environment: s.environment.clone().into_iter().collect(),
             description: s.description.clone(),
+            layers: s.layers.clone(),
+            package_type: s.package_type.as_str().to_string(),
+            image_config: image_config_proto(&s.image_config),
+            vpc_config: s.vpc_config.as_ref().map(Into::into),
         }
+    }
+}
+
+/// `""`/`Zip` or `Image`.
+pub fn package_type(s: &str) -> Result<PackageType, ValidationError> {
+    match s {
+        "" | "Zip" => Ok(PackageType::Zip),
+        "Image" => Ok(PackageType::Image),
+        other => Err(ValidationError::new(
+            "package_type",
+            format!("package type must be Zip or Image, got {other:?}"),
+        )),
+    }
+}
+
+impl From<v1::ImageConfig> for ImageConfig {
+    fn from(c: v1::ImageConfig) -> Self {
+        ImageConfig {
+            entrypoint: c.entrypoint,
+            command: c.command,
+            working_directory: c.working_directory,
+        }
+    }
+}
+
+fn image_config_proto(c: &ImageConfig) -> Option<v1::ImageConfig> {
+    (!c.is_empty()).then(|| v1::ImageConfig {
+        entrypoint: c.entrypoint.clone(),
+        command: c.command.clone(),
+        working_directory: c.working_directory.clone(),
+    })
+}
+
+impl From<&FunctionLayer> for v1::FunctionLayer {
+    fn from(l: &FunctionLayer) -> Self {
+        v1::FunctionLayer {
+            arn: l.arn.clone(),
+            code_size: l.code_size,
+            code_sha256: l.code_sha256.clone(),
+            unzipped_size: l.unzipped_size,
+        }
+    }
+}
+
+impl From<&ResolvedImage> for v1::ResolvedImage {
+    fn from(i: &ResolvedImage) -> Self {
+        v1::ResolvedImage {
+            digest: i.digest.clone(),
+            layer_digests: i.layer_digests.clone(),
+            entrypoint: i.entrypoint.clone(),
+            command: i.command.clone(),
+            working_directory: i.working_directory.clone(),
+            env: i.env.clone(),
+            unpacked_size: i.unpacked_size,
+        }
+    }
+}
+
+fn is_hex_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl TryFrom<v1::ResolvedImage> for ResolvedImage {
+    type Error = ValidationError;
+
+    fn try_from(i: v1::ResolvedImage) -> Result<Self, Self::Error> {
+        for d in std::iter::once(&i.digest).chain(&i.layer_digests) {
+            if !d.strip_prefix("sha256:").is_some_and(is_hex_digest) {
+                return Err(ValidationError::new(
+                    "image",
+                    format!("image digest must be sha256:<64 hex digits>, got {d:?}"),
+                ));
+            }
+        }
+        Ok(ResolvedImage {
+            digest: i.digest,
+            layer_digests: i.layer_digests,
+            entrypoint: i.entrypoint,
+            command: i.command,
+            working_directory: i.working_directory,
+            env: i.env,
+            unpacked_size: i.unpacked_size,
+            image_defaults: ImageConfig::default(),
+        })
     }
 }
 
@@ -70,6 +173,11 @@ impl From<&FunctionConfig> for v1::FunctionConfiguration {
             last_update_status: "Successful".to_string(),
             reserved_concurrent_executions: None,
             provisioned_concurrency: Vec::new(),
+            layers: c.layers.iter().map(Into::into).collect(),
+            package_type: s.package_type.as_str().to_string(),
+            image_config: image_config_proto(&s.image_config),
+            image: c.image.as_ref().map(Into::into),
+            vpc_config: s.vpc_config.as_ref().map(Into::into),
         }
     }
 }
@@ -87,7 +195,33 @@ impl TryFrom<v1::FunctionConfiguration> for FunctionConfig {
             ephemeral_storage_mb: p.ephemeral_storage_mb,
             environment: p.environment,
             description: p.description,
+            layers: p.layers.iter().map(|l| l.arn.clone()).collect(),
+            package_type: p.package_type,
+            image_config: p.image_config,
+            vpc_config: p.vpc_config,
         })?;
+        let layers = p
+            .layers
+            .into_iter()
+            .map(|l| {
+                if !is_hex_digest(&l.code_sha256) {
+                    return Err(ValidationError::new(
+                        "layers",
+                        format!(
+                            "layer code_sha256 must be 64 hex digits, got {:?}",
+                            l.code_sha256
+                        ),
+                    ));
+                }
+                Ok(FunctionLayer {
+                    arn: l.arn,
+                    code_sha256: l.code_sha256.to_ascii_lowercase(),
+                    code_size: l.code_size,
+                    unzipped_size: l.unzipped_size,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let image = p.image.map(ResolvedImage::try_from).transpose()?;
         if p.code_sha256.len() != 64 || !p.code_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ValidationError::new(
                 "code_sha256",
@@ -107,6 +241,29 @@ impl TryFrom<v1::FunctionConfiguration> for FunctionConfig {
             revision_id: p.revision_id,
             version: p.version,
             last_modified_ms: p.last_modified_ms,
+            layers,
+            image,
         })
+    }
+}
+
+impl From<&crate::domain::LayerVersion> for v1::LayerVersion {
+    fn from(l: &crate::domain::LayerVersion) -> Self {
+        v1::LayerVersion {
+            layer_name: l.name.clone(),
+            layer_arn: crate::domain::layer_arn(&l.name),
+            layer_version_arn: l.arn(),
+            version: l.version,
+            description: l.description.clone(),
+            compatible_runtimes: l
+                .compatible_runtimes
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            code_sha256: l.code_sha256.clone(),
+            code_size: l.code_size,
+            unzipped_size: l.unzipped_size,
+            created_ms: l.created_ms,
+        }
     }
 }

@@ -68,6 +68,131 @@ pub struct FunctionSpec {
     pub ephemeral_storage_mb: u32,
     pub environment: BTreeMap<String, String>,
     pub description: String,
+    /// Layer version ARNs, in the order they are unpacked under `/opt` (at most 5; Zip only).
+    #[serde(default)]
+    pub layers: Vec<String>,
+    #[serde(default)]
+    pub package_type: PackageType,
+    /// Image only: overrides of the image's `Entrypoint`, `Cmd` and `WorkingDir`.
+    #[serde(default)]
+    pub image_config: ImageConfig,
+    /// VPC attachment of its sandboxes (`None`: the function reaches no VPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_config: Option<crate::network::VpcConfig>,
+}
+
+/// How a function's code is packaged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PackageType {
+    /// A zip unpacked at `/var/task`, run by a built-in runtime or its `bootstrap`.
+    #[default]
+    Zip,
+    /// A container image that becomes the sandbox's root.
+    Image,
+}
+
+impl PackageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageType::Zip => "Zip",
+            PackageType::Image => "Image",
+        }
+    }
+}
+
+/// Overrides of an image's configuration; empty fields keep the image's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub working_directory: String,
+}
+
+impl ImageConfig {
+    pub fn is_empty(&self) -> bool {
+        self.entrypoint.is_empty() && self.command.is_empty() && self.working_directory.is_empty()
+    }
+}
+
+/// A layer version as attached to a function: the function keeps this copy (its blob stays while
+/// any function or version refers to it, also after the layer version is deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionLayer {
+    pub arn: String,
+    /// sha256 of the layer's zip, lower-case hex.
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub unzipped_size: u64,
+}
+
+/// An image function's image after the function's overrides: what the worker unpacks and runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedImage {
+    /// The manifest's digest, `sha256:<hex>`.
+    pub digest: String,
+    /// `sha256:<hex>` of each layer blob (as stored), applied in order.
+    pub layer_digests: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub command: Vec<String>,
+    pub working_directory: String,
+    /// The image's `Env`, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Bytes of regular files once every layer is applied.
+    pub unpacked_size: u64,
+    /// The image's own `Entrypoint`, `Cmd` and `WorkingDir`, before the overrides: the controller
+    /// applies changed overrides to these. Stored, not sent on the wire.
+    #[serde(default)]
+    pub image_defaults: ImageConfig,
+}
+
+/// One published version of a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerVersion {
+    pub name: String,
+    pub version: u32,
+    pub description: String,
+    pub compatible_runtimes: Vec<Runtime>,
+    pub code_sha256: String,
+    pub code_size: u64,
+    pub unzipped_size: u64,
+    pub created_ms: u64,
+}
+
+impl LayerVersion {
+    pub fn arn(&self) -> String {
+        layer_version_arn(&self.name, self.version)
+    }
+}
+
+pub fn layer_arn(name: &str) -> String {
+    format!("arn:aws:lambda:{}:{}:layer:{}", REGION, ACCOUNT_ID, name)
+}
+
+pub fn layer_version_arn(name: &str, version: u32) -> String {
+    format!("{}:{}", layer_arn(name), version)
+}
+
+/// `(name, version)` of `arn:aws:lambda:REGION:ACCOUNT:layer:NAME:N` (this region and account).
+pub fn parse_layer_version_arn(arn: &str) -> Option<(String, u32)> {
+    let rest = arn.strip_prefix(&format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:"))?;
+    let (name, version) = rest.rsplit_once(':')?;
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let version = if version.starts_with('0') {
+        None
+    } else {
+        version.parse::<u32>().ok().filter(|v| *v >= 1)
+    };
+    match (ok_name, version) {
+        (true, Some(v)) => Some((name.to_string(), v)),
+        _ => None,
+    }
 }
 
 /// A stored function: its spec, its code, and the revision that changes on every update.
@@ -81,11 +206,33 @@ pub struct FunctionConfig {
     pub revision_id: String,
     pub version: String,
     pub last_modified_ms: u64,
+    /// The attached layers as resolved when attached (the spec holds their ARNs).
+    #[serde(default)]
+    pub layers: Vec<FunctionLayer>,
+    /// Image functions: the image (`code_sha256` is then its manifest's hex digest).
+    #[serde(default)]
+    pub image: Option<ResolvedImage>,
 }
 
 impl FunctionConfig {
     pub fn arn(&self) -> String {
         function_arn(&self.spec.name)
+    }
+
+    /// Every stored blob this function (or version) uses, one entry per use: its code (zip or
+    /// image manifest), its layers' zips and its image's layers. Blob reference counts count these.
+    pub fn blob_digests(&self) -> Vec<String> {
+        let mut out = vec![self.code_sha256.clone()];
+        out.extend(self.layers.iter().map(|l| l.code_sha256.clone()));
+        if let Some(image) = &self.image {
+            out.extend(
+                image
+                    .layer_digests
+                    .iter()
+                    .map(|d| d.strip_prefix("sha256:").unwrap_or(d).to_string()),
+            );
+        }
+        out
     }
 }
 

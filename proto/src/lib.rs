@@ -11,6 +11,7 @@ pub mod auth;
 pub mod convert;
 pub mod domain;
 pub mod net;
+pub mod network;
 pub mod time;
 pub mod validate;
 

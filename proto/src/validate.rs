@@ -202,12 +202,113 @@ pub fn spec(spec: &FunctionSpec) -> Result<(), ValidationError> {
     timeout(spec.timeout_s)?;
     ephemeral_storage(spec.ephemeral_storage_mb)?;
     environment(&spec.environment)?;
+    layers(&spec.layers)?;
+    if spec.package_type == crate::domain::PackageType::Image && !spec.layers.is_empty() {
+        return Err(ValidationError::new(
+            "layers",
+            "layers cannot be attached to an Image function: put their files in the image",
+        ));
+    }
+    image_config(spec.package_type, &spec.image_config)?;
     if spec.description.len() > 256 {
         return Err(ValidationError::new(
             "description",
             format!(
                 "description must be at most 256 characters, got {}",
                 spec.description.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most layers a function may attach (Lambda's limit).
+pub const MAX_LAYERS: usize = 5;
+
+/// A function's layer list: at most [`MAX_LAYERS`] distinct layer version ARNs.
+pub fn layers(arns: &[String]) -> Result<(), ValidationError> {
+    if arns.len() > MAX_LAYERS {
+        return Err(ValidationError::new(
+            "layers",
+            format!(
+                "a function may attach at most {MAX_LAYERS} layers, got {}",
+                arns.len()
+            ),
+        ));
+    }
+    for (i, arn) in arns.iter().enumerate() {
+        if crate::domain::parse_layer_version_arn(arn).is_none() {
+            return Err(ValidationError::new(
+                "layers",
+                format!(
+                    "layer {arn:?} is not a layer version ARN like {}",
+                    crate::domain::layer_version_arn("NAME", 1)
+                ),
+            ));
+        }
+        if arns[..i].contains(arn) {
+            return Err(ValidationError::new(
+                "layers",
+                format!("layer {arn} is attached twice; list each layer version once"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A layer name: like a function name.
+pub fn layer_name(name: &str) -> Result<(), ValidationError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(ValidationError::new(
+            "layer_name",
+            format!(
+                "layer name must be 1..{MAX_NAME_LEN} letters, digits, '-' or '_', got {name:?}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Image overrides: only for Image functions; no NUL, bounded, an absolute working directory.
+pub fn image_config(
+    package_type: crate::domain::PackageType,
+    c: &crate::domain::ImageConfig,
+) -> Result<(), ValidationError> {
+    if package_type == crate::domain::PackageType::Zip && !c.is_empty() {
+        return Err(ValidationError::new(
+            "image_config",
+            "image_config (entrypoint, command, working directory) applies to Image functions only",
+        ));
+    }
+    let total: usize = c.entrypoint.iter().chain(&c.command).map(String::len).sum();
+    if total + c.working_directory.len() > 4096 {
+        return Err(ValidationError::new(
+            "image_config",
+            format!("image_config must total at most 4096 bytes, got {total}"),
+        ));
+    }
+    if c.entrypoint
+        .iter()
+        .chain(&c.command)
+        .chain(std::iter::once(&c.working_directory))
+        .any(|s| s.contains('\0'))
+    {
+        return Err(ValidationError::new(
+            "image_config",
+            "image_config entries must not contain NUL bytes",
+        ));
+    }
+    if !c.working_directory.is_empty() && !c.working_directory.starts_with('/') {
+        return Err(ValidationError::new(
+            "image_config",
+            format!(
+                "working directory must be an absolute path, got {:?}",
+                c.working_directory
             ),
         ));
     }
@@ -393,5 +494,60 @@ mod async_tests {
         assert!(destination("on_failure", "dlq:").is_err());
         assert!(destination("on_failure", "function:a/b").is_err());
         assert_eq!(Destination::Dlq("q".into()).to_string(), "dlq:q");
+    }
+}
+
+#[cfg(test)]
+mod layer_tests {
+    use super::*;
+    use crate::domain::{layer_version_arn, parse_layer_version_arn, ImageConfig, PackageType};
+
+    #[test]
+    fn layer_arns_and_limits() {
+        let arn = layer_version_arn("my-lib", 3);
+        assert_eq!(arn, "arn:aws:lambda:us-east-1:000000000000:layer:my-lib:3");
+        assert_eq!(parse_layer_version_arn(&arn), Some(("my-lib".into(), 3)));
+        for bad in [
+            "arn:aws:lambda:us-east-1:000000000000:layer:my-lib",
+            "arn:aws:lambda:us-east-1:000000000000:layer:my-lib:0",
+            "arn:aws:lambda:us-east-1:000000000000:layer:my-lib:03",
+            "arn:aws:lambda:eu-west-1:000000000000:layer:my-lib:1",
+            "arn:aws:lambda:us-east-1:000000000000:layer:a/b:1",
+            "my-lib:1",
+        ] {
+            assert_eq!(parse_layer_version_arn(bad), None, "{bad}");
+        }
+        let five: Vec<String> = (1..=5).map(|v| layer_version_arn("l", v)).collect();
+        assert!(layers(&five).is_ok());
+        let mut six = five.clone();
+        six.push(layer_version_arn("m", 1));
+        assert!(layers(&six)
+            .unwrap_err()
+            .to_string()
+            .contains("at most 5 layers, got 6"));
+        let twice = vec![five[0].clone(), five[0].clone()];
+        assert!(layers(&twice).unwrap_err().to_string().contains("twice"));
+        assert!(layers(&["nope".to_string()])
+            .unwrap_err()
+            .to_string()
+            .contains("not a layer version ARN"));
+    }
+
+    #[test]
+    fn image_config_only_for_images() {
+        let c = ImageConfig {
+            entrypoint: vec!["/bin/app".into()],
+            ..Default::default()
+        };
+        assert!(image_config(PackageType::Zip, &c).is_err());
+        assert!(image_config(PackageType::Image, &c).is_ok());
+        let rel = ImageConfig {
+            working_directory: "srv".into(),
+            ..Default::default()
+        };
+        assert!(image_config(PackageType::Image, &rel)
+            .unwrap_err()
+            .to_string()
+            .contains("absolute"));
     }
 }

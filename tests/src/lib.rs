@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 pub use lamina_client::{v1, Client, Credentials};
 
+pub mod clients;
+pub mod images;
 pub mod netns;
 
 /// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
@@ -304,6 +306,7 @@ pub fn spec(name: &str, runtime: &str, handler: &str) -> v1::FunctionSpec {
         ephemeral_storage_mb: 0,
         environment: Default::default(),
         description: String::new(),
+        ..Default::default()
     }
 }
 

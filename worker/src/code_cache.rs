@@ -96,6 +96,16 @@ impl CodeCache {
         })
     }
 
+    /// The cache's directory (`STATE_DIR/code`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The controller client it fetches with (shared by the image cache).
+    pub fn client(&self) -> ClusterClient<SignedChannel> {
+        self.client.clone()
+    }
+
     /// The directory holding the unzipped code of `sha256`, fetching and unzipping it first if needed.
     pub async fn ensure(&self, sha256: &str) -> Result<PathBuf, CodeCacheError> {
         if sha256.len() != 64
@@ -640,6 +650,18 @@ mod tests {
                 &self,
                 _: Request<HeartbeatRequest>,
             ) -> Result<Response<HeartbeatResponse>, Status> {
+                Err(Status::unimplemented("not in this test"))
+            }
+            async fn allocate_addresses(
+                &self,
+                _: Request<lamina_proto::v1::AllocateAddressesRequest>,
+            ) -> Result<Response<lamina_proto::v1::AllocateAddressesResponse>, Status> {
+                Err(Status::unimplemented("not in this test"))
+            }
+            async fn release_addresses(
+                &self,
+                _: Request<lamina_proto::v1::ReleaseAddressesRequest>,
+            ) -> Result<Response<lamina_proto::v1::ReleaseAddressesResponse>, Status> {
                 Err(Status::unimplemented("not in this test"))
             }
             type FetchCodeStream =

@@ -11,6 +11,8 @@ const MAX_WORKER_ID_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("invalid --nat-cidr: {detail}")]
+    NatCidr { detail: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -95,6 +97,13 @@ pub struct Cli {
     /// and authenticates the controller's calls to this worker.
     #[arg(long, env = "LAMINA_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: PathBuf,
+    /// Egress of sandboxes without a VPC: `none` (loopback only) or `nat` (masqueraded through
+    /// this host; never to the host itself, the controller or 169.254.0.0/16).
+    #[arg(long, env = "LAMINA_DEFAULT_EGRESS", default_value = "none")]
+    pub default_egress: crate::network::egress::EgressMode,
+    /// Addresses of the NAT'd sandboxes (`--default-egress nat`), local to this worker.
+    #[arg(long, env = "LAMINA_NAT_CIDR", default_value = "10.239.0.0/16")]
+    pub nat_cidr: String,
 }
 
 /// Settings resolved from the command line, shared by the manager and the service.
@@ -115,6 +124,8 @@ pub struct WorkerConfig {
     pub spawner: bool,
     /// The cluster credential (its `Debug` redacts the secret).
     pub cluster_credentials: Credentials,
+    pub default_egress: crate::network::egress::EgressMode,
+    pub nat_cidr: lamina_proto::network::Ipv4Cidr,
 }
 
 impl WorkerConfig {
@@ -155,6 +166,11 @@ impl WorkerConfig {
             python_zygote: cli.python_zygote,
             spawner: cli.spawner,
             cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
+            default_egress: cli.default_egress,
+            nat_cidr: cli
+                .nat_cidr
+                .parse()
+                .map_err(|detail| ConfigError::NatCidr { detail })?,
         })
     }
 

@@ -2,7 +2,9 @@
 pub mod cgroup;
 pub mod code_cache;
 pub mod config;
+pub mod image_cache;
 pub mod manager;
+pub mod network;
 pub mod runtime_api;
 pub mod runtimes;
 pub mod sandbox;

@@ -87,6 +87,27 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let client = service::cluster_client(&cfg.controller, cfg.cluster_credentials.clone())?;
     let code = CodeCache::new(cfg.code_dir(), client.clone())?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
+    let vpc_agent = lamina_worker::network::NetworkAgent::new(&cfg.worker_id, None);
+    vpc_agent.set_controller(client.clone());
+    if cfg.default_egress == lamina_worker::network::egress::EgressMode::Nat {
+        // The controller's address is never reachable from a sandbox.
+        let controller_ip = cfg
+            .controller
+            .rsplit("://")
+            .next()
+            .and_then(|hp| hp.rsplit_once(':'))
+            .and_then(|(h, _)| h.parse::<std::net::Ipv4Addr>().ok());
+        vpc_agent.set_default_egress(Some(lamina_worker::network::egress::NatConfig {
+            cidr: cfg.nat_cidr,
+            blocked: controller_ip
+                .map(|a| lamina_proto::network::Ipv4Cidr {
+                    addr: a,
+                    prefix: 32,
+                })
+                .into_iter()
+                .collect(),
+        }));
+    }
 
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -111,8 +132,16 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
         address: advertise(&cfg, bound),
         memory_total_mb: cfg.memory_mb,
     };
+    vpc_agent.set_local(
+        reg.address
+            .rsplit_once(':')
+            .and_then(|(h, _)| h.parse().ok()),
+    );
+    manager.set_network(std::sync::Arc::clone(&vpc_agent));
     let heartbeat = match service::register(&client, &reg, &shutdown).await {
         Some(interval) => {
+            // A fresh worker process has no sandboxes: the addresses a previous run pooled go back.
+            vpc_agent.release_all_leases().await;
             let mut out = std::io::stdout().lock();
             writeln!(out, "lamina-worker {} listening on {bound}", cfg.worker_id)
                 .and_then(|()| out.flush())
@@ -132,6 +161,7 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     shutdown.cancelled().await;
     tracing::info!("shutting down: destroying every sandbox");
     manager.shutdown().await;
+    vpc_agent.shutdown().await;
     sandbox::remove_cgroup_parent(&cfg.cgroup_parent());
     if let Some(h) = heartbeat {
         h.await.ok();

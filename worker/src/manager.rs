@@ -11,6 +11,8 @@
 //! which revisions this worker holds; they are started ahead of any invocation, idle frozen like
 //! the others, handed out first, and never reaped or evicted while their target holds.
 mod env;
+mod image;
+mod invoke;
 mod logs;
 mod pool;
 mod provisioned;
@@ -25,8 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lamina_proto::domain::{FunctionConfig, Runtime};
-use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
-use lamina_proto::validate::{self, ValidationError};
+use lamina_proto::validate::ValidationError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,6 +59,8 @@ pub enum ManagerError {
     InvalidRequest(String),
     #[error(transparent)]
     Code(#[from] CodeCacheError),
+    #[error(transparent)]
+    Image(#[from] crate::image_cache::ImageCacheError),
     #[error("cannot start a sandbox: {0}")]
     Sandbox(#[from] SandboxError),
     #[error("cannot serve the runtime api of sandbox {id}: {source}")]
@@ -80,6 +83,8 @@ pub enum ManagerError {
     Task(String),
     #[error(transparent)]
     Uid(#[from] UidError),
+    #[error("cannot attach the sandbox to its VPC: {0}")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// What the manager needs from the worker's configuration.
@@ -237,6 +242,8 @@ struct Inner {
     uids: UidAllocator,
     cfg: ManagerConfig,
     code: CodeCache,
+    /// Unpacked container images of Image functions.
+    images: crate::image_cache::ImageCache,
     state: Mutex<PoolState>,
     /// Sandboxes prepared ahead of requests (see `pool.rs`).
     prepared: pool::Prepared,
@@ -247,6 +254,8 @@ struct Inner {
     invocations_total: AtomicU64,
     /// A sandbox finished starting (see [`Manager::sandbox_started`]).
     started: tokio::sync::Notify,
+    /// The VPC agent (set once the worker knows its controller).
+    network: std::sync::OnceLock<Arc<crate::network::NetworkAgent>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -288,17 +297,23 @@ impl Manager {
         } else {
             None
         };
+        let images = crate::image_cache::ImageCache::new(
+            code.root().with_file_name("images"),
+            code.client(),
+        );
         let manager = Manager {
             inner: Arc::new(Inner {
                 uids: UidAllocator::load(cfg.uid_base, cfg.uid_count, cfg.uids_file.clone()),
                 cfg,
                 code,
+                images,
                 state: Mutex::default(),
                 prepared: pool::Prepared::default(),
                 zygote,
                 spawner,
                 invocations_total: AtomicU64::new(0),
                 started: tokio::sync::Notify::new(),
+                network: std::sync::OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -314,72 +329,6 @@ impl Manager {
 
     fn state(&self) -> MutexGuard<'_, PoolState> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Runs one invocation. The work runs in its own task: if the caller goes away the invocation
-    /// still finishes and its sandbox is kept or destroyed properly.
-    pub async fn invoke(
-        &self,
-        req: WorkerInvokeRequest,
-    ) -> Result<WorkerInvokeResponse, ManagerError> {
-        let me = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { me.invoke_inner(req).await })
-            .await
-            .map_err(|e| ManagerError::Task(e.to_string()))?
-    }
-
-    async fn invoke_inner(
-        &self,
-        req: WorkerInvokeRequest,
-    ) -> Result<WorkerInvokeResponse, ManagerError> {
-        let function = req
-            .function
-            .clone()
-            .ok_or_else(|| ManagerError::InvalidRequest("function is missing".to_string()))?;
-        let config = FunctionConfig::try_from(function)?;
-        if req.request_id.is_empty()
-            || req.request_id.len() > 128
-            || req.request_id.chars().any(|c| c.is_control())
-        {
-            return Err(ManagerError::InvalidRequest(format!(
-                "request_id must be 1..128 printable characters, got {:?}",
-                req.request_id
-            )));
-        }
-        validate::sync_payload(req.payload.len())?;
-        let Acquired { warm, cold } = match self.acquire(&config).await {
-            Ok(a) => a,
-            Err(ManagerError::InvalidEntrypoint(msg)) => {
-                self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
-                return Ok(run::entrypoint_error(&req.request_id, &config, &msg));
-            }
-            // With an executable bootstrap, a failed start of `provided` is almost always an exec
-            // the kernel refused (bad interpreter line, not a binary for this machine): the function's.
-            Err(ManagerError::Sandbox(e @ SandboxError::Start { .. }))
-                if config.spec.runtime == Runtime::Provided =>
-            {
-                tracing::warn!(function = %config.spec.name, error = %e, "provided runtime failed to start");
-                self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
-                return Ok(run::entrypoint_error(
-                    &req.request_id,
-                    &config,
-                    &e.to_string(),
-                ));
-            }
-            Err(e) => return Err(e),
-        };
-        let id = warm.sandbox.id().to_string();
-        let api = cold.then(|| warm.api.clone());
-        let run = run::run(warm, cold, &config, &req, &self.inner.shutdown);
-        let (resp, disposition) = self.run_marking_start(run, id, api).await;
-        self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
-        match disposition {
-            run::Disposition::Keep(warm) => self.release(warm),
-            run::Disposition::Destroy(warm) => self.retire(warm),
-        }
-        resp
     }
 
     /// An idle sandbox of this revision (thawed), or a new one.
@@ -421,8 +370,8 @@ impl Manager {
     /// sandbox. A provisioned one is counted as its target's from here on (see `provisioned`).
     async fn start(&self, config: &FunctionConfig, init: InitType) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
-        // With a zygote the prepared sandboxes are Python ones.
-        let fits = self.zygote().is_none() || spec.runtime == Runtime::Python311;
+        // With a zygote the prepared sandboxes are Python ones (an image brings its own runtime).
+        let fits = self.zygote().is_none() || image::zygote_fits(config);
         let prepared = if fits { self.take_prepared() } else { None };
         let sandbox_id = match &prepared {
             Some(p) => p.id().to_string(),
@@ -539,16 +488,29 @@ impl Manager {
     ) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
         let cfg = &self.inner.cfg;
-        let code_dir = match self.inner.code.ensure(&config.code_sha256).await {
-            Ok(dir) => dir,
+        // The code and every attached layer, fetched and unzipped once per digest.
+        let fetched = async {
+            if let Some(image) = &config.image {
+                let dir = self.inner.images.ensure(image).await?;
+                return Ok::<_, ManagerError>((dir, Vec::new()));
+            }
+            let code_dir = self.inner.code.ensure(&config.code_sha256).await?;
+            let mut layer_dirs = Vec::with_capacity(config.layers.len());
+            for layer in &config.layers {
+                layer_dirs.push(self.inner.code.ensure(&layer.code_sha256).await?);
+            }
+            Ok((code_dir, layer_dirs))
+        };
+        let (code_dir, layer_dirs) = match fetched.await {
+            Ok(dirs) => dirs,
             Err(e) => {
                 if let Some(p) = prepared {
                     self.return_prepared(p);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
-        if spec.runtime == Runtime::Provided {
+        if spec.runtime == Runtime::Provided && config.image.is_none() {
             if let Err(e) = check_bootstrap(&code_dir) {
                 if let Some(p) = prepared {
                     self.return_prepared(p);
@@ -561,30 +523,50 @@ impl Manager {
             .unwrap_or_default()
             .as_secs();
         let stream = log_stream_name(now_s, &config.version, uuid);
+        let image_root = image::root(config, &code_dir);
         let sandbox_spec = SandboxSpec {
             sandbox_id: sandbox_id.to_string(),
             runtime: spec.runtime,
             code_dir,
+            layer_dirs,
             runtime_dir: cfg.runtime_dir.clone(),
             work_dir: cfg.sandboxes_dir.join(sandbox_id),
             cgroup_parent: cfg.cgroup_parent.clone(),
             memory_mb: spec.memory_mb,
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
-            argv: runtimes::command(spec.runtime),
-            env: build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
+            argv: match &config.image {
+                Some(i) => image::argv(i),
+                None => runtimes::command(spec.runtime),
+            },
+            env: match &config.image {
+                Some(i) => image::env(config, &stream, init, i),
+                None => build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
+            },
             host_uid: self.inner.uids.uid_for(&spec.name)?,
             pids_max: cfg.pids_max,
         };
         let started_at = Instant::now();
-        let (prepare_spec, bind_spec) = sandbox_spec.split();
+        let (prepare_spec, mut bind_spec) = sandbox_spec.split();
+        bind_spec.image = image_root;
         let prepared = match prepared {
             Some(p) => p,
             None => {
-                let zygote = self.zygote().filter(|_| spec.runtime == Runtime::Python311);
+                let zygote = self.zygote().filter(|_| image::zygote_fits(config));
                 PreparedSandbox::prepare_with(prepare_spec, zygote).await?
             }
         };
-        let mut sandbox = prepared.bind(bind_spec).await?;
+        let vpc = spec.vpc_config.as_ref();
+        let prepared = match vpc {
+            Some(vpc) => self.attach_vpc(prepared, vpc).await?,
+            None => self.attach_default_egress(prepared).await?,
+        };
+        let mut sandbox = match prepared.bind(bind_spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.release_vpc(sandbox_id).await;
+                return Err(e.into());
+            }
+        };
         self.refill_prepared();
         let stop = CancellationToken::new();
         let api = match sandbox.take_runtime_api_listener() {
@@ -661,6 +643,7 @@ impl Manager {
             warm.stop.cancel();
             warm.sandbox.kill();
             warm.sandbox.destroy().await;
+            me.release_vpc(&id).await;
             tracing::debug!(sandbox = %id, "sandbox destroyed");
             if unaccount {
                 me.state().all.remove(&id);
@@ -739,6 +722,71 @@ impl Manager {
             .is_err()
         {
             tracing::warn!("some sandboxes were not destroyed within {SHUTDOWN_WAIT:?}");
+        }
+    }
+}
+
+impl Manager {
+    /// Sets the VPC agent (once).
+    pub fn set_network(&self, agent: Arc<crate::network::NetworkAgent>) {
+        let _ = self.inner.network.set(agent);
+    }
+
+    pub fn network(&self) -> Option<&Arc<crate::network::NetworkAgent>> {
+        self.inner.network.get()
+    }
+
+    /// Plugs a prepared sandbox into its VPC before anything of the function runs in it.
+    async fn attach_vpc(
+        &self,
+        prepared: PreparedSandbox,
+        vpc: &lamina_proto::network::VpcConfig,
+    ) -> Result<PreparedSandbox, ManagerError> {
+        let Some(agent) = self.network() else {
+            prepared.destroy().await;
+            return Err(crate::network::NetworkError::NoController.into());
+        };
+        let started = Instant::now();
+        match agent.attach(prepared.id(), &prepared.pids(), vpc).await {
+            Ok(()) => {
+                tracing::info!(
+                    sandbox = prepared.id(),
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "vpc interface attached"
+                );
+                Ok(prepared)
+            }
+            Err(e) => {
+                let id = prepared.id().to_string();
+                prepared.destroy().await;
+                agent.release(&id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// A sandbox without a VPC: NAT'd egress when the worker is configured so, else nothing.
+    async fn attach_default_egress(
+        &self,
+        prepared: PreparedSandbox,
+    ) -> Result<PreparedSandbox, ManagerError> {
+        let Some(agent) = self.network() else {
+            return Ok(prepared);
+        };
+        match agent.attach_default(prepared.id(), &prepared.pids()).await {
+            Ok(()) => Ok(prepared),
+            Err(e) => {
+                let id = prepared.id().to_string();
+                prepared.destroy().await;
+                agent.release(&id).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn release_vpc(&self, sandbox_id: &str) {
+        if let Some(agent) = self.network() {
+            agent.release(sandbox_id).await;
         }
     }
 }

@@ -7,32 +7,48 @@
 //! `POST /runtime/init/error`. The wire behaviour follows AWS (status codes, headers, error bodies),
 //! so unmodified runtime clients (awslambdaric, aws-lambda-ric, `lambda_runtime`, aws-lambda-go) work.
 //!
+//! A response posted with `Lambda-Runtime-Function-Response-Mode: streaming` resolves at once with
+//! [`InvocationOutcome::Streaming`]: its chunks arrive on the [`ResponseStream`] as the runtime sends
+//! them, and the error trailers (`Lambda-Runtime-Function-Error-Type`, `-Error-Body` base64) end it
+//! with [`StreamEvent::Error`].
+//!
 //! - `state` — the per-sandbox state machine (queued -> fetched -> answered, abandoned, init error).
 //! - `http` — the hyper HTTP/1.1 server: routing, bodies with the 6 MB limit, the Lambda error JSON.
+//! - `stream` — streamed responses: chunks passed on as read, error trailers, the 20 MB limit.
 
 mod http;
 mod state;
+mod stream;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stream;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use state::{Enqueue, Shared};
 
 /// Largest response (or error) body a runtime may post, in bytes, as in Lambda (6 MB).
 pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
+/// Largest streamed response, in bytes, as in Lambda (20 MB).
+pub const MAX_STREAM_BYTES: usize = 20 * 1024 * 1024;
 
 /// One event handed to the runtime by `GET /runtime/invocation/next`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     pub request_id: String,
     pub payload: Bytes,
-    /// Epoch milliseconds -> `Lambda-Runtime-Deadline-Ms`.
+    /// Epoch milliseconds -> `Lambda-Runtime-Deadline-Ms`, counted from `dispatched_at`. The clock
+    /// starts when the runtime's init is done, as in Lambda: an event queued before the runtime's
+    /// first `GET next` gets a deadline later by as much as the init took after `dispatched_at`.
     pub deadline_ms: u64,
+    /// When the invocation was handed to this sandbox.
+    pub dispatched_at: Instant,
     pub invoked_function_arn: String,
     /// -> `Lambda-Runtime-Trace-Id`.
     pub trace_id: String,
@@ -41,10 +57,12 @@ pub struct Invocation {
 }
 
 /// How an invocation ended, as far as the Runtime API can tell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum InvocationOutcome {
     /// `POST /runtime/invocation/{id}/response`.
     Response(Bytes),
+    /// `POST /runtime/invocation/{id}/response` in streaming mode: the body is still arriving.
+    Streaming(ResponseStream),
     /// `POST /runtime/invocation/{id}/error`; `body` is what the runtime posted.
     Error { error_type: String, body: Bytes },
     /// The response (or error) body was over [`MAX_RESPONSE_BYTES`]; the runtime got 413.
@@ -52,6 +70,53 @@ pub enum InvocationOutcome {
     /// `POST /runtime/init/error`, now or before this invocation was queued.
     InitError { error_type: String, body: Bytes },
 }
+
+/// One event of a streamed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A piece of the body, as the runtime sent it.
+    Chunk(Bytes),
+    /// The runtime's error trailers: the stream ends with this error.
+    Error { error_type: String, body: Bytes },
+    /// The body went over [`MAX_STREAM_BYTES`]; the runtime got 413.
+    TooLarge { size: usize },
+    /// The body could not be read to its end (the runtime went away mid-stream).
+    Broken(String),
+}
+
+/// The body of a streamed response, read as the runtime sends it. Ends (`None`) after the last
+/// chunk, or after an error event.
+#[derive(Debug)]
+pub struct ResponseStream {
+    /// The `Content-Type` the runtime posted, if any.
+    pub content_type: Option<String>,
+    rx: mpsc::Receiver<StreamEvent>,
+    /// Tells streams apart (for `PartialEq`): every stream is a distinct channel.
+    id: u64,
+}
+
+impl ResponseStream {
+    pub(crate) fn new(content_type: Option<String>, rx: mpsc::Receiver<StreamEvent>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        ResponseStream {
+            content_type,
+            rx,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The next event; `None` once the body ended.
+    pub async fn next(&mut self) -> Option<StreamEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl PartialEq for ResponseStream {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for ResponseStream {}
 
 /// What the runtime posted to `/runtime/init/error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +164,11 @@ impl RuntimeApi {
     /// When the runtime first called `GET /runtime/invocation/next` (its init finished); `None` before.
     pub fn init_done_at(&self) -> Option<Instant> {
         self.shared.init_done_at()
+    }
+
+    /// Whether an invocation is queued that the runtime has not taken with `GET next` yet.
+    pub fn event_pending(&self) -> bool {
+        self.shared.event_pending()
     }
 
     /// What the runtime posted to `/runtime/init/error`, if it did.

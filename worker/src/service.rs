@@ -8,6 +8,7 @@ use lamina_proto::v1::worker_server::{Worker, WorkerServer};
 use lamina_proto::v1::{
     HeartbeatRequest, ProvisionFailure, RegisterWorkerRequest, SandboxState, SandboxStatus,
     SetProvisionedRequest, SetProvisionedResponse, WorkerInvokeRequest, WorkerInvokeResponse,
+    WorkerInvokeStreamMessage,
 };
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
 use crate::code_cache::CodeCacheError;
+use crate::image_cache::ImageCacheError;
 use crate::manager::{Manager, ManagerError, PoolStatus, SandboxPhase, UidError};
 
 /// Heartbeat interval used when the controller answers 0.
@@ -50,7 +52,15 @@ impl From<ManagerError> for Status {
             ManagerError::ShuttingDown | ManagerError::Code(CodeCacheError::Fetch { .. }) => {
                 Status::unavailable(msg)
             }
+            ManagerError::Image(ImageCacheError::Fetch { .. }) => Status::unavailable(msg),
+            ManagerError::Image(
+                ImageCacheError::Entry { .. }
+                | ImageCacheError::Layer { .. }
+                | ImageCacheError::Unpacked { .. },
+            ) => Status::failed_precondition(msg),
             ManagerError::Code(_)
+            | ManagerError::Image(_)
+            | ManagerError::Network(_)
             | ManagerError::Sandbox(_)
             | ManagerError::RuntimeApi { .. }
             | ManagerError::Task(_)
@@ -64,8 +74,59 @@ pub struct WorkerService {
     manager: Manager,
 }
 
+/// Chunks of a streamed response buffered towards the controller before the runtime waits.
+const STREAM_CHUNKS: usize = 16;
+
+impl WorkerService {
+    /// Runs a streamed invocation, sending its chunks and then its end to `out`.
+    async fn stream_invocation(
+        manager: Manager,
+        req: WorkerInvokeRequest,
+        out: tokio::sync::mpsc::Sender<Result<WorkerInvokeStreamMessage, Status>>,
+    ) {
+        use lamina_proto::v1::worker_invoke_stream_message::Event;
+        let request_id = req.request_id.clone();
+        let (chunk_tx, mut chunk_rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(STREAM_CHUNKS);
+        let forward = async {
+            while let Some(chunk) = chunk_rx.recv().await {
+                let msg = WorkerInvokeStreamMessage {
+                    event: Some(Event::Chunk(chunk.to_vec())),
+                };
+                // A controller that went away: the invocation still runs to its end.
+                let _ = out.send(Ok(msg)).await;
+            }
+        };
+        let (result, ()) = tokio::join!(manager.invoke_streaming(req, chunk_tx), forward);
+        let last = match result {
+            Ok(done) => Ok(WorkerInvokeStreamMessage {
+                event: Some(Event::Done(done)),
+            }),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "streamed invocation failed");
+                Err(e.into())
+            }
+        };
+        let _ = out.send(last).await;
+    }
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
+    type InvokeStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<WorkerInvokeStreamMessage, Status>>;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<WorkerInvokeRequest>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+        let manager = self.manager.clone();
+        tokio::spawn(Self::stream_invocation(manager, request.into_inner(), tx));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn invoke(
         &self,
         request: Request<WorkerInvokeRequest>,
@@ -89,6 +150,21 @@ impl Worker for WorkerService {
             Err(e) => {
                 tracing::warn!(error = %e, "set provisioned refused");
                 Err(e.into())
+            }
+        }
+    }
+    async fn set_network(
+        &self,
+        request: Request<lamina_proto::v1::NetworkState>,
+    ) -> Result<Response<lamina_proto::v1::SetNetworkResponse>, Status> {
+        let Some(agent) = self.manager.network() else {
+            return Err(Status::unavailable("this worker has no VPC agent"));
+        };
+        match agent.apply(request.into_inner()).await {
+            Ok(()) => Ok(Response::new(lamina_proto::v1::SetNetworkResponse {})),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot apply the network state");
+                Err(Status::internal(e.to_string()))
             }
         }
     }

@@ -91,12 +91,18 @@ impl Pool {
                 ephemeral_storage_mb: 512,
                 environment: Default::default(),
                 description: String::new(),
+                layers: Vec::new(),
+                package_type: Default::default(),
+                image_config: Default::default(),
+                vpc_config: None,
             },
             code_sha256: sha,
             code_size: source.len() as u64,
             revision_id: revision.to_string(),
             version: "1".to_string(),
             last_modified_ms: 1,
+            layers: Vec::new(),
+            image: None,
         }
     }
 

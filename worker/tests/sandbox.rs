@@ -20,6 +20,7 @@ fn spec(dir: &Path, name: &str, script: &str, memory_mb: u32) -> SandboxSpec {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     SandboxSpec {
+        layer_dirs: Vec::new(),
         sandbox_id: format!("sb-test-{name}-{}", std::process::id()),
         runtime: Runtime::Python311,
         code_dir: code,

@@ -91,6 +91,22 @@ impl v1::cluster_server::Cluster for ClusterService {
         Ok(Response::new(v1::HeartbeatResponse { known }))
     }
 
+    async fn allocate_addresses(
+        &self,
+        request: Request<v1::AllocateAddressesRequest>,
+    ) -> Result<Response<v1::AllocateAddressesResponse>, Status> {
+        let r = super::network::allocate(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn release_addresses(
+        &self,
+        request: Request<v1::ReleaseAddressesRequest>,
+    ) -> Result<Response<v1::ReleaseAddressesResponse>, Status> {
+        super::network::release(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(v1::ReleaseAddressesResponse {}))
+    }
+
     type FetchCodeStream = CodeStream;
 
     async fn fetch_code(

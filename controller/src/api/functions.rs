@@ -6,7 +6,7 @@ use lamina_proto::v1::{self, create_function_request, update_function_code_reque
 use lamina_proto::validate;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{concurrency, events, now_ms, provisioned, versions, ApiError, Shared};
+use super::{concurrency, events, layers, now_ms, provisioned, versions, ApiError, Shared};
 use crate::code::{CheckedCode, CodeBuffer};
 use crate::store::StoreError;
 
@@ -79,12 +79,29 @@ pub(crate) async fn ensure_name_free(shared: &Shared, name: &str) -> Result<(), 
     Ok(())
 }
 
+/// A zip cannot create an Image function (images arrive through `CreateFunction`'s code stream).
+fn refuse_image(spec: &FunctionSpec) -> Result<(), ApiError> {
+    if spec.package_type == lamina_proto::domain::PackageType::Image {
+        return Err(lamina_proto::validate::ValidationError::new(
+            "package_type",
+            "package type Image needs an image upload (an OCI layout tar or a docker save \
+             archive), not a zip: use `fnctl create NAME --image PATH`",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Stores a new function from a validated spec and checked code.
 pub(crate) async fn create_function(
     shared: &Shared,
     spec: FunctionSpec,
     code: CheckedCode,
 ) -> Result<FunctionConfig, ApiError> {
+    refuse_image(&spec)?;
+    super::network::check_vpc_config(shared, spec.vpc_config.as_ref()).await?;
+    let attached = layers::resolve(shared, &spec.layers, &[]).await?;
+    layers::check_total_size(code.unzipped_size, &attached)?;
     let config = FunctionConfig {
         spec,
         code_sha256: code.sha256.clone(),
@@ -92,6 +109,8 @@ pub(crate) async fn create_function(
         revision_id: new_revision(),
         version: LATEST.to_string(),
         last_modified_ms: now_ms(),
+        layers: attached,
+        image: None,
     };
     let stored = config.clone();
     shared
@@ -109,6 +128,8 @@ pub(crate) async fn update_code(
 ) -> Result<FunctionConfig, ApiError> {
     let code = Arc::new(code);
     read_modify_write(shared, name, move |mut config| {
+        super::images::ensure_zip_function(&config)?;
+        layers::check_total_size(code.unzipped_size, &config.layers)?;
         config.code_sha256 = code.sha256.clone();
         config.code_size = code.bytes.len() as u64;
         Ok((config, Some(Arc::clone(&code))))
@@ -122,7 +143,42 @@ pub(crate) async fn update_configuration(
     r: v1::UpdateFunctionConfigurationRequest,
 ) -> Result<FunctionConfig, ApiError> {
     let name = r.function_name.clone();
+    // Layers are resolved (and the size limit checked) before the read-modify-write: a layer
+    // attached already keeps the copy the function holds.
+    let new_layers = if r.replace_layers {
+        validate::layers(&r.layers)?;
+        let current = get(shared, &name).await?;
+        let resolved = layers::resolve(shared, &r.layers, &current.layers).await?;
+        if !resolved.is_empty() {
+            let code = layers::stored_code_unzipped_size(shared, &current.code_sha256).await?;
+            layers::check_total_size(code, &resolved)?;
+        }
+        Some(resolved)
+    } else {
+        None
+    };
+    let new_vpc = match &r.vpc_config {
+        Some(c) => {
+            let parsed = lamina_proto::network::vpc_config(c)?;
+            super::network::check_vpc_config(shared, parsed.as_ref()).await?;
+            Some(parsed)
+        }
+        None => None,
+    };
     read_modify_write(shared, &name, move |mut config| {
+        if let Some(vpc) = &new_vpc {
+            config.spec.vpc_config = vpc.clone();
+        }
+        if let Some(resolved) = &new_layers {
+            config.spec.layers = r.layers.clone();
+            config.layers = resolved.clone();
+        }
+        if let Some(image_config) = &r.image_config {
+            config.spec.image_config = image_config.clone().into();
+            if let Some(image) = &mut config.image {
+                crate::image::apply_overrides(image, &config.spec.image_config);
+            }
+        }
         let spec = &mut config.spec;
         if let Some(runtime) = &r.runtime {
             spec.runtime = validate::runtime(runtime)?;
@@ -196,7 +252,7 @@ pub(crate) async fn delete(shared: &Shared, name: &str) -> Result<(), ApiError> 
 
 /// Applies `change` to the current record and stores it with a new revision, retrying when a
 /// concurrent update got there first.
-async fn read_modify_write<F>(
+pub(crate) async fn read_modify_write<F>(
     shared: &Shared,
     name: &str,
     change: F,
@@ -269,7 +325,7 @@ impl FunctionsService {
                 }
             };
         ensure_name_free(&self.shared, &spec.name).await?;
-        let code = read_code(&mut stream, |m| match m.part {
+        let chunk_of = |m: v1::CreateFunctionRequest| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
             Some(Part::Spec(_)) => Err(ApiError::BadRequest(
                 "`spec` may only be sent once, in the first message".into(),
@@ -277,8 +333,12 @@ impl FunctionsService {
             None => Err(ApiError::BadRequest(
                 "empty message in the code stream: send `code_chunk`s".into(),
             )),
-        })
-        .await?;
+        };
+        if spec.package_type == lamina_proto::domain::PackageType::Image {
+            let image = super::images::read_image(&self.shared, &mut stream, chunk_of).await?;
+            return super::images::create(&self.shared, spec, image).await;
+        }
+        let code = read_code(&mut stream, chunk_of).await?;
         create_function(&self.shared, spec, code).await
     }
 
@@ -305,8 +365,8 @@ impl FunctionsService {
                 ))
             }
         };
-        self.get(&name).await?;
-        let code = read_code(&mut stream, |m| match m.part {
+        let current = self.get(&name).await?;
+        let chunk_of = |m: v1::UpdateFunctionCodeRequest| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
             Some(Part::FunctionName(_)) => Err(ApiError::BadRequest(
                 "`function_name` may only be sent once, in the first message".into(),
@@ -314,8 +374,12 @@ impl FunctionsService {
             None => Err(ApiError::BadRequest(
                 "empty message in the code stream: send `code_chunk`s".into(),
             )),
-        })
-        .await?;
+        };
+        if current.spec.package_type == lamina_proto::domain::PackageType::Image {
+            let image = super::images::read_image(&self.shared, &mut stream, chunk_of).await?;
+            return super::images::update_code(&self.shared, &name, image).await;
+        }
+        let code = read_code(&mut stream, chunk_of).await?;
         update_code(&self.shared, &name, code).await
     }
 }
@@ -393,6 +457,18 @@ impl v1::functions_server::Functions for FunctionsService {
     ) -> Result<Response<v1::InvokeResponse>, Status> {
         let response = super::invoke::invoke(&self.shared, request.into_inner()).await?;
         Ok(Response::new(response))
+    }
+
+    type InvokeWithResponseStreamStream = super::stream::InvokeStream;
+
+    async fn invoke_with_response_stream(
+        &self,
+        request: Request<v1::InvokeRequest>,
+    ) -> Result<Response<Self::InvokeWithResponseStreamStream>, Status> {
+        let started =
+            super::stream::invoke_with_response_stream(self.shared.clone(), request.into_inner())
+                .await?;
+        Ok(Response::new(started.events))
     }
 
     async fn get_logs(
@@ -618,6 +694,49 @@ impl v1::functions_server::Functions for FunctionsService {
     ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
         Ok(Response::new(
             provisioned::delete_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn publish_layer_version(
+        &self,
+        request: Request<Streaming<v1::PublishLayerVersionRequest>>,
+    ) -> Result<Response<v1::LayerVersion>, Status> {
+        Ok(Response::new(
+            layers::publish(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_layers(
+        &self,
+        _request: Request<v1::ListLayersRequest>,
+    ) -> Result<Response<v1::ListLayersResponse>, Status> {
+        Ok(Response::new(layers::list_layers(&self.shared).await?))
+    }
+
+    async fn list_layer_versions(
+        &self,
+        request: Request<v1::ListLayerVersionsRequest>,
+    ) -> Result<Response<v1::ListLayerVersionsResponse>, Status> {
+        Ok(Response::new(
+            layers::list_versions(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_layer_version(
+        &self,
+        request: Request<v1::GetLayerVersionRequest>,
+    ) -> Result<Response<v1::LayerVersion>, Status> {
+        Ok(Response::new(
+            layers::get(&self.shared, request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_layer_version(
+        &self,
+        request: Request<v1::DeleteLayerVersionRequest>,
+    ) -> Result<Response<v1::DeleteLayerVersionResponse>, Status> {
+        Ok(Response::new(
+            layers::delete(&self.shared, request.into_inner()).await?,
         ))
     }
 

@@ -18,9 +18,9 @@ use crate::store::NewLogEvent;
 
 /// Headroom on top of the function timeout for the gRPC call: a cold start (code fetch, unzip,
 /// sandbox start) happens before the function's own clock starts.
-const COLD_START_HEADROOM: Duration = Duration::from_secs(60);
+pub(crate) const COLD_START_HEADROOM: Duration = Duration::from_secs(60);
 /// The last bytes of an invocation's log returned with `log_type = TAIL`, as in Lambda.
-const LOG_TAIL_BYTES: usize = 4096;
+pub(crate) const LOG_TAIL_BYTES: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// gRPC channels to workers, one per address, shared by all invocations.
@@ -39,7 +39,7 @@ impl WorkerClients {
         }
     }
 
-    fn client(
+    pub(crate) fn client(
         &self,
         worker_id: &str,
         address: &str,
@@ -92,8 +92,28 @@ impl WorkerClients {
     }
 }
 
+impl WorkerClients {
+    /// Sends a worker its complete VPC network state (`Worker.SetNetwork`).
+    pub(crate) async fn set_network(
+        &self,
+        worker_id: &str,
+        address: &str,
+        state: v1::NetworkState,
+    ) -> Result<(), ApiError> {
+        let mut client = self.client(worker_id, address)?;
+        client
+            .set_network(state)
+            .await
+            .map(|_| ())
+            .map_err(|status| ApiError::Worker {
+                worker_id: worker_id.to_string(),
+                status: Box::new(status),
+            })
+    }
+}
+
 /// An X-Ray style trace id: `Root=1-<8 hex epoch seconds>-<24 hex>;Parent=<16 hex>;Sampled=0`.
-fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     let mut rng = rand::thread_rng();
     let root: [u8; 12] = rng.gen();
     let parent: u64 = rng.gen();
@@ -106,7 +126,7 @@ fn new_trace_id() -> String {
 }
 
 /// The last `max` bytes of `log`, cut at a character boundary.
-fn log_tail(log: &str, max: usize) -> String {
+pub(crate) fn log_tail(log: &str, max: usize) -> String {
     let mut start = log.len().saturating_sub(max);
     while !log.is_char_boundary(start) {
         start += 1;
@@ -116,7 +136,7 @@ fn log_tail(log: &str, max: usize) -> String {
 
 /// Resolves when the worker stops heartbeating (it is `Down`), so an invocation on a dead node fails
 /// fast instead of waiting for the whole gRPC timeout.
-async fn worker_down(registry: &Registry, worker_id: &str, every: Duration) {
+pub(crate) async fn worker_down(registry: &Registry, worker_id: &str, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         if !registry.is_up(worker_id) {
@@ -276,7 +296,7 @@ impl Invoker for WorkerInvoker {
 
 /// Chooses the worker; waits (up to `shared.placement_wait`) while every worker is at its bound
 /// of cold starts in flight, then throttles.
-async fn place(
+pub(crate) async fn place(
     shared: &Shared,
     config: &lamina_proto::domain::FunctionConfig,
 ) -> Result<Placement, ApiError> {
@@ -356,7 +376,7 @@ async fn call_worker(
 
 /// Appends one log event per line. A failure here is logged, not returned: the invocation itself
 /// succeeded and its result must reach the caller.
-async fn store_log(shared: &Shared, name: &str, request_id: &str, log: &str) {
+pub(crate) async fn store_log(shared: &Shared, name: &str, request_id: &str, log: &str) {
     let timestamp_ms = now_ms();
     let events: Vec<NewLogEvent> = log
         .lines()

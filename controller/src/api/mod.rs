@@ -17,8 +17,12 @@ mod cluster;
 pub(crate) mod concurrency;
 pub(crate) mod events;
 pub(crate) mod functions;
+pub(crate) mod images;
 pub(crate) mod invoke;
+pub(crate) mod layers;
+pub(crate) mod network;
 pub(crate) mod provisioned;
+pub(crate) mod stream;
 pub(crate) mod versions;
 
 pub use auth::AuthService;
@@ -26,6 +30,7 @@ pub use cluster::ClusterService;
 pub use functions::FunctionsService;
 pub use invoke::WorkerClients;
 pub(crate) use invoke::WorkerInvoker;
+pub use network::NetworkService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,11 +39,15 @@ pub enum ApiError {
     #[error(transparent)]
     Code(#[from] CodeError),
     #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
     Validation(#[from] ValidationError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
     Version(#[from] versions::VersionError),
+    #[error(transparent)]
+    Layer(#[from] layers::LayerError),
     #[error("invocation `{0}` not found (finished records are kept for a bounded time)")]
     InvocationNotFound(String),
     #[error("dead-letter queue `{0}` not found: `fnctl dlq list` shows the queues")]
@@ -81,6 +90,10 @@ pub enum ApiError {
         "function `{function}` has no provisioned concurrency configuration for `{qualifier}`"
     )]
     ProvisionedNotFound { function: String, qualifier: String },
+    #[error(transparent)]
+    Network(#[from] crate::store::NetworkError),
+    #[error("worker `{0}` not found: `fnctl workers` lists them")]
+    WorkerNotFound(String),
 }
 
 impl From<ApiError> for Status {
@@ -94,10 +107,15 @@ impl From<ApiError> for Status {
                 StoreError::PublishPrecondition { .. } | StoreError::VersionInUse { .. },
             ) => Code::FailedPrecondition,
             ApiError::Version(v) => versions::status_code(v),
+            ApiError::Layer(layers::LayerError::NotFound(_))
+            | ApiError::Store(StoreError::LayerVersionNotFound(_)) => Code::NotFound,
+            ApiError::Layer(layers::LayerError::TooLarge { .. }) => Code::InvalidArgument,
+            ApiError::Store(StoreError::BlobMissing(_)) => Code::FailedPrecondition,
             ApiError::Store(_) | ApiError::Internal(_) | ApiError::Queue(_) => {
                 tracing::error!(error = %message, "internal error");
                 Code::Internal
             }
+            ApiError::Image(e) => images::status_code(e),
             ApiError::Code(_) | ApiError::Validation(_) | ApiError::BadRequest(_) => {
                 Code::InvalidArgument
             }
@@ -116,6 +134,8 @@ impl From<ApiError> for Status {
                 Code::InvalidArgument
             }
             ApiError::ProvisionedNotFound { .. } => Code::NotFound,
+            ApiError::Network(e) => network::status_code(e),
+            ApiError::WorkerNotFound(_) => Code::NotFound,
         };
         let mut status = Status::new(code, message);
         if let Some(reason) = e.throttle_reason() {
@@ -155,6 +175,10 @@ pub(crate) struct Shared {
     pub placement_wait: Duration,
     /// The provisioned-concurrency reconciler's state.
     pub provisioning: Arc<crate::provisioned::Provisioning>,
+    /// Wakes the VPC network reconciler.
+    pub network: Arc<crate::network::NetworkSync>,
+    /// The largest container-image upload (`--max-image-bytes`).
+    pub max_image_bytes: u64,
 }
 
 impl Shared {

@@ -28,6 +28,7 @@ use crate::auth::{sigv4, KeyStore};
 
 mod concurrency;
 pub mod shapes;
+mod stream;
 mod versions;
 
 use shapes::{parse_function_name, RestError};
@@ -72,6 +73,10 @@ pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router
                 .delete(versions::delete_alias),
         )
         .route("/2015-03-31/functions/:name/invocations", post(invoke))
+        .route(
+            "/2021-11-15/functions/:name/response-streaming-invocations",
+            post(stream::invoke_with_response_stream),
+        )
         .route(
             "/2019-09-25/functions/:name/event-invoke-config",
             put(put_event_invoke_config).get(get_event_invoke_config),
@@ -219,6 +224,8 @@ async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
         ephemeral_storage_mb: r.ephemeral_storage.and_then(|s| s.size).unwrap_or(0),
         environment: r.environment.and_then(|e| e.variables).unwrap_or_default(),
         description: r.description.unwrap_or_default(),
+        layers: r.layers.unwrap_or_default(),
+        ..Default::default()
     };
     let spec = FunctionSpec::try_from(spec).map_err(ApiError::from)?;
     functions::ensure_name_free(&st.shared, &spec.name).await?;
@@ -299,6 +306,10 @@ async fn update_configuration(
         handler: r.handler,
         runtime: r.runtime,
         description: r.description,
+        replace_layers: r.layers.is_some(),
+        layers: r.layers.unwrap_or_default(),
+        image_config: None,
+        vpc_config: None,
     };
     let config = functions::update_configuration(&st.shared, req).await?;
     Ok(Json(config_json(&config)))

@@ -189,9 +189,10 @@ pub fn configuration(c: &v1::FunctionConfiguration) -> Value {
         "RevisionId": c.revision_id,
         "State": c.state,
         "LastUpdateStatus": c.last_update_status,
-        "PackageType": "Zip",
+        "PackageType": if c.package_type.is_empty() { "Zip" } else { c.package_type.as_str() },
         "Architectures": ["x86_64"],
         "EphemeralStorage": {"Size": c.ephemeral_storage_mb},
+        "Layers": c.layers.iter().map(|l| json!({"Arn": l.arn, "CodeSize": l.code_size})).collect::<Vec<_>>(),
     })
 }
 
@@ -228,6 +229,7 @@ pub struct CreateFunctionIn {
     pub environment: Option<EnvironmentIn>,
     pub ephemeral_storage: Option<StorageIn>,
     pub package_type: Option<String>,
+    pub layers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +251,7 @@ pub struct UpdateConfigurationIn {
     pub environment: Option<EnvironmentIn>,
     pub ephemeral_storage: Option<StorageIn>,
     pub revision_id: Option<String>,
+    pub layers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -8,10 +8,14 @@ use std::path::PathBuf;
 use lamina_proto::domain::FunctionConfig;
 use serde::{Deserialize, Serialize};
 
+mod layers;
+pub mod network;
 mod rocks;
 mod settings;
 mod versions;
 
+pub use layers::{LayerStore, NewLayerVersion};
+pub use network::{NetworkError, NetworkStore};
 pub use rocks::RocksStore;
 pub use settings::SettingsStore;
 pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
@@ -73,6 +77,10 @@ pub enum StoreError {
         expected: String,
         actual: String,
     },
+    #[error("blob {0} is no longer stored (the layer version or image that held it was deleted meanwhile); attach it again")]
+    BlobMissing(String),
+    #[error("layer version {0} not found")]
+    LayerVersionNotFound(String),
     #[error("version {version} of function `{name}` is used by alias `{alias}`; update or delete the alias first")]
     VersionInUse {
         name: String,
@@ -85,10 +93,13 @@ pub enum StoreError {
 /// below hold without help from the caller.
 ///
 /// Invariants:
-/// - every stored function's and version's `code_sha256` names a stored blob;
-/// - a blob is deleted as soon as no function or version refers to it;
+/// - every blob a stored function, version or layer version uses (`FunctionConfig::blob_digests`,
+///   a layer version's zip) is stored;
+/// - a blob is deleted as soon as no function, version or layer version refers to it;
 /// - a function's logs, versions and settings go when the function goes.
-pub trait Store: SettingsStore + VersionStore + Send + Sync + 'static {
+pub trait Store:
+    SettingsStore + VersionStore + LayerStore + NetworkStore + Send + Sync + 'static
+{
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
     /// Functions sorted by name, starting after `after` (exclusive; "" = from the start).
@@ -114,6 +125,10 @@ pub trait Store: SettingsStore + VersionStore + Send + Sync + 'static {
     fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
     fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores blobs that are not stored yet, without users, for the create or update that follows
+    /// (an image's manifest and layers). Unused ones are removed at the next open.
+    fn put_blobs(&self, blobs: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
 
     /// Appends log lines to an existing function's log, trimming the oldest beyond the retention.
     /// Returns the stored events with their seqs (none when the function no longer exists).

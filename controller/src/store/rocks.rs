@@ -97,6 +97,8 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
             ColumnFamilyDescriptor::new(super::settings::CF_SETTINGS, opts.clone()),
             ColumnFamilyDescriptor::new(super::versions::CF_VERSIONS, opts.clone()),
+            ColumnFamilyDescriptor::new(super::layers::CF_LAYERS, opts.clone()),
+            ColumnFamilyDescriptor::new(super::network::CF_NETWORK, opts.clone()),
         ];
         // The async queue lives in the same database (its own column families): see `queue/`.
         cfs.extend(crate::queue::column_family_descriptors());
@@ -174,10 +176,16 @@ impl RocksStore {
         {
             let (k, v) = item.map_err(self.rocks("scan functions"))?;
             let f = self.decode_function(&k, &v)?;
-            *refs.entry(f.code_sha256).or_insert(0) += 1;
+            for sha256 in f.blob_digests() {
+                *refs.entry(sha256).or_insert(0) += 1;
+            }
         }
-        // Published versions use their blob like functions do.
-        for sha256 in self.all_version_code_digests()? {
+        // Published versions use their blobs like functions do, and layer versions their zip.
+        for sha256 in self
+            .all_version_code_digests()?
+            .into_iter()
+            .chain(self.all_layer_code_digests()?)
+        {
             *refs.entry(sha256).or_insert(0) += 1;
         }
         Ok(refs)
@@ -234,7 +242,62 @@ impl RocksStore {
         Ok(ranges)
     }
 
-    fn blob_exists(&self, sha256: &str) -> Result<bool, StoreError> {
+    /// Plans a change of blob users under the writers' lock: `added` gain a use and `released`
+    /// lose one (one entry per use). Adds the deletion of every blob left without users to `batch`
+    /// and refuses an added blob that is not stored (`BlobMissing`: its last user went meanwhile)
+    /// unless `batch` stores it (`stored_now`). Returns the counts to apply with [`apply_counts`]
+    /// once the batch is written.
+    pub(super) fn plan_refs(
+        &self,
+        refs: &HashMap<String, usize>,
+        added: &[String],
+        released: &[String],
+        stored_now: Option<&str>,
+        batch: &mut WriteBatch,
+    ) -> Result<Vec<(String, usize)>, StoreError> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for d in added.iter().chain(released) {
+            counts
+                .entry(d.as_str())
+                .or_insert_with(|| refs.get(d).copied().unwrap_or(0));
+        }
+        for d in added {
+            if counts[d.as_str()] == 0 && stored_now != Some(d.as_str()) && !self.blob_exists(d)? {
+                return Err(StoreError::BlobMissing(d.clone()));
+            }
+            *counts.get_mut(d.as_str()).expect("inserted above") += 1;
+        }
+        for d in released {
+            let n = counts.get_mut(d.as_str()).expect("inserted above");
+            *n = n.saturating_sub(1);
+        }
+        for (d, n) in &counts {
+            if *n == 0 {
+                batch.delete_cf(self.cf(CF_BLOBS)?, d.as_bytes());
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .map(|(d, n)| (d.to_string(), n))
+            .collect())
+    }
+
+    /// Stores blobs that are not stored yet, without users: the next create or update refers to
+    /// them (an image's layers and manifest). Until then they count as orphans (removed at open).
+    fn put_unused_blobs(&self, blobs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let _refs = lock(&self.blob_refs);
+        let mut batch = WriteBatch::default();
+        for (sha256, bytes) in blobs {
+            if !self.blob_exists(sha256)? {
+                batch.put_cf(self.cf(CF_BLOBS)?, sha256.as_bytes(), bytes);
+            }
+        }
+        self.db
+            .write_opt(batch, &Self::synced())
+            .map_err(self.rocks("store blobs"))
+    }
+
+    pub(super) fn blob_exists(&self, sha256: &str) -> Result<bool, StoreError> {
         Ok(self
             .db
             .get_pinned_cf(self.cf(CF_BLOBS)?, sha256.as_bytes())
@@ -279,9 +342,13 @@ impl Store for RocksStore {
             return Err(StoreError::FunctionExists(name.clone()));
         }
         let mut batch = WriteBatch::default();
+        let mut stored_now = None;
         if !self.blob_exists(&config.code_sha256)? {
             batch.put_cf(self.cf(CF_BLOBS)?, config.code_sha256.as_bytes(), code);
+            stored_now = Some(config.code_sha256.as_str());
         }
+        // Layer and image blobs must be stored already (by their layer version, or `put_blobs`).
+        let counts = self.plan_refs(&refs, &config.blob_digests(), &[], stored_now, &mut batch)?;
         batch.put_cf(
             self.cf(CF_FUNCTIONS)?,
             name.as_bytes(),
@@ -290,7 +357,7 @@ impl Store for RocksStore {
         self.db
             .write_opt(batch, &Self::synced())
             .map_err(self.rocks("create function"))?;
-        *refs.entry(config.code_sha256.clone()).or_insert(0) += 1;
+        apply_counts(&mut refs, counts);
         Ok(())
     }
 
@@ -313,6 +380,7 @@ impl Store for RocksStore {
         }
         let (old, new) = (&current.code_sha256, &config.code_sha256);
         let mut batch = WriteBatch::default();
+        let mut stored_now = None;
         if old != new {
             let code = code.ok_or_else(|| StoreError::Corrupt {
                 what: format!("update of function `{name}`"),
@@ -321,11 +389,16 @@ impl Store for RocksStore {
             })?;
             if !self.blob_exists(new)? {
                 batch.put_cf(self.cf(CF_BLOBS)?, new.as_bytes(), code);
-            }
-            if refs.get(old).copied().unwrap_or(0) <= 1 {
-                batch.delete_cf(self.cf(CF_BLOBS)?, old.as_bytes());
+                stored_now = Some(new.as_str());
             }
         }
+        let counts = self.plan_refs(
+            &refs,
+            &config.blob_digests(),
+            &current.blob_digests(),
+            stored_now,
+            &mut batch,
+        )?;
         batch.put_cf(
             self.cf(CF_FUNCTIONS)?,
             name.as_bytes(),
@@ -334,10 +407,7 @@ impl Store for RocksStore {
         self.db
             .write_opt(batch, &Self::synced())
             .map_err(self.rocks("update function"))?;
-        if old != new {
-            release(&mut refs, old);
-            *refs.entry(new.clone()).or_insert(0) += 1;
-        }
+        apply_counts(&mut refs, counts);
         Ok(())
     }
 
@@ -358,24 +428,18 @@ impl Store for RocksStore {
         // The blobs of $LATEST and of every version, released together: a blob goes when these
         // were its last users.
         let mut users = self.delete_versions_in(name, &mut batch)?;
-        users.push(current.code_sha256.clone());
-        let mut uses_by_blob: HashMap<&str, usize> = HashMap::new();
-        for sha256 in &users {
-            *uses_by_blob.entry(sha256.as_str()).or_insert(0) += 1;
-        }
-        for (sha256, n) in &uses_by_blob {
-            if refs.get(*sha256).copied().unwrap_or(0) <= *n {
-                batch.delete_cf(self.cf(CF_BLOBS)?, sha256.as_bytes());
-            }
-        }
+        users.extend(current.blob_digests());
+        let counts = self.plan_refs(&refs, &[], &users, None, &mut batch)?;
         self.db
             .write_opt(batch, &Self::synced())
             .map_err(self.rocks("delete function"))?;
-        for sha256 in &users {
-            release(&mut refs, sha256);
-        }
+        apply_counts(&mut refs, counts);
         logs.remove(name);
         Ok(Some(current))
+    }
+
+    fn put_blobs(&self, blobs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.put_unused_blobs(blobs)
     }
 
     fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -468,11 +532,13 @@ impl Store for RocksStore {
     }
 }
 
-fn release(refs: &mut HashMap<String, usize>, sha256: &str) {
-    if let Some(n) = refs.get_mut(sha256) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            refs.remove(sha256);
+/// Stores the counts [`RocksStore::plan_refs`] computed (0: the blob is gone).
+pub(super) fn apply_counts(refs: &mut HashMap<String, usize>, counts: Vec<(String, usize)>) {
+    for (sha256, n) in counts {
+        if n == 0 {
+            refs.remove(&sha256);
+        } else {
+            refs.insert(sha256, n);
         }
     }
 }

@@ -16,12 +16,18 @@ fn config(name: &str, code: &[u8], revision: &str) -> FunctionConfig {
             ephemeral_storage_mb: 512,
             environment: BTreeMap::from([("K".to_string(), "v".to_string())]),
             description: String::new(),
+            layers: Vec::new(),
+            package_type: Default::default(),
+            image_config: Default::default(),
+            vpc_config: None,
         },
         code_sha256: hex::encode(sha2::Sha256::digest(code)),
         code_size: code.len() as u64,
         revision_id: revision.to_string(),
         version: LATEST.to_string(),
         last_modified_ms: 1,
+        layers: Vec::new(),
+        image: None,
     }
 }
 

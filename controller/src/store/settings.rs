@@ -289,12 +289,18 @@ mod tests {
                 ephemeral_storage_mb: 512,
                 environment: BTreeMap::new(),
                 description: String::new(),
+                layers: Vec::new(),
+                package_type: Default::default(),
+                image_config: Default::default(),
+                vpc_config: None,
             },
             code_sha256: "ab".repeat(32),
             code_size: 3,
             revision_id: "r1".to_string(),
             version: "$LATEST".to_string(),
             last_modified_ms: 1,
+            layers: Vec::new(),
+            image: None,
         }
     }
 

@@ -4,13 +4,11 @@
 //! counter, so numbers are never reused while the function exists. All of a function's keys form
 //! one range, deleted with the function in its batch. A version refers to its code blob like a
 //! function does: the blob reference counts include versions.
-use std::collections::HashMap;
-
 use lamina_proto::domain::FunctionConfig;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::rocks::{lock, RocksStore};
+use super::rocks::{apply_counts, lock, RocksStore};
 use super::settings::function_prefix;
 use super::settings::function_prefix_end;
 use super::{SettingsStore, Store, StoreError};
@@ -134,7 +132,7 @@ impl RocksStore {
         it.seek_to_first();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if parse_version_key(k).is_some() {
-                out.push(self.decode_version(k, v)?.code_sha256);
+                out.extend(self.decode_version(k, v)?.blob_digests());
             }
             it.next();
         }
@@ -143,7 +141,7 @@ impl RocksStore {
     }
 
     /// Adds the deletion of every version (and the counter) of `name` to `batch`; returns the
-    /// code digests those versions used, one entry per version. The caller holds the writers' lock.
+    /// blob digests those versions used, one entry per use. The caller holds the writers' lock.
     pub(super) fn delete_versions_in(
         &self,
         name: &str,
@@ -152,7 +150,7 @@ impl RocksStore {
         let digests = self
             .list_versions(name)?
             .into_iter()
-            .map(|v| v.code_sha256)
+            .flat_map(|v| v.blob_digests())
             .collect();
         batch.delete_range_cf(
             self.versions_cf()?,
@@ -219,6 +217,7 @@ impl VersionStore for RocksStore {
             source_spec: Some(latest.spec.clone()),
         };
         let mut batch = WriteBatch::default();
+        let counts = self.plan_refs(&refs, &version.blob_digests(), &[], None, &mut batch)?;
         batch.put_cf(
             self.versions_cf()?,
             version_key(name, number),
@@ -232,7 +231,7 @@ impl VersionStore for RocksStore {
         self.db
             .write_opt(batch, &RocksStore::synced())
             .map_err(self.rocks("publish version"))?;
-        *refs.entry(version.code_sha256.clone()).or_insert(0) += 1;
+        apply_counts(&mut refs, counts);
         Ok(Published {
             config: version,
             created: true,
@@ -290,26 +289,12 @@ impl VersionStore for RocksStore {
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.versions_cf()?, version_key(name, version));
-        if refs.get(&current.code_sha256).copied().unwrap_or(0) <= 1 {
-            batch.delete_cf(
-                self.cf(super::rocks::CF_BLOBS)?,
-                current.code_sha256.as_bytes(),
-            );
-        }
+        let counts = self.plan_refs(&refs, &[], &current.blob_digests(), None, &mut batch)?;
         self.db
             .write_opt(batch, &RocksStore::synced())
             .map_err(self.rocks("delete version"))?;
-        release_ref(&mut refs, &current.code_sha256);
+        apply_counts(&mut refs, counts);
         Ok(Some(current))
-    }
-}
-
-pub(super) fn release_ref(refs: &mut HashMap<String, usize>, sha256: &str) {
-    if let Some(n) = refs.get_mut(sha256) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            refs.remove(sha256);
-        }
     }
 }
 

@@ -8,13 +8,20 @@
 //!   handler's answer from a fresh and from a prepared sandbox, Python and Node;
 //! - the real API path (SDK -> controller -> worker -> sandbox -> Runtime API): warm overhead over the
 //!   bare handler call, cold starts (fresh, and from the pool of prepared sandboxes), sustained no-op
-//!   invocations/s with the CPU they cost, idle memory per warm sandbox, 100 concurrent cold starts.
+//!   invocations/s with the CPU they cost, idle memory per warm sandbox, 100 concurrent cold starts;
+//! - on three workers in network namespaces (`bench/concurrency.rs`): bursts of concurrent
+//!   invocations cold, on provisioned sandboxes and warm, and 100 concurrent cold starts spread
+//!   over the workers.
 //!
 //! Quick mode takes about 2 minutes on 2 cores; `--full` runs 5x as many samples.
+#[path = "bench/concurrency.rs"]
+mod concurrency;
 #[path = "bench/peers.rs"]
 mod peers;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/vpc.rs"]
+mod vpc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -385,6 +392,14 @@ fn main() -> Result<()> {
     Report::header();
     let mut rep = Report::default();
     let mut targets = Vec::new();
+    if std::env::var_os("LAMINA_BENCH_VPC_ONLY").is_some() {
+        let rt = tokio::runtime::Runtime::new()?;
+        vpc::run(&rt, &mut rep, &mut targets, full)?;
+        for t in &targets {
+            println!("- {t}");
+        }
+        return Ok(());
+    }
     let work = tempfile::Builder::new().prefix("lamina-bench-").tempdir()?;
     let code = work.path().join("code");
     std::fs::create_dir_all(&code)?;
@@ -583,33 +598,8 @@ fn main() -> Result<()> {
             }
         ));
 
-        // 100 concurrent cold starts (each holds its sandbox 0.5 s, so none is reused).
-        let burst = unique("bench-burst");
-        create(&c, &burst, "python3.11", 128).await?;
-        let start = Instant::now();
-        let calls: Vec<_> = (0..100)
-            .map(|_| {
-                let c = c.clone();
-                let burst = burst.clone();
-                async move {
-                    let t = Instant::now();
-                    let r = call(&c, &burst, r#"{"sleep":0.5}"#).await;
-                    (ms(t.elapsed()) - 500.0, r)
-                }
-            })
-            .collect();
-        let res = join_all(calls).await;
-        let wall = ms(start.elapsed());
-        let failures = res
-            .iter()
-            .filter(|(_, r)| !matches!(r, Ok(r) if r.function_error.is_empty()))
-            .count();
-        let lat: Vec<f64> = res.iter().map(|(l, _)| *l).collect();
-        rep.latency(
-            "100 concurrent cold starts (latency - 0.5 s handler sleep)",
-            &lat,
-            format!("{failures} failures, {wall:.0} ms wall"),
-        );
+        // 100 concurrent cold starts; the same measurement over three workers in `concurrency`.
+        concurrency::stampede(&cluster, &mut rep, "one worker").await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(cluster);
@@ -677,6 +667,12 @@ fn main() -> Result<()> {
     })?;
     drop(cluster);
     std::env::remove_var("LAMINA_PYTHON_ZYGOTE");
+
+    // Cluster 4: three workers in network namespaces — cold vs provisioned vs warm bursts, and 100
+    // concurrent cold starts spread over them (issue 4).
+    concurrency::run(&rt, &mut rep, &mut targets, full)?;
+    // Cluster 5: the cost of a VPC attachment on a cold start (issue 5).
+    vpc::run(&rt, &mut rep, &mut targets, full)?;
 
     let best_pool = e2e_py_pool.min(e2e_py_zygote);
     targets.push(format!(

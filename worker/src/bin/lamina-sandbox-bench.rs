@@ -89,6 +89,7 @@ impl Fixture {
         ];
         env.extend(runtimes::runtime_env(runtime));
         SandboxSpec {
+            layer_dirs: Vec::new(),
             work_dir: self.dir.join("work").join(&id),
             sandbox_id: id,
             runtime,
@@ -182,6 +183,7 @@ async fn cold(
         request_id: "bench".into(),
         payload: Bytes::from_static(b"{}"),
         deadline_ms: u64::MAX / 2,
+        dispatched_at: std::time::Instant::now(),
         invoked_function_arn: "arn:aws:lambda:local:0:function:bench".into(),
         trace_id: "Root=1-0-0".into(),
         client_context: None,

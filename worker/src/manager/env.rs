@@ -109,12 +109,18 @@ mod tests {
                 ephemeral_storage_mb: 512,
                 environment,
                 description: String::new(),
+                layers: Vec::new(),
+                package_type: Default::default(),
+                image_config: Default::default(),
+                vpc_config: None,
             },
             code_sha256: "0".repeat(64),
             code_size: 1,
             revision_id: "r1".to_string(),
             version: String::new(),
             last_modified_ms: 0,
+            layers: Vec::new(),
+            image: None,
         }
     }
 

@@ -2,14 +2,18 @@
 //! deadline and shutdown; the classification of how it ended (Lambda's error types) and the log.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use lamina_proto::domain::{FunctionConfig, LATEST};
 use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{billed_ms, bytes_to_mb, format_log, Report};
 use super::{ManagerError, Warm};
-use crate::runtime_api::{Invocation, InvocationOutcome, MAX_RESPONSE_BYTES};
+use crate::runtime_api::{
+    Invocation, InvocationOutcome, ResponseStream, StreamEvent, MAX_RESPONSE_BYTES,
+    MAX_STREAM_BYTES,
+};
 use crate::sandbox::ExitInfo;
 
 /// Lambda gives a runtime's init up to 10 s on top of the function timeout.
@@ -23,13 +27,65 @@ pub(super) enum Disposition {
     Keep(Warm),
     /// Timed out, crashed, failed its init or the worker is stopping: destroy it.
     Destroy(Warm),
+    /// A warm sandbox whose runtime exited before it took the event (it was on its way out when
+    /// it was frozen, e.g. a runtime client exiting right after it posted an error): destroy it
+    /// and run the invocation elsewhere; the response (and the sink, handed back) are unused.
+    Stale(Warm, Option<mpsc::Sender<Bytes>>),
 }
 
 enum Ended {
     Outcome(InvocationOutcome),
+    /// A streamed response ended normally.
+    StreamDone,
+    /// A streamed response went over the limit (of the stream, or of a buffered response).
+    StreamTooLarge {
+        size: usize,
+        limit: usize,
+    },
+    /// A streamed response's body could not be read to its end.
+    StreamBroken(String),
     Exited(ExitInfo),
+    /// A warm sandbox's runtime exited before it took the event with `GET next`.
+    ExitedBeforeTaking,
     Timeout,
     Shutdown,
+}
+
+/// Where the chunks of a response go: to the caller as they come (`sink`), else into one buffer.
+struct Collector {
+    sink: Option<mpsc::Sender<Bytes>>,
+    buffered: BytesMut,
+}
+
+impl Collector {
+    /// Passes `chunk` on; `Err(size)` when a buffered response went over the sync limit. Waits for
+    /// a slow caller at most until `deadline` (then the caller is dropped: the invocation goes on).
+    async fn push(&mut self, chunk: Bytes, deadline: Instant) -> Result<(), usize> {
+        match &self.sink {
+            Some(sink) => {
+                let sent = tokio::time::timeout_at(deadline.into(), sink.send(chunk)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    self.sink = None;
+                }
+                Ok(())
+            }
+            None => {
+                if self.buffered.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(self.buffered.len() + chunk.len());
+                }
+                self.buffered.extend_from_slice(&chunk);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The next event of `stream` (pending forever without one: the select arm is disabled then).
+async fn next_event(stream: &mut Option<ResponseStream>) -> Option<StreamEvent> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn epoch_ms() -> u64 {
@@ -85,10 +141,15 @@ pub(super) fn exit_error(
 
 /// The error payload for a response over 6 MB.
 pub(super) fn too_large_payload(size: usize) -> Bytes {
+    too_large_payload_of(size, MAX_RESPONSE_BYTES)
+}
+
+/// The error payload for a response over `limit` bytes (6 MB buffered, 20 MB streamed).
+fn too_large_payload_of(size: usize, limit: usize) -> Bytes {
     error_json(
         "Function.ResponseSizeTooLarge",
         &format!(
-            "Response payload size ({size} bytes) exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."
+            "Response payload size ({size} bytes) exceeded maximum allowed payload size ({limit} bytes)."
         ),
     )
 }
@@ -131,12 +192,18 @@ pub(super) fn entrypoint_error(
 }
 
 /// Runs `req` in `warm` until the runtime answers, exits, the deadline passes or the worker stops.
+///
+/// With a `sink` the response is streamed: each chunk of a streamed response goes to the sink as
+/// the runtime sends it, a response that was not streamed goes as one chunk, and the returned
+/// payload is empty unless the invocation failed. Without one a streamed response is buffered (up
+/// to the 6 MB of a synchronous response) and returned whole.
 pub(super) async fn run(
     warm: Warm,
     cold: bool,
     config: &FunctionConfig,
     req: &WorkerInvokeRequest,
     shutdown: &CancellationToken,
+    sink: Option<mpsc::Sender<Bytes>>,
 ) -> (Result<WorkerInvokeResponse, ManagerError>, Disposition) {
     let id = req.request_id.as_str();
     let timeout_s = config.spec.timeout_s;
@@ -146,6 +213,7 @@ pub(super) async fn run(
         request_id: id.to_string(),
         payload: Bytes::from(req.payload.clone()),
         deadline_ms: epoch_ms() + timeout.as_millis() as u64,
+        dispatched_at: dispatch,
         // The ARN the caller named (with its version or alias), else the function's.
         invoked_function_arn: if req.invoked_function_arn.is_empty() {
             config.arn()
@@ -155,9 +223,14 @@ pub(super) async fn run(
         trace_id: trace_id(&req.trace_id),
         client_context: (!req.client_context.is_empty()).then(|| req.client_context.clone()),
     };
+    let mut collector = Collector {
+        sink,
+        buffered: BytesMut::new(),
+    };
     let ended = {
         let invoke = warm.api.invoke(inv);
         tokio::pin!(invoke);
+        let mut stream: Option<ResponseStream> = None;
         loop {
             // The timer starts when the runtime is ready (its first `GET next`), as in Lambda.
             let init_done = warm.api.init_done_at();
@@ -171,8 +244,32 @@ pub(super) async fn run(
             };
             tokio::select! {
                 biased;
-                outcome = &mut invoke => break Ended::Outcome(outcome),
-                exit = warm.sandbox.wait_exit() => break Ended::Exited(exit),
+                outcome = &mut invoke, if stream.is_none() => match outcome {
+                    InvocationOutcome::Streaming(s) => stream = Some(s),
+                    outcome => break Ended::Outcome(outcome),
+                },
+                ev = next_event(&mut stream) => match ev {
+                    Some(StreamEvent::Chunk(chunk)) => {
+                        if let Err(size) = collector.push(chunk, deadline).await {
+                            break Ended::StreamTooLarge { size, limit: MAX_RESPONSE_BYTES };
+                        }
+                    }
+                    Some(StreamEvent::Error { error_type, body }) => {
+                        break Ended::Outcome(InvocationOutcome::Error { error_type, body })
+                    }
+                    Some(StreamEvent::TooLarge { size }) => {
+                        break Ended::StreamTooLarge { size, limit: MAX_STREAM_BYTES }
+                    }
+                    Some(StreamEvent::Broken(e)) => break Ended::StreamBroken(e),
+                    None => break Ended::StreamDone,
+                },
+                exit = warm.sandbox.wait_exit() => {
+                    // Checked before `invoke` is dropped (which abandons the event).
+                    if !cold && warm.api.event_pending() {
+                        break Ended::ExitedBeforeTaking;
+                    }
+                    break Ended::Exited(exit);
+                }
                 () = shutdown.cancelled() => break Ended::Shutdown,
                 () = tokio::time::sleep_until(wake.into()) => {
                     if Instant::now() >= deadline {
@@ -183,6 +280,12 @@ pub(super) async fn run(
         }
     };
     let ended_at = Instant::now();
+    if matches!(ended, Ended::ExitedBeforeTaking) {
+        return (
+            Err(ManagerError::ShuttingDown),
+            Disposition::Stale(warm, collector.sink),
+        );
+    }
     if matches!(ended, Ended::Timeout | Ended::Shutdown) {
         warm.sandbox.kill();
     }
@@ -196,8 +299,24 @@ pub(super) async fn run(
     };
     let peak = warm.sandbox.memory_peak_bytes();
     let mut extra = Vec::new();
-    let (function_error, payload, keep) = match ended {
+    let (function_error, mut payload, keep) = match ended {
         Ended::Outcome(InvocationOutcome::Response(body)) => ("", body, true),
+        Ended::StreamDone => ("", collector.buffered.split().freeze(), true),
+        Ended::StreamTooLarge { size, limit } => {
+            ("Unhandled", too_large_payload_of(size, limit), true)
+        }
+        Ended::StreamBroken(e) => {
+            let message =
+                format!("RequestId: {id} Error: the response stream broke off before its end: {e}");
+            extra.push(message.clone());
+            (
+                "Unhandled",
+                error_json("Runtime.TruncatedResponse", &message),
+                false,
+            )
+        }
+        // Taken apart in the loop above: never an end.
+        Ended::Outcome(InvocationOutcome::Streaming(_)) => ("", Bytes::new(), true),
         Ended::Outcome(InvocationOutcome::Error { body, .. }) => ("Unhandled", body, true),
         Ended::Outcome(InvocationOutcome::ResponseTooLarge { size }) => {
             ("Unhandled", too_large_payload(size), true)
@@ -210,13 +329,19 @@ pub(super) async fn run(
             extra.push(error_type.to_string());
             ("Unhandled", payload, false)
         }
-        Ended::Timeout | Ended::Shutdown => {
+        Ended::Timeout | Ended::Shutdown | Ended::ExitedBeforeTaking => {
             let message = timeout_message(id, timeout_s);
             let payload = error_json("Sandbox.Timedout", &message);
             extra.push(message);
             ("Unhandled", payload, false)
         }
     };
+    // Streamed: a response that was not streamed goes to the caller as one chunk.
+    if let Some(sink) = &collector.sink {
+        if function_error.is_empty() && !payload.is_empty() {
+            let _ = sink.send(std::mem::take(&mut payload)).await;
+        }
+    }
     let invoke_start = init_done.map_or(dispatch, |t| t.max(dispatch));
     let duration_ms = ended_at
         .saturating_duration_since(invoke_start)

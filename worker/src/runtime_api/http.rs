@@ -30,9 +30,10 @@ static DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadlin
 static FUNCTION_ARN: HeaderName = HeaderName::from_static("lambda-runtime-invoked-function-arn");
 static TRACE_ID: HeaderName = HeaderName::from_static("lambda-runtime-trace-id");
 static CLIENT_CONTEXT: HeaderName = HeaderName::from_static("lambda-runtime-client-context");
-const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+pub(super) const ERROR_TYPE: &str = "lambda-runtime-function-error-type";
+const RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 pub(crate) async fn accept_loop(
     listener: tokio::net::TcpListener,
@@ -86,7 +87,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
             .strip_prefix("invocation/")
             .and_then(|r| r.rsplit_once('/'))
         {
-            Some((id, "response")) if valid_id(id) => post_response(&shared, id, body).await,
+            Some((id, "response")) if valid_id(id) => {
+                if is_streaming(&parts) {
+                    super::stream::post_streaming_response(&shared, id, &parts, body).await
+                } else {
+                    post_response(&shared, id, body).await
+                }
+            }
             Some((id, "error")) if valid_id(id) => post_error(&shared, id, &parts, body).await,
             _ => not_found(&parts),
         },
@@ -97,6 +104,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty() && !id.contains('/')
+}
+
+/// `Lambda-Runtime-Function-Response-Mode: streaming` (any case).
+fn is_streaming(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(RESPONSE_MODE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("streaming"))
 }
 
 async fn next(shared: &Shared) -> Resp {
@@ -117,7 +133,7 @@ fn next_response(ev: NextEvent) -> Resp {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(REQUEST_ID.clone(), ev.request_id);
-    h.insert(DEADLINE_MS.clone(), ev.deadline_ms);
+    h.insert(DEADLINE_MS.clone(), HeaderValue::from(ev.deadline_ms));
     h.insert(FUNCTION_ARN.clone(), ev.function_arn);
     h.insert(TRACE_ID.clone(), ev.trace_id);
     if let Some(cc) = ev.client_context {
@@ -153,12 +169,19 @@ fn answer(shared: &Shared, id: &str, outcome: InvocationOutcome) -> Resp {
     match shared.answer(id, outcome) {
         Ok(()) if too_large => payload_too_large(),
         Ok(()) => accepted(),
-        Err(Reject::UnknownId) => error_json(
+        Err(reject) => rejected(id, reject),
+    }
+}
+
+/// The answer to a response or error the state machine refused.
+pub(super) fn rejected(id: &str, reject: Reject) -> Resp {
+    match reject {
+        Reject::UnknownId => error_json(
             StatusCode::BAD_REQUEST,
             "InvalidRequestID",
             &format!("invalid request id `{id}`: no such invocation is in progress"),
         ),
-        Err(Reject::InvalidState) => error_json(
+        Reject::InvalidState => error_json(
             StatusCode::FORBIDDEN,
             "InvalidStateTransition",
             &format!(
@@ -180,7 +203,7 @@ async fn init_error(shared: &Shared, parts: &Parts, body: Incoming) -> Resp {
     accepted()
 }
 
-fn error_type_header(parts: &Parts) -> Option<String> {
+pub(super) fn error_type_header(parts: &Parts) -> Option<String> {
     parts
         .headers
         .get(ERROR_TYPE)
@@ -245,7 +268,7 @@ async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
 }
 
 /// Reads and discards the rest of a body, up to [`DRAIN_CAP`]; returns the bytes read.
-async fn drain(mut body: Incoming) -> usize {
+pub(super) async fn drain(mut body: Incoming) -> usize {
     let mut n = 0usize;
     while n <= DRAIN_CAP {
         match body.frame().await {
@@ -264,7 +287,7 @@ fn json(status: StatusCode, body: Bytes) -> Resp {
     resp
 }
 
-fn accepted() -> Resp {
+pub(super) fn accepted() -> Resp {
     json(
         StatusCode::ACCEPTED,
         Bytes::from_static(br#"{"status":"OK"}"#),
@@ -280,12 +303,22 @@ fn payload_too_large() -> Resp {
     )
 }
 
+/// 413 for a streamed response over [`super::MAX_STREAM_BYTES`].
+pub(super) fn stream_too_large() -> Resp {
+    json(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Bytes::from_static(
+            br#"{"errorMessage":"Exceeded maximum allowed streamed payload size (20971520 bytes).","errorType":"RequestEntityTooLarge"}"#,
+        ),
+    )
+}
+
 fn error_json(status: StatusCode, error_type: &str, message: &str) -> Resp {
     let body = serde_json::json!({ "errorMessage": message, "errorType": error_type });
     json(status, Bytes::from(body.to_string()))
 }
 
-fn bad_body(e: &hyper::Error) -> Resp {
+pub(super) fn bad_body(e: &hyper::Error) -> Resp {
     error_json(
         StatusCode::BAD_REQUEST,
         "InvalidRequest",

@@ -31,7 +31,9 @@ pub(crate) enum Reject {
 pub(crate) struct NextEvent {
     pub(crate) payload: Bytes,
     pub(crate) request_id: HeaderValue,
-    pub(crate) deadline_ms: HeaderValue,
+    /// Epoch ms, counted from `dispatched_at` (moved when taken: see [`Shared::take_next`]).
+    pub(crate) deadline_ms: u64,
+    pub(crate) dispatched_at: Instant,
     pub(crate) function_arn: HeaderValue,
     pub(crate) trace_id: HeaderValue,
     pub(crate) client_context: Option<HeaderValue>,
@@ -111,6 +113,13 @@ impl Shared {
         self.init_done.get().copied()
     }
 
+    pub(crate) fn event_pending(&self) -> bool {
+        self.lock()
+            .current
+            .as_ref()
+            .is_some_and(|c| c.event.is_some())
+    }
+
     pub(crate) fn init_failure(&self) -> Option<InitFailure> {
         self.lock().init_error.clone()
     }
@@ -135,7 +144,8 @@ impl Shared {
         let (tx, rx) = oneshot::channel();
         let event = NextEvent {
             request_id: header_value(&inv.request_id),
-            deadline_ms: HeaderValue::from(inv.deadline_ms),
+            deadline_ms: inv.deadline_ms,
+            dispatched_at: inv.dispatched_at,
             function_arn: header_value(&inv.invoked_function_arn),
             trace_id: header_value(&inv.trace_id),
             client_context: inv.client_context.as_deref().map(header_value),
@@ -152,10 +162,18 @@ impl Shared {
         Enqueue::Queued { seq, rx }
     }
 
-    /// Takes the queued invocation's event for `GET next`, if one is queued.
+    /// Takes the queued invocation's event for `GET next`, if one is queued. The function's clock
+    /// starts when the runtime's init is done (its first `GET next`): an event dispatched before
+    /// that gets its deadline moved by the rest of the init.
     pub(crate) fn take_next(&self) -> Option<NextEvent> {
         let mut st = self.lock();
-        st.current.as_mut().and_then(|c| c.event.take())
+        let mut ev = st.current.as_mut().and_then(|c| c.event.take())?;
+        drop(st);
+        if let Some(init_done) = self.init_done_at() {
+            let late = init_done.saturating_duration_since(ev.dispatched_at);
+            ev.deadline_ms += late.as_millis() as u64;
+        }
+        Some(ev)
     }
 
     /// Answers the fetched invocation `id` with `outcome`.

@@ -23,11 +23,13 @@ pub(crate) fn start() -> (RuntimeApi, SocketAddr, CancellationToken) {
     (api, addr, token)
 }
 
-fn inv(id: &str) -> Invocation {
+pub(super) fn inv(id: &str) -> Invocation {
     Invocation {
         request_id: id.to_owned(),
         payload: Bytes::from(format!(r#"{{"id":"{id}"}}"#)),
         deadline_ms: 1_700_000_000_123,
+        // Later than any init in these tests, like a warm sandbox's event: the deadline stays as is.
+        dispatched_at: std::time::Instant::now() + Duration::from_secs(3600),
         invoked_function_arn: "arn:aws:lambda:us-east-1:000000000000:function:f".to_owned(),
         trace_id: "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
             .to_owned(),
@@ -36,43 +38,43 @@ fn inv(id: &str) -> Invocation {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
+pub(super) struct Reply {
+    pub(super) status: u16,
     /// Header names as sent on the wire (not lower-cased).
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("json body")
     }
 }
 
 /// A minimal HTTP/1.1 client on one keep-alive connection.
-struct Conn {
-    io: BufReader<TcpStream>,
+pub(super) struct Conn {
+    pub(super) io: BufReader<TcpStream>,
 }
 
 impl Conn {
-    async fn connect(addr: SocketAddr) -> Conn {
+    pub(super) async fn connect(addr: SocketAddr) -> Conn {
         let s = TcpStream::connect(addr).await.expect("connect");
         Conn {
             io: BufReader::new(s),
         }
     }
 
-    async fn send(&mut self, raw: &[u8]) {
+    pub(super) async fn send(&mut self, raw: &[u8]) {
         self.io.get_mut().write_all(raw).await.expect("write");
     }
 
-    async fn read_reply(&mut self) -> Reply {
+    pub(super) async fn read_reply(&mut self) -> Reply {
         let mut line = String::new();
         self.io.read_line(&mut line).await.expect("status line");
         let status: u16 = line
@@ -105,17 +107,22 @@ impl Conn {
         }
     }
 
-    async fn request(&mut self, raw: &[u8]) -> Reply {
+    pub(super) async fn request(&mut self, raw: &[u8]) -> Reply {
         self.send(raw).await;
         timeout(T, self.read_reply()).await.expect("reply in time")
     }
 
-    async fn next(&mut self) -> Reply {
+    pub(super) async fn next(&mut self) -> Reply {
         self.request(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
     }
 
-    async fn post(&mut self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    pub(super) async fn post(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let mut raw = format!(
             "POST /2018-06-01/runtime{path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
             body.len()
@@ -144,12 +151,15 @@ impl Conn {
     }
 }
 
-fn spawn_invoke(api: &RuntimeApi, inv: Invocation) -> tokio::task::JoinHandle<InvocationOutcome> {
+pub(super) fn spawn_invoke(
+    api: &RuntimeApi,
+    inv: Invocation,
+) -> tokio::task::JoinHandle<InvocationOutcome> {
     let api = api.clone();
     tokio::spawn(async move { api.invoke(inv).await })
 }
 
-async fn outcome(h: tokio::task::JoinHandle<InvocationOutcome>) -> InvocationOutcome {
+pub(super) async fn outcome(h: tokio::task::JoinHandle<InvocationOutcome>) -> InvocationOutcome {
     timeout(T, h).await.expect("outcome in time").expect("join")
 }
 

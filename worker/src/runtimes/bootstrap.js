@@ -15,6 +15,8 @@ const { pathToFileURL } = require('url');
 
 const API_PREFIX = '/2018-06-01/runtime';
 const ERROR_TYPE_HEADER = 'Lambda-Runtime-Function-Error-Type';
+const ERROR_BODY_HEADER = 'Lambda-Runtime-Function-Error-Body';
+const { Writable } = require('stream');
 
 // ---------------------------------------------------------------------------------------------
 // Logging: console.* lines formatted like Lambda, written synchronously (stdout is a pipe or a file,
@@ -256,6 +258,78 @@ function runHandler(handler, event, context) {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Response streaming: `awslambda.streamifyResponse(handler)` marks a handler that is called as
+// `handler(event, responseStream, context)`; what it writes goes to the Runtime API as a chunked
+// body in streaming mode, and an error it throws becomes the error trailers.
+
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: {
+    // Function URL responses: a JSON prelude and 8 NUL bytes before the body.
+    from(stream, prelude) {
+      stream.setContentType('application/vnd.awslambda.http-integration-response');
+      stream.write(JSON.stringify(prelude || {}));
+      stream.write(Buffer.alloc(8));
+      return stream;
+    },
+  },
+};
+
+async function invokeStreaming(handler, id, event, context) {
+  let contentType = 'application/octet-stream';
+  const req = http.request({
+    host: apiHost, port: apiPort, method: 'POST', path: `${API_PREFIX}/invocation/${id}/response`, agent,
+    headers: {
+      'Lambda-Runtime-Function-Response-Mode': 'streaming',
+      'Transfer-Encoding': 'chunked',
+      Trailer: `${ERROR_TYPE_HEADER}, ${ERROR_BODY_HEADER}`,
+    },
+  });
+  const answered = new Promise((resolve, reject) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+  });
+  const typed = () => {
+    if (!req.headersSent) req.setHeader('Content-Type', contentType);
+  };
+  const stream = new Writable({
+    write(chunk, encoding, callback) {
+      typed();
+      req.write(chunk, callback);
+    },
+  });
+  stream.setContentType = (type) => {
+    contentType = String(type);
+  };
+  let failure;
+  try {
+    await handler(event, stream, context);
+    if (!stream.writableFinished) await new Promise((resolve) => stream.end(resolve));
+  } catch (e) {
+    failure = e;
+  }
+  typed();
+  if (failure !== undefined) {
+    const rapid = toRapidResponse(failure);
+    console.error('Invoke Error', toFormatted(rapid));
+    req.addTrailers({
+      [ERROR_TYPE_HEADER]: rapid.errorType,
+      [ERROR_BODY_HEADER]: Buffer.from(JSON.stringify(rapid)).toString('base64'),
+    });
+  }
+  req.end();
+  const status = await answered;
+  if (status !== 202) process.stderr.write(`runtime api answered ${status} to a streamed response\n`);
+}
+
 async function postError(id, rapid, label) {
   console.error(label, toFormatted(rapid));
   await post(`/invocation/${id}/error`, JSON.stringify(rapid), rapid.errorType);
@@ -275,6 +349,11 @@ async function invokeOnce(handler, res) {
     event = JSON.parse(res.body.toString('utf8'));
   } catch (e) {
     await postError(id, { errorType: 'Runtime.UnmarshalError', errorMessage: `Unable to unmarshal input: ${e.message}`, trace: [] }, 'Invoke Error');
+    inflightId = undefined;
+    return;
+  }
+  if (handler[STREAMING] === 'response') {
+    await invokeStreaming(handler, id, event, context);
     inflightId = undefined;
     return;
   }

@@ -121,6 +121,7 @@ impl Harness {
             request_id: format!("0000000{}-aaaa-bbbb-cccc-dddddddddddd", self.seq),
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             deadline_ms: now_ms() + deadline_in_ms,
+            dispatched_at: std::time::Instant::now(),
             invoked_function_arn: ARN.to_owned(),
             trace_id: TRACE.to_owned(),
             client_context: None,

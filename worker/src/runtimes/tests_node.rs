@@ -235,3 +235,50 @@ async fn node_warm_invocations_are_fast() {
     .await;
     assert_warm_latency(&mut h).await;
 }
+
+#[tokio::test]
+async fn node_streamify_response_streams_chunks_and_error_trailers() {
+    use crate::runtime_api::{InvocationOutcome, StreamEvent};
+    let app = "exports.handler = awslambda.streamifyResponse(async (event, responseStream) => {\n\
+               \x20 responseStream.setContentType('text/plain');\n\
+               \x20 responseStream.write('one ');\n\
+               \x20 await new Promise((r) => setTimeout(r, 20));\n\
+               \x20 responseStream.write('two');\n\
+               \x20 if (event.fail) throw new TypeError('stream broke');\n\
+               \x20 responseStream.end();\n\
+               });\n";
+    let mut h = node(&[("app.js", app)], "app.handler").await;
+    for fail in [false, true] {
+        let inv = h.invocation(&json!({ "fail": fail }).to_string(), 30_000);
+        let mut stream = match h.run(inv).await {
+            InvocationOutcome::Streaming(s) => s,
+            other => panic!("expected a streamed response, got {other:?}"),
+        };
+        assert_eq!(stream.content_type.as_deref(), Some("text/plain"));
+        let mut text = String::new();
+        let mut error = None;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                StreamEvent::Chunk(b) => text.push_str(std::str::from_utf8(&b).unwrap()),
+                StreamEvent::Error { error_type, body } => {
+                    error = Some((
+                        error_type,
+                        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+                    ))
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(text, "one two");
+        match error {
+            None => assert!(!fail),
+            Some((ty, body)) => {
+                assert!(fail);
+                assert_eq!(ty, "TypeError");
+                assert_eq!(body["errorMessage"], "stream broke");
+            }
+        }
+    }
+    // The runtime goes on with ordinary invocations.
+    assert!(h.api.init_done_at().is_some());
+}

@@ -52,7 +52,7 @@ pub enum InitError {
     Protocol(String),
 }
 
-trait Step<T> {
+pub(super) trait Step<T> {
     fn step(self, step: impl FnOnce() -> String) -> Result<T, InitError>;
 }
 
@@ -212,12 +212,22 @@ pub(super) fn setup(sock: &OwnedFd, prep: &PrepareConfig) -> Result<InitConfig, 
     prepare_root(prep)?;
     hand_over_runtime_api_socket(sock)?;
     // Prepared: wait (possibly in the worker's pool) for the function this sandbox will run.
-    let cfg: InitConfig = receive(sock, "function")?;
-    bind_root(&prep.root_dir, &cfg)?;
-    pivot_into(&prep.root_dir)?;
+    let mut cfg: InitConfig = receive(sock, "function")?;
+    // An image function's root is its image (`image_root.rs`); others get the prepared root.
+    let root = match &cfg.image {
+        Some(image) => super::image_root::build(&prep.root_dir, image, cfg.ephemeral_storage_mb)?,
+        None => {
+            bind_root(&prep.root_dir, &cfg)?;
+            prep.root_dir.clone()
+        }
+    };
+    pivot_into(&root)?;
     limit_process(cfg.ephemeral_storage_mb)?;
     become_unprivileged(cfg.host_uid)?;
-    nix::unistd::chdir("/var/task").step(|| "chdir /var/task".into())?;
+    match &cfg.image {
+        Some(image) => super::image_root::enter(image, &mut cfg.argv, &cfg.env)?,
+        None => nix::unistd::chdir("/var/task").step(|| "chdir /var/task".into())?,
+    }
     super::seccomp::install().step(|| "install the seccomp filter".into())?;
     Ok(cfg)
 }
@@ -264,7 +274,7 @@ fn hand_over_runtime_api_socket(sock: &OwnedFd) -> Result<(), InitError> {
     Ok(())
 }
 
-fn mount_fs(
+pub(super) fn mount_fs(
     source: &str,
     target: &Path,
     fstype: &str,
@@ -275,7 +285,7 @@ fn mount_fs(
         .step(|| format!("mount {fstype} on {}", target.display()))
 }
 
-fn bind_read_only(source: &Path, target: &Path) -> Result<(), InitError> {
+pub(super) fn bind_read_only(source: &Path, target: &Path) -> Result<(), InitError> {
     mount(
         Some(source),
         target,
@@ -287,7 +297,7 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), InitError> {
     remount_read_only(target, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)
 }
 
-fn remount_read_only(target: &Path, extra: MsFlags) -> Result<(), InitError> {
+pub(super) fn remount_read_only(target: &Path, extra: MsFlags) -> Result<(), InitError> {
     mount(
         None::<&str>,
         target,
@@ -399,6 +409,7 @@ fn prepare_root(prep: &PrepareConfig) -> Result<(), InitError> {
 /// of its ephemeral size.
 fn bind_root(root: &Path, cfg: &InitConfig) -> Result<(), InitError> {
     bind_read_only(&cfg.code_dir, &root.join("var/task"))?;
+    mount_layers(&cfg.layer_dirs, &root.join("opt"))?;
     let tmp_opts = format!("size={}m,mode=1777", cfg.ephemeral_storage_mb);
     mount_fs(
         "tmpfs",
@@ -407,6 +418,40 @@ fn bind_root(root: &Path, cfg: &InitConfig) -> Result<(), InitError> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(&tmp_opts),
     )
+}
+
+/// The function's layers at `/opt`, read-only: one is bound; several are stacked with a
+/// read-only overlay (no upper directory) whose top is the last layer, so a later layer's file
+/// replaces an earlier one's, as Lambda extracts them in order.
+fn mount_layers(layer_dirs: &[PathBuf], opt: &Path) -> Result<(), InitError> {
+    match layer_dirs {
+        [] => Ok(()),
+        [one] => bind_read_only(one, opt),
+        many => {
+            let mut lower = String::new();
+            for dir in many.iter().rev() {
+                let d = dir.to_str().ok_or_else(|| {
+                    InitError::Protocol(format!("layer path {} is not UTF-8", dir.display()))
+                })?;
+                if d.contains([':', ',', '\\']) {
+                    return Err(InitError::Protocol(format!(
+                        "layer path {d} contains ':', ',' or '\\', which overlayfs cannot take"
+                    )));
+                }
+                if !lower.is_empty() {
+                    lower.push(':');
+                }
+                lower.push_str(d);
+            }
+            mount_fs(
+                "overlay",
+                opt,
+                "overlay",
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(&format!("lowerdir={lower}")),
+            )
+        }
+    }
 }
 
 /// runc's defaults: kernel internals hidden, kernel settings read-only.

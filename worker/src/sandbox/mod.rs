@@ -1,5 +1,6 @@
 //! One sandbox = one cgroup + one init process tree in fresh namespaces. `spawn` is the worker side,
 //! `init` runs inside the fresh `lamina-worker __sandbox-init` process, `protocol` is what they say.
+mod image_root;
 pub mod init;
 pub mod protocol;
 pub mod seccomp;

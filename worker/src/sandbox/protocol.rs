@@ -38,8 +38,24 @@ pub struct PrepareConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitConfig {
     pub code_dir: PathBuf,
+    /// Unzipped layers, mounted at `/opt` in this order (a later one's files win).
+    #[serde(default)]
+    pub layer_dirs: Vec<PathBuf>,
     pub ephemeral_storage_mb: u32,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub host_uid: u32,
+    /// Image functions: the unpacked image, which becomes the root (`code_dir` and `layer_dirs`
+    /// are then unused).
+    #[serde(default)]
+    pub image: Option<ImageRoot>,
+}
+
+/// An unpacked container image as a sandbox's root (see `image_root.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRoot {
+    /// Host directory of the unpacked image (`STATE_DIR/images/<sha256>`), bound read-only at `/`.
+    pub dir: PathBuf,
+    /// Where the process starts (absolute inside the image; empty: `/`).
+    pub working_dir: String,
 }

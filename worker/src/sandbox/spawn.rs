@@ -41,6 +41,9 @@ pub struct SandboxSpec {
     pub runtime: Runtime,
     /// Host directory with the unzipped code, bound read-only at /var/task.
     pub code_dir: PathBuf,
+    /// Host directories of the unzipped layers, mounted read-only at /opt in this order (a later
+    /// layer's files replace an earlier one's).
+    pub layer_dirs: Vec<PathBuf>,
     /// Host directory with Lamina's bootstraps, bound read-only at /var/runtime.
     pub runtime_dir: PathBuf,
     /// Per-sandbox scratch directory owned by the worker (created by start, removed by destroy).
@@ -74,12 +77,14 @@ impl SandboxSpec {
             BindSpec {
                 runtime: self.runtime,
                 code_dir: self.code_dir,
+                layer_dirs: self.layer_dirs,
                 memory_mb: self.memory_mb,
                 ephemeral_storage_mb: self.ephemeral_storage_mb,
                 argv: self.argv,
                 env: self.env,
                 host_uid: self.host_uid,
                 pids_max: self.pids_max,
+                image: None,
             },
         )
     }
@@ -104,12 +109,15 @@ pub struct PrepareSpec {
 pub struct BindSpec {
     pub runtime: Runtime,
     pub code_dir: PathBuf,
+    pub layer_dirs: Vec<PathBuf>,
     pub memory_mb: u32,
     pub ephemeral_storage_mb: u32,
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub host_uid: u32,
     pub pids_max: u32,
+    /// Image functions: the unpacked image as the root (set by the manager after `split`).
+    pub image: Option<super::protocol::ImageRoot>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +352,12 @@ impl PreparedSandbox {
         self.sandbox.has_exited()
     }
 
+    /// The processes of the sandbox (its init): each one lives in the sandbox's network namespace
+    /// (used to plug a VPC interface in before bind).
+    pub fn pids(&self) -> Vec<i32> {
+        self.sandbox.cgroup.pids()
+    }
+
     /// Binds the function: its limits into the cgroup, then the config to the init process, which
     /// builds the root, drops every privilege and execs the runtime. On failure everything is removed.
     pub async fn bind(self, spec: BindSpec) -> Result<Sandbox, SandboxError> {
@@ -351,10 +365,12 @@ impl PreparedSandbox {
         let id = sandbox.id.clone();
         let cfg = InitConfig {
             code_dir: spec.code_dir,
+            layer_dirs: spec.layer_dirs,
             ephemeral_storage_mb: spec.ephemeral_storage_mb,
             argv: spec.argv,
             env: spec.env,
             host_uid: spec.host_uid,
+            image: spec.image,
         };
         let limits = Limits::for_function(spec.memory_mb, spec.pids_max);
         let cgroup = sandbox.cgroup.clone();

@@ -109,6 +109,22 @@ const NOTES: &str = r#"
 - **Memory** is Private_Clean + Private_Dirty of every process in the sandbox's cgroup (the outer
   init and the runtime) from `/proc/PID/smaps_rollup`, and the cgroup's kernel memory
   (`memory.kmem.usage_in_bytes`); a network namespace adds ~0.2 MB of kernel memory not charged to it.
+- **Bursts: cold, provisioned, warm** (`bench/concurrency.rs`) run on three workers, each in its own
+  network namespace (a separate host reached over veth, as `deploy/cluster.sh` builds), with worker
+  defaults (no pool, no zygote) and a 1 s keep-alive. Each round publishes two fresh versions of one
+  Python function (1769 MB = 1 vCPU, handler sleeping 200 ms, subtracted from every latency): one
+  gets B provisioned sandboxes ("put -> READY": until `READY` with all B available), the other none.
+  Then B concurrent invocations on the provisioned sandboxes (their first use), the same burst again
+  (warm: the sandboxes idle warm) and B on the other version (cold: each builds its sandbox, B at
+  once on 2 cores); the round ends when no worker reports a sandbox. "started a sandbox" counts
+  `REPORT` lines with an `Init Duration`; a provisioned invocation with one, or in a sandbox whose
+  `AWS_LAMBDA_INITIALIZATION_TYPE` is not `provisioned-concurrency`, is a violation (see Targets).
+  Provisioned is warm from its first invocation: the init ran ahead of time, what remains is the
+  warm path with B invocations sharing the machine.
+- **100 concurrent cold starts** (one worker on loopback; three netns workers): each invocation
+  holds its sandbox 10 s, longer than starting all hundred takes, so none can reuse a sandbox
+  another one freed ("cold" counts the `Init Duration`s). A worker starts at most 8 sandboxes at a
+  time (`--cold-starts-per-worker`), the rest wait for a slot; "per worker" counts where each ran.
 
 ## What bounds the misses
 

@@ -1,0 +1,94 @@
+//! `fnctl invoke --stream`: the response printed chunk by chunk as the function streams it.
+use std::io::Write;
+
+use anyhow::{bail, Context};
+use lamina_client::{v1, Client, StreamEvent};
+
+use crate::args::{LogType, Output};
+use crate::Outcome;
+
+/// Invokes with the response streamed. Table output writes each chunk to stdout as it arrives (the
+/// log tail and a function error go to stderr, exit status 2 on a function error); JSON output
+/// prints one JSON object per event (`{"chunk": TEXT}`, then `{"complete": {...}}`).
+pub async fn invoke_streaming(
+    client: &Client,
+    req: v1::InvokeRequest,
+    log_type: LogType,
+    output: Output,
+) -> anyhow::Result<Outcome> {
+    if output == Output::Yaml {
+        bail!("--stream prints events as they arrive: use -o table (the default) or -o json");
+    }
+    let mut stream = client.invoke_with_response_stream(req).await?;
+    let mut out = std::io::stdout().lock();
+    let write_err = "cannot write to standard output";
+    while let Some(event) = stream.next().await? {
+        match event {
+            StreamEvent::Chunk(data) => {
+                if output == Output::Json {
+                    let line = serde_json::json!({ "chunk": String::from_utf8_lossy(&data) });
+                    writeln!(out, "{line}").context(write_err)?;
+                } else {
+                    out.write_all(&data).context(write_err)?;
+                }
+                out.flush().context(write_err)?;
+            }
+            StreamEvent::Complete(done) => {
+                if output == Output::Json {
+                    let line = serde_json::json!({ "complete": {
+                        "request_id": done.request_id,
+                        "executed_version": done.executed_version,
+                        "function_error": done.function_error,
+                        "error_code": done.error_code,
+                        "error_details": done.error_details,
+                        "log_tail": done.log_tail,
+                        "worker_id": done.worker_id,
+                    }});
+                    writeln!(out, "{line}").context(write_err)?;
+                    out.flush().context(write_err)?;
+                } else {
+                    let mut err = std::io::stderr().lock();
+                    if log_type == LogType::Tail && !done.log_tail.is_empty() {
+                        let _ = err.write_all(done.log_tail.as_bytes());
+                        if !done.log_tail.ends_with('\n') {
+                            let _ = err.write_all(b"\n");
+                        }
+                    }
+                    if !done.function_error.is_empty() {
+                        let _ = writeln!(
+                            err,
+                            "function error ({}): {}",
+                            done.error_code, done.error_details
+                        );
+                    }
+                }
+                return Ok(if done.function_error.is_empty() {
+                    Outcome::Success
+                } else {
+                    Outcome::FunctionError(done.function_error)
+                });
+            }
+        }
+    }
+    bail!("the stream ended without the end of the invocation")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+
+    #[test]
+    fn stream_is_a_sync_invoke_flag() {
+        let cli = Cli::try_parse_from(["fnctl", "invoke", "f", "--stream"]).unwrap();
+        let Command::Invoke(args) = cli.command else {
+            panic!("not invoke")
+        };
+        assert!(args.stream && !args.is_async && !args.dry_run);
+        for other in ["--async", "--dry-run"] {
+            let err = Cli::try_parse_from(["fnctl", "invoke", "f", "--stream", other]).unwrap_err();
+            assert!(err.to_string().contains("cannot be used with"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Container images by manifest digest: each layer blob fetched from the controller
+//! (`Cluster.FetchCode`) into a temporary file and sha256-verified, then the layers applied in order
+//! (`unpack.rs`: whiteouts, never through a symlink, no devices, bounded size) into
+//! `STATE_DIR/images/<sha256>/`, which becomes the read-only root of the image's sandboxes. Unpacked
+//! once per digest (single flight); a failed unpack is removed and not cached.
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lamina_proto::auth::SignedChannel;
+use lamina_proto::domain::ResolvedImage;
+use lamina_proto::v1::cluster_client::ClusterClient;
+use lamina_proto::v1::FetchCodeRequest;
+use sha2::{Digest, Sha256};
+
+mod unpack;
+
+pub use unpack::{apply_layer, prepare_mount_points, MAX_IMAGE_UNPACKED_BYTES};
+
+/// The largest layer blob fetched.
+pub const MAX_LAYER_BYTES: u64 = 10 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageCacheError {
+    #[error("invalid image digest {0:?}: expected sha256:<64 lower-case hex digits>")]
+    Digest(String),
+    #[error("cannot fetch image layer {digest} from the controller: {status}")]
+    Fetch {
+        digest: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("image layer {digest} from the controller is over {max} bytes")]
+    TooLarge { digest: String, max: u64 },
+    #[error("image layer from the controller has sha256 {got}, expected {expected}: the blob store is corrupt")]
+    Mismatch { expected: String, got: String },
+    #[error("image layer {layer} entry {name:?} refused: {reason}")]
+    Entry {
+        layer: usize,
+        name: String,
+        reason: String,
+    },
+    #[error("image layer {layer} is not a valid tar: {detail}")]
+    Layer { layer: usize, detail: String },
+    #[error("image unpacks to more than {max} bytes")]
+    Unpacked { max: u64 },
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("image unpack task failed: {0}")]
+    Join(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ImageCacheError + '_ {
+    move |source| ImageCacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The hex part of `sha256:<hex>`, checked.
+fn hex_digest(d: &str) -> Result<&str, ImageCacheError> {
+    match d.strip_prefix("sha256:") {
+        Some(h)
+            if h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+        {
+            Ok(h)
+        }
+        _ => Err(ImageCacheError::Digest(d.to_string())),
+    }
+}
+
+/// The image cache. Cheap to clone.
+#[derive(Clone)]
+pub struct ImageCache {
+    root: PathBuf,
+    client: ClusterClient<SignedChannel>,
+    flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl ImageCache {
+    /// A cache under `root` (`STATE_DIR/images`); unfinished unpacks left by a previous run are
+    /// removed (failures only logged: the directory is created when first used).
+    pub fn new(root: PathBuf, client: ClusterClient<SignedChannel>) -> ImageCache {
+        if let Ok(entries) = fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    if let Err(e) = fs::remove_dir_all(entry.path()) {
+                        tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an unfinished image unpack");
+                    }
+                }
+            }
+        }
+        ImageCache {
+            root,
+            client,
+            flights: Arc::default(),
+        }
+    }
+
+    /// The directory holding the unpacked `image`, fetching and unpacking it first if needed.
+    pub async fn ensure(&self, image: &ResolvedImage) -> Result<PathBuf, ImageCacheError> {
+        let hex = hex_digest(&image.digest)?.to_string();
+        for d in &image.layer_digests {
+            hex_digest(d)?;
+        }
+        let dest = self.root.join(&hex);
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+            flights.entry(hex.clone()).or_default().clone()
+        };
+        let result = {
+            let _guard = flight.lock().await;
+            if dest.is_dir() {
+                Ok(dest)
+            } else {
+                self.fetch_and_unpack(image, &hex, dest).await
+            }
+        };
+        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
+        if Arc::strong_count(&flight) == 2 {
+            flights.remove(&hex);
+        }
+        result
+    }
+
+    async fn fetch_and_unpack(
+        &self,
+        image: &ResolvedImage,
+        hex: &str,
+        dest: PathBuf,
+    ) -> Result<PathBuf, ImageCacheError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            .map_err(io_err(&self.root))?;
+        let tmp = self
+            .root
+            .join(format!(".tmp-{hex}-{}", uuid::Uuid::new_v4().simple()));
+        let result = self.fetch_and_unpack_in(image, &tmp, &dest).await;
+        if tmp.exists() {
+            if let Err(e) = fs::remove_dir_all(&tmp) {
+                tracing::warn!(path = %tmp.display(), error = %e, "cannot remove an unfinished image unpack");
+            }
+        }
+        result?;
+        tracing::info!(digest = %image.digest, path = %dest.display(), "image unpacked");
+        Ok(dest)
+    }
+
+    async fn fetch_and_unpack_in(
+        &self,
+        image: &ResolvedImage,
+        tmp: &Path,
+        dest: &Path,
+    ) -> Result<(), ImageCacheError> {
+        let rootfs = tmp.join("rootfs");
+        fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
+        fs::set_permissions(tmp, fs::Permissions::from_mode(0o700)).map_err(io_err(tmp))?;
+        fs::set_permissions(&rootfs, fs::Permissions::from_mode(0o755)).map_err(io_err(&rootfs))?;
+        let mut blobs = Vec::with_capacity(image.layer_digests.len());
+        for (i, d) in image.layer_digests.iter().enumerate() {
+            let path = tmp.join(format!("layer-{i}"));
+            self.fetch(d, &path).await?;
+            blobs.push(path);
+        }
+        let (rootfs2, dest2) = (rootfs.clone(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || -> Result<(), ImageCacheError> {
+            let mut written = 0u64;
+            for (i, blob) in blobs.iter().enumerate() {
+                apply_layer(&rootfs2, i, blob, &mut written)?;
+                fs::remove_file(blob).map_err(io_err(blob))?;
+            }
+            prepare_mount_points(&rootfs2)?;
+            fs::rename(&rootfs2, &dest2).map_err(io_err(&dest2))
+        })
+        .await
+        .map_err(|e| ImageCacheError::Join(e.to_string()))?
+    }
+
+    /// Streams blob `digest` into `path`, verifying its sha256.
+    async fn fetch(&self, digest: &str, path: &Path) -> Result<(), ImageCacheError> {
+        let hex = hex_digest(digest)?;
+        let fetch_err = |status| ImageCacheError::Fetch {
+            digest: digest.to_string(),
+            status: Box::new(status),
+        };
+        let mut client = self.client.clone();
+        let mut stream = client
+            .fetch_code(FetchCodeRequest {
+                sha256: hex.to_string(),
+            })
+            .await
+            .map_err(fetch_err)?
+            .into_inner();
+        let mut file = fs::File::create(path).map_err(io_err(path))?;
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        while let Some(chunk) = stream.message().await.map_err(fetch_err)? {
+            len += chunk.data.len() as u64;
+            if len > MAX_LAYER_BYTES {
+                return Err(ImageCacheError::TooLarge {
+                    digest: digest.to_string(),
+                    max: MAX_LAYER_BYTES,
+                });
+            }
+            hasher.update(&chunk.data);
+            file.write_all(&chunk.data).map_err(io_err(path))?;
+        }
+        file.flush().map_err(io_err(path))?;
+        let got = hex::encode(hasher.finalize());
+        if got != hex {
+            return Err(ImageCacheError::Mismatch {
+                expected: digest.to_string(),
+                got: format!("sha256:{got}"),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! One invocation on the pool: validate the request, take a sandbox (idle or new), run it
+//! (`run.rs`), keep or destroy the sandbox; with or without the response streamed.
+use std::sync::atomic::Ordering;
+
+use lamina_proto::domain::{FunctionConfig, Runtime};
+use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
+use lamina_proto::validate;
+
+use super::{run, Acquired, Manager, ManagerError};
+use crate::sandbox::SandboxError;
+
+impl Manager {
+    /// Runs one invocation. The work runs in its own task: if the caller goes away the invocation
+    /// still finishes and its sandbox is kept or destroyed properly.
+    pub async fn invoke(
+        &self,
+        req: WorkerInvokeRequest,
+    ) -> Result<WorkerInvokeResponse, ManagerError> {
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.invoke_inner(req, None).await })
+            .await
+            .map_err(|e| ManagerError::Task(e.to_string()))?
+    }
+
+    /// Like [`Manager::invoke`], with the response streamed to `chunks` as the runtime sends it (a
+    /// response that was not streamed is one chunk); the returned payload is empty unless the
+    /// invocation failed. `chunks` is dropped before this returns.
+    pub async fn invoke_streaming(
+        &self,
+        req: WorkerInvokeRequest,
+        chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    ) -> Result<WorkerInvokeResponse, ManagerError> {
+        let me = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { me.invoke_inner(req, Some(chunks)).await })
+            .await
+            .map_err(|e| ManagerError::Task(e.to_string()))?
+    }
+
+    async fn invoke_inner(
+        &self,
+        req: WorkerInvokeRequest,
+        chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    ) -> Result<WorkerInvokeResponse, ManagerError> {
+        let function = req
+            .function
+            .clone()
+            .ok_or_else(|| ManagerError::InvalidRequest("function is missing".to_string()))?;
+        let config = FunctionConfig::try_from(function)?;
+        if req.request_id.is_empty()
+            || req.request_id.len() > 128
+            || req.request_id.chars().any(|c| c.is_control())
+        {
+            return Err(ManagerError::InvalidRequest(format!(
+                "request_id must be 1..128 printable characters, got {:?}",
+                req.request_id
+            )));
+        }
+        validate::sync_payload(req.payload.len())?;
+        let mut chunks = chunks;
+        // Again on another sandbox when a warm one's runtime turns out to have exited before it
+        // took the event (see `Disposition::Stale`); each round uses up one sandbox.
+        loop {
+            let Acquired { warm, cold } = match self.acquire(&config).await {
+                Ok(a) => a,
+                Err(ManagerError::InvalidEntrypoint(msg)) => {
+                    self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+                    return Ok(run::entrypoint_error(&req.request_id, &config, &msg));
+                }
+                // With an executable bootstrap, a failed start of `provided` is almost always an exec
+                // the kernel refused (bad interpreter line, not a binary for this machine): the function's.
+                Err(ManagerError::Sandbox(e @ SandboxError::Start { .. }))
+                    if config.spec.runtime == Runtime::Provided =>
+                {
+                    tracing::warn!(function = %config.spec.name, error = %e, "provided runtime failed to start");
+                    self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+                    return Ok(run::entrypoint_error(
+                        &req.request_id,
+                        &config,
+                        &e.to_string(),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            let id = warm.sandbox.id().to_string();
+            let api = cold.then(|| warm.api.clone());
+            let run = run::run(warm, cold, &config, &req, &self.inner.shutdown, chunks);
+            let (resp, disposition) = self.run_marking_start(run, id, api).await;
+            match disposition {
+                run::Disposition::Keep(warm) => self.release(warm),
+                run::Disposition::Destroy(warm) => self.retire(warm),
+                run::Disposition::Stale(warm, sink) => {
+                    tracing::info!(
+                        sandbox = warm.sandbox.id(),
+                        "the idle runtime had exited: running the invocation on another sandbox"
+                    );
+                    self.retire(warm);
+                    chunks = sink;
+                    continue;
+                }
+            }
+            self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
+            return resp;
+        }
+    }
+}
