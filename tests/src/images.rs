@@ -105,13 +105,29 @@ impl Image {
 
     /// The files of an OCI image layout: `(path, bytes)`.
     pub fn oci_files(&self) -> Vec<(String, Vec<u8>)> {
+        self.oci_files_with(LayerCompression::None)
+    }
+
+    /// The files of an OCI image layout whose layer blobs are compressed as `compression` says
+    /// (`rootfs.diff_ids` stay the digests of the uncompressed tars).
+    pub fn oci_files_with(&self, compression: LayerCompression) -> Vec<(String, Vec<u8>)> {
         let config = self.config();
         let desc = |mt: &str, b: &[u8]| serde_json::json!({"mediaType": mt, "digest": format!("sha256:{}", sha256_hex(b)), "size": b.len()});
+        let (layer_type, blobs): (&str, Vec<Vec<u8>>) = match compression {
+            LayerCompression::None => (
+                "application/vnd.oci.image.layer.v1.tar",
+                self.layers.clone(),
+            ),
+            LayerCompression::Gzip => (
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                self.layers.iter().map(|l| gzip(l)).collect(),
+            ),
+        };
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": desc("application/vnd.oci.image.config.v1+json", &config),
-            "layers": self.layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
+            "layers": blobs.iter().map(|l| desc(layer_type, l)).collect::<Vec<_>>(),
         }))
         .expect("manifest json");
         let index = serde_json::to_vec(&serde_json::json!({
@@ -128,8 +144,8 @@ impl Image {
             (format!("blobs/sha256/{}", sha256_hex(&manifest)), manifest),
             (format!("blobs/sha256/{}", sha256_hex(&config)), config),
         ];
-        for l in &self.layers {
-            files.push((format!("blobs/sha256/{}", sha256_hex(l)), l.clone()));
+        for l in blobs {
+            files.push((format!("blobs/sha256/{}", sha256_hex(&l)), l));
         }
         files
     }
@@ -137,6 +153,12 @@ impl Image {
     /// The OCI image layout as a tar.
     pub fn oci_tar(&self) -> Vec<u8> {
         tar_of(&self.oci_files())
+    }
+
+    /// The OCI image layout as a tar, with gzip-compressed layers (for images near the API's
+    /// request size limit).
+    pub fn oci_tar_gzip(&self) -> Vec<u8> {
+        tar_of(&self.oci_files_with(LayerCompression::Gzip))
     }
 
     /// The OCI image layout written as a directory.
@@ -171,6 +193,19 @@ impl Image {
         }
         tar_of(&files)
     }
+}
+
+/// How the layer blobs of an OCI layout are stored.
+#[derive(Debug, Clone, Copy)]
+pub enum LayerCompression {
+    None,
+    Gzip,
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b).expect("gzip into memory");
+    gz.finish().expect("gzip into memory")
 }
 
 /// A tar of regular files.
@@ -257,37 +292,69 @@ while True:
 /// shared libraries (from `ldd`) and the standard-library modules it imports (asked from the
 /// interpreter itself), at their real paths, plus the host's merged-usr links (`/lib64` ...).
 pub fn python_runtime_files() -> Result<Vec<Entry>> {
-    let probe = Command::new("/usr/bin/python3.11")
-        .args([
-            "-S",
-            "-c",
-            "import json, socket, os, sys\nfor m in list(sys.modules.values()):\n    f = getattr(m, '__file__', None)\n    if f: print(f)\nprint(os.__file__)",
-        ])
+    python_files_importing(&["-S"], "import json, socket, os, sys", None)
+}
+
+/// `/usr/bin/python3.11` with the modules and shared libraries `python3.11 FLAGS -c IMPORTS` loads
+/// (with `pythonpath` on `PYTHONPATH`; modules found there are left out: they ship with the
+/// function), as [`host_files`].
+pub fn python_files_importing(
+    flags: &[&str],
+    imports: &str,
+    pythonpath: Option<&Path>,
+) -> Result<Vec<Entry>> {
+    let code = format!(
+        "{imports}\nimport os, sys\nfor m in list(sys.modules.values()):\n    f = getattr(m, '__file__', None)\n    if f: print(f)\nprint(os.__file__)"
+    );
+    let mut probe = Command::new("/usr/bin/python3.11");
+    probe.args(flags).args(["-c", &code]);
+    if let Some(p) = pythonpath {
+        probe.env("PYTHONPATH", p);
+    }
+    let probe = probe
         .output()
         .context("run /usr/bin/python3.11 (the test images copy it)")?;
     anyhow::ensure!(probe.status.success(), "python probe failed: {probe:?}");
-    let mut paths: BTreeSet<PathBuf> = String::from_utf8(probe.stdout)?
-        .lines()
-        .map(PathBuf::from)
-        .collect();
+    let (shipped, mut paths): (BTreeSet<PathBuf>, BTreeSet<PathBuf>) =
+        String::from_utf8(probe.stdout)?
+            .lines()
+            .map(PathBuf::from)
+            .partition(|p| pythonpath.is_some_and(|pp| p.starts_with(pp)));
     paths.insert(PathBuf::from("/usr/bin/python3.11"));
-    let binaries: Vec<PathBuf> = paths
-        .iter()
-        .filter(|p| p.ends_with("python3.11") || p.to_string_lossy().ends_with(".so"))
-        .cloned()
-        .collect();
-    for bin in binaries {
-        let ldd = Command::new("ldd").arg(&bin).output().context("run ldd")?;
+    // The shipped extension modules' libraries are the image's to provide.
+    paths.extend(shared_libraries(&shipped)?);
+    let mut out = host_files(paths)?;
+    // The prefix landmark directory Python looks for.
+    out.push(Entry::Dir("usr/lib/python3.11/lib-dynload".into()));
+    Ok(out)
+}
+
+fn is_elf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"\x7fELF"
+}
+
+/// The shared libraries (from `ldd`) the ELF files among `paths` load.
+pub fn shared_libraries(paths: &BTreeSet<PathBuf>) -> Result<BTreeSet<PathBuf>> {
+    let mut libs = BTreeSet::new();
+    for bin in paths.iter().filter(|p| is_elf(p)) {
+        let ldd = Command::new("ldd").arg(bin).output().context("run ldd")?;
         for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-            let lib = line
-                .split_whitespace()
-                .find(|w| w.starts_with('/'))
-                .map(PathBuf::from);
-            if let Some(lib) = lib {
-                paths.insert(lib);
+            if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                libs.insert(PathBuf::from(lib));
             }
         }
     }
+    Ok(libs)
+}
+
+/// Host files at their real paths, with the shared libraries every ELF file among them loads (from
+/// `ldd`), every symlink on the way, their directories and the host's merged-usr links (`/lib64` ...).
+pub fn host_files(mut paths: BTreeSet<PathBuf>) -> Result<Vec<Entry>> {
+    paths.extend(shared_libraries(&paths)?);
     let mut entries = Vec::new();
     let mut dirs = BTreeSet::new();
     for link in ["bin", "sbin", "lib", "lib64"] {
@@ -346,8 +413,6 @@ pub fn python_runtime_files() -> Result<Vec<Entry>> {
             }
         }
     }
-    // The prefix landmark directories Python looks for.
-    dirs.insert(PathBuf::from("usr/lib/python3.11/lib-dynload"));
     let mut out: Vec<Entry> = dirs
         .into_iter()
         .map(|d| Entry::Dir(d.display().to_string()))
