@@ -13,7 +13,8 @@
 //!   invocations cold, on provisioned sandboxes and warm, and 100 concurrent cold starts spread
 //!   over the workers.
 //!
-//! Quick mode takes about 2 minutes on 2 cores; `--full` runs 5x as many samples.
+//! Quick mode takes about 1.5 minutes on 2 cores; `--full` runs 5x as many samples (bursts: 16 at
+//! once, 10 rounds).
 #[path = "bench/concurrency.rs"]
 mod concurrency;
 #[path = "bench/peers.rs"]

@@ -146,5 +146,9 @@ const NOTES: &str = r#"
   imported modules). Zygote-forked sandboxes share the zygote's pages, but Python 3.11 writes
   reference counts into every object it touches, which copies those pages (no immortal objects
   before 3.12); `gc.freeze()` in the zygote keeps the collector from touching the rest.
-- **100 concurrent cold starts**: 100 exec'd Python interpreters on 2 cores (~25 ms of CPU each).
+- **100 concurrent cold starts**: the function has 128 MB, hence 0.07 vCPU (1769 MB = 1): the
+  ~25-40 ms of CPU an exec'd Python interpreter needs to start spread over several 100 ms CFS
+  periods, ~0.5 s per cold start. A worker runs at most 8 cold starts at a time
+  (`--cold-starts-per-worker`), so one worker starts the hundred in ~12 waves and three workers
+  (24 at a time, on the same 2 cores) in ~4: the spread is what the three-worker row gains.
 "#;
