@@ -99,14 +99,15 @@ impl Nat {
         links::nft(&render(tag, cfg, &host_addresses()?))
     }
 
-    /// Removes the bridge and the table (idempotent). Blocking.
-    pub fn teardown(tag: &str) {
-        let br = Nat::bridge(tag);
-        let _ = ip_batch(&format!("link del {br}\n"));
-        let _ = links::nft(&format!(
+    /// Removes the bridge and the table (idempotent: both may be absent). Blocking. A failure is
+    /// returned: a NAT table left behind would keep the egress open.
+    pub fn teardown(tag: &str) -> Result<(), NetworkError> {
+        links::delete_link(&Nat::bridge(tag))?;
+        // Declaring the table first makes the delete succeed whether or not it existed.
+        links::nft(&format!(
             "table inet {0}\ndelete table inet {0}\n",
             table_name(tag)
-        ));
+        ))
     }
 }
 

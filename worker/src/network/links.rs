@@ -68,6 +68,22 @@ pub fn nft(script: &str) -> Result<(), NetworkError> {
 }
 
 /// Names of the interfaces in the worker's namespace that start with `prefix`.
+/// Deletes interface `name`. Gone already (never made, or removed with its namespace) counts as
+/// done; any other failure is returned, since a link left behind may keep a sandbox plumbed into a
+/// network it was taken off.
+pub fn delete_link(name: &str) -> Result<(), NetworkError> {
+    match ip_batch(&format!("link del {name}\n")) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if links_with_prefix(name)?.iter().any(|l| l == name) {
+                Err(e)
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
 pub fn links_with_prefix(prefix: &str) -> Result<Vec<String>, NetworkError> {
     let out = run("ip", &["-o", "link", "show"], "")?;
     Ok(out

@@ -598,16 +598,12 @@ impl NetworkAgent {
     }
 
     fn remove_everything(&self) -> Result<(), NetworkError> {
-        let mut batch = String::new();
-        egress::Nat::teardown(&self.tag);
+        egress::Nat::teardown(&self.tag)?;
         for p in ["le", "lp", "lx", "lb", "ln"] {
+            // One by one: a sandbox port may vanish with its namespace meanwhile (that is fine).
             for l in links_with_prefix(&format!("{p}{}", self.tag))? {
-                batch.push_str(&format!("link del {l}\n"));
+                links::delete_link(&l)?;
             }
-        }
-        // A sandbox port may vanish with its namespace meanwhile: delete one by one.
-        for line in batch.lines() {
-            let _ = ip_batch(line);
         }
         links::nft(&nft::render_delete(&self.tag))
     }

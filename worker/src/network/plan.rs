@@ -95,14 +95,13 @@ impl Plan {
         let keep: BTreeSet<&str> = self.attachments.iter().map(|a| a.id.as_str()).collect();
         for (id, port) in &self.previous {
             if !keep.contains(id.as_str()) {
-                let _ = ip_batch(&format!("link del {}\n", port.ifname));
+                links::delete_link(&port.ifname)?;
             }
         }
         for name in links_with_prefix(&format!("lb{tag}"))? {
             if !wanted.contains(name.as_str()) {
-                let vx = name.replacen("lb", "lx", 1);
-                let _ = ip_batch(&format!("link del {vx}\n"));
-                ip_batch(&format!("link del {name}\n"))?;
+                links::delete_link(&name.replacen("lb", "lx", 1))?;
+                links::delete_link(&name)?;
             }
         }
         for b in &self.bridges {
@@ -119,20 +118,28 @@ impl Plan {
                 }
                 ip_batch(&batch)?;
                 for p in &self.peers {
-                    // `append` of an existing entry fails: replace keeps it idempotent.
-                    let _ = links::run(
-                        "bridge",
-                        &[
-                            "fdb",
-                            "append",
-                            "00:00:00:00:00:00",
-                            "dev",
-                            &b.vxlan,
-                            "dst",
-                            &p.to_string(),
-                        ],
-                        "",
-                    );
+                    let dst = p.to_string();
+                    let args = [
+                        "fdb",
+                        "append",
+                        "00:00:00:00:00:00",
+                        "dev",
+                        &b.vxlan,
+                        "dst",
+                        &dst,
+                    ];
+                    // `append` of an entry that is there already fails: that one is fine, any
+                    // other failure (a peer this worker cannot reach) is returned.
+                    if let Err(e) = links::run("bridge", &args, "") {
+                        let fdb = links::run("bridge", &["fdb", "show", "dev", &b.vxlan], "")?;
+                        if !fdb.lines().any(|l| {
+                            l.starts_with("00:00:00:00:00:00")
+                                && l.split_whitespace().skip_while(|w| *w != "dst").nth(1)
+                                    == Some(dst.as_str())
+                        }) {
+                            return Err(e);
+                        }
+                    }
                 }
             }
         }
