@@ -343,25 +343,8 @@ async fn invoke(
                 )))
             }
         };
-    let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
-        "None" => false,
-        "Tail" => true,
-        other => {
-            return Err(RestError::invalid(format!(
-                "X-Amz-Log-Type must be None or Tail, got {other:?}"
-            )))
-        }
-    };
-    let client_context = match header(&headers, "x-amz-client-context") {
-        None => String::new(),
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                RestError::invalid("X-Amz-Client-Context must be base64-encoded JSON")
-            })?,
-    };
+    let tail = log_tail_requested(&headers)?;
+    let client_context = client_context_header(&headers)?;
     if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         // Too large is reported as such before the content.
         if invocation_type == v1::InvocationType::RequestResponse {
@@ -445,4 +428,27 @@ async fn get_event_invoke_config(
 ) -> Result<Json<Value>, RestError> {
     let c = events::get_config(&st.shared, latest_name(&name)?).await?;
     Ok(Json(shapes::event_invoke_config(&c)))
+}
+
+/// `X-Amz-Log-Type`: `Tail` asks for the last 4 KB of the log, `None` (or absent) does not.
+pub(super) fn log_tail_requested(headers: &HeaderMap) -> Result<bool, RestError> {
+    match header(headers, "x-amz-log-type").unwrap_or("None") {
+        "None" => Ok(false),
+        "Tail" => Ok(true),
+        other => Err(RestError::invalid(format!(
+            "X-Amz-Log-Type must be None or Tail, got {other:?}"
+        ))),
+    }
+}
+
+/// `X-Amz-Client-Context`: base64 of the JSON passed to the runtime ("" when absent).
+pub(super) fn client_context_header(headers: &HeaderMap) -> Result<String, RestError> {
+    match header(headers, "x-amz-client-context") {
+        None => Ok(String::new()),
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| RestError::invalid("X-Amz-Client-Context must be base64-encoded JSON")),
+    }
 }

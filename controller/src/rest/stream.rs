@@ -41,25 +41,8 @@ pub(super) async fn invoke_with_response_stream(
             )))
         }
     };
-    let tail = match header(&headers, "x-amz-log-type").unwrap_or("None") {
-        "None" => false,
-        "Tail" => true,
-        other => {
-            return Err(RestError::invalid(format!(
-                "X-Amz-Log-Type must be None or Tail, got {other:?}"
-            )))
-        }
-    };
-    let client_context = match header(&headers, "x-amz-client-context") {
-        None => String::new(),
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                RestError::invalid("X-Amz-Client-Context must be base64-encoded JSON")
-            })?,
-    };
+    let tail = super::log_tail_requested(&headers)?;
+    let client_context = super::client_context_header(&headers)?;
     if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         lamina_proto::validate::sync_payload(body.len()).map_err(ApiError::from)?;
         return Err(RestError::new(
