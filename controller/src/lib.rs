@@ -278,6 +278,11 @@ impl Controller {
         if let Err(e) = reconciler.await {
             tracing::error!(error = %e, "the provisioned concurrency task failed");
         }
+        // Invocation logs still queued for the background writer are written before we return.
+        let store = Arc::clone(&self.shared.store);
+        if let Err(e) = tokio::task::spawn_blocking(move || store.flush_logs()).await {
+            tracing::error!(error = %e, "flushing the invocation logs failed");
+        }
         let rest_result = match rest_server {
             Some(h) => match h.await {
                 Ok(r) => r.map_err(ControllerError::Rest),

@@ -279,6 +279,48 @@ fn is_frozen(cgroup: &std::path::Path) -> bool {
     }
 }
 
+/// Whether the cgroup is frozen within 10 s (idle sandboxes are frozen after a grace period).
+async fn becomes_frozen(cgroup: &std::path::Path) -> bool {
+    for _ in 0..200 {
+        if is_frozen(cgroup) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[test]
+fn the_freeze_grace_is_configurable_from_frozen_before_the_answer_to_long() {
+    run(async {
+        // 0: frozen before the answer is returned, as Lambda.
+        let cluster = Cluster::start_with(1, &["--freeze-after-ms", "0"])?;
+        let c = cluster.client().await?;
+        let name = unique("freeze0");
+        create_python(&c, &name, PY_COUNTER).await?;
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
+        let cgroups = sandbox_cgroups(&cluster.worker_ids[0]);
+        assert_eq!(cgroups.len(), 1, "one sandbox: {cgroups:?}");
+        assert!(is_frozen(&cgroups[0]), "frozen when the answer arrives");
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 2);
+        assert!(is_frozen(&cgroups[0]));
+        drop(cluster);
+
+        // A minute: still running right after the answer, and reused without a thaw.
+        let cluster = Cluster::start_with(1, &["--freeze-after-ms", "60000"])?;
+        let c = cluster.client().await?;
+        let name = unique("freeze60");
+        create_python(&c, &name, PY_COUNTER).await?;
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
+        let cgroups = sandbox_cgroups(&cluster.worker_ids[0]);
+        assert_eq!(cgroups.len(), 1, "one sandbox: {cgroups:?}");
+        assert!(!is_frozen(&cgroups[0]), "not frozen within the grace");
+        assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 2);
+        assert!(!is_frozen(&cgroups[0]));
+        Ok(())
+    })
+}
+
 #[test]
 fn idle_sandboxes_are_frozen_and_reaped_after_the_keep_alive() {
     run(async {
@@ -289,10 +331,13 @@ fn idle_sandboxes_are_frozen_and_reaped_after_the_keep_alive() {
         assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 1);
         let cgroups = sandbox_cgroups(&cluster.worker_ids[0]);
         assert_eq!(cgroups.len(), 1, "one sandbox: {cgroups:?}");
-        assert!(is_frozen(&cgroups[0]), "an idle sandbox is frozen");
+        assert!(
+            becomes_frozen(&cgroups[0]).await,
+            "an idle sandbox is frozen after the grace (--freeze-after-ms, 50 ms)"
+        );
         // Thawed for the next invocation, which reuses it.
         assert_eq!(json(&invoke(&c, &name, "{}").await?)["count"], 2);
-        assert!(is_frozen(&cgroups[0]));
+        assert!(becomes_frozen(&cgroups[0]).await);
         // Past the keep-alive the sandbox is destroyed; the next invocation starts a new one.
         let mut gone = false;
         for _ in 0..100 {

@@ -69,6 +69,11 @@ pub struct Cli {
     /// Seconds an idle sandbox is kept warm before it is destroyed.
     #[arg(long, default_value_t = 600)]
     pub keep_alive_s: u64,
+    /// Milliseconds an idle sandbox keeps running before it is frozen (0: frozen before the
+    /// invocation's answer is sent, as Lambda; the default lets back-to-back invocations skip the
+    /// freeze and thaw, as OpenWhisk's pause grace), 0..=60000.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub freeze_after_ms: u64,
     /// First host uid of the range functions run as (each function gets its own; at least 65536).
     #[arg(long, default_value_t = 200_000)]
     pub uid_base: u32,
@@ -88,6 +93,11 @@ pub struct Cli {
     #[arg(long, env = "LAMINA_PYTHON_ZYGOTE",
           value_parser = clap::builder::FalseyValueParser::new())]
     pub python_zygote: bool,
+    /// Emptied sandbox cgroups kept for the next sandboxes instead of removed (cgroup v1; 0: off),
+    /// 0..=256.
+    #[arg(long, env = "LAMINA_CGROUP_REUSE", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub cgroup_reuse: u16,
     /// Fork sandbox inits from one pre-started init process instead of exec'ing each (1/0).
     #[arg(long, env = "LAMINA_SPAWNER", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -116,12 +126,14 @@ pub struct WorkerConfig {
     pub worker_id: String,
     pub memory_mb: u64,
     pub keep_alive: Duration,
+    pub freeze_after: Duration,
     pub uid_base: u32,
     pub uid_count: u32,
     pub pids_max: u32,
     pub prewarm: usize,
     pub python_zygote: bool,
     pub spawner: bool,
+    pub cgroup_reuse: usize,
     /// The cluster credential (its `Debug` redacts the secret).
     pub cluster_credentials: Credentials,
     pub default_egress: crate::network::egress::EgressMode,
@@ -159,12 +171,14 @@ impl WorkerConfig {
             worker_id,
             memory_mb,
             keep_alive: Duration::from_secs(cli.keep_alive_s),
+            freeze_after: Duration::from_millis(cli.freeze_after_ms),
             uid_base: cli.uid_base,
             uid_count: cli.uid_count,
             pids_max: cli.pids_max,
             prewarm: usize::from(cli.prewarm),
             python_zygote: cli.python_zygote,
             spawner: cli.spawner,
+            cgroup_reuse: usize::from(cli.cgroup_reuse),
             cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
             default_egress: cli.default_egress,
             nat_cidr: cli

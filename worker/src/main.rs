@@ -43,6 +43,7 @@ fn run(cli: Cli) -> Result<()> {
         bail!("lamina-worker must run as root: it creates namespaces and cgroups");
     }
     let cfg = WorkerConfig::resolve(cli)?;
+    lamina_worker::cgroup::set_reuse_capacity(cfg.cgroup_reuse);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,6 +11,7 @@
 //! which revisions this worker holds; they are started ahead of any invocation, idle frozen like
 //! the others, handed out first, and never reaped or evicted while their target holds.
 mod env;
+mod freeze;
 mod image;
 mod invoke;
 mod logs;
@@ -99,6 +100,8 @@ pub struct ManagerConfig {
     pub runtime_dir: PathBuf,
     pub memory_mb: u64,
     pub keep_alive: Duration,
+    /// How long an idle sandbox keeps running before it is frozen (0: frozen before the answer).
+    pub freeze_after: Duration,
     pub uid_base: u32,
     pub uid_count: u32,
     /// `STATE_DIR/uids.json`: which function has which host uid.
@@ -123,6 +126,7 @@ impl ManagerConfig {
             runtime_dir: cfg.runtime_dir(),
             memory_mb: cfg.memory_mb,
             keep_alive: cfg.keep_alive,
+            freeze_after: cfg.freeze_after,
             uid_base: cfg.uid_base,
             uid_count: cfg.uid_count,
             uids_file: cfg.state_dir.join("uids.json"),
@@ -177,6 +181,8 @@ struct Warm {
     stop: CancellationToken,
     started_at: Instant,
     idle_since: Instant,
+    /// Frozen while idle (see `freeze.rs`: idle sandboxes are frozen after a grace period).
+    frozen: bool,
 }
 
 #[derive(Default)]
@@ -184,7 +190,7 @@ struct PoolState {
     closed: bool,
     /// Every live sandbox (starting, busy, idle, being destroyed) by id: what memory is spoken for.
     all: HashMap<String, SandboxInfo>,
-    /// Idle (frozen) sandboxes by (function, revision), most recently used last.
+    /// Idle sandboxes (frozen once their grace ran out) by (function, revision), most recently used last.
     idle: HashMap<Key, Vec<Warm>>,
     /// Provisioned-concurrency targets and their starts in flight.
     provisioned: provisioned::Targets,
@@ -254,6 +260,8 @@ struct Inner {
     invocations_total: AtomicU64,
     /// A sandbox finished starting (see [`Manager::sandbox_started`]).
     started: tokio::sync::Notify,
+    /// A sandbox went idle unfrozen (wakes the freezer).
+    freezer: tokio::sync::Notify,
     /// The VPC agent (set once the worker knows its controller).
     network: std::sync::OnceLock<Arc<crate::network::NetworkAgent>>,
     shutdown: CancellationToken,
@@ -313,6 +321,7 @@ impl Manager {
                 spawner,
                 invocations_total: AtomicU64::new(0),
                 started: tokio::sync::Notify::new(),
+                freezer: tokio::sync::Notify::new(),
                 network: std::sync::OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -323,6 +332,11 @@ impl Manager {
             .inner
             .tasks
             .spawn(async move { reaper.reap_loop().await });
+        let freezer = manager.clone();
+        manager
+            .inner
+            .tasks
+            .spawn(async move { freezer.freeze_loop().await });
         manager.refill_prepared();
         manager
     }
@@ -354,6 +368,9 @@ impl Manager {
                 );
                 self.retire(warm);
                 continue;
+            }
+            if !warm.frozen {
+                return Ok(Acquired { warm, cold: false });
             }
             if let Err(e) = warm.sandbox.thaw() {
                 tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "thaw failed: starting another");
@@ -603,12 +620,13 @@ impl Manager {
             stop,
             started_at,
             idle_since: started_at,
+            frozen: false,
         })
     }
 
-    /// After an invocation that kept its sandbox: freeze it and put it back as idle.
+    /// After an invocation that kept its sandbox: put it back as idle (frozen now or after the grace).
     fn release(&self, mut warm: Warm) {
-        if let Err(e) = warm.sandbox.freeze() {
+        if let Err(e) = self.freeze_on_release(&mut warm) {
             tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "freeze failed: destroying the sandbox");
             self.retire(warm);
             return;
@@ -628,7 +646,12 @@ impl Manager {
         };
         info.phase = SandboxPhase::Idle;
         let key = (info.function_name.clone(), info.revision_id.clone());
+        let unfrozen = !warm.frozen;
         st.idle.entry(key).or_default().push(warm);
+        drop(st);
+        if unfrozen {
+            self.idle_unfrozen();
+        }
     }
 
     /// Destroys a sandbox in the background; its memory stays accounted until it is gone.

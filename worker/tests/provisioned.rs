@@ -56,6 +56,7 @@ impl Pool {
             runtime_dir,
             memory_mb,
             keep_alive,
+            freeze_after: Duration::ZERO,
             uid_base: 300_000,
             uid_count: 100,
             uids_file: dir.path().join("uids.json"),

@@ -7,7 +7,7 @@ use lamina_proto::auth::{Credentials, Signed, SignedChannel};
 use lamina_proto::v1::{self, worker_client::WorkerClient};
 use lamina_proto::{validate, MAX_GRPC_MESSAGE_BYTES};
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::Code;
 
 use super::{now_ms, ApiError, Shared};
@@ -23,18 +23,18 @@ pub(crate) const COLD_START_HEADROOM: Duration = Duration::from_secs(60);
 pub(crate) const LOG_TAIL_BYTES: usize = 4096;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// gRPC channels to workers, one per address, shared by all invocations.
-/// Calls are signed with the cluster credential when there is one.
+/// gRPC clients of workers, one per address (one HTTP/2 connection each), shared by all
+/// invocations. Calls are signed with the cluster credential when there is one.
 #[derive(Default)]
 pub struct WorkerClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    clients: Mutex<HashMap<String, WorkerClient<SignedChannel>>>,
     creds: Option<Credentials>,
 }
 
 impl WorkerClients {
     pub fn new(creds: Option<Credentials>) -> WorkerClients {
         WorkerClients {
-            channels: Mutex::default(),
+            clients: Mutex::default(),
             creds,
         }
     }
@@ -44,31 +44,29 @@ impl WorkerClients {
         worker_id: &str,
         address: &str,
     ) -> Result<WorkerClient<SignedChannel>, ApiError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match channels.get(address) {
-            Some(c) => c.clone(),
-            None => {
-                let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|e| {
-                    ApiError::WorkerUnavailable {
-                        worker_id: worker_id.to_string(),
-                        address: address.to_string(),
-                        detail: format!("invalid address: {e}"),
-                    }
-                })?;
-                let channel = endpoint
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
-                channels.insert(address.to_string(), channel.clone());
-                channel
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}")).map_err(|e| {
+            ApiError::WorkerUnavailable {
+                worker_id: worker_id.to_string(),
+                address: address.to_string(),
+                detail: format!("invalid address: {e}"),
             }
-        };
-        Ok(WorkerClient::new(Signed::new(channel, self.creds.clone()))
+        })?;
+        let channel = endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        let client = WorkerClient::new(Signed::new(channel, self.creds.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
     }
 }
 
@@ -223,11 +221,17 @@ pub(crate) struct WorkerInvoker {
 #[tonic::async_trait]
 impl Invoker for WorkerInvoker {
     async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String> {
+        let timeout = |f: &lamina_proto::domain::FunctionConfig| {
+            Duration::from_secs(u64::from(f.spec.timeout_s))
+        };
+        if let Some(f) = self.shared.store.function_in_memory(name) {
+            return Ok(Some(timeout(&f)));
+        }
         let owned = name.to_string();
         self.shared
             .store(move |s| s.get_function(&owned))
             .await
-            .map(|f| f.map(|f| Duration::from_secs(u64::from(f.spec.timeout_s))))
+            .map(|f| f.as_ref().map(timeout))
             .map_err(|e| e.to_string())
     }
 
@@ -389,8 +393,13 @@ pub(crate) async fn store_log(shared: &Shared, name: &str, request_id: &str, log
     if events.is_empty() {
         return;
     }
+    // Queued for the background log writer (the answer does not wait for the write; a log read
+    // sees it). When the queue is full, wait for room off the async threads: back-pressure.
+    let Err(events) = shared.store.try_queue_logs(name, events) else {
+        return;
+    };
     let owned = name.to_string();
-    if let Err(e) = shared.store(move |s| s.append_logs(&owned, events)).await {
+    if let Err(e) = shared.store(move |s| s.queue_logs(&owned, events)).await {
         tracing::warn!(function = %name, %request_id, error = %e, "cannot store the invocation log");
     }
 }

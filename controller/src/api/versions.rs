@@ -154,42 +154,105 @@ pub(crate) fn alias_name(name: &str) -> Result<(), VersionError> {
     Ok(())
 }
 
+/// Where a lookup reads the records a qualifier names.
+trait Records {
+    /// Why a lookup could not finish: an error, or (for in-memory reads) a record not in memory.
+    type Error: From<ApiError>;
+    fn function(&self, name: &str) -> Result<Option<FunctionConfig>, Self::Error>;
+    fn version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, Self::Error>;
+    fn alias(&self, name: &str, alias: &str) -> Result<Option<Alias>, Self::Error>;
+}
+
+/// The store's blocking reads.
+struct Blocking<'a>(&'a dyn Store);
+
+impl Records for Blocking<'_> {
+    type Error = ApiError;
+    fn function(&self, name: &str) -> Result<Option<FunctionConfig>, ApiError> {
+        Ok(self.0.get_function(name)?)
+    }
+    fn version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, ApiError> {
+        Ok(self.0.get_version(name, version)?)
+    }
+    fn alias(&self, name: &str, alias: &str) -> Result<Option<Alias>, ApiError> {
+        Ok(self.0.get_alias(name, alias)?)
+    }
+}
+
+/// The store's in-memory records only: never blocks, so it runs on the async threads.
+struct InMemory<'a>(&'a dyn Store);
+
+/// An in-memory lookup's failure: a record is not in memory (read the store), or an error.
+enum MemoryMiss {
+    NotInMemory,
+    Api(ApiError),
+}
+
+impl From<ApiError> for MemoryMiss {
+    fn from(e: ApiError) -> MemoryMiss {
+        MemoryMiss::Api(e)
+    }
+}
+
+impl Records for InMemory<'_> {
+    type Error = MemoryMiss;
+    fn function(&self, name: &str) -> Result<Option<FunctionConfig>, MemoryMiss> {
+        let f = self.0.function_in_memory(name);
+        f.map(|f| Some(f.as_ref().clone()))
+            .ok_or(MemoryMiss::NotInMemory)
+    }
+    fn version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, MemoryMiss> {
+        let v = self.0.version_in_memory(name, version);
+        v.map(|v| Some(v.as_ref().clone()))
+            .ok_or(MemoryMiss::NotInMemory)
+    }
+    fn alias(&self, name: &str, alias: &str) -> Result<Option<Alias>, MemoryMiss> {
+        let a = self.0.alias_in_memory(name, alias);
+        a.map(|a| Some(a.as_ref().clone()))
+            .ok_or(MemoryMiss::NotInMemory)
+    }
+}
+
 /// Looks `qualifier` up in the store (blocking: call it off the async threads).
 pub(crate) fn lookup_in(
     store: &dyn Store,
     name: &str,
     qualifier: &str,
 ) -> Result<Target, ApiError> {
+    lookup_from(&Blocking(store), name, qualifier)
+}
+
+fn lookup_from<R: Records>(records: &R, name: &str, qualifier: &str) -> Result<Target, R::Error> {
     let qualifier = Qualifier::parse(qualifier)?;
-    let latest = store
-        .get_function(name)?
+    let latest = records
+        .function(name)?
         .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))?;
-    let version = |v: &str| -> Result<FunctionConfig, ApiError> {
+    let version = |v: &str| -> Result<FunctionConfig, R::Error> {
         if v == LATEST {
             return Ok(latest.clone());
         }
-        parse_version_number(v)
-            .map(|n| store.get_version(name, n))
-            .transpose()?
-            .flatten()
-            .ok_or_else(|| {
-                VersionError::VersionNotFound {
-                    name: name.to_string(),
-                    version: v.to_string(),
-                }
-                .into()
+        let found = match parse_version_number(v) {
+            Some(n) => records.version(name, n)?,
+            None => None,
+        };
+        found.ok_or_else(|| {
+            ApiError::from(VersionError::VersionNotFound {
+                name: name.to_string(),
+                version: v.to_string(),
             })
+            .into()
+        })
     };
     match qualifier {
         Qualifier::Latest => Ok(Target::Latest(latest)),
         Qualifier::Version(n) => Ok(Target::Version(version(&n.to_string())?)),
         Qualifier::Alias(a) => {
-            let alias = store
-                .get_alias(name, &a)?
-                .ok_or_else(|| VersionError::AliasNotFound {
+            let alias = records.alias(name, &a)?.ok_or_else(|| {
+                ApiError::from(VersionError::AliasNotFound {
                     name: name.to_string(),
                     alias: a.clone(),
-                })?;
+                })
+            })?;
             let primary = version(&alias.function_version)?;
             let additional = match alias.additional_version_weights.iter().next() {
                 Some((v, w)) => Some((version(v)?, *w)),
@@ -204,12 +267,18 @@ pub(crate) fn lookup_in(
     }
 }
 
-/// Looks `qualifier` of function `name` up.
+/// Looks `qualifier` of function `name` up: from memory on the calling thread when every record
+/// it needs is there (the invocation path), else from the store off the async threads.
 pub(crate) async fn lookup(
     shared: &Shared,
     name: &str,
     qualifier: &str,
 ) -> Result<Target, ApiError> {
+    match lookup_from(&InMemory(shared.store.as_ref()), name, qualifier) {
+        Ok(target) => return Ok(target),
+        Err(MemoryMiss::Api(e)) => return Err(e),
+        Err(MemoryMiss::NotInMemory) => {}
+    }
     let store = Arc::clone(&shared.store);
     let (name, qualifier) = (name.to_string(), qualifier.to_string());
     tokio::task::spawn_blocking(move || lookup_in(store.as_ref(), &name, &qualifier))

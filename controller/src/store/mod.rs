@@ -2,13 +2,19 @@
 //! function logs. [`RocksStore`] is the embedded implementation; an etcd-backed one can come later.
 //! What is stored, the key layout and what is rebuilt on start: `store/README.md`.
 //!
-//! Every method may block (disk, fsync): call them from `tokio::task::spawn_blocking`.
+//! Every method may block (disk, fsync): call them from `tokio::task::spawn_blocking`, except the
+//! `*_in_memory` reads and `try_queue_logs`, which never block (the invocation path calls them on
+//! the async threads).
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use lamina_proto::domain::FunctionConfig;
+use lamina_proto::domain::{Alias, FunctionConfig};
 use serde::{Deserialize, Serialize};
 
+mod cache;
 mod layers;
+mod log_writer;
+mod logs;
 pub mod network;
 mod rocks;
 mod settings;
@@ -79,6 +85,8 @@ pub enum StoreError {
     },
     #[error("blob {0} is no longer stored (the layer version or image that held it was deleted meanwhile); attach it again")]
     BlobMissing(String),
+    #[error("the background log writer failed: {0}")]
+    LogWriter(String),
     #[error("layer version {0} not found")]
     LayerVersionNotFound(String),
     #[error("version {version} of function `{name}` is used by alias `{alias}`; update or delete the alias first")]
@@ -138,11 +146,49 @@ pub trait Store:
         events: Vec<NewLogEvent>,
     ) -> Result<Vec<LogEvent>, StoreError>;
 
-    /// Up to `limit` events with `seq > after_seq`, oldest first.
+    /// Up to `limit` events with `seq > after_seq`, oldest first, including every line queued
+    /// (`queue_logs`, `try_queue_logs`) before the call.
     fn get_logs(
         &self,
         name: &str,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<LogEvent>, StoreError>;
+
+    /// `$LATEST`'s record when it is in memory, without blocking; `None` when it is not (then
+    /// `get_function` reads it, and keeps it in memory when the store caches).
+    fn function_in_memory(&self, _name: &str) -> Option<Arc<FunctionConfig>> {
+        None
+    }
+
+    /// A published version's record when it is in memory, without blocking (see
+    /// `function_in_memory`).
+    fn version_in_memory(&self, _name: &str, _version: u32) -> Option<Arc<FunctionConfig>> {
+        None
+    }
+
+    /// An alias when it is in memory, without blocking (see `function_in_memory`).
+    fn alias_in_memory(&self, _function: &str, _alias: &str) -> Option<Arc<Alias>> {
+        None
+    }
+
+    /// Hands log lines to a background writer without blocking. Gives them back (`Err`) when
+    /// that is not possible now (its queue is full, or the store has none): then call
+    /// `queue_logs` off the async threads.
+    fn try_queue_logs(
+        &self,
+        _name: &str,
+        events: Vec<NewLogEvent>,
+    ) -> Result<(), Vec<NewLogEvent>> {
+        Err(events)
+    }
+
+    /// Like `try_queue_logs`, waiting for room (blocking); a store without a background writer
+    /// appends at once.
+    fn queue_logs(&self, name: &str, events: Vec<NewLogEvent>) -> Result<(), StoreError> {
+        self.append_logs(name, events).map(|_| ())
+    }
+
+    /// Returns once every log line queued so far is written (graceful shutdown).
+    fn flush_logs(&self) {}
 }

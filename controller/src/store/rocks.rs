@@ -3,75 +3,35 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lamina_proto::domain::FunctionConfig;
+use lamina_proto::domain::{Alias, FunctionConfig};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
 };
 
+use super::cache::ConfigCache;
+use super::log_writer::LogWriter;
+use super::logs::{log_prefix, log_prefix_end, LogTable, CF_LOGS};
 use super::{LogEvent, NewLogEvent, Store, StoreError};
 
 const CF_FUNCTIONS: &str = "functions";
 pub(super) const CF_BLOBS: &str = "blobs";
-const CF_LOGS: &str = "logs";
-
-/// Above this many expired log events, one range deletion replaces the point deletions.
-const POINT_DELETE_MAX: u64 = 1024;
-
-/// The log events present for one function: seqs `first..next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LogRange {
-    first: u64,
-    next: u64,
-}
-
-impl LogRange {
-    const EMPTY: LogRange = LogRange { first: 1, next: 1 };
-}
-
 pub struct RocksStore {
     pub(super) db: Arc<DB>,
     path: PathBuf,
-    log_retention: u64,
     /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
     pub(super) blob_refs: Mutex<HashMap<String, usize>>,
-    /// Serialises log writers; the seqs present per function (rebuilt on open).
-    logs: Mutex<HashMap<String, LogRange>>,
+    /// Decoded function records, versions and aliases (`cache.rs`): every writer of those
+    /// invalidates the function it wrote, under `blob_refs`.
+    pub(super) cache: ConfigCache,
+    pub(super) logs: Arc<LogTable>,
+    /// Writes queued invocation logs in batches (`log_writer.rs`).
+    pub(super) log_writer: LogWriter,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave these maps inconsistent with the database in a
     // way that matters more than stopping: keep serving.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn log_prefix(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1);
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
-}
-
-/// The first key after every log key of `name` (`name \x01`): names never contain control bytes.
-fn log_prefix_end(name: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1);
-    k.extend_from_slice(name.as_bytes());
-    k.push(1);
-    k
-}
-
-fn log_key(name: &str, seq: u64) -> Vec<u8> {
-    let mut k = log_prefix(name);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn parse_log_key(key: &[u8]) -> Option<(&str, u64)> {
-    if key.len() < 9 || key[key.len() - 9] != 0 {
-        return None;
-    }
-    let (name, rest) = key.split_at(key.len() - 9);
-    let seq = u64::from_be_bytes(rest[1..].try_into().ok()?);
-    Some((std::str::from_utf8(name).ok()?, seq))
 }
 
 impl RocksStore {
@@ -106,17 +66,23 @@ impl RocksStore {
             path: dir.to_path_buf(),
             source,
         })?;
+        let db = Arc::new(db);
+        let logs = Arc::new(LogTable::open(
+            Arc::clone(&db),
+            dir.to_path_buf(),
+            log_retention,
+        )?);
         let store = RocksStore {
-            db: Arc::new(db),
+            db,
             path: dir.to_path_buf(),
-            log_retention: log_retention.max(1),
             blob_refs: Mutex::new(HashMap::new()),
-            logs: Mutex::new(HashMap::new()),
+            cache: ConfigCache::default(),
+            log_writer: LogWriter::start(Arc::clone(&logs))?,
+            logs,
         };
         let refs = store.count_blob_refs()?;
         store.delete_orphan_blobs(&refs)?;
         *lock(&store.blob_refs) = refs;
-        *lock(&store.logs) = store.recover_log_ranges()?;
         Ok(store)
     }
 
@@ -213,35 +179,6 @@ impl RocksStore {
         Ok(())
     }
 
-    /// Finds, per function, the first and last log seq with two seeks per function.
-    fn recover_log_ranges(&self) -> Result<HashMap<String, LogRange>, StoreError> {
-        let mut ranges = HashMap::new();
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
-        it.seek_to_first();
-        while let Some(key) = it.key().map(<[u8]>::to_vec) {
-            let corrupt = |key: &[u8]| StoreError::Corrupt {
-                what: format!("log key {:?}", String::from_utf8_lossy(key)),
-                path: self.path.clone(),
-                detail: "expected `name \\0 seq(8 bytes, big-endian)`".to_string(),
-            };
-            let (name, first) = parse_log_key(&key).ok_or_else(|| corrupt(&key))?;
-            let name = name.to_string();
-            it.seek_for_prev(log_key(&name, u64::MAX));
-            let last_key = it.key().ok_or_else(|| corrupt(&key))?;
-            let (_, last) = parse_log_key(last_key).ok_or_else(|| corrupt(last_key))?;
-            ranges.insert(
-                name.clone(),
-                LogRange {
-                    first,
-                    next: last + 1,
-                },
-            );
-            it.seek(log_prefix_end(&name));
-        }
-        it.status().map_err(self.rocks("scan logs"))?;
-        Ok(ranges)
-    }
-
     /// Plans a change of blob users under the writers' lock: `added` gain a use and `released`
     /// lose one (one entry per use). Adds the deletion of every blob left without users to `batch`
     /// and refuses an added blob that is not stored (`BlobMissing`: its last user went meanwhile)
@@ -297,6 +234,24 @@ impl RocksStore {
             .map_err(self.rocks("store blobs"))
     }
 
+    /// `$LATEST`'s record, from the cache or read (and offered to the cache).
+    fn function_arc(&self, name: &str) -> Result<Option<Arc<FunctionConfig>>, StoreError> {
+        if let Some(f) = self.cache.latest(name) {
+            return Ok(Some(f));
+        }
+        let seen = self.cache.generation();
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes())
+            .map_err(self.rocks("read function"))?
+        else {
+            return Ok(None);
+        };
+        let f = Arc::new(self.decode_function(name.as_bytes(), &v)?);
+        self.cache.offer_latest(seen, name, Arc::clone(&f));
+        Ok(Some(f))
+    }
+
     pub(super) fn blob_exists(&self, sha256: &str) -> Result<bool, StoreError> {
         Ok(self
             .db
@@ -308,14 +263,31 @@ impl RocksStore {
 
 impl Store for RocksStore {
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes())
-            .map_err(self.rocks("read function"))?
-        {
-            Some(v) => Ok(Some(self.decode_function(name.as_bytes(), &v)?)),
-            None => Ok(None),
-        }
+        Ok(self.function_arc(name)?.map(|f| f.as_ref().clone()))
+    }
+
+    fn function_in_memory(&self, name: &str) -> Option<Arc<FunctionConfig>> {
+        self.cache.latest(name)
+    }
+
+    fn version_in_memory(&self, name: &str, version: u32) -> Option<Arc<FunctionConfig>> {
+        self.cache.version(name, version)
+    }
+
+    fn alias_in_memory(&self, function: &str, alias: &str) -> Option<Arc<Alias>> {
+        self.cache.alias(function, alias)
+    }
+
+    fn try_queue_logs(&self, name: &str, events: Vec<NewLogEvent>) -> Result<(), Vec<NewLogEvent>> {
+        self.log_writer.try_queue(name, events)
+    }
+
+    fn queue_logs(&self, name: &str, events: Vec<NewLogEvent>) -> Result<(), StoreError> {
+        self.log_writer.queue(name, events)
+    }
+
+    fn flush_logs(&self) {
+        self.log_writer.flush();
     }
 
     fn list_functions(&self, after: &str, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
@@ -354,9 +326,9 @@ impl Store for RocksStore {
             name.as_bytes(),
             self.encode_function(config)?,
         );
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(self.rocks("create function"))?;
+        let written = self.db.write_opt(batch, &Self::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("create function"))?;
         apply_counts(&mut refs, counts);
         Ok(())
     }
@@ -404,19 +376,22 @@ impl Store for RocksStore {
             name.as_bytes(),
             self.encode_function(config)?,
         );
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(self.rocks("update function"))?;
+        let written = self.db.write_opt(batch, &Self::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("update function"))?;
         apply_counts(&mut refs, counts);
         Ok(())
     }
 
     fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError> {
+        // Logs queued before the delete are written first, so they go with the function instead
+        // of landing in the log of a function created later under the same name.
+        self.log_writer.flush();
         let mut refs = lock(&self.blob_refs);
         let Some(current) = self.get_function(name)? else {
             return Ok(None);
         };
-        let mut logs = lock(&self.logs);
+        let mut logs = self.logs.lock_ranges();
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes());
         batch.delete_range_cf(self.cf(CF_LOGS)?, log_prefix(name), log_prefix_end(name));
@@ -430,9 +405,9 @@ impl Store for RocksStore {
         let mut users = self.delete_versions_in(name, &mut batch)?;
         users.extend(current.blob_digests());
         let counts = self.plan_refs(&refs, &[], &users, None, &mut batch)?;
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(self.rocks("delete function"))?;
+        let written = self.db.write_opt(batch, &Self::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("delete function"))?;
         apply_counts(&mut refs, counts);
         logs.remove(name);
         Ok(Some(current))
@@ -453,53 +428,11 @@ impl Store for RocksStore {
         name: &str,
         events: Vec<NewLogEvent>,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        let mut logs = lock(&self.logs);
-        // Checked under the logs lock, which `delete_function` holds while it commits: logs of a
-        // deleted function are either removed with it or never written.
-        if self.get_function(name)?.is_none() {
-            logs.remove(name);
-            return Ok(Vec::new());
-        }
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let cf = self.cf(CF_LOGS)?;
-        let mut range = logs.get(name).copied().unwrap_or(LogRange::EMPTY);
-        let mut batch = WriteBatch::default();
-        let mut stored = Vec::with_capacity(events.len());
-        for e in events {
-            let event = LogEvent {
-                seq: range.next,
-                timestamp_ms: e.timestamp_ms,
-                request_id: e.request_id,
-                message: e.message,
-            };
-            let value = serde_json::to_vec(&event).map_err(|e| StoreError::Corrupt {
-                what: format!("log event of `{name}` (encoding)"),
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })?;
-            batch.put_cf(cf, log_key(name, event.seq), value);
-            range.next += 1;
-            stored.push(event);
-        }
-        let count = range.next - range.first;
-        if count > self.log_retention {
-            let new_first = range.next - self.log_retention;
-            if new_first - range.first <= POINT_DELETE_MAX {
-                for seq in range.first..new_first {
-                    batch.delete_cf(cf, log_key(name, seq));
-                }
-            } else {
-                batch.delete_range_cf(cf, log_key(name, range.first), log_key(name, new_first));
-            }
-            range.first = new_first;
-        }
-        // Logs are not synced: losing the last lines on a power cut is acceptable, an fsync per
-        // invocation is not.
-        self.db.write(batch).map_err(self.rocks("append logs"))?;
-        logs.insert(name.to_string(), range);
-        Ok(stored)
+        let mut stored = self.logs.append(vec![(name.to_string(), events)])?;
+        Ok(stored.pop().unwrap_or_default())
     }
 
     fn get_logs(
@@ -508,27 +441,9 @@ impl Store for RocksStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<LogEvent>, StoreError> {
-        let prefix = log_prefix(name);
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_LOGS)?);
-        it.seek(log_key(name, after_seq.saturating_add(1)));
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if !k.starts_with(&prefix) || k.len() != prefix.len() + 8 {
-                break;
-            }
-            let event: LogEvent = serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-                what: format!("log event {:?}", String::from_utf8_lossy(k)),
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })?;
-            out.push(event);
-            it.next();
-        }
-        it.status().map_err(self.rocks("read logs"))?;
-        Ok(out)
+        // Read-your-writes: what was queued before this read is written first.
+        self.log_writer.flush();
+        self.logs.get(name, after_seq, limit)
     }
 }
 

@@ -202,3 +202,70 @@ fn log_retention_is_bounded_per_function() {
         .collect();
     assert_eq!(seqs, [2998, 2999, 3000]);
 }
+
+/// The read cache never keeps a record older than the last write: readers that raced with a
+/// writer (read RocksDB before the write, offered after it) are refused.
+#[test]
+fn reads_after_a_write_see_it_while_other_readers_race() {
+    use crate::store::{PublishRequest, VersionStore};
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(RocksStore::open(dir.path(), 100).unwrap());
+    store
+        .create_function(&config("f", b"c", "r0"), b"c")
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.get_function("f").unwrap().unwrap();
+                    store.get_version("f", 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut revision = "r0".to_string();
+    for i in 1..=300 {
+        let next = format!("r{i}");
+        let mut c = config("f", b"c", &next);
+        c.spec.memory_mb = 128 + i;
+        store.update_function(&c, &revision, None).unwrap();
+        revision = next;
+        let read = store.get_function("f").unwrap().unwrap();
+        assert_eq!(
+            (read.revision_id.as_str(), read.spec.memory_mb),
+            (revision.as_str(), 128 + i)
+        );
+        assert_eq!(
+            store.function_in_memory("f").map(|f| f.revision_id.clone()),
+            Some(revision.clone())
+        );
+        if i == 150 {
+            store
+                .publish_version(
+                    "f",
+                    &PublishRequest {
+                        description: String::new(),
+                        expected_code_sha256: None,
+                        expected_revision_id: None,
+                        new_revision_id: "v1".to_string(),
+                        now_ms: 1,
+                    },
+                )
+                .unwrap();
+            assert_eq!(
+                store.get_version("f", 1).unwrap().unwrap().spec.memory_mb,
+                278
+            );
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    store.delete_function("f").unwrap();
+    assert!(store.get_function("f").unwrap().is_none());
+    assert!(store.function_in_memory("f").is_none());
+    assert!(store.version_in_memory("f", 1).is_none());
+}

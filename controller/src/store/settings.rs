@@ -1,6 +1,8 @@
 //! Per-function settings beside the function record: aliases, reserved concurrency and provisioned
 //! concurrency configurations. One column family, `function_settings`, keyed `name \0 kind \0 id`,
 //! so all settings of a function form one range, deleted with the function in its batch.
+use std::sync::Arc;
+
 use lamina_proto::domain::{Alias, ProvisionedConfig};
 use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
@@ -114,9 +116,9 @@ impl RocksStore {
             }
             None => batch.delete_cf(self.settings_cf()?, k),
         }
-        self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("write function setting"))
+        let written = self.db.write_opt(batch, &RocksStore::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("write function setting"))
     }
 
     fn get_setting<T: DeserializeOwned>(
@@ -192,9 +194,9 @@ impl RocksStore {
         if present {
             let mut batch = WriteBatch::default();
             batch.delete_cf(self.settings_cf()?, k);
-            self.db
-                .write_opt(batch, &RocksStore::synced())
-                .map_err(self.rocks("delete function setting"))?;
+            let written = self.db.write_opt(batch, &RocksStore::synced());
+            self.cache.invalidate(name);
+            written.map_err(self.rocks("delete function setting"))?;
         }
         Ok(present)
     }
@@ -206,7 +208,15 @@ impl SettingsStore for RocksStore {
     }
 
     fn get_alias(&self, function: &str, alias: &str) -> Result<Option<Alias>, StoreError> {
-        self.get_setting(function, KIND_ALIAS, alias)
+        if let Some(a) = self.cache.alias(function, alias) {
+            return Ok(Some(a.as_ref().clone()));
+        }
+        let seen = self.cache.generation();
+        let found: Option<Alias> = self.get_setting(function, KIND_ALIAS, alias)?;
+        if let Some(a) = &found {
+            self.cache.offer_alias(seen, Arc::new(a.clone()));
+        }
+        Ok(found)
     }
 
     fn list_aliases(&self, function: &str) -> Result<Vec<Alias>, StoreError> {

@@ -4,6 +4,8 @@
 //! counter, so numbers are never reused while the function exists. All of a function's keys form
 //! one range, deleted with the function in its batch. A version refers to its code blob like a
 //! function does: the blob reference counts include versions.
+use std::sync::Arc;
+
 use lamina_proto::domain::FunctionConfig;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -228,9 +230,9 @@ impl VersionStore for RocksStore {
             function_prefix(name),
             self.encode(format!("version counter of `{name}`"), &new_counter)?,
         );
-        self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("publish version"))?;
+        let written = self.db.write_opt(batch, &RocksStore::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("publish version"))?;
         apply_counts(&mut refs, counts);
         Ok(Published {
             config: version,
@@ -239,13 +241,22 @@ impl VersionStore for RocksStore {
     }
 
     fn get_version(&self, name: &str, version: u32) -> Result<Option<FunctionConfig>, StoreError> {
+        if let Some(c) = self.cache.version(name, version) {
+            return Ok(Some(c.as_ref().clone()));
+        }
+        let seen = self.cache.generation();
         let key = version_key(name, version);
         match self
             .db
             .get_pinned_cf(self.versions_cf()?, &key)
             .map_err(self.rocks("read version"))?
         {
-            Some(v) => Ok(Some(self.decode_version(&key, &v)?)),
+            Some(v) => {
+                let config = self.decode_version(&key, &v)?;
+                self.cache
+                    .offer_version(seen, name, version, Arc::new(config.clone()));
+                Ok(Some(config))
+            }
             None => Ok(None),
         }
     }
@@ -290,9 +301,9 @@ impl VersionStore for RocksStore {
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.versions_cf()?, version_key(name, version));
         let counts = self.plan_refs(&refs, &[], &current.blob_digests(), None, &mut batch)?;
-        self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("delete version"))?;
+        let written = self.db.write_opt(batch, &RocksStore::synced());
+        self.cache.invalidate(name);
+        written.map_err(self.rocks("delete version"))?;
         apply_counts(&mut refs, counts);
         Ok(Some(current))
     }

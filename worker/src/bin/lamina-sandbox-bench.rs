@@ -9,6 +9,12 @@
 //! handlers from a fresh sandbox and from a prepared one (to the handler's answer on the Runtime API),
 //! in milliseconds per run. Like the worker, it re-executes itself as the sandbox init
 //! (`__sandbox-init`).
+//!
+//! Every key is measured with cgroup reuse off (a cgroup created and removed per sandbox); the keys
+//! ending in `_reuse` are the same measurement right after, with emptied cgroups reused
+//! (`cgroup::take_or_create`, the worker's default), and `cgroup_reuse` counts how often a
+//! sandbox got a reused cgroup in those phases. `cgroup_cycle_us` times the cgroup's part alone
+//! (get one, kill its processes, retire it) without and with reuse, in microseconds per cycle.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use lamina_proto::domain::Runtime;
+use lamina_worker::cgroup;
 use lamina_worker::runtime_api::{Invocation, InvocationOutcome, RuntimeApi};
 use lamina_worker::runtimes;
 use lamina_worker::sandbox::{PrepareSpec, PreparedSandbox, SandboxSpec, Zygote};
@@ -210,14 +217,28 @@ async fn bench(dir: &Path, runs: usize, dur: Duration) -> Result<String> {
     let fx = Arc::new(Fixture::new(dir)?);
     let mut out = serde_json::Map::new();
     let spawner = Zygote::start_spawner()?;
+    let reuse = cgroup::reuse_capacity().max(cgroup::REUSE_DEFAULT_CAPACITY);
+    let before = cgroup::reuse_stats();
+    let mut reused = cgroup::ReuseStats::default();
     for (key, prepare_only, launcher) in [
         ("creations", false, None),
         ("creations_spawner", false, Some(spawner.clone())),
         ("preparations", true, None),
         ("preparations_spawner", true, Some(spawner.clone())),
     ] {
-        let (n, rate) = creations(&fx, dur, prepare_only, launcher).await?;
-        out.insert(key.into(), serde_json::json!({"count": n, "per_s": rate}));
+        // Without reuse, then with it, back to back.
+        for (suffix, capacity) in [("", 0), ("_reuse", reuse)] {
+            cgroup::set_reuse_capacity(capacity);
+            let start = cgroup::reuse_stats();
+            let (n, rate) = creations(&fx, dur, prepare_only, launcher.clone()).await?;
+            if capacity > 0 {
+                reused = add(reused, diff(cgroup::reuse_stats(), start));
+            }
+            out.insert(
+                format!("{key}{suffix}"),
+                serde_json::json!({"count": n, "per_s": rate}),
+            );
+        }
     }
     let zygote = Zygote::start_default(&fx.runtime)?;
     let series = [
@@ -239,12 +260,73 @@ async fn bench(dir: &Path, runs: usize, dur: Duration) -> Result<String> {
         ("node_prepared", Runtime::Nodejs20, true, None),
     ];
     for (name, runtime, pooled, zygote) in series {
-        cold(&fx, runtime, pooled, zygote.clone()).await?; // warm the page cache
-        let mut v = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            v.push(cold(&fx, runtime, pooled, zygote.clone()).await?);
+        // A prepared sandbox's cgroup is made before the clock starts: only fresh ones differ.
+        let modes: &[(&str, usize)] = if pooled {
+            &[("", 0)]
+        } else {
+            &[("", 0), ("_reuse", reuse)]
+        };
+        for &(suffix, capacity) in modes {
+            cgroup::set_reuse_capacity(capacity);
+            let start = cgroup::reuse_stats();
+            cold(&fx, runtime, pooled, zygote.clone()).await?; // warm the page cache
+            let mut v = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                v.push(cold(&fx, runtime, pooled, zygote.clone()).await?);
+            }
+            if capacity > 0 {
+                reused = add(reused, diff(cgroup::reuse_stats(), start));
+            }
+            out.insert(format!("cold_{name}{suffix}"), serde_json::json!(v));
         }
-        out.insert(format!("cold_{name}"), serde_json::json!(v));
     }
+    let cycles = 200;
+    let mut cycle_us = serde_json::Map::new();
+    for (key, capacity) in [("fresh", 0), ("reuse", reuse)] {
+        cgroup::set_reuse_capacity(capacity);
+        let v = tokio::task::spawn_blocking(move || cgroup_cycles(cycles)).await??;
+        cycle_us.insert(key.into(), serde_json::json!(v));
+    }
+    out.insert("cgroup_cycle_us".into(), cycle_us.into());
+    cgroup::set_reuse_capacity(reuse);
+    let total = diff(cgroup::reuse_stats(), before);
+    out.insert(
+        "cgroup_reuse".into(),
+        serde_json::json!({"capacity": reuse, "reuse_phases": reused, "all_phases": total}),
+    );
     Ok(serde_json::Value::Object(out).to_string())
+}
+
+/// The cgroup's share of a sandbox's life, alone: get one (created, or taken from the free list)
+/// with a prepared sandbox's limits, kill its (no) processes, retire it (removed, or kept); in
+/// microseconds per cycle.
+fn cgroup_cycles(n: usize) -> Result<Vec<f64>> {
+    let limits = cgroup::Limits::for_function(128, 256);
+    let mut v = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let cg = cgroup::take_or_create(CGROUP_PARENT, &format!("cycle-{i}"), &limits)?;
+        cg.kill_all()?;
+        cgroup::retire(Arc::from(cg))?;
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(v)
+}
+
+fn diff(a: cgroup::ReuseStats, b: cgroup::ReuseStats) -> cgroup::ReuseStats {
+    cgroup::ReuseStats {
+        taken: a.taken - b.taken,
+        created: a.created - b.created,
+        kept: a.kept - b.kept,
+        removed: a.removed - b.removed,
+    }
+}
+
+fn add(a: cgroup::ReuseStats, b: cgroup::ReuseStats) -> cgroup::ReuseStats {
+    cgroup::ReuseStats {
+        taken: a.taken + b.taken,
+        created: a.created + b.created,
+        kept: a.kept + b.kept,
+        removed: a.removed + b.removed,
+    }
 }

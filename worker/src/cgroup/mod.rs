@@ -1,9 +1,18 @@
 //! cgroups behind one interface: v1 (legacy/hybrid hierarchies, what these machines have) and v2
 //! (unified). The mode is detected once per process.
 //!
-//! A sandbox's cgroup is created and its limits written before its first process is attached.
+//! A sandbox's cgroup is created (or taken from the free list of emptied ones, `reuse.rs`) and its
+//! limits written before its first process is attached.
+mod reuse;
 mod v1;
 mod v2;
+
+pub use reuse::{
+    capacity as reuse_capacity, drain as drain_free, free_count, retire,
+    set_capacity as set_reuse_capacity, stats as reuse_stats, take_or_create, ReuseStats,
+    CAPACITY_ENV as REUSE_CAPACITY_ENV, DEFAULT_CAPACITY as REUSE_DEFAULT_CAPACITY, FREE_TTL,
+    MAX_LEFTOVER_BYTES,
+};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +28,8 @@ pub enum CgroupError {
     Io { path: PathBuf, source: io::Error },
     #[error("no cgroup hierarchy found: neither cgroup v2 at /sys/fs/cgroup nor v1 controllers {0} are mounted")]
     NotMounted(String),
+    #[error("cgroup {path} cannot be reused: {reason}")]
+    NotReusable { path: PathBuf, reason: &'static str },
     #[error("cgroup {path}: {what} did not finish within {ms} ms")]
     Timeout {
         path: PathBuf,
@@ -76,6 +87,13 @@ pub trait Cgroup: Send + Sync {
     fn kill_all(&self) -> Result<(), CgroupError>;
     /// Removes the (empty) cgroup.
     fn remove(&self) -> Result<(), CgroupError>;
+    /// True when nothing of its last user can remain and it may be handed to the next sandbox:
+    /// no task in any hierarchy (not even a zombie) and little memory still charged. Never on v2:
+    /// `memory.peak` cannot be reset there (only per open file, from 6.12), so the next sandbox's
+    /// peak memory would be its predecessor's.
+    fn reusable(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -126,11 +144,7 @@ pub fn cleanup_stale(parent: &str) -> Result<usize, CgroupError> {
         Mode::V2(root) => v2::children(root, parent),
     };
     for child in children {
-        let relative = format!("{parent}/{child}");
-        let cg: Box<dyn Cgroup> = match mode()? {
-            Mode::V1(mounts) => Box::new(v1::CgroupV1::open(mounts, &relative)),
-            Mode::V2(root) => Box::new(v2::CgroupV2::open(root, &relative)),
-        };
+        let cg = open(&format!("{parent}/{child}"))?;
         cg.kill_all()?;
         cg.remove()?;
         removed += 1;
@@ -138,13 +152,27 @@ pub fn cleanup_stale(parent: &str) -> Result<usize, CgroupError> {
     Ok(removed)
 }
 
-/// Removes the cgroup `relative` (which must be empty) in every hierarchy; a missing one is fine.
-pub fn remove_group(relative: &str) -> Result<(), CgroupError> {
-    let cg: Box<dyn Cgroup> = match mode()? {
+fn open(relative: &str) -> Result<Box<dyn Cgroup>, CgroupError> {
+    Ok(match mode()? {
         Mode::V1(mounts) => Box::new(v1::CgroupV1::open(mounts, relative)),
         Mode::V2(root) => Box::new(v2::CgroupV2::open(root, relative)),
-    };
-    cg.remove()
+    })
+}
+
+/// Kills whatever is in the cgroup `relative` and removes it, logging a failure (best effort).
+pub(crate) fn remove_stale(relative: &str) {
+    let result = open(relative).and_then(|cg| {
+        cg.kill_all()?;
+        cg.remove()
+    });
+    if let Err(e) = result {
+        tracing::warn!(cgroup = relative, error = %e, "removing a cgroup failed");
+    }
+}
+
+/// Removes the cgroup `relative` (which must be empty) in every hierarchy; a missing one is fine.
+pub fn remove_group(relative: &str) -> Result<(), CgroupError> {
+    open(relative)?.remove()
 }
 
 pub(crate) fn read_pids(file: &Path) -> Vec<i32> {

@@ -72,6 +72,12 @@ pub struct CgroupV1 {
     cpu: PathBuf,
     pids: PathBuf,
     freezer: PathBuf,
+    /// OOM kills counted before this sandbox got the cgroup (it was reused; the counter cannot be
+    /// reset).
+    oom_baseline: u64,
+    /// Memory still charged (page cache of the previous user) when this sandbox got the cgroup;
+    /// not part of this sandbox's peak.
+    usage_baseline: u64,
 }
 
 impl CgroupV1 {
@@ -82,7 +88,72 @@ impl CgroupV1 {
             cpu: m.cpu.join(relative),
             pids: m.pids.join(relative),
             freezer: m.freezer.join(relative),
+            oom_baseline: 0,
+            usage_baseline: 0,
         }
+    }
+
+    /// Makes the free cgroup `old` (emptied by its last sandbox, see `reuse.rs`) the cgroup
+    /// `new` of the next one: checked empty again, renamed in every hierarchy, thawed, peak memory
+    /// reset (`memory.max_usage_in_bytes`), the counters that cannot be reset (OOM kills, memory
+    /// left charged) taken as baselines, and `limits` written.
+    pub fn adopt(
+        m: &Mounts,
+        old: &str,
+        new: &str,
+        limits: &Limits,
+    ) -> Result<CgroupV1, CgroupError> {
+        let from = CgroupV1::open(m, old);
+        if let Err(reason) = from.vacant() {
+            return Err(CgroupError::NotReusable {
+                path: from.freezer.clone(),
+                reason,
+            });
+        }
+        rename(m, old, new)?;
+        let mut cg = CgroupV1::open(m, new);
+        let state = freezer_state(&cg.freezer)?;
+        if state != "THAWED" {
+            cg.set_freezer("THAWED")?;
+        }
+        cg.oom_baseline = cg.oom_kill_count();
+        write(&cg.memory.join("memory.max_usage_in_bytes"), "0")?;
+        let usage = cg.memory.join("memory.usage_in_bytes");
+        cg.usage_baseline = read_u64(&usage).ok_or_else(|| CgroupError::NotReusable {
+            path: usage.clone(),
+            reason: "memory usage unreadable",
+        })?;
+        cg.write_limits(limits)?;
+        Ok(cg)
+    }
+
+    /// Ok when no task is left in any hierarchy (`pids.current` counts tasks until they are
+    /// reaped, so not even a zombie) and at most `MAX_LEFTOVER_BYTES` are still charged; else why
+    /// not. A file that cannot be read counts as not empty.
+    fn vacant(&self) -> Result<(), &'static str> {
+        if read_u64(&self.pids.join("pids.current")) != Some(0) {
+            return Err("tasks left (pids.current is not 0)");
+        }
+        for dir in self.dirs() {
+            match std::fs::read_to_string(dir.join("cgroup.procs")) {
+                Ok(s) if s.trim().is_empty() => {}
+                _ => return Err("processes left in cgroup.procs"),
+            }
+        }
+        match read_u64(&self.memory.join("memory.usage_in_bytes")) {
+            Some(bytes) if bytes <= super::MAX_LEFTOVER_BYTES => Ok(()),
+            _ => Err("too much memory still charged"),
+        }
+    }
+
+    fn oom_kill_count(&self) -> u64 {
+        std::fs::read_to_string(self.memory.join("memory.oom_control"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 
     pub fn create(m: &Mounts, relative: &str, limits: &Limits) -> Result<CgroupV1, CgroupError> {
@@ -145,6 +216,23 @@ impl CgroupV1 {
     }
 }
 
+/// Renames the cgroup `old` to `new` (same parent) in every hierarchy. On failure some hierarchies
+/// may have either name: the caller removes both.
+pub fn rename(m: &Mounts, old: &str, new: &str) -> Result<(), CgroupError> {
+    let (from, to) = (CgroupV1::open(m, old), CgroupV1::open(m, new));
+    for (src, dst) in from.dirs().into_iter().zip(to.dirs()) {
+        std::fs::rename(src, dst).map_err(io_err(src))?;
+    }
+    Ok(())
+}
+
+fn freezer_state(freezer: &Path) -> Result<String, CgroupError> {
+    let file = freezer.join("freezer.state");
+    std::fs::read_to_string(&file)
+        .map(|s| s.trim().to_string())
+        .map_err(io_err(&file))
+}
+
 fn read_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -174,17 +262,13 @@ impl Cgroup for CgroupV1 {
     }
 
     fn oom_kills(&self) -> u64 {
-        std::fs::read_to_string(self.memory.join("memory.oom_control"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
-            })
-            .unwrap_or(0)
+        self.oom_kill_count().saturating_sub(self.oom_baseline)
     }
 
     fn memory_peak_bytes(&self) -> u64 {
-        read_u64(&self.memory.join("memory.max_usage_in_bytes")).unwrap_or(0)
+        read_u64(&self.memory.join("memory.max_usage_in_bytes"))
+            .unwrap_or(0)
+            .saturating_sub(self.usage_baseline)
     }
 
     fn pids(&self) -> Vec<i32> {
@@ -231,5 +315,9 @@ impl Cgroup for CgroupV1 {
             rmdir_retry(dir)?;
         }
         Ok(())
+    }
+
+    fn reusable(&self) -> bool {
+        self.vacant().is_ok()
     }
 }

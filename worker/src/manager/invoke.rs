@@ -42,12 +42,12 @@ impl Manager {
 
     async fn invoke_inner(
         &self,
-        req: WorkerInvokeRequest,
+        mut req: WorkerInvokeRequest,
         chunks: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     ) -> Result<WorkerInvokeResponse, ManagerError> {
         let function = req
             .function
-            .clone()
+            .take()
             .ok_or_else(|| ManagerError::InvalidRequest("function is missing".to_string()))?;
         let config = FunctionConfig::try_from(function)?;
         if req.request_id.is_empty()
@@ -60,6 +60,8 @@ impl Manager {
             )));
         }
         validate::sync_payload(req.payload.len())?;
+        // Owned once (no copy), shared by the rounds below.
+        let payload = bytes::Bytes::from(std::mem::take(&mut req.payload));
         let mut chunks = chunks;
         // Again on another sandbox when a warm one's runtime turns out to have exited before it
         // took the event (see `Disposition::Stale`); each round uses up one sandbox.
@@ -87,7 +89,15 @@ impl Manager {
             };
             let id = warm.sandbox.id().to_string();
             let api = cold.then(|| warm.api.clone());
-            let run = run::run(warm, cold, &config, &req, &self.inner.shutdown, chunks);
+            let run = run::run(
+                warm,
+                cold,
+                &config,
+                &req,
+                payload.clone(),
+                &self.inner.shutdown,
+                chunks,
+            );
             let (resp, disposition) = self.run_marking_start(run, id, api).await;
             match disposition {
                 run::Disposition::Keep(warm) => self.release(warm),

@@ -191,7 +191,7 @@ pub(super) fn entrypoint_error(
     }
 }
 
-/// Runs `req` in `warm` until the runtime answers, exits, the deadline passes or the worker stops.
+/// Runs `req` (its event is `payload`: the request's own field is not read) in `warm` until the runtime answers, exits, the deadline passes or the worker stops.
 ///
 /// With a `sink` the response is streamed: each chunk of a streamed response goes to the sink as
 /// the runtime sends it, a response that was not streamed goes as one chunk, and the returned
@@ -202,6 +202,7 @@ pub(super) async fn run(
     cold: bool,
     config: &FunctionConfig,
     req: &WorkerInvokeRequest,
+    payload: Bytes,
     shutdown: &CancellationToken,
     sink: Option<mpsc::Sender<Bytes>>,
 ) -> (Result<WorkerInvokeResponse, ManagerError>, Disposition) {
@@ -211,7 +212,7 @@ pub(super) async fn run(
     let dispatch = Instant::now();
     let inv = Invocation {
         request_id: id.to_string(),
-        payload: Bytes::from(req.payload.clone()),
+        payload,
         deadline_ms: epoch_ms() + timeout.as_millis() as u64,
         dispatched_at: dispatch,
         // The ARN the caller named (with its version or alias), else the function's.
@@ -364,7 +365,7 @@ pub(super) async fn run(
     };
     let resp = WorkerInvokeResponse {
         function_error: function_error.to_string(),
-        payload: payload.to_vec(),
+        payload: Vec::from(payload),
         logs: format_log(&init_output, &output, &extra, &report),
         duration_ms,
         billed_duration_ms: billed_ms(duration_ms),

@@ -30,6 +30,9 @@ use crate::cgroup::{self, Cgroup, CgroupError, Limits};
 
 /// How long the init process may take for each step (spawn to prepared, bind to exec).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `destroy` lets the init outside the pid namespace exit by itself after its pid 1 was
+/// killed, before it is killed too.
+const INIT_EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Memory limit of a prepared sandbox until a function is bound (nothing but the init runs in it).
 const PREPARED_MEMORY_MB: u32 = 128;
 
@@ -162,6 +165,10 @@ impl std::fmt::Display for ExitInfo {
 pub struct Sandbox {
     id: String,
     cgroup: Arc<dyn Cgroup>,
+    /// Host pid of the init process outside the sandbox's pid namespace (the parent of its pid 1),
+    /// valid until `exit` says it ended: only its parent (the worker, the spawner or the zygote)
+    /// reaps it.
+    init_pid: i32,
     work_dir: PathBuf,
     listener: Option<TcpListener>,
     output: Option<OwnedFd>,
@@ -231,18 +238,49 @@ impl Sandbox {
         self.cgroup.memory_peak_bytes()
     }
 
-    /// SIGKILLs every process of the sandbox now, without waiting.
+    /// SIGKILLs every process of the sandbox now, without waiting: the processes inside its pid
+    /// namespace (pid 1's death takes every other one with it), after which the init outside reaps
+    /// pid 1 and exits by itself; the init too when nothing else is left.
     pub fn kill(&self) {
-        cgroup::kill_pids(&self.cgroup.pids());
+        if !self.kill_inside() {
+            cgroup::kill_pids(&self.cgroup.pids());
+        }
         // A frozen task only dies once it runs again.
         if let Err(e) = self.cgroup.thaw() {
             tracing::warn!(sandbox = %self.id, error = %e, "thaw after kill failed");
         }
     }
 
-    /// Kills everything, waits for it, removes the cgroup and the work directory.
+    /// SIGKILLs the sandbox's processes but its init outside the pid namespace; true when the init
+    /// is alive and something else was signalled (the init then exits once it reaped pid 1, so
+    /// that no zombie of the sandbox is left to the host's init, which may reap it seconds later
+    /// and keeps the cgroup from being reused until then).
+    fn kill_inside(&self) -> bool {
+        if self.has_exited() {
+            return false;
+        }
+        let inside: Vec<i32> = self
+            .cgroup
+            .pids()
+            .into_iter()
+            .filter(|&pid| pid != self.init_pid)
+            .collect();
+        cgroup::kill_pids(&inside);
+        !inside.is_empty()
+    }
+
+    /// Kills everything, waits for it, removes the work directory and the cgroup (or keeps the
+    /// emptied cgroup for the next sandbox, see `cgroup::retire`).
     pub async fn destroy(mut self) {
         self.destroyed = true;
+        // Pid 1 first, so that the init outside reaps it and exits by itself; then everything.
+        if self.kill_inside() {
+            if let Err(e) = self.cgroup.thaw() {
+                tracing::warn!(sandbox = %self.id, error = %e, "thaw after kill failed");
+            }
+            // Bounded: whatever is left is killed below.
+            let _ = tokio::time::timeout(INIT_EXIT_GRACE, self.wait_exit()).await;
+        }
         let cgroup = self.cgroup.clone();
         let work_dir = self.work_dir.clone();
         let kill = tokio::task::spawn_blocking(move || cgroup.kill_all());
@@ -256,7 +294,10 @@ impl Sandbox {
             tracing::warn!(sandbox = %self.id, "init process did not exit within 5 s of SIGKILL");
         }
         let cgroup = self.cgroup.clone();
-        tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
+        // `destroyed` is set, so dropping does nothing more; it leaves `cgroup` the only reference,
+        // which lets `remove_everything` hand the cgroup on.
+        drop(self);
+        tokio::task::spawn_blocking(move || remove_everything(cgroup, &work_dir))
             .await
             .ok();
     }
@@ -277,21 +318,24 @@ impl Drop for Sandbox {
         }
         let cgroup = self.cgroup.clone();
         let work_dir = self.work_dir.clone();
-        std::thread::spawn(move || remove_everything(&*cgroup, &work_dir));
+        std::thread::spawn(move || remove_everything(cgroup, &work_dir));
     }
 }
 
-fn remove_everything(cgroup: &dyn Cgroup, work_dir: &std::path::Path) {
+/// Kills every process of the cgroup, removes the work directory, then retires the cgroup: kept
+/// for the next sandbox when it is provably empty and `cgroup` is its only reference, else removed.
+fn remove_everything(cgroup: Arc<dyn Cgroup>, work_dir: &std::path::Path) {
+    let relative = cgroup.relative_path().to_string();
     if let Err(e) = cgroup.kill_all() {
-        tracing::warn!(cgroup = cgroup.relative_path(), error = %e, "kill failed");
-    }
-    if let Err(e) = cgroup.remove() {
-        tracing::warn!(cgroup = cgroup.relative_path(), error = %e, "remove failed");
+        tracing::warn!(cgroup = %relative, error = %e, "kill failed");
     }
     if let Err(e) = std::fs::remove_dir_all(work_dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %work_dir.display(), error = %e, "remove work dir failed");
         }
+    }
+    if let Err(e) = cgroup::retire(cgroup) {
+        tracing::warn!(cgroup = %relative, error = %e, "remove failed");
     }
 }
 
@@ -324,18 +368,22 @@ impl PreparedSandbox {
             source,
         })?;
         let limits = Limits::for_function(PREPARED_MEMORY_MB, spec.pids_max);
-        let relative = format!("{}/{}", spec.cgroup_parent, spec.sandbox_id);
-        let cg_id = id.clone();
-        let cgroup: Arc<dyn Cgroup> =
-            tokio::task::spawn_blocking(move || cgroup::create(&relative, &limits).map(Arc::from))
-                .await
-                .expect("cgroup creation task panicked")
-                .map_err(|source| SandboxError::Cgroup { id: cg_id, source })?;
+        let (parent, cg_id) = (spec.cgroup_parent.clone(), id.clone());
+        // A free cgroup emptied by an earlier sandbox when there is one (`cgroup::take_or_create`).
+        let cgroup: Arc<dyn Cgroup> = tokio::task::spawn_blocking(move || {
+            cgroup::take_or_create(&parent, &cg_id, &limits).map(Arc::from)
+        })
+        .await
+        .expect("cgroup creation task panicked")
+        .map_err(|source| SandboxError::Cgroup {
+            id: id.clone(),
+            source,
+        })?;
         match prepare_in(&spec, &exe, cgroup.clone(), zygote).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 let work_dir = spec.work_dir.clone();
-                tokio::task::spawn_blocking(move || remove_everything(&*cgroup, &work_dir))
+                tokio::task::spawn_blocking(move || remove_everything(cgroup, &work_dir))
                     .await
                     .ok();
                 Err(e)
@@ -448,6 +496,7 @@ async fn prepare_in(
         work_dir: spec.work_dir.clone(),
         listener: None,
         output: Some(out_read),
+        init_pid: pid,
         exit: exit_rx,
         destroyed: false,
     };
@@ -658,8 +707,10 @@ pub fn cleanup_stale(cgroup_parent: &str) {
     }
 }
 
-/// Removes the worker's own (empty) parent cgroup at shutdown, once every sandbox is gone.
+/// Removes the worker's free cgroups and its own (then empty) parent cgroup at shutdown, once
+/// every sandbox is gone.
 pub fn remove_cgroup_parent(cgroup_parent: &str) {
+    cgroup::drain_free(cgroup_parent);
     if let Err(e) = cgroup::remove_group(cgroup_parent) {
         tracing::warn!(parent = cgroup_parent, error = %e, "removing the worker's cgroup failed");
     }

@@ -6,7 +6,7 @@
 //! into the sandbox's namespace, addresses from the worker's pool of leased addresses, the
 //! security-group ruleset replaced in one nft transaction), one without.
 //!
-//! `LAMINA_BENCH_VPC_ONLY=1 lamina-bench` runs this phase alone; `LAMINA_BENCH_VPC_TRACE=1` also
+//! `lamina-bench --only vpc` runs this phase alone; `LAMINA_BENCH_VPC_TRACE=1` also
 //! prints the worker's `vpc interface attached ms=…` lines (the attachment alone).
 use std::time::Instant;
 
