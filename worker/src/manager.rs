@@ -19,6 +19,7 @@ mod pool;
 mod provisioned;
 mod run;
 mod uids;
+mod vpc;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -451,6 +452,7 @@ impl Manager {
         // A started sandbox stays `Starting` until its runtime finished its init (`started`).
         if started.is_err() {
             self.state().all.remove(&sandbox_id);
+            self.refill_prepared();
         }
         started
     }
@@ -476,7 +478,8 @@ impl Manager {
         self.inner.started.notified().await
     }
 
-    /// Runs `run` and, for a cold start, marks the sandbox started once its runtime's init is done.
+    /// Runs `run` and, for a cold start, marks the sandbox started once its runtime's init is done
+    /// and refills the pool of prepared sandboxes then.
     async fn run_marking_start<F>(&self, run: F, id: String, api: Option<RuntimeApi>) -> F::Output
     where
         F: std::future::Future,
@@ -489,8 +492,14 @@ impl Manager {
             }
         };
         tokio::select! {
-            out = &mut run => return out,
-            () = init_done => self.started(&id),
+            out = &mut run => {
+                self.refill_prepared();
+                return out;
+            }
+            () = init_done => {
+                self.started(&id);
+                self.refill_prepared();
+            }
         }
         run.await
     }
@@ -584,7 +593,8 @@ impl Manager {
                 return Err(e.into());
             }
         };
-        self.refill_prepared();
+        // The pool is refilled once this sandbox's init is over (`run_marking_start`,
+        // `provision_one`), not now: preparing another would take CPU from this cold start.
         let stop = CancellationToken::new();
         let api = match sandbox.take_runtime_api_listener() {
             Some(listener) => RuntimeApi::serve(listener, stop.clone()),
@@ -745,71 +755,6 @@ impl Manager {
             .is_err()
         {
             tracing::warn!("some sandboxes were not destroyed within {SHUTDOWN_WAIT:?}");
-        }
-    }
-}
-
-impl Manager {
-    /// Sets the VPC agent (once).
-    pub fn set_network(&self, agent: Arc<crate::network::NetworkAgent>) {
-        let _ = self.inner.network.set(agent);
-    }
-
-    pub fn network(&self) -> Option<&Arc<crate::network::NetworkAgent>> {
-        self.inner.network.get()
-    }
-
-    /// Plugs a prepared sandbox into its VPC before anything of the function runs in it.
-    async fn attach_vpc(
-        &self,
-        prepared: PreparedSandbox,
-        vpc: &lamina_proto::network::VpcConfig,
-    ) -> Result<PreparedSandbox, ManagerError> {
-        let Some(agent) = self.network() else {
-            prepared.destroy().await;
-            return Err(crate::network::NetworkError::NoController.into());
-        };
-        let started = Instant::now();
-        match agent.attach(prepared.id(), &prepared.pids(), vpc).await {
-            Ok(()) => {
-                tracing::info!(
-                    sandbox = prepared.id(),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "vpc interface attached"
-                );
-                Ok(prepared)
-            }
-            Err(e) => {
-                let id = prepared.id().to_string();
-                prepared.destroy().await;
-                agent.release(&id).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    /// A sandbox without a VPC: NAT'd egress when the worker is configured so, else nothing.
-    async fn attach_default_egress(
-        &self,
-        prepared: PreparedSandbox,
-    ) -> Result<PreparedSandbox, ManagerError> {
-        let Some(agent) = self.network() else {
-            return Ok(prepared);
-        };
-        match agent.attach_default(prepared.id(), &prepared.pids()).await {
-            Ok(()) => Ok(prepared),
-            Err(e) => {
-                let id = prepared.id().to_string();
-                prepared.destroy().await;
-                agent.release(&id).await;
-                Err(e.into())
-            }
-        }
-    }
-
-    async fn release_vpc(&self, sandbox_id: &str) {
-        if let Some(agent) = self.network() {
-            agent.release(sandbox_id).await;
         }
     }
 }

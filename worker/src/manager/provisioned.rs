@@ -241,7 +241,11 @@ impl Manager {
     async fn provision_one(&self, config: FunctionConfig) {
         let key: Key = (config.spec.name.clone(), config.revision_id.clone());
         let result = match self.start(&config, InitType::ProvisionedConcurrency).await {
-            Ok(warm) => self.await_init(warm, &config).await,
+            Ok(warm) => {
+                let ready = self.await_init(warm, &config).await;
+                self.refill_prepared();
+                ready
+            }
             Err(e) => Err(e.to_string()),
         };
         let ready = {
