@@ -577,8 +577,7 @@ impl Manager {
         let prepared = match prepared {
             Some(p) => p,
             None => {
-                let zygote = self.zygote().filter(|_| image::zygote_fits(config));
-                PreparedSandbox::prepare_with(prepare_spec, zygote).await?
+                PreparedSandbox::prepare_with(prepare_spec, self.fresh_launcher(config)).await?
             }
         };
         let vpc = spec.vpc_config.as_ref();

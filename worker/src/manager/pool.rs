@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lamina_proto::domain::Runtime;
+use lamina_proto::domain::{FunctionConfig, Runtime};
 
 use crate::sandbox::Zygote;
 
@@ -118,6 +118,15 @@ impl Manager {
         let zygote = self.zygote();
         match (runtime, zygote) {
             (None | Some(Runtime::Python311), Some(z)) => Some(z),
+            _ => self.inner.spawner.clone().filter(|s| s.is_alive()),
+        }
+    }
+
+    /// What starts a sandbox built for `config` on the spot: the zygote for a Python zip function
+    /// when it runs, else the spawner (a fork of the pre-started init; `None`: spawn and exec one).
+    pub(super) fn fresh_launcher(&self, config: &FunctionConfig) -> Option<Arc<Zygote>> {
+        match self.zygote() {
+            Some(z) if super::image::zygote_fits(config) => Some(z),
             _ => self.inner.spawner.clone().filter(|s| s.is_alive()),
         }
     }

@@ -179,3 +179,99 @@ async fn python_warm_invocations_are_fast() {
     let mut h = py("def handler(e, c):\n    return e\n", "app.handler").await;
     assert_warm_latency(&mut h).await;
 }
+
+#[tokio::test]
+async fn python_logging_is_configured_when_first_imported() {
+    // The runtime imports neither json nor logging; a handler that imports logging only when it is
+    // called still gets Lambda's log format with the request id.
+    let app = "import sys\n\
+               def handler(event, context):\n\
+               \x20   before = sorted(m for m in ('json', 'logging', 're', 'socket') if m in sys.modules)\n\
+               \x20   import logging\n\
+               \x20   logging.getLogger().setLevel(logging.INFO)\n\
+               \x20   logging.info('late log %s', event['n'])\n\
+               \x20   root = logging.getLogger()\n\
+               \x20   return {'before': before, 'handlers': len(root.handlers),\n\
+               \x20           'loader': type(logging.__loader__).__name__,\n\
+               \x20           'spec_loader': type(logging.__spec__.loader).__name__}\n";
+    let mut h = py(app, "app.handler").await;
+    let inv = h.invocation(r#"{"n": 3}"#, 30_000);
+    let id = inv.request_id.clone();
+    let r = expect_response(h.run(inv).await);
+    assert_eq!(r["before"], json!([]), "{r}");
+    assert_eq!(r["handlers"], 1, "{r}");
+    // The module keeps its real loader once it ran.
+    assert_eq!(r["loader"], "SourceFileLoader", "{r}");
+    assert_eq!(r["spec_loader"], "SourceFileLoader", "{r}");
+    let logs = h.wait_log("late log 3").await;
+    let line = logs.lines().find(|l| l.contains("late log 3")).unwrap();
+    let fields: Vec<&str> = line.split('\t').collect();
+    assert_eq!(fields[0], "[INFO]", "{line}");
+    assert_eq!(fields[2], id, "{line}");
+}
+
+#[tokio::test]
+async fn python_events_and_results_round_trip_as_json_does() {
+    // The runtime decodes and encodes with json's own C scanner and encoder: the same values, the
+    // same errors (json's messages), the same output (non-ASCII kept, NaN allowed).
+    let app = "import json\n\
+               def handler(event, context):\n\
+               \x20   if event == 'text':\n\
+               \x20       return 'caf\\u00e9 \\u2028'\n\
+               \x20   if event == 'nan':\n\
+               \x20       return {'v': float('nan'), 'i': float('inf')}\n\
+               \x20   if event == 'circular':\n\
+               \x20       a = []\n\
+               \x20       a.append(a)\n\
+               \x20       return a\n\
+               \x20   return {'event': event, 'same': event == json.loads(json.dumps(event)),\n\
+               \x20           'dumped': json.dumps({'k': event}, ensure_ascii=False)}\n";
+    let mut h = py(app, "app.handler").await;
+    let event = r#" {"a": [1, 2.5e3, -0.0, true, null], "é": "\u00e9\ud83d\ude00", "big": 123456789012345678901234567890} "#;
+    let r = expect_response(h.invoke(event).await);
+    let sent: serde_json::Value = serde_json::from_str(event).unwrap();
+    assert_eq!(r["event"]["a"], sent["a"], "{r}");
+    assert_eq!(r["event"]["é"], sent["é"], "{r}");
+    assert_eq!(r["same"], true, "{r}");
+    assert!(
+        r["dumped"].as_str().unwrap().contains("\"é\": \"é😀\""),
+        "{r}"
+    );
+    match h.invoke(r#""text""#).await {
+        crate::runtime_api::InvocationOutcome::Response(body) => {
+            assert_eq!(std::str::from_utf8(&body).unwrap(), "\"café \u{2028}\"")
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+    match h.invoke(r#""nan""#).await {
+        crate::runtime_api::InvocationOutcome::Response(body) => {
+            assert_eq!(
+                std::str::from_utf8(&body).unwrap(),
+                r#"{"v": NaN, "i": Infinity}"#
+            )
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+    let (ty, body) = expect_error(h.invoke(r#""circular""#).await);
+    assert_eq!(ty, "Runtime.MarshalError");
+    assert_eq!(
+        body["errorMessage"],
+        "Unable to marshal response: Circular reference detected"
+    );
+    for (bad, message) in [
+        ("", "Expecting value: line 1 column 1 (char 0)"),
+        ("{\"a\": 1} x", "Extra data: line 1 column 10 (char 9)"),
+        ("[1,", "Expecting value: line 1 column 4 (char 3)"),
+    ] {
+        let (ty, body) = expect_error(h.invoke(bad).await);
+        assert_eq!(ty, "Runtime.UnmarshalError", "{bad:?}");
+        assert_eq!(
+            body["errorMessage"],
+            format!("Unable to unmarshal input: {message}"),
+            "{bad:?}"
+        );
+    }
+    // Still serving.
+    let r = expect_response(h.invoke("[]").await);
+    assert_eq!(r["same"], true);
+}

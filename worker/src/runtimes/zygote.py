@@ -22,10 +22,15 @@ import types
 # The zygote's own directory must not shadow the standard library.
 sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 
-# What the bootstrap imports (see bootstrap.py), paid once here instead of in every cold start.
+# What the runtime imports (see lamina_runtime.py), and json, paid once here instead of in every
+# cold start; a forked sandbox copies only the pages it writes. Not `logging`: it would be set up in
+# every sandbox at once (the runtime configures it when it is imported), and with `threading` it
+# registers at-fork hooks that run in the zygote and in each child: ~0.5 MB more per idle sandbox.
+# A function that logs imports it in its sandbox, as an exec'd runtime does.
+import _json  # noqa: E402,F401
+import _socket  # noqa: E402,F401
 import importlib  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import time  # noqa: E402,F401
 
 zsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, fileno=os.dup(3))
@@ -36,22 +41,23 @@ if not _config.startswith(b"CONFIG ") or len(_fds) != 1:
 _config = json.loads(_config[len(b"CONFIG "):])
 RUNTIME_DIR = _config["runtime_dir"]
 IN_SANDBOX = "/var/runtime/bootstrap.py"
+RUNTIME_IN_SANDBOX = "/var/runtime/lamina_runtime.py"
 
 # The library comes as a memfd (no host path in the sandboxes' /proc/self/maps); the fd is closed
 # once it is mapped. PyDLL: the GIL stays held across the calls (they may fork).
 lib = ctypes.PyDLL("/proc/self/fd/%d" % _fds[0])
 os.close(_fds[0])
-lib.lamina_zygote_unshare.restype = ctypes.c_int
-lib.lamina_zygote_mirror.argtypes = [ctypes.c_int]
-lib.lamina_zygote_mirror.restype = ctypes.c_int
+lib.lamina_zygote_enter.restype = ctypes.c_int
 lib.lamina_zygote_setup.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 lib.lamina_zygote_setup.restype = ctypes.c_ssize_t
 
-with open(os.path.join(RUNTIME_DIR, "bootstrap.py"), "rb") as f:
-    _code = compile(f.read(), IN_SANDBOX, "exec")
-bootstrap = types.ModuleType("bootstrap")  # not __main__ yet: its `main()` must not run here
-bootstrap.__file__ = IN_SANDBOX
-exec(_code, bootstrap.__dict__)
+# The runtime module, as `bootstrap.py` would import it in a sandbox (under its in-sandbox name).
+with open(os.path.join(RUNTIME_DIR, "lamina_runtime.py"), "rb") as f:
+    _code = compile(f.read(), RUNTIME_IN_SANDBOX, "exec")
+runtime = types.ModuleType("lamina_runtime")
+runtime.__file__ = RUNTIME_IN_SANDBOX
+exec(_code, runtime.__dict__)
+sys.modules["lamina_runtime"] = runtime
 del _code, _config, _fds
 
 wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -85,17 +91,15 @@ def become_sandbox(sock_fd, out_fd):
     for fd in {sock_fd, out_fd, null, wake_r, wake_w, zsock.detach()}:
         if fd > 3:
             os.close(fd)
-    if lib.lamina_zygote_unshare() != 0:
-        os._exit(1)
-    pid1 = os.fork()
-    if pid1:
-        lib.lamina_zygote_mirror(pid1)
+    # Namespaces and pid 1, forked in Rust: the process left outside runs no more Python (each
+    # page it touched would count again once pid 1 writes it too).
+    if lib.lamina_zygote_enter() != 0:
         os._exit(1)
     buf = ctypes.create_string_buffer(64 << 10)  # argv + environment (Lambda allows 4 KB of variables)
     n = lib.lamina_zygote_setup(buf, len(buf))
     if n < 0:
         os._exit(1)
-    return json.loads(buf.raw[:n])
+    return runtime.json_loads(ctypes.string_at(buf, n))
 
 
 def serve():
@@ -155,11 +159,12 @@ def run(cfg):
         errors="backslashreplace",
         write_through=True,
     )
-    bootstrap.__name__ = "__main__"
-    sys.modules["__main__"] = bootstrap
+    main = types.ModuleType("__main__")  # what runs bootstrap.py in an exec'd runtime
+    main.__file__ = IN_SANDBOX
+    main.lamina_runtime = runtime
+    sys.modules["__main__"] = main
     importlib.invalidate_caches()
-    logging.getLogger()  # configured by the bootstrap's setup_logging, as in an exec'd runtime
-    bootstrap.main()
+    runtime.main()
 
 
 run(serve())

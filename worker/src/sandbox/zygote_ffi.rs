@@ -3,9 +3,13 @@
 //! exec'd one (`init.rs`): the child has the sandbox's socketpair end on fd 3 and its output pipe on
 //! fds 1 and 2, and the worker has attached it to the sandbox's cgroup.
 //!
-//! 1. `lamina_zygote_unshare()`: receives the prepare config, unshares the namespaces;
-//! 2. the child forks (Python's `os.fork`, so the interpreter's at-fork hooks run);
-//!    the parent calls `lamina_zygote_mirror(pid)` (never returns), the child, pid 1, calls
+//! 1. `lamina_zygote_enter()`: receives the prepare config, unshares the namespaces and forks pid 1
+//!    with a plain fork(2) (this process is single-threaded, and Python's at-fork hooks already ran
+//!    in it when the zygote forked it with `os.fork`);
+//! 2. the process left outside the pid namespace waits for pid 1 and mirrors its exit, in Rust: it
+//!    runs no Python again, so it copies as few of the zygote's pages as it can (a page it wrote
+//!    and pid 1 writes again counts in both). `lamina_zygote_enter` returns 0 in pid 1 only, which
+//!    calls (`lamina_zygote_unshare` + `os.fork` + `lamina_zygote_mirror` are the same in steps)
 //! 3. `lamina_zygote_setup(buf, len)`: hostname, loopback, Runtime API socket handed over, waits for
 //!    the function, builds the root, drops to the function's uid in a user namespace without any
 //!    capability, no_new_privs, seccomp — then, instead of exec, closes fd 3 (the worker sees EOF as
@@ -42,6 +46,23 @@ pub extern "C" fn lamina_zygote_unshare() -> libc::c_int {
             0
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// Steps 1 and 2 in one call: the namespaces, then pid 1 forked. Returns 0 in pid 1; the parent
+/// waits for pid 1 and exits the way it did (never returns); failures are reported and exit.
+#[no_mangle]
+pub extern "C" fn lamina_zygote_enter() -> libc::c_int {
+    lamina_zygote_unshare();
+    // SAFETY: the zygote starts no thread, so its forked child is single-threaded (the GIL is held
+    // by this very thread, which continues in pid 1) and may run any code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => 0,
+        Ok(nix::unistd::ForkResult::Parent { child }) => lamina_zygote_mirror(child.as_raw()),
+        Err(source) => fail(&super::init::InitError::Sys {
+            step: "fork pid 1".into(),
+            source,
+        }),
     }
 }
 

@@ -95,17 +95,26 @@ const NOTES: &str = r#"
 - **Layers.** "sandbox layer" rows come from `lamina-sandbox-bench` (worker library, no gRPC): from
   the start of the sandbox (or the bind of a prepared one) to the handler's answer on the Runtime API.
   "end to end" rows go SDK -> controller -> worker -> sandbox -> back, as `fnctl invoke` does.
-  "worker share" sends `Worker.Invoke` straight to the worker, so the controller's part (a RocksDB
-  read of the function and a RocksDB write of the log per invocation) is the difference.
+  "worker share" sends `Worker.Invoke` straight to the worker, so the controller's part (signature
+  check, qualifier resolution from its cache, concurrency permit, placement, the signed call to the
+  worker, the log queued for its writer) is the difference.
 - **Peers** run the same handler (`import app; app.handler({}, None)`) in a fresh process each run:
   bare `python3.11`, `bwrap --unshare-all` with `/usr` and the code bound read-only, and `runc run`
   with a rootfs of bind mounts (`/usr`, the code) built in the run's temp dir (no registry).
   Lamina's cold starts do more than the peers: the Lambda bootstrap, its Runtime API client and
   logging setup, the handler's import, one HTTP round trip each way.
 - **Fast path** (see `docs/ARCHITECTURE.md`, worker): the spawner forks sandbox inits (default);
+  emptied cgroups are reused (`--cgroup-reuse`, default 16; network namespaces are not: a used one
+  keeps counters and TIME_WAIT sockets a function could read); idle sandboxes are frozen only after
+  `--freeze-after-ms` (default 50), so back-to-back invocations skip the freeze and thaw;
   `LAMINA_PREWARM_SANDBOXES=N` keeps N prepared sandboxes (cgroup, namespaces, function-independent
   root, Runtime API socket) ahead of requests; `LAMINA_PYTHON_ZYGOTE=1` forks Python sandboxes from a
-  pre-imported interpreter. The bootstrap no longer imports `http.client` (email + ssl, ~20 ms).
+  pre-imported interpreter. On the controller, function configurations come from a coherent
+  in-memory cache and invocation logs are written in the background, batched.
+- **No-op invocations** run back to back from N concurrent clients for the sustained phase, on
+  Lamina's Python runtime and on `lamina-noop-runtime` (a `provided` function whose bootstrap is a
+  few dozen lines of Rust on a blocking socket), so the platform's own cost shows. "CPU each" is the
+  whole machine's busy time (client, controller, worker, runtimes, kernel) per invocation.
 - **Memory** is Private_Clean + Private_Dirty of every process in the sandbox's cgroup (the outer
   init and the runtime) from `/proc/PID/smaps_rollup`, and the cgroup's kernel memory
   (`memory.kmem.usage_in_bytes`); a network namespace adds ~0.2 MB of kernel memory not charged to it.
@@ -128,22 +137,19 @@ const NOTES: &str = r#"
 
 ## What bounds the misses
 
-- **Warm overhead**: the worker's share ("worker share" row) was 0.63 ms p50 before requests to the
-  worker were signed; with the cluster-credential HMAC of every request (issue 9) it is ~1.1 ms.
-  The rest is the controller hop: gRPC from the SDK (signed too), a RocksDB read of the function and
-  a RocksDB write of the log on blocking threads for every synchronous invocation (controller code,
-  outside this benchmark's fixes), on a 2-core machine where client, controller, worker and runtime
-  share the CPUs.
-- **No-op invocations/s**: every invocation crosses 4 processes and 3 protocol stacks (gRPC twice,
-  HTTP/1.1 on the Runtime API) plus the controller's log write; the machine's 2 cores are saturated
-  (see "cores busy"). Bounded by CPU per invocation, not by waiting.
-- **Python cold start, exec'd interpreter**: `python3.11` itself (interpreter start ~10-15 ms,
-  the bootstrap's `logging`/`json`/`socket` imports) dominates; the sandbox's own cost is a few ms.
-  Only the zygote removes it: its rows are the ones to compare with the targets.
-- **Pool/zygote end to end vs 5 ms**: the sandbox layer is at ~5 ms; end to end adds the
-  controller round trip and the config change that forces the cold start.
-- **Idle memory**: an exec'd Python 3.11 runtime dirties ~6 MB of its own heap (interpreter,
-  imported modules). Zygote-forked sandboxes share the zygote's pages, but Python 3.11 writes
+- **No-op invocations/s with the Python runtime**: every invocation crosses four processes and three
+  protocol stacks (gRPC twice, HTTP/1.1 on the Runtime API); the two cores are saturated ("cores
+  busy"), so the rate is CPU per invocation: about half of it is scheduling and the TCP loopback
+  path in the kernel (a VM: each wake-up is an IPI), most of the rest h2/hyper framing and
+  allocation. More clients amortise wake-ups (fewer per invocation when queues are not empty).
+- **Python cold start, exec'd interpreter**: `python3.11` itself (interpreter start, the runtime's
+  imports) dominates; the sandbox's own cost is a few ms. Only the zygote removes it: its rows are
+  the ones to compare with the targets.
+- **Pool/zygote end to end vs 5 ms**: at the sandbox layer a zygote fork into a prepared sandbox
+  answers in ~5 ms; end to end adds the SDK -> controller -> worker round trip, the controller's
+  first read of the new revision, the worker's bind of the prepared sandbox (limits, code mounts)
+  and the early heartbeat that tells the controller the start is over.
+- **Idle memory, zygote-forked**: the child shares the zygote's pages, but Python 3.11 writes
   reference counts into every object it touches, which copies those pages (no immortal objects
   before 3.12); `gc.freeze()` in the zygote keeps the collector from touching the rest.
 - **100 concurrent cold starts**: the function has 128 MB, hence 0.07 vCPU (1769 MB = 1): the
