@@ -479,7 +479,8 @@ impl Manager {
     }
 
     /// Runs `run` and, for a cold start, marks the sandbox started once its runtime's init is done
-    /// and refills the pool of prepared sandboxes then.
+    /// and refills the pool of prepared sandboxes once the invocation is over (preparing one takes
+    /// CPU the cold start would otherwise have).
     async fn run_marking_start<F>(&self, run: F, id: String, api: Option<RuntimeApi>) -> F::Output
     where
         F: std::future::Future,
@@ -491,17 +492,15 @@ impl Manager {
                 tokio::time::sleep(INIT_WATCH).await;
             }
         };
-        tokio::select! {
-            out = &mut run => {
-                self.refill_prepared();
-                return out;
-            }
+        let out = tokio::select! {
+            out = &mut run => out,
             () = init_done => {
                 self.started(&id);
-                self.refill_prepared();
+                run.await
             }
-        }
-        run.await
+        };
+        self.refill_prepared();
+        out
     }
 
     async fn start_reserved(
@@ -592,8 +591,8 @@ impl Manager {
                 return Err(e.into());
             }
         };
-        // The pool is refilled once this sandbox's init is over (`run_marking_start`,
-        // `provision_one`), not now: preparing another would take CPU from this cold start.
+        // The pool is refilled once this sandbox's first invocation (`run_marking_start`) or its
+        // provisioned init (`provision_one`) is over: preparing another now would slow this start.
         let stop = CancellationToken::new();
         let api = match sandbox.take_runtime_api_listener() {
             Some(listener) => RuntimeApi::serve(listener, stop.clone()),
