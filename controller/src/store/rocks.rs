@@ -234,6 +234,16 @@ impl RocksStore {
             .map_err(self.rocks("store blobs"))
     }
 
+    /// Caches `$LATEST`'s record just written (`encoded`), under the writers' lock: the first
+    /// invocation after a deploy finds it without a read. A record that does not decode is left
+    /// to the next read, which reports it.
+    fn cache_written(&self, name: &str, encoded: &[u8]) {
+        if let Ok(f) = self.decode_function(name.as_bytes(), encoded) {
+            self.cache
+                .offer_latest(self.cache.generation(), name, Arc::new(f));
+        }
+    }
+
     /// `$LATEST`'s record, from the cache or read (and offered to the cache).
     fn function_arc(&self, name: &str) -> Result<Option<Arc<FunctionConfig>>, StoreError> {
         if let Some(f) = self.cache.latest(name) {
@@ -321,14 +331,12 @@ impl Store for RocksStore {
         }
         // Layer and image blobs must be stored already (by their layer version, or `put_blobs`).
         let counts = self.plan_refs(&refs, &config.blob_digests(), &[], stored_now, &mut batch)?;
-        batch.put_cf(
-            self.cf(CF_FUNCTIONS)?,
-            name.as_bytes(),
-            self.encode_function(config)?,
-        );
+        let encoded = self.encode_function(config)?;
+        batch.put_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes(), &encoded);
         let written = self.db.write_opt(batch, &Self::synced());
         self.cache.invalidate(name);
         written.map_err(self.rocks("create function"))?;
+        self.cache_written(name, &encoded);
         apply_counts(&mut refs, counts);
         Ok(())
     }
@@ -371,14 +379,12 @@ impl Store for RocksStore {
             stored_now,
             &mut batch,
         )?;
-        batch.put_cf(
-            self.cf(CF_FUNCTIONS)?,
-            name.as_bytes(),
-            self.encode_function(config)?,
-        );
+        let encoded = self.encode_function(config)?;
+        batch.put_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes(), &encoded);
         let written = self.db.write_opt(batch, &Self::synced());
         self.cache.invalidate(name);
         written.map_err(self.rocks("update function"))?;
+        self.cache_written(name, &encoded);
         apply_counts(&mut refs, counts);
         Ok(())
     }
