@@ -390,6 +390,7 @@ pub(crate) async fn run(
         (&py_noop, "python3.11", 16),
         (&native_noop, "native", 4),
         (&native_noop, "native", 16),
+        (&native_noop, "native", 32),
     ] {
         let (n, rate, busy) = throughput(&c, name, clients, Duration::from_secs_f64(secs)).await?;
         let what =
