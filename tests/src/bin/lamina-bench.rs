@@ -30,6 +30,7 @@ mod vpc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use api::ok;
@@ -87,7 +88,8 @@ fn samples(v: &serde_json::Value) -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// One phase alone, for profiling and iterating (peers are not measured: ratios print as NaN).
+/// One phase alone, for profiling and iterating (peers are not measured: ratios print as NaN;
+/// `LAMINA_BENCH_TRACE=1` prints each cold start's REPORT line).
 fn only_phase(
     phase: &str,
     rep: &mut Report,
@@ -110,7 +112,7 @@ fn only_phase(
                 rep,
                 targets,
                 warm_n,
-                0,
+                cold_n,
                 secs,
                 handler_call,
                 f64::NAN,
@@ -303,6 +305,8 @@ fn main() -> Result<()> {
         }
     }
 
+    let settled = api::wait_quiet(Duration::from_secs(60));
+    println!("(waited {settled:.1?} for the kernel to finish tearing down the sandbox layer's namespaces)");
     let rt = tokio::runtime::Runtime::new()?;
     // Cluster 1: no pool (every cold start builds its sandbox).
     std::env::set_var("LAMINA_PREWARM_SANDBOXES", "0");
@@ -328,13 +332,18 @@ fn main() -> Result<()> {
     drop(cluster);
 
     // Cluster 2: a pool of prepared sandboxes; cluster 3: the Python zygote with a pool.
+    // Each cluster starts once the previous one's sandboxes are gone (see `wait_quiet`).
+    api::wait_quiet(Duration::from_secs(30));
     let e2e_py_pool = pools::prepared(&rt, &mut rep, cold_n, bw_p50)?;
+    api::wait_quiet(Duration::from_secs(30));
     let (e2e_py_zygote, zygote_mem) = pools::zygote(&rt, &mut rep, cold_n, bw_p50)?;
 
     // Cluster 4: three workers in network namespaces — cold vs provisioned vs warm bursts, and 100
     // concurrent cold starts spread over them (issue 4).
+    api::wait_quiet(Duration::from_secs(30));
     concurrency::run(&rt, &mut rep, &mut targets, full)?;
     // Cluster 5: the cost of a VPC attachment on a cold start (issue 5).
+    api::wait_quiet(Duration::from_secs(30));
     vpc::run(&rt, &mut rep, &mut targets, full)?;
 
     let best_pool = e2e_py_pool.min(e2e_py_zygote);

@@ -14,6 +14,22 @@ const NOOP_JS: &str = "exports.handler = async (event) => ({ ok: true });\n";
 const SLEEPY: &str =
     "import time\ndef handler(event, context):\n    time.sleep(event.get('sleep', 0))\n    return {'ok': True}\n";
 
+/// Waits (at most `max`) until the machine is quiet: under 15% busy over 300 ms. The sandbox layer
+/// leaves thousands of network namespaces that the kernel tears down in the background for
+/// seconds; a phase started meanwhile would measure that cleanup too.
+pub(crate) fn wait_quiet(max: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < max {
+        let (b0, t0) = cpu_jiffies();
+        std::thread::sleep(Duration::from_millis(300));
+        let (b1, t1) = cpu_jiffies();
+        if ((b1 - b0) as f64) < 0.15 * (t1 - t0).max(1) as f64 {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 /// Busy and total jiffies of the whole machine (`/proc/stat`).
 fn cpu_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
