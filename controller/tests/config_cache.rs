@@ -496,8 +496,7 @@ async fn logs_queued_at_a_graceful_shutdown_are_written() {
         loop {
             match RocksStore::open(&s.data_dir, 100_000) {
                 Ok(store) => break store,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
+                Err(_) if std::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("cannot reopen the store after shutdown: {e}"),

@@ -135,23 +135,30 @@ const NOTES: &str = r#"
   another one freed ("cold" counts the `Init Duration`s). A worker starts at most 8 sandboxes at a
   time (`--cold-starts-per-worker`), the rest wait for a slot; "per worker" counts where each ran.
 
-## What bounds the misses
+## What bounds the misses (and the near misses)
 
-- **No-op invocations/s with the Python runtime**: every invocation crosses four processes and three
-  protocol stacks (gRPC twice, HTTP/1.1 on the Runtime API); the two cores are saturated ("cores
-  busy"), so the rate is CPU per invocation: about half of it is scheduling and the TCP loopback
-  path in the kernel (a VM: each wake-up is an IPI), most of the rest h2/hyper framing and
-  allocation. More clients amortise wake-ups (fewer per invocation when queues are not empty).
-- **Python cold start, exec'd interpreter**: `python3.11` itself (interpreter start, the runtime's
-  imports) dominates; the sandbox's own cost is a few ms. Only the zygote removes it: its rows are
-  the ones to compare with the targets.
+- **No-op invocations/s**: every invocation crosses four processes and three protocol stacks
+  (gRPC twice, HTTP/1.1 on the Runtime API); the two cores are saturated ("cores busy"), so the
+  rate is CPU per invocation. The profile is flat: about half is the kernel (scheduling, wake-ups
+  — IPIs on this VM — and the TCP loopback path), most of the rest h2/hyper framing, tokio and
+  malloc; Lamina's own code is a few percent. Deeper queues amortise wake-ups, hence the rise
+  with clients. Lamina's Python runtime adds ~20 us of its own CPU per invocation plus its
+  socket calls, which is why its rows stay under the native runtime's.
 - **Pool/zygote end to end vs 5 ms**: at the sandbox layer a zygote fork into a prepared sandbox
-  answers in ~5 ms; end to end adds the SDK -> controller -> worker round trip, the controller's
-  first read of the new revision, the worker's bind of the prepared sandbox (limits, code mounts)
-  and the early heartbeat that tells the controller the start is over.
-- **Idle memory, zygote-forked**: the child shares the zygote's pages, but Python 3.11 writes
-  reference counts into every object it touches, which copies those pages (no immortal objects
-  before 3.12); `gc.freeze()` in the zygote keeps the collector from touching the rest.
+  answers in ~2.5 ms; end to end adds the SDK -> controller -> worker round trip (the warm
+  overhead), the worker binding the prepared sandbox to the function (cgroup limits, code and
+  layer mounts: ~1 ms) and the first Runtime API exchange. Alone (`--only zygote`) it measures
+  4.5-4.7 ms p50; in the full run, after the phases before it, 5-5.5 ms.
+- **Python cold start, exec'd interpreter, end to end**: `python3.11` itself starts in ~12 ms
+  (bare, same run); the sandbox layer adds little. End to end varies with what ran before
+  (20 ms alone, `--only api`; more after the sandbox layer's thousands of sandboxes).
+- **Idle memory, zygote-forked (<= 1 MB)**: Python 3.11 writes a reference count into every
+  object it touches, so the runtime (pid 1) copies every page of shared objects it uses: ~1 MB
+  of object memory, ~0.7 MB of malloc heap (the sandbox's setup and compiling the function's
+  module, whose bytecode cannot be cached in the read-only `/var/task`) and ~0.5 MB of the
+  interpreter's static data. Immortal objects (Python 3.12) would remove most of the first; the
+  outer process's share is mostly pages the zygote wrote after the fork. `gc.freeze()` in the
+  zygote keeps the collector from touching the rest.
 - **100 concurrent cold starts**: the function has 128 MB, hence 0.07 vCPU (1769 MB = 1): the
   ~25-40 ms of CPU an exec'd Python interpreter needs to start spread over several 100 ms CFS
   periods, ~0.5 s per cold start. A worker runs at most 8 cold starts at a time
