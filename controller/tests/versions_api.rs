@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use lamina_controller::{Controller, ControllerConfig};
-use lamina_proto::v1::{
-    self, cluster_client::ClusterClient, functions_client::FunctionsClient,
-    update_function_code_request, worker_server,
-};
+use lamina_proto::v1::{self, functions_client::FunctionsClient, update_function_code_request};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -52,34 +49,7 @@ impl RecordingWorker {
 }
 
 #[tonic::async_trait]
-impl worker_server::Worker for RecordingWorker {
-    type InvokeStreamStream = tokio_stream::wrappers::ReceiverStream<
-        Result<v1::WorkerInvokeStreamMessage, tonic::Status>,
-    >;
-
-    async fn invoke_stream(
-        &self,
-        _request: tonic::Request<v1::WorkerInvokeRequest>,
-    ) -> Result<tonic::Response<Self::InvokeStreamStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "the versions tests do not stream",
-        ))
-    }
-
-    async fn set_provisioned(
-        &self,
-        _request: tonic::Request<v1::SetProvisionedRequest>,
-    ) -> Result<tonic::Response<v1::SetProvisionedResponse>, tonic::Status> {
-        Ok(tonic::Response::new(v1::SetProvisionedResponse {}))
-    }
-
-    async fn set_network(
-        &self,
-        _request: tonic::Request<v1::NetworkState>,
-    ) -> Result<tonic::Response<v1::SetNetworkResponse>, tonic::Status> {
-        Ok(tonic::Response::new(v1::SetNetworkResponse {}))
-    }
-
+impl FakeInvoke for RecordingWorker {
     async fn invoke(
         &self,
         request: tonic::Request<v1::WorkerInvokeRequest>,
@@ -163,43 +133,7 @@ async fn setup() -> Setup {
     };
 
     let worker = RecordingWorker::new();
-    let worker_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let worker_addr = worker_listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(worker_server::WorkerServer::new(worker.clone()))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(worker_listener),
-                stop.clone().cancelled_owned(),
-            ),
-    );
-    let mut cluster = ClusterClient::new(channel(run.addr).await);
-    let register = v1::RegisterWorkerRequest {
-        worker_id: "w1".into(),
-        address: worker_addr.to_string(),
-        memory_total_mb: 4096,
-    };
-    cluster.register_worker(register.clone()).await.unwrap();
-    let beat_stop = stop.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = beat_stop.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            }
-            let hb = cluster
-                .heartbeat(v1::HeartbeatRequest {
-                    worker_id: "w1".into(),
-                    memory_free_mb: 4096,
-                    ..Default::default()
-                })
-                .await;
-            if matches!(hb, Ok(ref r) if !r.get_ref().known) {
-                let _ = cluster.register_worker(register.clone()).await;
-            }
-        }
-    });
+    let stop = serve_fake_worker(run.addr, worker.clone(), 4096).await;
 
     let mut c = functions(run.addr).await;
     create(

@@ -140,3 +140,102 @@ pub fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// What a test's fake worker does with an invocation; [`FakeWorker`] serves it as a `Worker`
+/// service that refuses streamed invocations and accepts provisioned and network state.
+#[tonic::async_trait]
+pub trait FakeInvoke: Send + Sync + 'static {
+    async fn invoke(
+        &self,
+        request: tonic::Request<v1::WorkerInvokeRequest>,
+    ) -> Result<tonic::Response<v1::WorkerInvokeResponse>, tonic::Status>;
+}
+
+/// A `Worker` service around a [`FakeInvoke`].
+pub struct FakeWorker<T>(pub T);
+
+#[tonic::async_trait]
+impl<T: FakeInvoke> v1::worker_server::Worker for FakeWorker<T> {
+    type InvokeStreamStream = tokio_stream::wrappers::ReceiverStream<
+        Result<v1::WorkerInvokeStreamMessage, tonic::Status>,
+    >;
+
+    async fn invoke_stream(
+        &self,
+        _request: tonic::Request<v1::WorkerInvokeRequest>,
+    ) -> Result<tonic::Response<Self::InvokeStreamStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "this fake worker does not stream",
+        ))
+    }
+
+    async fn set_provisioned(
+        &self,
+        _request: tonic::Request<v1::SetProvisionedRequest>,
+    ) -> Result<tonic::Response<v1::SetProvisionedResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SetProvisionedResponse {}))
+    }
+
+    async fn set_network(
+        &self,
+        _request: tonic::Request<v1::NetworkState>,
+    ) -> Result<tonic::Response<v1::SetNetworkResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::SetNetworkResponse {}))
+    }
+
+    async fn invoke(
+        &self,
+        request: tonic::Request<v1::WorkerInvokeRequest>,
+    ) -> Result<tonic::Response<v1::WorkerInvokeResponse>, tonic::Status> {
+        self.0.invoke(request).await
+    }
+}
+
+/// Serves `worker` on loopback as worker `w1` of the controller at `controller` (`memory_mb`
+/// capacity): registered, then heartbeating every 200 ms (registering again if the controller
+/// forgot it) until the returned token is cancelled, which also stops the service.
+pub async fn serve_fake_worker<T: FakeInvoke>(
+    controller: SocketAddr,
+    worker: T,
+    memory_mb: u64,
+) -> CancellationToken {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let worker_addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(v1::worker_server::WorkerServer::new(FakeWorker(worker)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop.clone().cancelled_owned(),
+            ),
+    );
+    let mut cluster = ClusterClient::new(channel(controller).await);
+    let register = v1::RegisterWorkerRequest {
+        worker_id: "w1".into(),
+        address: worker_addr.to_string(),
+        memory_total_mb: memory_mb,
+    };
+    cluster.register_worker(register.clone()).await.unwrap();
+    let beat_stop = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = beat_stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            let hb = cluster
+                .heartbeat(v1::HeartbeatRequest {
+                    worker_id: "w1".into(),
+                    memory_free_mb: memory_mb,
+                    ..Default::default()
+                })
+                .await;
+            if matches!(hb, Ok(ref r) if !r.get_ref().known) {
+                // Registered again at the next beat if this fails too.
+                let _ = cluster.register_worker(register.clone()).await;
+            }
+        }
+    });
+    stop
+}

@@ -316,6 +316,17 @@ fn idle_memory(worker_id: &str, skip: &[PathBuf]) -> Vec<(u64, u64)> {
     out
 }
 
+/// A row of memory samples in MB: p50 and p99.
+pub(crate) fn mb_row(rep: &mut Report, what: &str, mb: &[f64], note: &str) {
+    rep.add(
+        what,
+        mb.len(),
+        format!("{:.2} MB", pct(mb, 0.5)),
+        format!("{:.2} MB", pct(mb, 0.99)),
+        note.into(),
+    );
+}
+
 /// Eight warm, idle (frozen) sandboxes of one Python function: private and kernel memory each.
 pub(crate) async fn idle_python_memory(
     c: &Client,
@@ -433,19 +444,17 @@ pub(crate) async fn run(
     ));
 
     let (priv_mb, kern_mb) = idle_python_memory(&c, &cluster.worker_ids[0]).await?;
-    rep.add(
+    mb_row(
+        rep,
         "idle warm python sandbox: private memory (all its processes)",
-        priv_mb.len(),
-        format!("{:.2} MB", pct(&priv_mb, 0.5)),
-        format!("{:.2} MB", pct(&priv_mb, 0.99)),
-        "smaps_rollup Private_*".into(),
+        &priv_mb,
+        "smaps_rollup Private_*",
     );
-    rep.add(
+    mb_row(
+        rep,
         "idle warm python sandbox: kernel memory (cgroup kmem)",
-        kern_mb.len(),
-        format!("{:.2} MB", pct(&kern_mb, 0.5)),
-        format!("{:.2} MB", pct(&kern_mb, 0.99)),
-        "+ ~0.2 MB per netns (not charged)".into(),
+        &kern_mb,
+        "+ ~0.2 MB per netns (not charged)",
     );
     targets.push(format!(
         "idle warm python sandbox <= 5 MB private: {:.2} MB — {}",
