@@ -147,8 +147,8 @@ const NOTES: &str = r#"
 - **Pool/zygote end to end vs 5 ms**: at the sandbox layer a zygote fork into a prepared sandbox
   answers in ~2.5 ms; end to end adds the SDK -> controller -> worker round trip (the warm
   overhead), the worker binding the prepared sandbox to the function (cgroup limits, code and
-  layer mounts: ~1 ms) and the first Runtime API exchange. Alone (`--only zygote`) it measures
-  4.5-4.7 ms p50; in the full run, after the phases before it, 5-5.5 ms.
+  layer mounts: ~1 ms) and the first Runtime API exchange. Across runs on this shared machine it
+  has measured 4.5-6.4 ms p50 (`--only zygote` and full runs), the sandbox layer 2.5-2.9 ms.
 - **Python cold start, exec'd interpreter, end to end**: `python3.11` itself starts in ~12 ms
   (bare, same run); the sandbox layer adds little. End to end varies with what ran before
   (20 ms alone, `--only api`; more after the sandbox layer's thousands of sandboxes).
