@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use lamina_controller::queue::{Enqueued, NewEvent, Outcome, State};
-use lamina_proto::domain::{Destination, EventInvokeConfig};
+use lamina_proto::domain::{Destination, EventInvokeConfig, LATEST};
 use queue_common::*;
 
 fn event(payload: &str, key: &str) -> NewEvent {
@@ -35,8 +35,10 @@ async fn accepted_events_run_once_and_succeed_with_destination() {
     )
     .await
     .unwrap();
+    // The version that ran (an alias or version qualifier resolved at delivery) reaches the record.
     let inv = ScriptedInvoker::new(|_, _| Outcome::Success {
         payload: br#"{"done":true}"#.to_vec(),
+        executed_version: "7".into(),
     });
     let mut ids = Vec::new();
     for i in 0..200 {
@@ -70,6 +72,8 @@ async fn accepted_events_run_once_and_succeed_with_destination() {
     let record: serde_json::Value = serde_json::from_str(&letters[0].record).unwrap();
     assert_eq!(record["requestContext"]["condition"], "Success");
     assert_eq!(record["responsePayload"]["done"], true);
+    assert_eq!(record["responseContext"]["executedVersion"], "7");
+    assert_eq!(rec.executed_version, "7");
     assert_eq!(q.list_invocations("f", 1000).unwrap().len(), 200);
     r.stop().await;
 }
@@ -81,6 +85,7 @@ async fn function_errors_retry_then_dead_letter_with_the_record() {
     let inv = ScriptedInvoker::new(|_, _| Outcome::FunctionError {
         kind: "Unhandled".into(),
         payload: br#"{"errorType":"ValueError","errorMessage":"boom"}"#.to_vec(),
+        executed_version: LATEST.into(),
     });
     let id = q.enqueue(event(r#"{"k":1}"#, "")).await.unwrap();
     let id = id.request_id().to_string();
@@ -131,7 +136,10 @@ async fn throttles_back_off_and_expired_events_never_run() {
         if n == 1 {
             Outcome::Throttled("no capacity".into())
         } else {
-            Outcome::Success { payload: vec![] }
+            Outcome::Success {
+                payload: vec![],
+                executed_version: LATEST.into(),
+            }
         }
     });
     inv.ready.store(false, Ordering::Relaxed);
@@ -207,9 +215,13 @@ async fn function_destination_gets_the_record_as_an_event() {
             Outcome::FunctionError {
                 kind: "Handled".into(),
                 payload: b"{}".to_vec(),
+                executed_version: LATEST.into(),
             }
         } else {
-            Outcome::Success { payload: vec![] }
+            Outcome::Success {
+                payload: vec![],
+                executed_version: LATEST.into(),
+            }
         }
     });
     let id = q
@@ -240,7 +252,10 @@ async fn retention_bounds_finished_records() {
     let mut cfg = config();
     cfg.retention_records = 10;
     let q = open(dir.path(), cfg);
-    let inv = ScriptedInvoker::new(|_, _| Outcome::Success { payload: vec![] });
+    let inv = ScriptedInvoker::new(|_, _| Outcome::Success {
+        payload: vec![],
+        executed_version: LATEST.into(),
+    });
     let mut ids = Vec::new();
     for _ in 0..30 {
         ids.push(

@@ -26,7 +26,10 @@ async fn crash_at(failpoint: &str) -> (ScriptedInvokerTotals, Vec<State>) {
     }
     // Every other delivery "crashes" at the failpoint.
     fail::cfg(failpoint, "50%return").unwrap();
-    let inv = ScriptedInvoker::new(|_, _| Outcome::Success { payload: vec![] });
+    let inv = ScriptedInvoker::new(|_, _| Outcome::Success {
+        payload: vec![],
+        executed_version: "$LATEST".into(),
+    });
     let r = start(q.clone(), inv.clone());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     r.stop().await;

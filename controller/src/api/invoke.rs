@@ -280,11 +280,13 @@ impl Invoker for WorkerInvoker {
                 if response.function_error.is_empty() {
                     Outcome::Success {
                         payload: response.payload,
+                        executed_version: resolved.executed_version,
                     }
                 } else {
                     Outcome::FunctionError {
                         kind: response.function_error,
                         payload: response.payload,
+                        executed_version: resolved.executed_version,
                     }
                 }
             }

@@ -34,13 +34,16 @@ pub fn now_ms() -> u64 {
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The function ran; `executed_version` is the version that ran ("$LATEST" or a number).
     Success {
         payload: Vec<u8>,
+        executed_version: String,
     },
     /// The function ran and failed (`Handled`/`Unhandled`); `payload` is the error JSON.
     FunctionError {
         kind: String,
         payload: Vec<u8>,
+        executed_version: String,
     },
     /// It did not run: no worker, no capacity. Backs off without counting an attempt.
     Throttled(String),
@@ -321,11 +324,20 @@ pub(super) async fn deliver(
     )));
     let now = now_ms();
     match outcome {
-        Outcome::Success { payload } => {
+        Outcome::Success {
+            payload,
+            executed_version,
+        } => {
+            inv.executed_version = executed_version;
             let record = (request_payload, payload);
             finish_with(store, invoker, inv, &cfg, Condition::Success, "", &record).await
         }
-        Outcome::FunctionError { kind, payload } => {
+        Outcome::FunctionError {
+            kind,
+            payload,
+            executed_version,
+        } => {
+            inv.executed_version = executed_version;
             inv.function_errors += 1;
             inv.last_error = error_summary(&kind, &payload);
             match policy::after_function_error(

@@ -101,6 +101,10 @@ pub struct Invocation {
     /// Records stored before versions existed decode with "".
     #[serde(default)]
     pub qualifier: String,
+    /// The version its last delivery ran ("" until one ran; records stored before this existed
+    /// decode with ""): the destination record's `executedVersion`.
+    #[serde(default)]
+    pub executed_version: String,
 }
 
 #[derive(Debug, Clone)]

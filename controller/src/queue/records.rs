@@ -30,7 +30,11 @@ pub fn destination_record(
     };
     let mut response = serde_json::json!({
         "statusCode": 200,
-        "executedVersion": lamina_proto::domain::LATEST,
+        "executedVersion": if inv.executed_version.is_empty() {
+            lamina_proto::domain::LATEST
+        } else {
+            &inv.executed_version
+        },
     });
     if !function_error.is_empty() {
         response["functionError"] = function_error.into();
@@ -333,6 +337,7 @@ mod tests {
             condition: None,
             payload_size: 0,
             qualifier: String::new(),
+            executed_version: String::new(),
         }
     }
 
@@ -359,7 +364,13 @@ mod tests {
         assert_eq!(v["requestPayload"]["k"], 1);
         assert_eq!(v["responseContext"]["statusCode"], 200);
         assert_eq!(v["responseContext"]["functionError"], "Unhandled");
+        assert_eq!(v["responseContext"]["executedVersion"], "$LATEST");
         assert_eq!(v["responsePayload"]["errorMessage"], "boom");
+        let mut ran_v2 = inv();
+        ran_v2.executed_version = "2".into();
+        let r = destination_record(&ran_v2, Condition::Success, 0, b"{}", "", b"{}");
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["responseContext"]["executedVersion"], "2");
         let expired = destination_record(&inv(), Condition::EventAgeExceeded, 0, b"x", "", b"");
         let v: serde_json::Value = serde_json::from_str(&expired).unwrap();
         assert_eq!(v["requestPayload"], "x");

@@ -304,6 +304,7 @@ impl QueueStore {
             condition: None,
             payload_size: payload.len() as u32,
             qualifier: qualifier.to_string(),
+            executed_version: String::new(),
         };
         let mut ops = vec![
             Op::put(CF_PAYLOADS, request_id.as_bytes(), payload),
