@@ -87,7 +87,10 @@ async fn function_errors_retry_then_dead_letter_with_the_record() {
         payload: br#"{"errorType":"ValueError","errorMessage":"boom"}"#.to_vec(),
         executed_version: LATEST.into(),
     });
-    let id = q.enqueue(event(r#"{"k":1}"#, "")).await.unwrap();
+    // Sent to an alias: the redrive below sends it to the alias again.
+    let mut to_alias = event(r#"{"k":1}"#, "");
+    to_alias.qualifier = "live".into();
+    let id = q.enqueue(to_alias).await.unwrap();
     let id = id.request_id().to_string();
     let r = start(q.clone(), inv.clone());
     eventually("dead-lettered", || state(&q, &id) == State::DeadLettered).await;
@@ -106,9 +109,10 @@ async fn function_errors_retry_then_dead_letter_with_the_record() {
     assert_eq!(record["responseContext"]["functionError"], "Unhandled");
     assert_eq!(record["requestPayload"]["k"], 1);
 
-    // Redrive: a new event of the same function, the message leaves the queue.
+    // Redrive: a new event of the same function and qualifier, the message leaves the queue.
     let ids = q.redrive("default", &[]).await.unwrap();
     assert_eq!(ids.len(), 1);
+    assert_eq!(q.get(&ids[0]).unwrap().unwrap().qualifier, "live");
     assert!(q.dead_letters("default", 0, 10).unwrap().is_empty());
     eventually("redriven event dead-lettered again", || {
         state(&q, &ids[0]) == State::DeadLettered

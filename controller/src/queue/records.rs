@@ -161,7 +161,9 @@ impl QueueStore {
             .filter(|d| seqs.is_empty() || seqs.contains(&d.seq))
         {
             let rid = uuid::Uuid::new_v4().to_string();
-            let (_, more) = self.enqueue_ops(now, &rid, (&d.function_name, ""), &d.payload, "");
+            // To the version or alias the event was first sent to, resolved again now.
+            let target = (d.function_name.as_str(), d.qualifier.as_str());
+            let (_, more) = self.enqueue_ops(now, &rid, target, &d.payload, "");
             ops.extend(more);
             ops.push(Op::delete(CF_DLQ, dlq_key(queue, d.seq)));
             ids.push(rid);

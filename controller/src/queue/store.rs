@@ -104,6 +104,10 @@ pub struct DeadLetter {
     pub record: String,
     #[serde(skip)]
     pub payload: Vec<u8>,
+    /// The version or alias the event was sent to ("" = unqualified): a redrive sends it there
+    /// again. Letters stored before this existed decode with "".
+    #[serde(default)]
+    pub qualifier: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -560,6 +564,7 @@ impl QueueStore {
             timestamp_ms: now,
             record: record.to_string(),
             payload: Vec::new(),
+            qualifier: inv.qualifier.clone(),
         };
         let header = serde_json::to_vec(&letter).expect("dead letter encodes");
         ops.push(Op::put(
