@@ -66,9 +66,17 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = ip(&["netns", "del", &self.netns]);
+        // The namespace must go whatever became of the server (a leftover is reported).
+        if let Err(e) = self
+            .server
+            .kill()
+            .and_then(|()| self.server.wait().map(drop))
+        {
+            eprintln!("stopping the test server in {}: {e}", self.netns);
+        }
+        if let Err(e) = ip(&["netns", "del", &self.netns]) {
+            eprintln!("leftover network namespace {}: {e:#}", self.netns);
+        }
     }
 }
 

@@ -89,7 +89,10 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let code = CodeCache::new(cfg.code_dir(), client.clone())?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
     let vpc_agent = lamina_worker::network::NetworkAgent::new(&cfg.worker_id, None);
-    vpc_agent.set_controller(client.clone());
+    anyhow::ensure!(
+        vpc_agent.set_controller(client.clone()),
+        "the VPC agent's controller client was set twice"
+    );
     if cfg.default_egress == lamina_worker::network::egress::EgressMode::Nat {
         // The controller's address is never reachable from a sandbox.
         let controller_ip = cfg
@@ -138,7 +141,10 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
             .rsplit_once(':')
             .and_then(|(h, _)| h.parse().ok()),
     );
-    manager.set_network(std::sync::Arc::clone(&vpc_agent));
+    anyhow::ensure!(
+        manager.set_network(std::sync::Arc::clone(&vpc_agent)),
+        "the worker's VPC agent was set twice"
+    );
     let heartbeat = match service::register(&client, &reg, &shutdown).await {
         Some(interval) => {
             // A fresh worker process has no sandboxes: the addresses a previous run pooled go back.

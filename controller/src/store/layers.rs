@@ -8,7 +8,7 @@ use lamina_proto::domain::{LayerVersion, Runtime};
 use rocksdb::WriteBatch;
 
 use super::rocks::{apply_counts, lock, RocksStore};
-use super::settings::{function_prefix, function_prefix_end};
+use super::settings::{function_prefix, function_prefix_end, parse_version_key, version_key};
 use super::StoreError;
 
 pub(super) const CF_LAYERS: &str = "layers";
@@ -48,22 +48,6 @@ pub trait LayerStore {
         name: &str,
         version: u32,
     ) -> Result<Option<LayerVersion>, StoreError>;
-}
-
-fn version_key(name: &str, version: u32) -> Vec<u8> {
-    let mut k = function_prefix(name);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-/// Splits `name \0 version_be`; `None` for a counter key (`name \0`).
-fn parse_version_key(k: &[u8]) -> Option<(&str, u32)> {
-    if k.len() < 5 || k[k.len() - 5] != 0 {
-        return None;
-    }
-    let (name, rest) = k.split_at(k.len() - 5);
-    let n = u32::from_be_bytes(rest[1..].try_into().ok()?);
-    Some((std::str::from_utf8(name).ok()?, n))
 }
 
 impl RocksStore {

@@ -70,6 +70,24 @@ pub(super) fn function_prefix_end(name: &str) -> Vec<u8> {
     k
 }
 
+/// `name \0 version_be`: the key of a numbered record of `name` (a function version, a layer
+/// version); `name \0` alone holds the counter.
+pub(super) fn version_key(name: &str, version: u32) -> Vec<u8> {
+    let mut k = function_prefix(name);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// Splits `name \0 version_be`; `None` for a counter key (`name \0`) or anything else.
+pub(super) fn parse_version_key(k: &[u8]) -> Option<(&str, u32)> {
+    if k.len() < 5 || k[k.len() - 5] != 0 {
+        return None;
+    }
+    let (name, rest) = k.split_at(k.len() - 5);
+    let n = u32::from_be_bytes(rest[1..].try_into().ok()?);
+    Some((std::str::from_utf8(name).ok()?, n))
+}
+
 fn key(name: &str, kind: &str, id: &str) -> Vec<u8> {
     let mut k = function_prefix(name);
     k.extend_from_slice(kind.as_bytes());

@@ -11,8 +11,7 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::rocks::{apply_counts, lock, RocksStore};
-use super::settings::function_prefix;
-use super::settings::function_prefix_end;
+use super::settings::{function_prefix, function_prefix_end, parse_version_key, version_key};
 use super::{SettingsStore, Store, StoreError};
 
 pub(super) const CF_VERSIONS: &str = "versions";
@@ -73,22 +72,6 @@ pub fn parse_version_number(s: &str) -> Option<u32> {
         return None;
     }
     s.parse().ok().filter(|n| *n >= 1)
-}
-
-fn version_key(name: &str, version: u32) -> Vec<u8> {
-    let mut k = function_prefix(name);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-/// Splits `name \0 version_be`; `None` for a counter key (`name \0`) or anything else.
-fn parse_version_key(k: &[u8]) -> Option<(&str, u32)> {
-    if k.len() < 5 || k[k.len() - 5] != 0 {
-        return None;
-    }
-    let (name, rest) = k.split_at(k.len() - 5);
-    let n = u32::from_be_bytes(rest[1..].try_into().ok()?);
-    Some((std::str::from_utf8(name).ok()?, n))
 }
 
 impl RocksStore {

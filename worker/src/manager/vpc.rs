@@ -7,9 +7,11 @@ use super::{Manager, ManagerError};
 use crate::sandbox::PreparedSandbox;
 
 impl Manager {
-    /// Sets the VPC agent (once).
-    pub fn set_network(&self, agent: Arc<crate::network::NetworkAgent>) {
-        let _ = self.inner.network.set(agent);
+    /// Sets the VPC agent; `false` when one was set already (the first stays: a sandbox must be
+    /// released by the agent that plumbed it).
+    #[must_use]
+    pub fn set_network(&self, agent: Arc<crate::network::NetworkAgent>) -> bool {
+        self.inner.network.set(agent).is_ok()
     }
 
     pub fn network(&self) -> Option<&Arc<crate::network::NetworkAgent>> {

@@ -5,7 +5,6 @@
 //! 169.254.0.0/16, loopback ranges, the VPC bridges and the other NAT sandboxes stay unreachable
 //! (`table inet lamina_nat_TAG`).
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
@@ -140,20 +139,20 @@ pub fn render(tag: &str, cfg: &NatConfig, host: &[Ipv4Addr]) -> String {
     blocked.extend(host.iter().map(|a| format!("{a}/32")));
     blocked.extend(cfg.blocked.iter().map(|c| c.to_string()));
     let mut s = String::new();
-    let _ = writeln!(
+    scriptln!(
         s,
         "table inet {t}\ndelete table inet {t}\ntable inet {t} {{"
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  set blocked {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {} }}; }}",
         blocked.join(", ")
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"{br}\" drop\n  }}"
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain forward {{\n    type filter hook forward priority 0; policy accept;\n\
          \x20   iifname \"{br}\" oifname \"{br}\" drop\n\
@@ -164,7 +163,7 @@ pub fn render(tag: &str, cfg: &NatConfig, host: &[Ipv4Addr]) -> String {
          \x20   iifname \"{br}\" oifname \"lb{tag}*\" drop\n\
          \x20   iifname \"{br}\" accept\n  }}"
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain postrouting {{\n    type nat hook postrouting priority 100; policy accept;\n    ip saddr {} oifname != \"{br}\" masquerade\n  }}\n}}",
         cfg.cidr

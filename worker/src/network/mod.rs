@@ -9,6 +9,22 @@
 //! across workers) and are pooled here: a sandbox takes a free leased address, gives it back when it
 //! goes; only when none is free does a cold start ask the controller (`Cluster.AllocateAddresses`,
 //! a batch at a time).
+/// Appends to an `nft -f` script being built in a `String` (`format!` then `push_str`: appending
+/// to a `String` cannot fail, so there is no result to drop).
+macro_rules! script {
+    ($s:expr, $($arg:tt)*) => {
+        $s.push_str(&format!($($arg)*))
+    };
+}
+
+/// [`script!`] and a newline.
+macro_rules! scriptln {
+    ($s:expr, $($arg:tt)*) => {{
+        $s.push_str(&format!($($arg)*));
+        $s.push('\n');
+    }};
+}
+
 pub mod egress;
 pub mod links;
 pub mod nft;
@@ -185,8 +201,11 @@ impl NetworkAgent {
         }
     }
 
-    pub fn set_controller(&self, client: ClusterClient<SignedChannel>) {
-        let _ = self.controller.set(client);
+    /// Sets the client that leases addresses from the controller; `false` when one was set
+    /// already (the first stays: leases must all come from one place).
+    #[must_use]
+    pub fn set_controller(&self, client: ClusterClient<SignedChannel>) -> bool {
+        self.controller.set(client).is_ok()
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {

@@ -13,7 +13,6 @@
 //! Ports are identified by `address . bridge`: addresses are unique in a VPC and cannot be
 //! spoofed (bridge table), so a remote member of a group is matched by its address as a local one.
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::Ipv4Addr;
 
 use lamina_proto::network::{Protocol, RuleTarget, SecurityGroup, SgRule};
@@ -60,7 +59,7 @@ fn rule_match(r: &SgRule, peer: &str) -> String {
             } else {
                 format!("{}-{}", r.ports.0, r.ports.1)
             };
-            let _ = write!(m, "meta l4proto {p} {p} dport {ports} ");
+            script!(m, "meta l4proto {p} {p} dport {ports} ");
         }
         Protocol::Icmp => m.push_str("meta l4proto icmp "),
         Protocol::All => {}
@@ -68,10 +67,10 @@ fn rule_match(r: &SgRule, peer: &str) -> String {
     match &r.target {
         RuleTarget::Cidr(c) if c.prefix == 0 => {}
         RuleTarget::Cidr(c) => {
-            let _ = write!(m, "ip {peer} {c} ");
+            script!(m, "ip {peer} {c} ");
         }
         RuleTarget::Group(g) => {
-            let _ = write!(m, "ip {peer} @{} ", set_name(g));
+            script!(m, "ip {peer} @{} ", set_name(g));
         }
     }
     m
@@ -83,53 +82,53 @@ pub fn render(rs: &Ruleset) -> String {
     let (br, port, vx) = (&rs.bridge_prefix, &rs.port_prefix, &rs.vxlan_prefix);
     let mut s = String::new();
     // Create-then-delete makes the delete valid when the table does not exist yet.
-    let _ = writeln!(s, "table bridge {t}\ndelete table bridge {t}");
-    let _ = writeln!(s, "table inet {t}\ndelete table inet {t}");
+    scriptln!(s, "table bridge {t}\ndelete table bridge {t}");
+    scriptln!(s, "table inet {t}\ndelete table inet {t}");
 
     // ---- bridge: anti-spoofing, VXLAN kept off the host
-    let _ = writeln!(s, "table bridge {t} {{");
-    let _ = writeln!(
+    scriptln!(s, "table bridge {t} {{");
+    scriptln!(
         s,
         "  chain prerouting {{\n    type filter hook prerouting priority -200; policy accept;"
     );
-    let _ = writeln!(s, "    iifname \"{port}*\" jump from_port\n  }}");
+    scriptln!(s, "    iifname \"{port}*\" jump from_port\n  }}");
     let elems: Vec<String> = rs
         .ports
         .iter()
         .map(|p| format!("\"{}\" . {}", p.ifname, p.address))
         .collect();
-    let _ = write!(s, "  set ports {{ type ifname . ipv4_addr;");
+    script!(s, "  set ports {{ type ifname . ipv4_addr;");
     if !elems.is_empty() {
-        let _ = write!(s, " elements = {{ {} }};", elems.join(", "));
+        script!(s, " elements = {{ {} }};", elems.join(", "));
     }
-    let _ = writeln!(s, " }}");
-    let _ = writeln!(s, "  chain from_port {{");
-    let _ = writeln!(s, "    ether type ip iifname . ip saddr @ports accept");
-    let _ = writeln!(s, "    ether type arp iifname . arp saddr ip @ports accept");
-    let _ = writeln!(s, "    drop\n  }}");
-    let _ = writeln!(
+    scriptln!(s, " }}");
+    scriptln!(s, "  chain from_port {{");
+    scriptln!(s, "    ether type ip iifname . ip saddr @ports accept");
+    scriptln!(s, "    ether type arp iifname . arp saddr ip @ports accept");
+    scriptln!(s, "    drop\n  }}");
+    scriptln!(
         s,
         "  chain output {{\n    type filter hook output priority 0; policy accept;\n    oifname \"{vx}*\" drop\n  }}"
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"{vx}*\" drop\n  }}"
     );
-    let _ = writeln!(s, "}}");
+    scriptln!(s, "}}");
 
     // ---- inet: security groups
-    let _ = writeln!(s, "table inet {t} {{");
+    scriptln!(s, "table inet {t} {{");
     for (g, addrs) in &rs.members {
-        let _ = write!(s, "  set {} {{ type ipv4_addr;", set_name(g));
+        script!(s, "  set {} {{ type ipv4_addr;", set_name(g));
         if !addrs.is_empty() {
             let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            let _ = write!(s, " elements = {{ {} }};", list.join(", "));
+            script!(s, " elements = {{ {} }};", list.join(", "));
         }
-        let _ = writeln!(s, " }}");
+        scriptln!(s, " }}");
     }
     // Sets for groups without members, so that every rule's reference resolves.
     for g in rs.groups.keys().filter(|g| !rs.members.contains_key(*g)) {
-        let _ = writeln!(s, "  set {} {{ type ipv4_addr; }}", set_name(g));
+        scriptln!(s, "  set {} {{ type ipv4_addr; }}", set_name(g));
     }
     let referenced = rs
         .groups
@@ -141,7 +140,7 @@ pub fn render(rs: &Ruleset) -> String {
         });
     for g in referenced {
         if !rs.groups.contains_key(&g) && !rs.members.contains_key(&g) {
-            let _ = writeln!(s, "  set {} {{ type ipv4_addr; }}", set_name(&g));
+            scriptln!(s, "  set {} {{ type ipv4_addr; }}", set_name(&g));
         }
     }
     // Chains before the maps that jump to them, maps before the chain that uses them.
@@ -149,22 +148,22 @@ pub fn render(rs: &Ruleset) -> String {
         port_chains(&mut s, rs, p, "");
     }
     for (map, dir) in [("egress", "out"), ("ingress", "in")] {
-        let _ = write!(s, "  map {map} {{ type ipv4_addr . ifname : verdict;");
+        script!(s, "  map {map} {{ type ipv4_addr . ifname : verdict;");
         if !rs.ports.is_empty() {
             let elems: Vec<String> = rs
                 .ports
                 .iter()
                 .map(|p| format!("{} . \"{}\" : jump {dir}_{}", p.address, p.bridge, p.ifname))
                 .collect();
-            let _ = write!(s, " elements = {{ {} }};", elems.join(", "));
+            script!(s, " elements = {{ {} }};", elems.join(", "));
         }
-        let _ = writeln!(s, " }}");
+        scriptln!(s, " }}");
     }
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain input {{\n    type filter hook input priority 0; policy accept;\n    iifname \"{br}*\" drop\n  }}"
     );
-    let _ = writeln!(
+    scriptln!(
         s,
         "  chain forward {{\n    type filter hook forward priority 0; policy accept;"
     );
@@ -174,21 +173,21 @@ pub fn render(rs: &Ruleset) -> String {
     bridges.sort();
     bridges.dedup();
     for b in bridges {
-        let _ = writeln!(s, "    iifname \"{b}\" oifname != \"{b}\" drop");
-        let _ = writeln!(s, "    oifname \"{b}\" iifname != \"{b}\" drop");
+        scriptln!(s, "    iifname \"{b}\" oifname != \"{b}\" drop");
+        scriptln!(s, "    oifname \"{b}\" iifname != \"{b}\" drop");
     }
-    let _ = writeln!(
+    scriptln!(
         s,
         "    iifname \"{br}*\" oifname != \"{br}*\" drop\n    oifname \"{br}*\" iifname != \"{br}*\" drop\n    iifname \"{br}*\" jump vpc\n    oifname \"{br}*\" jump vpc\n  }}"
     );
-    let _ = writeln!(s, "  chain vpc {{");
-    let _ = writeln!(s, "    ct state established,related accept");
-    let _ = writeln!(s, "    ct state invalid drop");
-    let _ = writeln!(s, "    meta nfproto != ipv4 drop");
-    let _ = writeln!(s, "    ip saddr . iifname vmap @egress");
-    let _ = writeln!(s, "    ip daddr . oifname vmap @ingress");
-    let _ = writeln!(s, "  }}");
-    let _ = writeln!(s, "}}");
+    scriptln!(s, "  chain vpc {{");
+    scriptln!(s, "    ct state established,related accept");
+    scriptln!(s, "    ct state invalid drop");
+    scriptln!(s, "    meta nfproto != ipv4 drop");
+    scriptln!(s, "    ip saddr . iifname vmap @egress");
+    scriptln!(s, "    ip daddr . oifname vmap @ingress");
+    scriptln!(s, "  }}");
+    scriptln!(s, "}}");
     s
 }
 
@@ -214,15 +213,15 @@ fn port_chains(s: &mut String, rs: &Ruleset, p: &Port, table: &str) {
         }
         rules.push("drop".to_string());
         if table.is_empty() {
-            let _ = writeln!(s, "  chain {chain} {{");
+            scriptln!(s, "  chain {chain} {{");
             for r in rules {
-                let _ = writeln!(s, "    {r}");
+                scriptln!(s, "    {r}");
             }
-            let _ = writeln!(s, "  }}");
+            scriptln!(s, "  }}");
         } else {
-            let _ = writeln!(s, "add chain inet {table} {chain}");
+            scriptln!(s, "add chain inet {table} {chain}");
             for r in rules {
-                let _ = writeln!(s, "add rule inet {table} {chain} {r}");
+                scriptln!(s, "add rule inet {table} {chain} {r}");
             }
         }
     }
@@ -234,17 +233,20 @@ fn port_chains(s: &mut String, rs: &Ruleset, p: &Port, table: &str) {
 pub fn render_add_port(rs: &Ruleset, p: &Port) -> String {
     let t = table_name(&rs.tag);
     let mut s = String::new();
-    let _ = writeln!(
+    scriptln!(
         s,
         "add element bridge {t} ports {{ \"{}\" . {} }}",
-        p.ifname, p.address
+        p.ifname,
+        p.address
     );
     port_chains(&mut s, rs, p, &t);
     for (map, dir) in [("egress", "out"), ("ingress", "in")] {
-        let _ = writeln!(
+        scriptln!(
             s,
             "add element inet {t} {map} {{ {} . \"{}\" : jump {dir}_{} }}",
-            p.address, p.bridge, p.ifname
+            p.address,
+            p.bridge,
+            p.ifname
         );
     }
     s
@@ -254,20 +256,22 @@ pub fn render_add_port(rs: &Ruleset, p: &Port) -> String {
 pub fn render_remove_port(tag: &str, p: &Port) -> String {
     let t = table_name(tag);
     let mut s = String::new();
-    let _ = writeln!(
+    scriptln!(
         s,
         "delete element bridge {t} ports {{ \"{}\" . {} }}",
-        p.ifname, p.address
+        p.ifname,
+        p.address
     );
     for map in ["egress", "ingress"] {
-        let _ = writeln!(
+        scriptln!(
             s,
             "delete element inet {t} {map} {{ {} . \"{}\" }}",
-            p.address, p.bridge
+            p.address,
+            p.bridge
         );
     }
     for dir in ["out", "in"] {
-        let _ = writeln!(
+        scriptln!(
             s,
             "flush chain inet {t} {dir}_{0}\ndelete chain inet {t} {dir}_{0}",
             p.ifname

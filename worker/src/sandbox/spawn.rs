@@ -279,7 +279,12 @@ impl Sandbox {
                 tracing::warn!(sandbox = %self.id, error = %e, "thaw after kill failed");
             }
             // Bounded: whatever is left is killed below.
-            let _ = tokio::time::timeout(INIT_EXIT_GRACE, self.wait_exit()).await;
+            if tokio::time::timeout(INIT_EXIT_GRACE, self.wait_exit())
+                .await
+                .is_err()
+            {
+                tracing::debug!(sandbox = %self.id, "init still running after its pid 1 was killed: killing everything");
+            }
         }
         let cgroup = self.cgroup.clone();
         let work_dir = self.work_dir.clone();
