@@ -15,6 +15,7 @@ const RET_ERRNO: u32 = 0x0005_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const EPERM: u32 = 1;
 const ENOSYS: u32 = 38;
+const EAFNOSUPPORT: u32 = 97;
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 /// CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET | NEWTIME
@@ -28,11 +29,18 @@ const CLONE_NS_FLAGS: u32 = 0x0002_0000
     | 0x80;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
+/// The address families `socket` and `socketpair` may create (see seccomp/allowlist.txt).
+const AF_UNIX: u32 = 1;
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+const AF_NETLINK: u32 = 16;
+const NETLINK_ROUTE: u32 = 0;
 /// Offsets in `struct seccomp_data`: nr, arch, instruction pointer, args[6] (low 32 bits first).
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG0: u32 = 16;
 const OFF_ARG1: u32 = 24;
+const OFF_ARG2: u32 = 32;
 
 /// Syscalls newer than the kernel headers of older distributions (x86_64 numbers are stable).
 const NEWER_THAN_HEADERS: [(&str, u32); 2] = [("fchmodat2", 452), ("mseal", 462)];
@@ -97,6 +105,8 @@ fn main() {
     }
     let nr = |name: &str| numbers[name];
     let (clone, clone3, ioctl) = (nr("clone"), nr("clone3"), nr("ioctl"));
+    let (socket, socketpair) = (nr("socket"), nr("socketpair"));
+    let special = [clone, clone3, ioctl, socket, socketpair];
     let mut p: Vec<(u16, u8, u8, u32)> = vec![
         (LD_W_ABS, 0, 0, OFF_ARCH),
         (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
@@ -120,9 +130,29 @@ fn main() {
         (JEQ_K, 1, 0, TIOCLINUX),
         (RET_K, 0, 0, RET_ALLOW),
         (RET_K, 0, 0, RET_ERRNO | EPERM),
+        // socket and socketpair: unix, inet, inet6, and netlink with NETLINK_ROUTE only (the
+        // int arguments are the low 32 bits; the kernel ignores the rest). Anything else:
+        // EAFNOSUPPORT, what a kernel without that family answers.
+        (JEQ_K, 1, 0, socket),
+        (JEQ_K, 0, 9, socketpair),
+        (LD_W_ABS, 0, 0, OFF_ARG0),
+        (JEQ_K, 5, 0, AF_UNIX),
+        (JEQ_K, 4, 0, AF_INET),
+        (JEQ_K, 3, 0, AF_INET6),
+        (JEQ_K, 0, 3, AF_NETLINK),
+        (LD_W_ABS, 0, 0, OFF_ARG2),
+        (JEQ_K, 0, 1, NETLINK_ROUTE),
+        (RET_K, 0, 0, RET_ALLOW),
+        (RET_K, 0, 0, RET_ERRNO | EAFNOSUPPORT),
     ];
+    for name in ["socket", "socketpair"] {
+        assert!(
+            allowed.values().any(|n| n == name),
+            "{name} must be in the allowlist: its rule only narrows it"
+        );
+    }
     for (&n, name) in &allowed {
-        if n == clone || n == clone3 || n == ioctl {
+        if special.contains(&n) {
             assert!(
                 name != "clone3",
                 "clone3 must not be in the allowlist: it has its own rule"

@@ -1,7 +1,9 @@
 //! The seccomp allowlist of function processes, compiled at build time from
 //! `worker/seccomp/allowlist.txt` (see `worker/build.rs`) and installed by the sandbox init as the last
 //! step before exec. Not allowed: EPERM; `clone` with namespace flags: EPERM; `clone3`: ENOSYS (libc
-//! falls back to `clone`); `ioctl` TIOCSTI/TIOCLINUX: EPERM; another architecture: process killed.
+//! falls back to `clone`); `ioctl` TIOCSTI/TIOCLINUX: EPERM; `socket`/`socketpair` of another
+//! family than unix, inet, inet6 or netlink route: EAFNOSUPPORT; another architecture: process
+//! killed.
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/seccomp_program.rs"));
 }
@@ -45,6 +47,7 @@ mod tests {
     const ALLOW: u32 = 0x7fff_0000;
     const EPERM: u32 = 0x0005_0001;
     const ENOSYS: u32 = 0x0005_0026;
+    const EAFNOSUPPORT: u32 = 0x0005_0061;
     const KILL: u32 = 0x8000_0000;
     const X86_64: u32 = 0xc000_003e;
 
@@ -91,13 +94,33 @@ mod tests {
     const KEYCTL: u32 = 250;
     const CLONE3: u32 = 435;
     const IO_URING_SETUP: u32 = 425;
+    const IO_SETUP: u32 = 206;
+    const IO_SUBMIT: u32 = 209;
+    const IO_GETEVENTS: u32 = 208;
+    const IO_CANCEL: u32 = 210;
+    const IO_DESTROY: u32 = 207;
+    const IO_PGETEVENTS: u32 = 333;
 
     #[test]
     fn allows_the_listed_and_refuses_the_rest() {
         assert_eq!(run(X86_64, nr("read"), [0; 6]), ALLOW);
         assert_eq!(run(X86_64, nr("execve"), [0; 6]), ALLOW);
         assert_eq!(run(X86_64, nr("futex"), [0; 6]), ALLOW);
-        for refused in [MOUNT, UNSHARE, SETNS, PTRACE, BPF, KEYCTL, IO_URING_SETUP] {
+        for refused in [
+            MOUNT,
+            UNSHARE,
+            SETNS,
+            PTRACE,
+            BPF,
+            KEYCTL,
+            IO_URING_SETUP,
+            IO_SETUP,
+            IO_SUBMIT,
+            IO_GETEVENTS,
+            IO_CANCEL,
+            IO_DESTROY,
+            IO_PGETEVENTS,
+        ] {
             assert_eq!(run(X86_64, refused, [0; 6]), EPERM, "syscall {refused}");
             assert!(ALLOWED.iter().all(|(_, n)| *n != refused));
         }
@@ -136,5 +159,46 @@ mod tests {
         assert_eq!(run(X86_64, nr("ioctl"), [0, 0x5401, 0, 0, 0, 0]), ALLOW); // TCGETS
         assert_eq!(run(X86_64, nr("ioctl"), [0, 0x5412, 0, 0, 0, 0]), EPERM); // TIOCSTI
         assert_eq!(run(X86_64, nr("ioctl"), [0, 0x541c, 0, 0, 0, 0]), EPERM); // TIOCLINUX
+    }
+
+    #[test]
+    fn socket_families_are_limited_to_what_functions_need() {
+        const SOCK_STREAM: u64 = 1;
+        const SOCK_RAW: u64 = 3;
+        for call in ["socket", "socketpair"] {
+            for allowed in [1u64, 2, 10] {
+                assert_eq!(
+                    run(X86_64, nr(call), [allowed, SOCK_STREAM, 0, 0, 0, 0]),
+                    ALLOW,
+                    "{call} family {allowed}"
+                );
+            }
+            // netlink: NETLINK_ROUTE only (not KOBJECT_UEVENT 15, AUDIT 9, ...).
+            assert_eq!(run(X86_64, nr(call), [16, SOCK_RAW, 0, 0, 0, 0]), ALLOW);
+            for proto in [15u64, 9, 4, 16] {
+                assert_eq!(
+                    run(X86_64, nr(call), [16, SOCK_RAW, proto, 0, 0, 0]),
+                    EAFNOSUPPORT,
+                    "{call} netlink protocol {proto}"
+                );
+            }
+            // vsock, packet, bluetooth, alg, key, tipc, xdp, and families that do not exist.
+            for refused in [40u64, 17, 31, 38, 15, 30, 44, 0, 46, 255] {
+                assert_eq!(
+                    run(X86_64, nr(call), [refused, SOCK_STREAM, 0, 0, 0, 0]),
+                    EAFNOSUPPORT,
+                    "{call} family {refused}"
+                );
+            }
+        }
+        // Only the low 32 bits are the kernel's `int`: the high half changes nothing.
+        assert_eq!(
+            run(X86_64, nr("socket"), [(1 << 32) | 40, SOCK_STREAM, 0, 0, 0, 0]),
+            EAFNOSUPPORT
+        );
+        assert_eq!(
+            run(X86_64, nr("socket"), [(1 << 32) | 1, SOCK_STREAM, 0, 0, 0, 0]),
+            ALLOW
+        );
     }
 }
