@@ -77,7 +77,46 @@ def handler(event, context):
     r["write_task"] = try_open("/var/task/app.py", "a")
     r["write_runtime"] = try_open("/var/runtime/bootstrap.py", "a")
     r["exe_write"] = try_open("/proc/self/exe", "ab")
-    r["pid1_exe"] = os.readlink("/proc/1/exe")
+    # Pid 1 is Lamina's minimal init (not the runtime): as confined as the function, and not
+    # dumpable, so none of its /proc files that lead to its binary or memory can be opened.
+    r["pid"] = os.getpid()
+    pid1 = dict(l.split(":\t", 1) for l in open("/proc/1/status").read().splitlines() if ":\t" in l)
+    r["pid1_status"] = {k: pid1[k].strip() for k in ["Uid", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs", "Seccomp"]}
+    try:
+        r["pid1_exe"] = os.readlink("/proc/1/exe")
+    except OSError as e:
+        r["pid1_exe"] = errno.errorcode.get(e.errno, str(e.errno))
+    r["pid1_exe_write"] = try_open("/proc/1/exe", "ab")
+    r["pid1_exe_read"] = try_open("/proc/1/exe", "rb")
+    r["pid1_mem"] = try_open("/proc/1/mem", "rb")
+    r["pid1_environ"] = try_open("/proc/1/environ", "rb")
+    try:
+        os.listdir("/proc/1/root/")
+        r["pid1_root"] = "ok"
+    except OSError as e:
+        r["pid1_root"] = errno.errorcode.get(e.errno, str(e.errno))
+    r["pid1_cmdline"] = open("/proc/1/cmdline", "rb").read().decode(errors="replace").split("\0")
+    # Sockets: only unix, inet, inet6 and netlink route; no Linux AIO (host-wide resources).
+    def sock(family, kind, proto=0):
+        try:
+            socket.socket(family, kind, proto).close()
+            return "ok"
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e.errno))
+    r["socket_unix"] = sock(socket.AF_UNIX, socket.SOCK_STREAM)
+    r["socket_inet"] = sock(socket.AF_INET, socket.SOCK_STREAM)
+    r["socket_inet6"] = sock(socket.AF_INET6, socket.SOCK_DGRAM)
+    r["socket_netlink_route"] = sock(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+    r["socket_netlink_uevent"] = sock(socket.AF_NETLINK, socket.SOCK_RAW, 15)
+    r["socket_vsock"] = sock(40, socket.SOCK_STREAM)
+    r["socket_packet"] = sock(17, socket.SOCK_RAW)
+    pair = (ctypes.c_int * 2)()
+    r["socketpair_unix"] = err_of(libc.socketpair(1, 1, 0, pair))
+    r["socketpair_vsock"] = err_of(libc.socketpair(40, 1, 0, pair))
+    aio = ctypes.c_ulong(0)
+    r["io_setup"] = syscall(206, 1, ctypes.addressof(aio))
+    if r["io_setup"] == "ok":
+        syscall(207, aio.value)
     r["worker_binaries"] = [p for d in ["/usr/local/bin", "/usr/bin", "/var/tmp", "/bin"]
                             for p in [os.path.join(d, "lamina-worker")] if os.path.exists(p)]
     r["worker_binaries_writable"] = [p for p in r["worker_binaries"] if try_open(p, "ab") == "ok"]
@@ -92,6 +131,23 @@ def handler(event, context):
     r["connect_controller"] = connect("127.0.0.1", event["controller_port"])
     r["connect_worker"] = connect("127.0.0.1", event["worker_port"])
     r["connect_metadata"] = connect("169.254.169.254", 80)
+    # Python: Lambda's sys.path order, and nothing of the host's installed packages.
+    import sys
+    r["sys_path"] = list(sys.path)
+    host_packages = "/usr/lib/python3/dist-packages"
+    r["host_dist_packages"] = sorted(os.listdir(host_packages)) if os.path.isdir(host_packages) else []
+    sys.path.append(host_packages)
+    try:
+        import yaml  # noqa: F401  (python3-yaml on the host)
+        r["import_host_yaml"] = "ok"
+    except ImportError as e:
+        r["import_host_yaml"] = type(e).__name__
+    finally:
+        sys.path.remove(host_packages)
+    r["modules_from_host_packages"] = sorted(
+        name for name, mod in list(sys.modules.items())
+        if "-packages" in (getattr(mod, "__file__", None) or "")
+    )
     env = dict(os.environ)
     r["env_keys"] = sorted(env)
     return r

@@ -17,6 +17,7 @@ pub use lamina_client::{v1, Client, Credentials};
 pub mod clients;
 pub mod images;
 pub mod netns;
+pub mod orphans;
 
 /// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
@@ -645,10 +646,78 @@ pub fn assert_probe_confined(v: &serde_json::Value) {
         v["exe_write"], "ok",
         "the runtime binary is not writable: {v}"
     );
-    // CVE-2019-5736 class: pid 1 is the runtime itself, not a Lamina binary, and no Lamina binary
-    // the sandbox can see is writable.
-    assert_eq!(v["pid1_exe"], "/usr/bin/python3.11", "{v}");
+    // Pid 1 is Lamina's minimal init, the runtime its child (pid 2). CVE-2019-5736 class: pid 1
+    // runs with the function's credentials and filter, and is not dumpable: the function can open
+    // none of /proc/1/{exe,mem,environ,root}; its command line names no host path; no Lamina
+    // binary the sandbox can see is writable.
+    assert_eq!(v["pid"], 2, "{v}");
+    let pid1 = &v["pid1_status"];
+    assert_eq!(
+        pid1["Uid"].as_str().and_then(|u| u.split_whitespace().next()),
+        Some("993"),
+        "{v}"
+    );
+    for cap in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(pid1[cap], "0000000000000000", "pid 1 {cap}: {v}");
+    }
+    assert_eq!(pid1["NoNewPrivs"], "1", "{v}");
+    assert_eq!(pid1["Seccomp"], "2", "{v}");
+    for what in [
+        "pid1_exe",
+        "pid1_exe_write",
+        "pid1_exe_read",
+        "pid1_mem",
+        "pid1_environ",
+        "pid1_root",
+    ] {
+        assert_eq!(v[what], "EACCES", "{what}: {v}");
+    }
+    let cmdline = v["pid1_cmdline"][0].as_str().unwrap_or_default();
+    assert!(
+        cmdline == "lamina-init" || cmdline == "/usr/bin/python3.11",
+        "pid 1's command line: {v}"
+    );
     assert_eq!(v["worker_binaries_writable"], serde_json::json!([]), "{v}");
+    // Sockets of the families a function needs work; the others, and Linux AIO, are refused.
+    for ok in [
+        "socket_unix",
+        "socket_inet",
+        "socket_inet6",
+        "socket_netlink_route",
+        "socketpair_unix",
+    ] {
+        assert_eq!(v[ok], "ok", "{ok}: {v}");
+    }
+    for refused in [
+        "socket_netlink_uevent",
+        "socket_vsock",
+        "socket_packet",
+        "socketpair_vsock",
+    ] {
+        assert_eq!(v[refused], "EAFNOSUPPORT", "{refused}: {v}");
+    }
+    assert_eq!(v["io_setup"], "EPERM", "{v}");
+    // Python: Lambda's sys.path order; the host's packages are neither on it nor importable.
+    assert_eq!(
+        v["sys_path"],
+        serde_json::json!([
+            "/var/task",
+            "/opt/python/lib/python3.11/site-packages",
+            "/opt/python",
+            "/var/runtime",
+            "/usr/lib/python311.zip",
+            "/usr/lib/python3.11",
+            "/usr/lib/python3.11/lib-dynload"
+        ]),
+        "{v}"
+    );
+    assert_eq!(v["host_dist_packages"], serde_json::json!([]), "{v}");
+    assert_eq!(v["import_host_yaml"], "ModuleNotFoundError", "{v}");
+    assert_eq!(
+        v["modules_from_host_packages"],
+        serde_json::json!([]),
+        "{v}"
+    );
     // And from the host's side: nothing appeared where the function tried to write.
     for host_path in ["/evil", "/usr/bin/evil"] {
         assert!(!Path::new(host_path).exists(), "{host_path} was written");

@@ -210,3 +210,16 @@ fn zygote_sandboxes_keep_lambda_behaviour_and_other_runtimes_still_start() {
         Ok(())
     })
 }
+
+/// Issue 14 item 2 in zygote-forked sandboxes: pid 1 is the zygote child's Rust init, which reaps
+/// what the function orphans and reports the runtime's own exit status.
+#[test]
+fn zygote_sandboxes_reap_orphans() {
+    run(async {
+        std::env::set_var("LAMINA_PYTHON_ZYGOTE", "1");
+        std::env::set_var("LAMINA_PREWARM_SANDBOXES", "1");
+        let cluster = Cluster::start_with(1, &["--pids-max", "32"])?;
+        let c = cluster.client().await?;
+        lamina_e2e::orphans::orphans_are_reaped(&c, &cluster, 6).await
+    })
+}

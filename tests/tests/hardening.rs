@@ -216,3 +216,15 @@ fn functions_get_distinct_unprivileged_host_uids() {
         Ok(())
     })
 }
+
+/// Issue 14 item 2: what a function orphans is reaped by the sandbox's pid 1 (Lamina's minimal
+/// init), invocation after invocation in a warm sandbox, so forks keep working under a low
+/// `pids.max`; the runtime's own exit status is still what the caller is told.
+#[test]
+fn orphaned_processes_are_reaped_in_warm_sandboxes() {
+    run(async {
+        let cluster = Cluster::start_with(1, &["--pids-max", "32"])?;
+        let c = cluster.client().await?;
+        lamina_e2e::orphans::orphans_are_reaped(&c, &cluster, 6).await
+    })
+}

@@ -87,9 +87,9 @@ async fn isolation_seen_from_inside() {
     assert!(accept.join().unwrap());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     for want in [
-        "pid 1\n",
+        "pid 2\n",
         "uid 993 993\n",
-        "procs [1]\n",
+        "procs [1, 2]\n",
         "ifaces ['lo']\n",
         "task 30\n",
         "root 30\n",
@@ -153,6 +153,73 @@ async fn freeze_thaw_and_destroy_cleans_up() {
     }
 }
 
+/// Orphans 20 processes, waits (bounded) for them to end, then waits for SIGTERM.
+const ORPHANS_THEN_TERM: &str = r#"
+import os, signal, subprocess, time
+def procs():
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+for _ in range(20):
+    subprocess.run(["/bin/sh", "-c", "/bin/true & exit 0"], check=True)
+deadline = time.monotonic() + 10
+while len(procs()) > 2 and time.monotonic() < deadline:
+    time.sleep(0.01)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(42))
+print("procs", procs(), flush=True)
+time.sleep(60)
+os._exit(7)
+"#;
+
+/// The host pid of the sandbox's pid 1 (the process whose innermost pid is 1).
+fn host_pid_of_pid1(cgroup_procs: &str) -> Option<i32> {
+    std::fs::read_to_string(cgroup_procs)
+        .ok()?
+        .lines()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .is_some_and(|ns| ns.split_whitespace().last() == Some("1"))
+            })
+        })?
+        .parse()
+        .ok()
+}
+
+/// Pid 1 is Lamina's minimal init: orphans are reaped (only pid 1 and the runtime are left), a
+/// signal sent to pid 1 reaches the runtime, and the sandbox exits with the runtime's status.
+async fn pid1_reaps_forwards_and_exits_as_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "pid1", ORPHANS_THEN_TERM, 128);
+    let procs = format!(
+        "/sys/fs/cgroup/pids/{}/{}/cgroup.procs",
+        s.cgroup_parent, s.sandbox_id
+    );
+    let mut sb = Sandbox::start(s).await.unwrap();
+    let mut out = sb.take_output().unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains('\n') {
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut buf))
+            .await
+            .expect("no output from the sandbox")
+            .unwrap();
+        assert!(n > 0, "output ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(text, "procs [1, 2]\n", "orphans left behind");
+    let pid1 = host_pid_of_pid1(&procs).expect("pid 1 of the sandbox");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid1),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), sb.wait_exit())
+        .await
+        .expect("the runtime did not end on SIGTERM");
+    assert_eq!(exit.code, Some(42), "{exit:?}");
+    sb.destroy().await;
+}
+
 type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 fn main() {
@@ -174,6 +241,10 @@ fn main() {
             Box::pin(memory_hog_is_oom_killed()),
         ),
         ("bad_exec_is_reported", Box::pin(bad_exec_is_reported())),
+        (
+            "pid1_reaps_forwards_and_exits_as_the_runtime",
+            Box::pin(pid1_reaps_forwards_and_exits_as_the_runtime()),
+        ),
         (
             "freeze_thaw_and_destroy_cleans_up",
             Box::pin(freeze_thaw_and_destroy_cleans_up()),

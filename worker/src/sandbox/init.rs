@@ -3,7 +3,8 @@
 //!
 //! 1. read the `PrepareConfig` from fd 3;
 //! 2. unshare mount, net, uts, ipc, pid and cgroup namespaces, then fork: the child is pid 1 of the
-//!    new pid namespace; the parent stays outside, waits for it and mirrors its exit status;
+//!    new pid namespace; the parent stays outside, waits for it and mirrors the runtime's exit
+//!    status, which pid 1 writes to a status pipe (`pid1.rs`);
 //! 3. (child) hostname, loopback up, the function-independent part of the root (below), Runtime API
 //!    socket bound at 127.0.0.1:9001 and handed to the worker; the sandbox is now prepared (it may
 //!    wait in the worker's pool for a while);
@@ -12,12 +13,15 @@
 //!    pivot_root, old root detached, root remounted read-only;
 //!    `/proc` has runc's masked paths (kcore, keys, timer_list, ...) and read-only subtrees (sys, bus,
 //!    fs, irq, sysrq-trigger);
-//! 5. rlimits (core 0, nofile, fsize), every fd but 0-2 (and the close-on-exec fd 3) closed;
+//! 5. rlimits (core 0, nofile, fsize), every fd but 0-2 (and the close-on-exec fds 3 and 4: the
+//!    init socket and the status pipe) closed;
 //! 6. drop to the unprivileged host uid, create the user namespace and map that uid to
 //!    `SANDBOX_UID` inside, drop every capability (bounding, ambient, effective, permitted,
 //!    inheritable) and check, set no_new_privs and check;
-//! 7. chdir /var/task, install the seccomp filter (last), exec the runtime with the environment from
-//!    the config only.
+//! 7. chdir /var/task, install the seccomp filter (last);
+//! 8. fork the runtime (`pid1.rs`): pid 1 stays, locked down like the function, and only reaps,
+//!    forwards signals and exits with the runtime's status; the child execs the runtime with the
+//!    environment from the config only.
 //!
 //! Any failure is sent to the worker as `ERROR <message>` and the process exits 1.
 use std::convert::Infallible;
@@ -29,10 +33,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{setrlimit, Resource};
-use nix::sys::signal::{kill, signal, SigHandler, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{recv, send, sendmsg, ControlMessage, MsgFlags};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, getpid, ForkResult, Gid, Uid};
+use nix::unistd::{fork, ForkResult, Gid, Uid};
 
 use super::protocol::{
     InitConfig, PrepareConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER, RUNTIME_API_PORT,
@@ -116,6 +119,10 @@ fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
         Ok(prep) => prep,
         Err(e) => return Err((sock, e)),
     };
+    let (status_r, status_w) = match super::pid1::status_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => return Err((sock, e)),
+    };
     // SAFETY: this process is single-threaded (it is a fresh exec of lamina-worker that started no
     // threads), so the child may run any code after fork.
     match unsafe { fork() } {
@@ -128,12 +135,19 @@ fn run(sock: OwnedFd) -> Result<Infallible, Failed> {
         )),
         Ok(ForkResult::Parent { child }) => {
             drop(sock);
-            mirror_exit(child)
+            drop(status_w);
+            super::pid1::mirror_exit(child, Some(status_r))
         }
-        Ok(ForkResult::Child) => match setup(&sock, &prep).and_then(|cfg| exec(&cfg)) {
-            Ok(never) => match never {},
-            Err(e) => Err((sock, e)),
-        },
+        Ok(ForkResult::Child) => {
+            let started = super::pid1::keep_status_fd(status_r, status_w)
+                .and_then(|()| setup(&sock, &prep))
+                .and_then(|cfg| super::pid1::fork_runtime().map(|()| cfg))
+                .and_then(|cfg| exec(&cfg));
+            match started {
+                Ok(never) => match never {},
+                Err(e) => Err((sock, e)),
+            }
+        }
     }
 }
 
@@ -176,29 +190,6 @@ fn receive<T: serde::de::DeserializeOwned>(sock: &OwnedFd, what: &str) -> Result
     }
     serde_json::from_slice(&buf[..n])
         .map_err(|e| InitError::Protocol(format!("invalid {what} config: {e}")))
-}
-
-/// The process outside the pid namespace: waits for pid 1 and exits the way it did.
-pub(super) fn mirror_exit(child: nix::unistd::Pid) -> ! {
-    loop {
-        match waitpid(child, None) {
-            Ok(WaitStatus::Exited(_, code)) => std::process::exit(code),
-            Ok(WaitStatus::Signaled(_, sig, _)) => {
-                // Die of the same signal so the worker sees what killed the runtime. SIGKILL's
-                // disposition cannot (and need not) be reset.
-                // SAFETY: resetting a disposition to the default has no preconditions.
-                let default =
-                    sig == Signal::SIGKILL || unsafe { signal(sig, SigHandler::SigDfl) }.is_ok();
-                if default && kill(getpid(), sig).is_ok() {
-                    // The signal is delivered before kill returns to a process signalling itself;
-                    // this is only reached for signals whose default is to ignore.
-                }
-                std::process::exit(128 + sig as i32)
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => std::process::exit(1),
-        }
-    }
 }
 
 /// Steps 3-7 in pid 1, everything but the exec: returns the function's config with the seccomp
@@ -557,12 +548,13 @@ fn limit_process(ephemeral_storage_mb: u32) -> Result<(), InitError> {
     // No single file can be larger than the sandbox's /tmp.
     let fsize = u64::from(ephemeral_storage_mb) * 1024 * 1024;
     setrlimit(Resource::RLIMIT_FSIZE, fsize, fsize).step(|| "set RLIMIT_FSIZE".into())?;
-    // Close every inherited fd above the init socket (fd 3, close-on-exec).
-    // SAFETY: close_range only closes descriptors; none above fd 3 is used by this process any more.
+    // Close every inherited fd above the init socket (fd 3) and pid 1's status pipe (fd 4), both
+    // close-on-exec.
+    // SAFETY: close_range only closes descriptors; none above fd 4 is used by this process any more.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            (INIT_SOCKET_FD + 1) as libc::c_uint,
+            (super::pid1::STATUS_FD + 1) as libc::c_uint,
             libc::c_uint::MAX,
             0 as libc::c_uint,
         )

@@ -567,7 +567,10 @@ fn spawn_init(
     out_write: OwnedFd,
 ) -> std::io::Result<(i32, watch::Receiver<Option<ExitInfo>>)> {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("__sandbox-init")
+    // Pid 1 of the sandbox is this process (forked): its /proc/1/cmdline, readable by the function,
+    // names no host path.
+    cmd.arg0(super::INIT_ARG0)
+        .arg("__sandbox-init")
         .env_clear()
         .stdin(std::process::Stdio::null())
         .stdout(out_write.try_clone()?)

@@ -111,6 +111,8 @@ impl Zygote {
             source,
         })?;
         let mut cmd = std::process::Command::new(exe);
+        // Its children are the sandboxes' pid 1: no host path in their /proc/1/cmdline.
+        std::os::unix::process::CommandExt::arg0(&mut cmd, super::INIT_ARG0);
         cmd.arg("__sandbox-init")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
