@@ -308,6 +308,29 @@ class FaultException(Exception):
         self.trace = trace or []
 
 
+RUNTIME_DIR = "/var/runtime"
+
+
+def lambda_sys_path(path, pythonpath, task_root):
+    """Lambda's `sys.path`: the function's code, then the layers (`PYTHONPATH`:
+    /opt/python/lib/python3.11/site-packages, /opt/python), then this runtime, then the standard
+    library (its zip, its directory, lib-dynload, in `path`'s order). Anything else on `path` is
+    dropped: the script's directory, the zygote's, and the package directories `site` adds
+    (the host's dist-packages, which the sandbox also hides under an empty mount)."""
+    first = []
+    for p in [task_root] + pythonpath.split(":") + [RUNTIME_DIR]:
+        if p and p not in first:
+            first.append(p)
+    lib = os.path.dirname(os.__file__)  # e.g. /usr/lib/python3.11
+    std = []
+    for p in path:
+        if p in first or p in std or os.path.basename(p) in ("site-packages", "dist-packages"):
+            continue
+        if p == lib or os.path.dirname(p) == lib or (p.endswith(".zip") and os.path.dirname(p) == os.path.dirname(lib)):
+            std.append(p)
+    return first + std
+
+
 def load_handler(handler, task_root):
     try:
         modname, fname = handler.rsplit(".", 1)
@@ -600,6 +623,7 @@ def main():
         sys.exit(1)
     handler_name = os.environ.get("_HANDLER", "")
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
+    sys.path[:] = lambda_sys_path(sys.path, os.environ.get("PYTHONPATH", ""), task_root)
     client = RuntimeClient(address)
     try:
         os.chdir(task_root)

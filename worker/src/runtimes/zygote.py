@@ -30,6 +30,7 @@ sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 import _json  # noqa: E402,F401
 import _socket  # noqa: E402,F401
 import importlib  # noqa: E402
+import site  # noqa: E402  (imported, not run: the zygote has -S; each sandbox runs site.main())
 import json  # noqa: E402
 import time  # noqa: E402,F401
 
@@ -145,8 +146,10 @@ def run(cfg):
         os.environ[key] = value
     env = os.environ
     sys.argv = list(cfg["argv"][1:]) or [IN_SANDBOX]
-    extra = [p for p in env.get("PYTHONPATH", "").split(":") if p]
-    sys.path[:] = ["/var/runtime"] + extra + [p for p in sys.path if p != RUNTIME_DIR]
+    # What `site` does at an exec'd interpreter's start, here inside the sandbox (the zygote runs
+    # with -S: no host package directory, no host `.pth` file ever ran in it). `runtime.main()`
+    # then puts `sys.path` in Lambda's order.
+    site.main()
     sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")

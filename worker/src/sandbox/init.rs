@@ -372,6 +372,7 @@ fn prepare_root(prep: &PrepareConfig) -> Result<(), InitError> {
         }
     }
     bind_read_only(Path::new("/usr"), &root.join("usr"))?;
+    hide_host_python_packages(root)?;
     bind_read_only(&prep.runtime_dir, &root.join("var/runtime"))?;
     if Path::new("/etc/ssl").is_dir() {
         mkdirs(root, &["etc/ssl"])?;
@@ -393,6 +394,39 @@ fn prepare_root(prep: &PrepareConfig) -> Result<(), InitError> {
     )?;
     mask_proc(&root.join("proc"))?;
     build_dev(&root.join("dev"))?;
+    Ok(())
+}
+
+/// The host's Python package directories (`/usr/lib/python3/dist-packages`,
+/// `/usr/local/lib/python3.11/dist-packages`, any `python*/site-packages`) are covered by an empty
+/// read-only tmpfs: a function imports its code, its layers, Lamina's runtime and the standard
+/// library, never what the host's administrator installed (other versions on every worker, and a
+/// host `.pth` file would run in every sandbox). Symlinked directories are left alone (a mount on
+/// one would land on its target); none of the distributions' layouts uses one.
+fn hide_host_python_packages(root: &Path) -> Result<(), InitError> {
+    for lib in ["usr/lib", "usr/lib64", "usr/local/lib", "usr/local/lib64"] {
+        let Ok(entries) = std::fs::read_dir(Path::new("/").join(lib)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with("python") {
+                continue;
+            }
+            for packages in ["dist-packages", "site-packages"] {
+                let host = entry.path().join(packages);
+                if !std::fs::symlink_metadata(&host).is_ok_and(|m| m.is_dir()) {
+                    continue;
+                }
+                mount_fs(
+                    "tmpfs",
+                    &root.join(lib).join(entry.file_name()).join(packages),
+                    "tmpfs",
+                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("size=4k,nr_inodes=2,mode=0555"),
+                )?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -88,7 +88,10 @@ impl Zygote {
         let mut cmd = std::process::Command::new(python);
         // The script comes on stdin and is compiled under its in-sandbox name: no host path shows
         // in a sandbox's /proc/1/cmdline or in a traceback.
-        cmd.arg("-c")
+        // -S: no `site` in the zygote (host root, host mounts), so no host package directory is
+        // on its path and no host `.pth` file runs in it; each sandbox runs `site.main()` inside.
+        cmd.arg("-S")
+            .arg("-c")
             .arg("import sys; __file__ = '/var/runtime/zygote.py'; exec(compile(sys.stdin.buffer.read(), __file__, 'exec'))")
             .stdin(std::process::Stdio::piped());
         // The library goes in as a memfd copy: the sandboxes' /proc/self/maps then name
