@@ -116,7 +116,7 @@ const NOTES: &str = r#"
   few dozen lines of Rust on a blocking socket), so the platform's own cost shows. "CPU each" is the
   whole machine's busy time (client, controller, worker, runtimes, kernel) per invocation.
 - **Memory** is Private_Clean + Private_Dirty of every process in the sandbox's cgroup (the outer
-  init and the runtime) from `/proc/PID/smaps_rollup`, and the cgroup's kernel memory
+  init, the sandbox's pid 1 and the runtime) from `/proc/PID/smaps_rollup`, and the cgroup's kernel memory
   (`memory.kmem.usage_in_bytes`); a network namespace adds ~0.2 MB of kernel memory not charged to it.
 - **Bursts: cold, provisioned, warm** (`bench/concurrency.rs`) run on three workers, each in its own
   network namespace (a separate host reached over veth, as `deploy/cluster.sh` builds), with worker
@@ -153,7 +153,7 @@ const NOTES: &str = r#"
   (bare, same run); the sandbox layer adds little. End to end varies with what ran before
   (20 ms alone, `--only api`; more after the sandbox layer's thousands of sandboxes).
 - **Idle memory, zygote-forked (<= 1 MB)**: Python 3.11 writes a reference count into every
-  object it touches, so the runtime (pid 1) copies every page of shared objects it uses: ~1 MB
+  object it touches, so the runtime (pid 2) copies every page of shared objects it uses: ~1 MB
   of object memory, ~0.7 MB of malloc heap (the sandbox's setup and compiling the function's
   module, whose bytecode cannot be cached in the read-only `/var/task`) and ~0.5 MB of the
   interpreter's static data. Immortal objects (Python 3.12) would remove most of the first; the
