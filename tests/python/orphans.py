@@ -29,7 +29,7 @@ def handler(event, context):
         subprocess.run(["/bin/sh", "-c", "/bin/true & /bin/true & exit 0"], check=True)
     # Bounded wait for the orphans to end: then only pid 1 and the runtime are left, unless the
     # orphans stay as zombies (nobody reaps them).
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 3
     while len(pids()) > 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     forked = subprocess.run(["/bin/true"]).returncode

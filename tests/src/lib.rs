@@ -653,7 +653,9 @@ pub fn assert_probe_confined(v: &serde_json::Value) {
     assert_eq!(v["pid"], 2, "{v}");
     let pid1 = &v["pid1_status"];
     assert_eq!(
-        pid1["Uid"].as_str().and_then(|u| u.split_whitespace().next()),
+        pid1["Uid"]
+            .as_str()
+            .and_then(|u| u.split_whitespace().next()),
         Some("993"),
         "{v}"
     );

@@ -32,7 +32,10 @@ pub async fn orphans_are_reaped(c: &Client, cluster: &Cluster, warm: usize) -> R
     }
     for (event, want) in [
         (r#"{"exit": 7}"#, "Runtime exited with error: exit status 7"),
-        (r#"{"kill": true}"#, "Runtime exited with error: signal: killed"),
+        (
+            r#"{"kill": true}"#,
+            "Runtime exited with error: signal: killed",
+        ),
     ] {
         let r = invoke(c, &name, event).await?;
         assert_eq!(r.function_error, "Unhandled", "{r:?}");

@@ -421,7 +421,10 @@ fn hide_host_python_packages(root: &Path) -> Result<(), InitError> {
                     "tmpfs",
                     &root.join(lib).join(entry.file_name()).join(packages),
                     "tmpfs",
-                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
                     Some("size=4k,nr_inodes=2,mode=0555"),
                 )?;
             }

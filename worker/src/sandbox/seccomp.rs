@@ -193,11 +193,19 @@ mod tests {
         }
         // Only the low 32 bits are the kernel's `int`: the high half changes nothing.
         assert_eq!(
-            run(X86_64, nr("socket"), [(1 << 32) | 40, SOCK_STREAM, 0, 0, 0, 0]),
+            run(
+                X86_64,
+                nr("socket"),
+                [(1 << 32) | 40, SOCK_STREAM, 0, 0, 0, 0]
+            ),
             EAFNOSUPPORT
         );
         assert_eq!(
-            run(X86_64, nr("socket"), [(1 << 32) | 1, SOCK_STREAM, 0, 0, 0, 0]),
+            run(
+                X86_64,
+                nr("socket"),
+                [(1 << 32) | 1, SOCK_STREAM, 0, 0, 0, 0]
+            ),
             ALLOW
         );
     }
