@@ -42,6 +42,10 @@ fn run(cli: Cli) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("lamina-worker must run as root: it creates namespaces and cgroups");
     }
+    match lamina_worker::health::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "running with the lower open-file limit"),
+    }
     let cfg = WorkerConfig::resolve(cli)?;
     lamina_worker::cgroup::set_reuse_capacity(cfg.cgroup_reuse);
     let rt = tokio::runtime::Builder::new_multi_thread()

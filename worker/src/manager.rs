@@ -450,7 +450,8 @@ impl Manager {
             .start_reserved(config, &sandbox_id, &uuid, prepared, init)
             .await;
         // A started sandbox stays `Starting` until its runtime finished its init (`started`).
-        if started.is_err() {
+        if let Err(e) = &started {
+            crate::health::FDS.note_error(e);
             self.state().all.remove(&sandbox_id);
             self.refill_prepared();
         }
