@@ -64,7 +64,7 @@ impl From<ManagerError> for Status {
             | ManagerError::Sandbox(_)
             | ManagerError::RuntimeApi { .. }
             | ManagerError::Task(_)
-            | ManagerError::Uid(UidError::Save { .. }) => Status::internal(msg),
+            | ManagerError::Uid(_) => Status::internal(msg),
         }
     }
 }
