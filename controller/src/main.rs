@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    raise_nofile_limit();
     anyhow::ensure!(
         args.heartbeat_interval_ms > 0 && args.heartbeat_interval_ms < args.worker_timeout_ms,
         "--heartbeat-interval-ms must be above 0 and below --worker-timeout-ms ({}), got {}",
@@ -196,4 +197,20 @@ async fn stop_signal() -> anyhow::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (the systemd unit sets a high `LimitNOFILE`):
+/// every worker connection, REST and gRPC client and RocksDB file takes a descriptor, and the
+/// usual soft default of 1024 is reached by a busy cluster. A failure is logged: the controller
+/// still runs within the lower limit.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
+    }
 }

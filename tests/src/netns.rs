@@ -30,9 +30,6 @@ const NAME_PREFIX: &str = "lamt";
 const ALIAS_PREFIX: &str = "lamina-e2e pid ";
 /// Workers per network at most: addresses .11 ..= .254.
 const MAX_HOSTS: usize = 240;
-/// Each worker's uid range (disjoint within a cluster).
-const UID_BASE: u32 = 200_000;
-const UID_COUNT: u32 = 65_536;
 
 /// Runs `ip ARGS` (or `nsenter --net=NS ip ARGS`); the error carries the command and its stderr.
 fn ip(netns: Option<&str>, args: &[&str]) -> Result<String> {
@@ -313,9 +310,10 @@ impl Cluster {
             .netns
             .as_mut()
             .context("not a network-namespace cluster")?;
-        let index = network.add_host(&id)?;
+        // No --uid-base: each worker takes a free uid range, locked host-wide, distinct from every
+        // other worker on this host (other clusters of tests running at the same time included).
+        network.add_host(&id)?;
         let (netns, address) = (network.netns_path(&id)?, network.address(&id)?.to_string());
-        let uid_base = UID_BASE + index as u32 * UID_COUNT;
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={netns}"))
             .arg("--")
@@ -325,8 +323,6 @@ impl Cluster {
             .arg("--state-dir")
             .arg(self.dir.path().join(&id))
             .args(["--worker-id", &id])
-            .args(["--uid-base", &uid_base.to_string()])
-            .args(["--uid-count", &UID_COUNT.to_string()])
             .arg("--cluster-token-file")
             .arg(&self.cluster_token_file)
             .args(extra);

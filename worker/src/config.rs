@@ -74,9 +74,12 @@ pub struct Cli {
     /// freeze and thaw, as OpenWhisk's pause grace), 0..=60000.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub freeze_after_ms: u64,
-    /// First host uid of the range functions run as (each function gets its own; at least 65536).
-    #[arg(long, default_value_t = 200_000)]
-    pub uid_base: u32,
+    /// First host uid of the range functions run as (each function gets its own; at least
+    /// 65536). The range is locked host-wide: one overlapping another worker's is refused.
+    /// Default: the range this state directory had last if it is free, else the first free range
+    /// of --uid-count uids from 200000 on this host.
+    #[arg(long)]
+    pub uid_base: Option<u32>,
     /// Size of that range: how many functions can have a uid on this worker.
     #[arg(long, default_value_t = 65_536)]
     pub uid_count: u32,
@@ -127,7 +130,10 @@ pub struct WorkerConfig {
     pub memory_mb: u64,
     pub keep_alive: Duration,
     pub freeze_after: Duration,
+    /// The first uid of the range: `--uid-base`, or (`uid_base_explicit` false) where the search
+    /// for a free range starts until the worker took one (`take_uid_range`).
     pub uid_base: u32,
+    pub uid_base_explicit: bool,
     pub uid_count: u32,
     pub pids_max: u32,
     pub prewarm: usize,
@@ -150,12 +156,13 @@ impl WorkerConfig {
             }
             None => persisted_worker_id(&cli.state_dir)?,
         };
-        if cli.uid_base < crate::manager::MIN_UID_BASE
-            || u64::from(cli.uid_base) + u64::from(cli.uid_count) > u64::from(u32::MAX)
+        let uid_base = cli.uid_base.unwrap_or(crate::manager::DEFAULT_UID_BASE);
+        if uid_base < crate::manager::MIN_UID_BASE
+            || u64::from(uid_base) + u64::from(cli.uid_count) > u64::from(u32::MAX)
             || cli.uid_count == 0
         {
             return Err(ConfigError::UidRange {
-                base: cli.uid_base,
+                base: uid_base,
                 count: cli.uid_count,
             });
         }
@@ -172,7 +179,8 @@ impl WorkerConfig {
             memory_mb,
             keep_alive: Duration::from_secs(cli.keep_alive_s),
             freeze_after: Duration::from_millis(cli.freeze_after_ms),
-            uid_base: cli.uid_base,
+            uid_base,
+            uid_base_explicit: cli.uid_base.is_some(),
             uid_count: cli.uid_count,
             pids_max: cli.pids_max,
             prewarm: usize::from(cli.prewarm),
@@ -186,6 +194,34 @@ impl WorkerConfig {
                 .parse()
                 .map_err(|detail| ConfigError::NatCidr { detail })?,
         })
+    }
+
+    /// Locks this worker's uid range host-wide in `lock_dir` (refused when an explicit one
+    /// overlaps another live worker's; the default takes a free one) and sets `uid_base` to it.
+    /// The lock is held until the returned value is dropped or the process exits.
+    pub fn take_uid_range(
+        &mut self,
+        lock_dir: &Path,
+    ) -> Result<crate::manager::UidRangeLock, crate::manager::UidError> {
+        let last = self.state_dir.join(crate::manager::LAST_RANGE_FILE);
+        let preferred = std::fs::read_to_string(&last)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let lock = crate::manager::UidRangeLock::acquire(
+            lock_dir,
+            self.uid_base_explicit.then_some(self.uid_base),
+            self.uid_count,
+            preferred,
+            &self.worker_id,
+            &self.state_dir,
+        )?;
+        self.uid_base = lock.base();
+        let save = std::fs::create_dir_all(&self.state_dir)
+            .and_then(|()| std::fs::write(&last, format!("{}\n", lock.base())));
+        if let Err(source) = save {
+            return Err(crate::manager::UidError::Save { path: last, source });
+        }
+        Ok(lock)
     }
 
     /// `lamina/<worker-id>`: the cgroup every sandbox of this worker lives under.

@@ -42,7 +42,18 @@ fn run(cli: Cli) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("lamina-worker must run as root: it creates namespaces and cgroups");
     }
-    let cfg = WorkerConfig::resolve(cli)?;
+    match lamina_worker::health::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "running with the lower open-file limit"),
+    }
+    let mut cfg = WorkerConfig::resolve(cli)?;
+    // Held until the process exits: no other worker on this host hands out these uids.
+    let _uid_range = cfg.take_uid_range(std::path::Path::new(lamina_worker::manager::LOCK_DIR))?;
+    tracing::info!(
+        base = cfg.uid_base,
+        end = u64::from(cfg.uid_base) + u64::from(cfg.uid_count),
+        "host uid range locked for this worker"
+    );
     lamina_worker::cgroup::set_reuse_capacity(cfg.cgroup_reuse);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

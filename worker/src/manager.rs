@@ -42,7 +42,10 @@ use crate::sandbox::{PrepareSpec, PreparedSandbox, Sandbox, SandboxError, Sandbo
 pub use env::{build_env, log_stream_name, InitType};
 pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
 pub use provisioned::ProvisionFailure;
-pub use uids::{UidAllocator, UidError, MIN_UID_BASE};
+pub use uids::{
+    RangeHolder, UidAllocator, UidError, UidRangeLock, DEFAULT_UID_BASE, LAST_RANGE_FILE, LOCK_DIR,
+    MIN_UID_BASE,
+};
 
 use logs::SandboxOutput;
 
@@ -450,7 +453,8 @@ impl Manager {
             .start_reserved(config, &sandbox_id, &uuid, prepared, init)
             .await;
         // A started sandbox stays `Starting` until its runtime finished its init (`started`).
-        if started.is_err() {
+        if let Err(e) = &started {
+            crate::health::FDS.note_error(e);
             self.state().all.remove(&sandbox_id);
             self.refill_prepared();
         }

@@ -12,20 +12,34 @@
 //! them, and the error trailers (`Lambda-Runtime-Function-Error-Type`, `-Error-Body` base64) end it
 //! with [`StreamEvent::Error`].
 //!
-//! - `state` — the per-sandbox state machine (queued -> fetched -> answered, abandoned, init error).
-//! - `http` — the hyper HTTP/1.1 server: routing, bodies with the 6 MB limit, the Lambda error JSON.
+//! - `state` — the per-sandbox state machine (queued -> fetched -> answered, abandoned, init error),
+//!   the claim of an answer before its body is read, the body budget.
+//! - `conn` — connections: the cap per sandbox, hyper's header limits, the read deadline.
+//! - `http` — routing, bodies with the 6 MB limit read as they arrive, the Lambda error JSON.
 //! - `stream` — streamed responses: chunks passed on as read, error trailers, the 20 MB limit.
+//!
+//! What a sandbox can make the worker spend is bounded ([`Limits`]): at most
+//! [`MAX_CONNECTIONS`] connections (fds and tasks) per sandbox, the rest are answered 429 and
+//! closed; headers of at most [`MAX_HEADERS`] fields and [`MAX_HEADER_BYTES`]; a body is only read
+//! once its path and request id were checked (the invocation in flight, fetched, not being
+//! answered on another connection), with the 6 MB limit enforced as it streams in, and the bodies
+//! buffered at once across the sandbox's connections within [`BUFFER_BUDGET`]; a request whose
+//! bytes started arriving must complete its headers, and a body must make progress, within
+//! [`READ_TIMEOUT`].
 
+mod conn;
 mod http;
 mod state;
 mod stream;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_limits;
+#[cfg(test)]
 mod tests_stream;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -37,6 +51,43 @@ use state::{Enqueue, Shared};
 pub const MAX_RESPONSE_BYTES: usize = 6_291_556;
 /// Largest streamed response, in bytes, as in Lambda (20 MB).
 pub const MAX_STREAM_BYTES: usize = 20 * 1024 * 1024;
+/// Connections served at once per sandbox. A runtime needs one (Lamina's bootstraps, awslambdaric's
+/// curl handle, aws-lambda-ric's agent with `maxSockets: 1`) or two (`lambda_runtime`'s and Go's
+/// pooled clients: `next` on one while a streamed response goes out on another); 8 leaves room for
+/// a helper process in the sandbox and for connections a client has not closed yet, while a
+/// sandbox can hold at most 8 of the worker's fds and tasks.
+pub const MAX_CONNECTIONS: usize = 8;
+/// Bytes of request bodies one sandbox can make the worker buffer at once, across its connections:
+/// one response at the 6 MB limit plus room for a small `init/error` beside it.
+pub const BUFFER_BUDGET: usize = MAX_RESPONSE_BYTES + (256 << 10);
+/// Header fields per request (hyper answers 431 past it). Runtime clients send fewer than 10.
+pub const MAX_HEADERS: usize = 64;
+/// Bytes of a request line and headers (and of a streamed response's trailers); 431 past it.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+/// A request whose first bytes arrived must have all its headers within this, and a body being
+/// read must deliver its next piece within this; else the connection is closed. An idle
+/// connection (no request started, e.g. of a frozen sandbox) and a `GET next` waiting for an event
+/// are not timed.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bounds of one sandbox's Runtime API (see the module docs); [`Limits::default`] is the
+/// constants above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub buffer_budget: usize,
+    pub read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            buffer_budget: BUFFER_BUDGET,
+            read_timeout: READ_TIMEOUT,
+        }
+    }
+}
 
 /// One event handed to the runtime by `GET /runtime/invocation/next`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,10 +192,20 @@ impl std::fmt::Debug for RuntimeApi {
 
 impl RuntimeApi {
     /// Serves the Runtime API on `listener` (std, non-blocking, already listening) until `shutdown`
-    /// is cancelled. Must be called from within a tokio runtime (the server runs on it).
+    /// is cancelled, within the default [`Limits`]. Must be called from within a tokio runtime (the
+    /// server runs on it).
     pub fn serve(
         listener: std::net::TcpListener,
         shutdown: CancellationToken,
+    ) -> std::io::Result<RuntimeApi> {
+        Self::serve_with(listener, shutdown, Limits::default())
+    }
+
+    /// [`RuntimeApi::serve`] within `limits`.
+    pub fn serve_with(
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+        limits: Limits,
     ) -> std::io::Result<RuntimeApi> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| {
             std::io::Error::other(
@@ -156,8 +217,8 @@ impl RuntimeApi {
             let _guard = handle.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
-        let shared = Arc::new(Shared::new());
-        handle.spawn(http::accept_loop(listener, shared.clone(), shutdown));
+        let shared = Arc::new(Shared::new(limits));
+        handle.spawn(conn::accept_loop(listener, shared.clone(), shutdown));
         Ok(RuntimeApi { shared })
     }
 

@@ -64,7 +64,7 @@ impl From<ManagerError> for Status {
             | ManagerError::Sandbox(_)
             | ManagerError::RuntimeApi { .. }
             | ManagerError::Task(_)
-            | ManagerError::Uid(UidError::Save { .. }) => Status::internal(msg),
+            | ManagerError::Uid(_) => Status::internal(msg),
         }
     }
 }
@@ -306,6 +306,19 @@ pub fn heartbeat_request(worker_id: &str, status: &PoolStatus) -> HeartbeatReque
     }
 }
 
+/// An unhealthy worker (`unhealthy`: why, e.g. out of file descriptors) reports no free memory:
+/// the controller's placement, which starts a sandbox only where the memory fits, sends it no cold
+/// start until it is healthy again; its warm sandboxes keep serving.
+pub fn report_health(req: &mut HeartbeatRequest, unhealthy: Option<&str>) {
+    if let Some(reason) = unhealthy {
+        tracing::warn!(
+            reason,
+            "unhealthy: reporting no free memory, no cold start is placed here"
+        );
+        req.memory_free_mb = 0;
+    }
+}
+
 /// Heartbeats every `interval` until `shutdown`; registers again when the controller does not know
 /// this worker (it restarted).
 pub async fn heartbeat_loop(
@@ -328,7 +341,11 @@ pub async fn heartbeat_loop(
                 }
             }
         }
-        let req = heartbeat_request(&reg.worker_id, &manager.status());
+        let mut req = heartbeat_request(&reg.worker_id, &manager.status());
+        report_health(
+            &mut req,
+            crate::health::FDS.check(crate::health::fd_usage).as_deref(),
+        );
         let result = tokio::select! {
             () = shutdown.cancelled() => return,
             r = async { client.clone().heartbeat(req).await } => r,
@@ -407,6 +424,38 @@ mod tests {
             ("g", "r2")
         );
         assert!(hb.provision_failures[0].error.contains("ImportModuleError"));
+    }
+
+    #[test]
+    fn out_of_fds_reports_no_free_memory_until_recovered() {
+        let health = crate::health::FdHealth::new();
+        let status = PoolStatus {
+            memory_total_mb: 1000,
+            memory_free_mb: 616,
+            sandboxes: Vec::new(),
+            invocations_total: 0,
+            provision_failures: Vec::new(),
+        };
+        let usage = |open| {
+            Ok(crate::health::FdUsage {
+                open,
+                limit: 1024,
+                host_open: 1,
+                host_max: 1 << 20,
+            })
+        };
+        let beat = |open| {
+            let mut hb = heartbeat_request("w", &status);
+            report_health(&mut hb, health.check(|| usage(open)).as_deref());
+            hb.memory_free_mb
+        };
+        assert_eq!(beat(1024), 616);
+        // An accept failing with EMFILE: no cold start is placed here.
+        assert!(health.note_io_error(&std::io::Error::from_raw_os_error(libc::EMFILE)));
+        assert_eq!(beat(1024), 0);
+        assert_eq!(beat(900), 0);
+        // Descriptors are back: the memory is offered again.
+        assert_eq!(beat(100), 616);
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! The HTTP/1.1 side of the Runtime API: accept loop, routing, bodies, Lambda's error JSON.
+//! The HTTP/1.1 side of the Runtime API: routing, bodies, Lambda's error JSON.
+//!
+//! A response or error is routed and its request id claimed ([`Shared::claim`]) before a byte of
+//! its body is read; a refused one is answered at once (its body, beyond a small remainder that
+//! keeps the connection usable, is never read: hyper then closes the connection).
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -10,20 +14,20 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::http::request::Parts;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 
-use super::state::{NextEvent, Reject, Shared};
+use super::state::{Claim, NextEvent, Reject, Shared};
 use super::{InitFailure, InvocationOutcome, MAX_RESPONSE_BYTES};
 
 const BASE: &str = "/2018-06-01/runtime/";
-/// An oversized body is read and thrown away up to this many bytes, so that the runtime can read the
-/// 413 on a still-open connection; past it the connection is closed.
-const DRAIN_CAP: usize = 64 << 20;
+/// A body over the size limit is read and thrown away (never buffered) up to this many bytes, so
+/// that a runtime that sends its whole body before reading the answer (`http.client`, curl) gets
+/// the 413 on a still-open connection; past it the connection is closed.
+pub(super) const DRAIN_CAP: usize = 16 << 20;
+/// The body of a refused request (unknown id, answered twice, no route) is thrown away up to this
+/// many bytes, to keep a keep-alive connection usable; a larger one is not read at all.
+pub(super) const REFUSED_DRAIN_CAP: usize = 64 << 10;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("lambda-runtime-aws-request-id");
 static DEADLINE_MS: HeaderName = HeaderName::from_static("lambda-runtime-deadline-ms");
@@ -35,50 +39,14 @@ const RESPONSE_MODE: &str = "lambda-runtime-function-response-mode";
 
 pub(super) type Resp = Response<Full<Bytes>>;
 
-pub(crate) async fn accept_loop(
-    listener: tokio::net::TcpListener,
+pub(super) async fn handle(
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "runtime api: accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "runtime api: cannot set TCP_NODELAY");
-        }
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| handle(shared.clone(), req));
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .title_case_headers(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                r = conn => if let Err(e) = r {
-                    tracing::debug!(error = %e, "runtime api: connection ended with an error");
-                },
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
-}
-
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let (parts, body) = req.into_parts();
     let Some(rest) = parts.uri.path().strip_prefix(BASE) else {
-        return Ok(not_found(&parts));
+        let resp = not_found(&parts);
+        return Ok(refused(&shared, body, resp).await);
     };
     let resp = match (&parts.method, rest) {
         (&Method::GET, "invocation/next") => next(&shared).await,
@@ -95,9 +63,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, Inf
                 }
             }
             Some((id, "error")) if valid_id(id) => post_error(&shared, id, &parts, body).await,
-            _ => not_found(&parts),
+            _ => refused(&shared, body, not_found(&parts)).await,
         },
-        _ => not_found(&parts),
+        _ => refused(&shared, body, not_found(&parts)).await,
     };
     Ok(resp)
 }
@@ -142,31 +110,62 @@ fn next_response(ev: NextEvent) -> Resp {
     resp
 }
 
+/// `resp` for a request whose body is not wanted: a small body is read away (the connection stays
+/// usable), a larger one is left unread and the connection closes.
+pub(super) async fn refused(shared: &Shared, body: Incoming, resp: Resp) -> Resp {
+    let small = body
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n <= REFUSED_DRAIN_CAP as u64);
+    if small {
+        drain(body, REFUSED_DRAIN_CAP, shared.limits.read_timeout).await;
+    }
+    resp
+}
+
 async fn post_response(shared: &Shared, id: &str, body: Incoming) -> Resp {
-    let outcome = match read_body(body).await {
-        Ok(body) => InvocationOutcome::Response(body),
-        Err(BodyError::TooLarge(size)) => InvocationOutcome::ResponseTooLarge { size },
-        Err(BodyError::Read(e)) => return bad_body(&e),
+    let claim = match shared.claim(id) {
+        Ok(c) => c,
+        Err(reject) => return refused(shared, body, rejected(id, reject)).await,
     };
-    answer(shared, id, outcome)
+    let outcome = match read_body(shared, body).await {
+        Ok(body) => InvocationOutcome::Response(body),
+        Err(e) => return body_failed(id, claim, e),
+    };
+    answer(id, claim, outcome)
 }
 
 async fn post_error(shared: &Shared, id: &str, parts: &Parts, body: Incoming) -> Resp {
     let header_type = error_type_header(parts);
-    let outcome = match read_body(body).await {
+    let claim = match shared.claim(id) {
+        Ok(c) => c,
+        Err(reject) => return refused(shared, body, rejected(id, reject)).await,
+    };
+    let outcome = match read_body(shared, body).await {
         Ok(body) => InvocationOutcome::Error {
             error_type: header_type.unwrap_or_else(|| error_type_of(&body)),
             body,
         },
-        Err(BodyError::TooLarge(size)) => InvocationOutcome::ResponseTooLarge { size },
-        Err(BodyError::Read(e)) => return bad_body(&e),
+        Err(e) => return body_failed(id, claim, e),
     };
-    answer(shared, id, outcome)
+    answer(id, claim, outcome)
 }
 
-fn answer(shared: &Shared, id: &str, outcome: InvocationOutcome) -> Resp {
+/// A response or error body that could not be taken: over the limit answers the invocation
+/// (`Function.ResponseSizeTooLarge` for the caller, 413 for the runtime); otherwise the claim is
+/// given back and the runtime may post again.
+fn body_failed(id: &str, claim: Claim<'_>, e: BodyError) -> Resp {
+    match e {
+        BodyError::TooLarge(size) => {
+            answer(id, claim, InvocationOutcome::ResponseTooLarge { size })
+        }
+        other => other.into_response(),
+    }
+}
+
+fn answer(id: &str, claim: Claim<'_>, outcome: InvocationOutcome) -> Resp {
     let too_large = matches!(outcome, InvocationOutcome::ResponseTooLarge { .. });
-    match shared.answer(id, outcome) {
+    match claim.answer(outcome) {
         Ok(()) if too_large => payload_too_large(),
         Ok(()) => accepted(),
         Err(reject) => rejected(id, reject),
@@ -193,10 +192,9 @@ pub(super) fn rejected(id: &str, reject: Reject) -> Resp {
 
 async fn init_error(shared: &Shared, parts: &Parts, body: Incoming) -> Resp {
     let header_type = error_type_header(parts);
-    let body = match read_body(body).await {
+    let body = match read_body(shared, body).await {
         Ok(body) => body,
-        Err(BodyError::TooLarge(_)) => return payload_too_large(),
-        Err(BodyError::Read(e)) => return bad_body(&e),
+        Err(e) => return e.into_response(),
     };
     let error_type = header_type.unwrap_or_else(|| error_type_of(&body));
     shared.init_failed(InitFailure { error_type, body });
@@ -226,53 +224,110 @@ fn error_type_of(body: &[u8]) -> String {
         .map_or_else(|| "Unhandled".to_owned(), Cow::into_owned)
 }
 
-enum BodyError {
-    /// Over [`MAX_RESPONSE_BYTES`]; the size is the declared length or what was read.
+pub(super) enum BodyError {
+    /// Over [`MAX_RESPONSE_BYTES`]; the size is the declared length or what was read (the rest
+    /// was read away, up to [`DRAIN_CAP`]).
     TooLarge(usize),
+    /// The sandbox's bodies being read on other connections leave too little of its budget.
+    OverBudget {
+        budget: usize,
+    },
+    /// No piece of the body arrived within the read timeout.
+    Stalled(Duration),
     Read(hyper::Error),
 }
 
-/// Reads a request body (any framing: content-length or chunked) up to [`MAX_RESPONSE_BYTES`].
-async fn read_body(mut body: Incoming) -> Result<Bytes, BodyError> {
-    if let Some(len) = body.size_hint().exact() {
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        if len > MAX_RESPONSE_BYTES {
-            drain(body).await;
-            return Err(BodyError::TooLarge(len));
+impl BodyError {
+    /// The answer to the runtime (the invocation stays unanswered).
+    pub(super) fn into_response(self) -> Resp {
+        match self {
+            BodyError::TooLarge(_) => payload_too_large(),
+            BodyError::OverBudget { budget } => error_json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &format!(
+                    "the runtime api buffers at most {budget} bytes of request bodies per sandbox \
+                     at once: wait for the other requests in progress"
+                ),
+            ),
+            BodyError::Stalled(after) => error_json(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeout",
+                &format!("no part of the request body arrived within {after:?}: send it promptly"),
+            ),
+            BodyError::Read(e) => bad_body(&e),
         }
     }
+}
+
+/// The next frame of `body`, or `Stalled` when none arrives within `timeout`.
+pub(super) async fn next_frame(
+    body: &mut Incoming,
+    timeout: Duration,
+) -> Result<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>, BodyError> {
+    tokio::time::timeout(timeout, body.frame())
+        .await
+        .map_err(|_| BodyError::Stalled(timeout))
+}
+
+/// Reads a request body (any framing: content-length or chunked) up to [`MAX_RESPONSE_BYTES`],
+/// checked as it streams in and within the sandbox's body budget. A declared length is reserved
+/// (and allocated) at once; a chunked body takes budget as its pieces arrive.
+async fn read_body(shared: &Shared, mut body: Incoming) -> Result<Bytes, BodyError> {
+    let timeout = shared.limits.read_timeout;
+    let declared = body
+        .size_hint()
+        .exact()
+        .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+    if let Some(len) = declared.filter(|len| *len > MAX_RESPONSE_BYTES) {
+        drain(body, DRAIN_CAP, timeout).await;
+        return Err(BodyError::TooLarge(len));
+    }
+    let mut reservation = shared
+        .reserve(declared.unwrap_or(0))
+        .map_err(|budget| BodyError::OverBudget { budget })?;
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = next_frame(&mut body, timeout).await? {
         let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
             continue; // trailers
         };
         total += data.len();
         if total > MAX_RESPONSE_BYTES {
-            return Err(BodyError::TooLarge(total + drain(body).await));
+            return Err(BodyError::TooLarge(
+                total + drain(body, DRAIN_CAP, timeout).await,
+            ));
+        }
+        if declared.is_none() {
+            reservation
+                .grow(data.len())
+                .map_err(|budget| BodyError::OverBudget { budget })?;
         }
         // One chunk (the common case) is kept as is, without a copy.
         match first.take() {
             None if buf.is_empty() => first = Some(data),
             prev => {
                 if let Some(prev) = prev {
-                    buf.reserve(prev.len() + data.len());
+                    // Sized once for a declared length (no doubling past what was reserved).
+                    buf.reserve(declared.unwrap_or(0).max(prev.len() + data.len()));
                     buf.extend_from_slice(&prev);
                 }
                 buf.extend_from_slice(&data);
             }
         }
     }
+    drop(reservation);
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
-/// Reads and discards the rest of a body, up to [`DRAIN_CAP`]; returns the bytes read.
-pub(super) async fn drain(mut body: Incoming) -> usize {
+/// Reads and discards the rest of a body, up to about `cap` bytes, each piece within `timeout`;
+/// returns the bytes read.
+pub(super) async fn drain(mut body: Incoming, cap: usize, timeout: Duration) -> usize {
     let mut n = 0usize;
-    while n <= DRAIN_CAP {
-        match body.frame().await {
-            Some(Ok(frame)) => n += frame.data_ref().map_or(0, Bytes::len),
+    while n <= cap {
+        match next_frame(&mut body, timeout).await {
+            Ok(Some(Ok(frame))) => n += frame.data_ref().map_or(0, Bytes::len),
             _ => break,
         }
     }

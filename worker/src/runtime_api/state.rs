@@ -4,8 +4,14 @@
 //! (*fetched*), then *answered* by a response, an error or an init error, or *abandoned* when the
 //! caller drops its `invoke` future. Ids of the last few answered invocations are remembered so that a
 //! second answer gets 403 `InvalidStateTransition` rather than 400 `InvalidRequestID`.
+//!
+//! A buffered answer is *claimed* ([`Shared::claim`]) before its body is read: only the fetched
+//! invocation's id can be claimed, once at a time, so a runtime posting to unknown ids or posting
+//! the same answer on many connections makes the worker read (and buffer) nothing. What bodies are
+//! buffered at once is bounded per sandbox by [`Shared::reserve`] (the budget).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -13,7 +19,7 @@ use bytes::Bytes;
 use hyper::header::HeaderValue;
 use tokio::sync::{oneshot, Notify};
 
-use super::{InitFailure, Invocation, InvocationOutcome};
+use super::{InitFailure, Invocation, InvocationOutcome, Limits};
 
 /// How many answered request ids are remembered for 403 on a repeated answer.
 const ANSWERED_MEMORY: usize = 16;
@@ -54,6 +60,8 @@ struct Current {
     request_id: String,
     /// `Some` while queued, taken by `GET next`.
     event: Option<NextEvent>,
+    /// A response or error body for it is being read ([`Shared::claim`]).
+    claimed: bool,
     tx: oneshot::Sender<InvocationOutcome>,
 }
 
@@ -89,11 +97,61 @@ pub(crate) struct Shared {
     /// Woken when the current slot becomes free (for a waiting `invoke`).
     pub(crate) slot_free: Notify,
     init_done: OnceLock<Instant>,
+    pub(crate) limits: Limits,
+    /// Bytes of request bodies buffered now, across every connection of the sandbox.
+    buffered: AtomicUsize,
+}
+
+/// The right to answer the fetched invocation: taken before its body is read. Dropped without
+/// [`Claim::answer`] (the body could not be read), the invocation can be answered again.
+pub(crate) struct Claim<'a> {
+    shared: &'a Shared,
+    seq: u64,
+}
+
+impl Claim<'_> {
+    /// Answers the claimed invocation (`UnknownId` if it was abandoned meanwhile).
+    pub(crate) fn answer(self, outcome: InvocationOutcome) -> Result<(), Reject> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.shared.complete(this.seq, outcome)
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        if let Some(c) = st.current.as_mut().filter(|c| c.seq == self.seq) {
+            c.claimed = false;
+        }
+    }
+}
+
+/// Bytes of the sandbox's body budget held by one request; given back on drop.
+pub(crate) struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: usize,
+}
+
+impl Reservation<'_> {
+    /// Takes `more` bytes of the budget too; `Err(budget)` (and nothing taken) when over it.
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(), usize> {
+        self.shared.take_budget(more)?;
+        self.bytes += more;
+        Ok(())
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.shared.buffered.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl Shared {
-    pub(crate) fn new() -> Shared {
+    pub(crate) fn new(limits: Limits) -> Shared {
         Shared {
+            limits,
+            buffered: AtomicUsize::new(0),
             state: Mutex::new(State {
                 answered: VecDeque::with_capacity(ANSWERED_MEMORY),
                 ..State::default()
@@ -155,6 +213,7 @@ impl Shared {
             seq,
             request_id: inv.request_id,
             event: Some(event),
+            claimed: false,
             tx,
         });
         drop(st);
@@ -176,16 +235,37 @@ impl Shared {
         Some(ev)
     }
 
-    /// Answers the fetched invocation `id` with `outcome`.
+    /// Answers the fetched invocation `id` with `outcome` at once (a streamed response, whose
+    /// body is passed on rather than buffered).
     pub(crate) fn answer(&self, id: &str, outcome: InvocationOutcome) -> Result<(), Reject> {
+        let claim = self.claim(id)?;
+        claim.answer(outcome)
+    }
+
+    /// Claims the answer of the fetched invocation `id` before its body is read: `UnknownId` when
+    /// `id` is not the invocation in flight, `InvalidState` when it was not fetched yet, was
+    /// answered, or another connection is reading an answer for it.
+    pub(crate) fn claim(&self, id: &str) -> Result<Claim<'_>, Reject> {
         let mut st = self.lock();
-        match &st.current {
+        match st.current.as_mut() {
             Some(c) if c.request_id == id => {
-                if c.event.is_some() {
+                if c.event.is_some() || c.claimed {
                     return Err(Reject::InvalidState);
                 }
+                c.claimed = true;
+                Ok(Claim {
+                    shared: self,
+                    seq: c.seq,
+                })
             }
-            _ => return Err(st.reject_for(id)),
+            _ => Err(st.reject_for(id)),
+        }
+    }
+
+    fn complete(&self, seq: u64, outcome: InvocationOutcome) -> Result<(), Reject> {
+        let mut st = self.lock();
+        if !st.current.as_ref().is_some_and(|c| c.seq == seq) {
+            return Err(Reject::UnknownId);
         }
         let Some(c) = st.current.take() else {
             return Err(Reject::UnknownId);
@@ -196,6 +276,32 @@ impl Shared {
         let _ = c.tx.send(outcome);
         self.slot_free.notify_waiters();
         Ok(())
+    }
+
+    /// Reserves `bytes` of the sandbox's body budget ([`Limits::buffer_budget`]) for one request
+    /// body; `Err(budget)` when the bodies being read on its other connections leave too little.
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Reservation<'_>, usize> {
+        self.take_budget(bytes)?;
+        Ok(Reservation {
+            shared: self,
+            bytes,
+        })
+    }
+
+    fn take_budget(&self, bytes: usize) -> Result<(), usize> {
+        let budget = self.limits.buffer_budget;
+        self.buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(bytes).filter(|total| *total <= budget)
+            })
+            .map(|_| ())
+            .map_err(|_| budget)
+    }
+
+    /// Bytes of bodies buffered now (for tests).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
     }
 
     /// Records the runtime's init failure; the current invocation (if any) and every later one

@@ -4,6 +4,10 @@
 //! it is read, and the error trailers (`Lambda-Runtime-Function-Error-Type`,
 //! `Lambda-Runtime-Function-Error-Body`, base64) end the stream with an error. The runtime gets 202
 //! once its body ended (413 past [`MAX_STREAM_BYTES`]).
+//!
+//! Nothing is buffered here beyond [`STREAM_BUFFER`] pieces of hyper's read buffer, and the
+//! pieces are not timed: a stream may pause as long as its function runs (its timeout ends the
+//! invocation and the sandbox).
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -15,7 +19,8 @@ use hyper::HeaderMap;
 use tokio::sync::mpsc;
 
 use super::http::{
-    accepted, bad_body, drain, error_type_header, rejected, stream_too_large, Resp, ERROR_TYPE,
+    accepted, bad_body, drain, error_type_header, refused, rejected, stream_too_large, Resp,
+    DRAIN_CAP, ERROR_TYPE,
 };
 use super::state::Shared;
 use super::{InvocationOutcome, ResponseStream, StreamEvent, MAX_STREAM_BYTES};
@@ -38,8 +43,7 @@ pub(super) async fn post_streaming_response(
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     let stream = ResponseStream::new(content_type, rx);
     if let Err(reject) = shared.answer(id, InvocationOutcome::Streaming(stream)) {
-        drain(body).await;
-        return rejected(id, reject);
+        return refused(shared, body, rejected(id, reject)).await;
     }
     // An error type sent as a plain header (not a trailer) counts too.
     let header_error = error_type_header(parts);
@@ -57,7 +61,7 @@ pub(super) async fn post_streaming_response(
             Ok(data) => {
                 total += data.len();
                 if total > MAX_STREAM_BYTES {
-                    let size = total + drain(body).await;
+                    let size = total + drain(body, DRAIN_CAP, shared.limits.read_timeout).await;
                     send(&tx, StreamEvent::TooLarge { size }).await;
                     return stream_too_large();
                 }
