@@ -30,7 +30,7 @@ pub enum ArchiveError {
         "zip has more than {MAX_ZIP_ENTRIES} entries ({count}): shrink the deployment package"
     )]
     TooManyZipEntries { count: usize },
-    #[error("code unzips to more than {max} bytes: {total} bytes declared; shrink the deployment package")]
+    #[error("code unzips to more than {max} bytes ({} MB): {total} bytes declared; shrink the deployment package", max >> 20)]
     UnzippedTooBig { total: u64, max: u64 },
     #[error("image layer {layer} is not a valid tar: {detail}")]
     NotATar { layer: usize, detail: String },
@@ -126,7 +126,7 @@ pub fn zip_link_target(parent: &[String], target: &[u8]) -> Result<String, Strin
         match c {
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!(
-                    "symlink target {target:?} is absolute: symlinks must be relative and stay inside the package"
+                    "symlink target {target:?} is absolute, outside the package: symlinks must be relative"
                 ))
             }
             Component::CurDir => {}
