@@ -2,27 +2,20 @@
 //! archive. The upload is spooled to a temporary file ([`ImageUpload`]), then [`ImageUpload::finish`]
 //! reads it with `oci-spec`: `index.json` -> manifest -> config + layers (or `manifest.json` for the
 //! Docker form), verifies every blob's sha256 and size, every layer's uncompressed digest against the
-//! config's `rootfs.diff_ids`, and walks every layer's entries as the worker will apply them, so a
-//! hostile image is refused at upload with a clear error and nothing stored. The worker unpacks the
-//! layers again with its own checks (`worker/src/image_cache.rs`).
+//! config's `rootfs.diff_ids`, and walks every layer's entries as the worker will apply them
+//! (`lamina_proto::archive::LayerWalk`, the same walk the worker runs before unpacking), so a hostile
+//! image is refused at upload with a clear error and nothing stored.
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
+use lamina_proto::archive::{ArchiveError, LayerWalk};
 use lamina_proto::domain::{ImageConfig, ResolvedImage};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use sha2::{Digest, Sha256};
 
-mod walk;
-pub use walk::layer_path;
-use walk::Walk;
-
 /// Default of `--max-image-bytes`: the largest image upload (the tar as sent).
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 2 << 30;
-/// The largest unpacked image (Lambda's limit for container images: 10 GB).
-pub const MAX_IMAGE_UNPACKED_BYTES: u64 = 10 << 30;
-/// Most entries accepted over all layers of one image.
-const MAX_ENTRIES: usize = 500_000;
 /// Most layers accepted in one image.
 pub const MAX_LAYERS: usize = 127;
 /// The largest JSON document (index, manifest, config) read from an image.
@@ -62,16 +55,8 @@ pub enum ImageError {
         expected: u64,
         got: u64,
     },
-    #[error("image layer {layer} entry {name:?} refused: {reason}")]
-    Entry {
-        layer: usize,
-        name: String,
-        reason: String,
-    },
-    #[error("image unpacks to more than {max} bytes; make the image smaller")]
-    UnpackedTooBig { max: u64 },
-    #[error("image has more than {MAX_ENTRIES} files; make the image smaller")]
-    TooManyEntries,
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("i/o error reading the spooled image: {0}")]
     Io(#[from] io::Error),
 }
@@ -493,7 +478,7 @@ impl Parsed {
                 ),
             ));
         }
-        let mut walk = Walk::default();
+        let mut walk = LayerWalk::default();
         let mut layers = Vec::new();
         for (i, (name, expected)) in self.layers.iter().enumerate() {
             let what = format!("layer {i}");

@@ -28,6 +28,7 @@ pub mod provisioned;
 pub mod queue;
 pub mod registry;
 pub mod rest;
+pub mod retire;
 pub mod store;
 
 use api::{AuthService, ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
@@ -151,6 +152,7 @@ impl Controller {
                 limiter,
                 placement_wait: c.placement_wait,
                 provisioning: Arc::default(),
+                retiring: Arc::default(),
                 network: Arc::default(),
                 max_image_bytes: config.max_image_bytes,
             }),
@@ -232,6 +234,7 @@ impl Controller {
         });
         let reconciler = tokio::spawn(provisioned::run(Arc::clone(&self.shared), shutdown.clone()));
         let network_sync = tokio::spawn(network::run(Arc::clone(&self.shared), shutdown.clone()));
+        let retirer = tokio::spawn(retire::run(Arc::clone(&self.shared), shutdown.clone()));
         let network_api =
             lamina_proto::v1::network_server::NetworkServer::new(api::NetworkService {
                 shared: Arc::clone(&self.shared),
@@ -277,6 +280,9 @@ impl Controller {
         }
         if let Err(e) = reconciler.await {
             tracing::error!(error = %e, "the provisioned concurrency task failed");
+        }
+        if let Err(e) = retirer.await {
+            tracing::error!(error = %e, "the stale sandbox retirer task failed");
         }
         // Invocation logs still queued for the background writer are written before we return.
         let store = Arc::clone(&self.shared.store);

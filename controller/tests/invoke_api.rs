@@ -54,6 +54,13 @@ impl worker_server::Worker for EchoWorker {
         Ok(tonic::Response::new(tokio_stream::iter(out)))
     }
 
+    async fn retire_sandboxes(
+        &self,
+        _request: tonic::Request<v1::RetireSandboxesRequest>,
+    ) -> Result<tonic::Response<v1::RetireSandboxesResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::RetireSandboxesResponse::default()))
+    }
+
     async fn set_provisioned(
         &self,
         _request: tonic::Request<v1::SetProvisionedRequest>,

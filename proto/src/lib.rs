@@ -7,6 +7,7 @@ pub mod v1 {
     tonic::include_proto!("lamina.v1");
 }
 
+pub mod archive;
 pub mod auth;
 pub mod convert;
 pub mod domain;

@@ -413,3 +413,50 @@ fn default_egress_nat_sets_up_masquerade_and_keeps_the_host_and_controller_out()
         Ok(())
     });
 }
+
+/// With the default 10 min keep-alive: deleting a VPC function destroys its sandbox at once (the
+/// controller tells the worker), so its subnet, group and VPC can be deleted right after and no
+/// interface or nftables table of them is left on the worker.
+#[test]
+fn deleting_a_vpc_function_then_its_vpc_leaves_no_interface_or_table() {
+    require_root();
+    run(async {
+        let cluster = Cluster::start_netns(1, &[], &[])?;
+        let c = cluster.client().await?;
+        let vpc = c.create_vpc(VPC_CIDR, "").await?;
+        let subnet = c.create_subnet(&vpc.id, SUBNET_CIDR).await?;
+        let sg = c.create_security_group(&vpc.id, "app", "").await?;
+        create_probe(&c, "probe", Some((&subnet.id, &sg.id))).await?;
+        // Nothing listens there: the probe only needs its sandbox (and so the interface) to exist.
+        let (r, _) = probe(&c, "probe", "10.231.1.250", 0).await?;
+        ensure!(r.starts_with("blocked:"), "{r}");
+        let path = cluster
+            .network()
+            .context("netns cluster")?
+            .netns_path(&cluster.worker_ids[0])?;
+        let before = leftovers(Some(&path))?;
+        ensure!(
+            before.iter().any(|l| l.contains("table inet lamina_vpc")),
+            "a VPC sandbox should have its interfaces and tables: {before:?}"
+        );
+        c.delete_function("probe").await?;
+        eventually("the subnet can be deleted", CONVERGE, || async {
+            Ok(c.delete_subnet(&subnet.id).await.is_ok())
+        })
+        .await?;
+        c.delete_security_group(&sg.id).await?;
+        c.delete_vpc(&vpc.id).await?;
+        eventually("no VPC interface or rule is left", CONVERGE, || {
+            let path = path.clone();
+            async move {
+                let left = leftovers(Some(&path))?;
+                if !left.is_empty() && std::env::var_os("VPC_DEBUG").is_some() {
+                    eprintln!("left: {left:?}");
+                }
+                Ok(left.is_empty())
+            }
+        })
+        .await?;
+        Ok(())
+    });
+}

@@ -1,27 +1,23 @@
 //! Function code by digest: fetched from the controller (`Cluster.FetchCode`), sha256-verified, unzipped
 //! safely into `STATE_DIR/code/<sha256>/` (world-readable, nothing escapes the root), cached for later
-//! sandboxes. One fetch per digest at a time (single flight); a failed fetch is not cached.
+//! sandboxes. One fetch per digest at a time (single flight); a failed fetch is not cached. Each
+//! directory is leased to the sandboxes that use it and evicted under the worker's disk budget
+//! (`disk_cache.rs`) once unused.
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use lamina_proto::archive::{self, ArchiveError, ZipKind};
 use lamina_proto::auth::SignedChannel;
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::FetchCodeRequest;
+
+use crate::disk_cache::{self, CacheLease, DiskBudget};
 use lamina_proto::validate::{MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES};
 use sha2::{Digest, Sha256};
-
-const S_IFMT: u32 = 0o170000;
-const S_IFREG: u32 = 0o100000;
-const S_IFDIR: u32 = 0o040000;
-const S_IFLNK: u32 = 0o120000;
-/// Longest symlink target accepted.
-const MAX_LINK_TARGET: u64 = 4096;
-/// Most entries accepted in one zip.
-const MAX_ENTRIES: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodeCacheError {
@@ -44,8 +40,8 @@ pub enum CodeCacheError {
     Entry { name: String, reason: String },
     #[error("code unzips to more than {max} bytes: shrink the deployment package")]
     TooLarge { max: u64 },
-    #[error("zip has more than {MAX_ENTRIES} entries: shrink the deployment package")]
-    TooManyEntries,
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("unzip task failed: {0}")]
@@ -72,13 +68,23 @@ pub struct CodeCache {
     root: PathBuf,
     client: ClusterClient<SignedChannel>,
     flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    budget: DiskBudget,
+}
+
+/// True for a lower-case hex sha256.
+fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl CodeCache {
-    /// A cache under `root` (`STATE_DIR/code`), created if missing; unfinished unzips are removed.
+    /// A cache under `root` (`STATE_DIR/code`), created if missing, counted against `budget`;
+    /// unfinished unzips are removed, finished ones adopted as unused.
     pub fn new(
         root: PathBuf,
         client: ClusterClient<SignedChannel>,
+        budget: DiskBudget,
     ) -> Result<CodeCache, CodeCacheError> {
         fs::create_dir_all(&root).map_err(io_err(&root))?;
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).map_err(io_err(&root))?;
@@ -89,11 +95,18 @@ impl CodeCache {
                 fs::remove_dir_all(&p).map_err(io_err(&p))?;
             }
         }
+        disk_cache::adopt_existing(&budget, &root, is_digest);
         Ok(CodeCache {
             root,
             client,
             flights: Arc::default(),
+            budget,
         })
+    }
+
+    /// The disk budget this cache counts against (shared with the image cache).
+    pub fn budget(&self) -> DiskBudget {
+        self.budget.clone()
     }
 
     /// The cache's directory (`STATE_DIR/code`).
@@ -106,13 +119,10 @@ impl CodeCache {
         self.client.clone()
     }
 
-    /// The directory holding the unzipped code of `sha256`, fetching and unzipping it first if needed.
-    pub async fn ensure(&self, sha256: &str) -> Result<PathBuf, CodeCacheError> {
-        if sha256.len() != 64
-            || !sha256
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+    /// A lease on the directory holding the unzipped code of `sha256`, fetching and unzipping it
+    /// first if needed. The directory is not evicted while the lease lives.
+    pub async fn ensure(&self, sha256: &str) -> Result<CacheLease, CodeCacheError> {
+        if !is_digest(sha256) {
             return Err(CodeCacheError::Digest(sha256.to_string()));
         }
         let dest = self.root.join(sha256);
@@ -122,10 +132,14 @@ impl CodeCache {
         };
         let result = {
             let _guard = flight.lock().await;
-            if dest.is_dir() {
-                Ok(dest)
-            } else {
-                self.fetch_and_unpack(sha256, dest).await
+            match self.budget.acquire(&dest) {
+                Some(lease) => Ok(lease),
+                // Finished unzips only ever appear by rename: one there is complete.
+                None if dest.is_dir() => {
+                    let size = disk_cache::dir_size(&dest);
+                    Ok(self.budget.adopt_leased(dest, size))
+                }
+                None => self.fetch_and_unpack(sha256, dest).await,
             }
         };
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,29 +154,40 @@ impl CodeCache {
         &self,
         sha256: &str,
         dest: PathBuf,
-    ) -> Result<PathBuf, CodeCacheError> {
+    ) -> Result<CacheLease, CodeCacheError> {
         let zip = self.fetch(sha256).await?;
         let tmp = self
             .root
             .join(format!(".tmp-{sha256}-{}", uuid::Uuid::new_v4().simple()));
-        let (tmp2, dest2) = (tmp.clone(), dest.clone());
-        let res = tokio::task::spawn_blocking(move || -> Result<(), CodeCacheError> {
-            unzip_safely(&zip, &tmp2, MAX_UNZIPPED_BYTES)?;
-            fs::rename(&tmp2, &dest2).map_err(io_err(&dest2))
+        let (tmp2, dest2, budget) = (tmp.clone(), dest.clone(), self.budget.clone());
+        let res = tokio::task::spawn_blocking(move || -> Result<CacheLease, CodeCacheError> {
+            let size = unzip_safely(&zip, &tmp2, MAX_UNZIPPED_BYTES)?;
+            // A directory left without an index entry (never expected) is replaced.
+            if dest2.exists() {
+                fs::remove_dir_all(&dest2).map_err(io_err(&dest2))?;
+            }
+            fs::rename(&tmp2, &dest2).map_err(io_err(&dest2))?;
+            let lease = budget.insert(dest2, size);
+            budget.evict();
+            Ok(lease)
         })
         .await
         .map_err(|e| CodeCacheError::Join(e.to_string()))
         .and_then(|r| r);
-        if let Err(e) = res {
-            if tmp.exists() {
-                if let Err(rm) = fs::remove_dir_all(&tmp) {
-                    tracing::warn!(path = %tmp.display(), error = %rm, "cannot remove unfinished unzip");
-                }
+        match res {
+            Ok(lease) => {
+                tracing::info!(sha256, path = %dest.display(), "code unpacked");
+                Ok(lease)
             }
-            return Err(e);
+            Err(e) => {
+                if tmp.exists() {
+                    if let Err(rm) = fs::remove_dir_all(&tmp) {
+                        tracing::warn!(path = %tmp.display(), error = %rm, "cannot remove unfinished unzip");
+                    }
+                }
+                Err(e)
+            }
         }
-        tracing::info!(sha256, path = %dest.display(), "code unpacked");
-        Ok(dest)
     }
 
     async fn fetch(&self, sha256: &str) -> Result<Vec<u8>, CodeCacheError> {
@@ -201,109 +226,6 @@ impl CodeCache {
     }
 }
 
-/// The kind of a zip entry, from its unix mode (or its name when the zip has no unix mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File { exec: bool },
-    Symlink,
-}
-
-fn entry_kind(name: &str, unix_mode: Option<u32>, is_dir: bool) -> Result<Kind, CodeCacheError> {
-    let Some(mode) = unix_mode else {
-        return Ok(if is_dir {
-            Kind::Dir
-        } else {
-            Kind::File { exec: false }
-        });
-    };
-    match mode & S_IFMT {
-        0 if is_dir => Ok(Kind::Dir),
-        0 | S_IFREG => Ok(Kind::File {
-            exec: mode & 0o111 != 0,
-        }),
-        S_IFDIR => Ok(Kind::Dir),
-        S_IFLNK => Ok(Kind::Symlink),
-        other => Err(entry_err(
-            name,
-            format!(
-                "special file (mode {other:o}): only files, directories and symlinks are allowed"
-            ),
-        )),
-    }
-}
-
-/// Splits an entry name into its normal components, refusing absolute paths, `..` and NUL.
-fn entry_components(name: &[u8], display: &str) -> Result<Vec<String>, CodeCacheError> {
-    if name.contains(&0) {
-        return Err(entry_err(display, "name contains a NUL byte"));
-    }
-    let name = std::str::from_utf8(name).map_err(|_| entry_err(display, "name is not UTF-8"))?;
-    if name.starts_with('/') || name.starts_with('\\') {
-        return Err(entry_err(display, "absolute path"));
-    }
-    let mut parts = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err(entry_err(display, "path contains `..`")),
-            p if p.contains('\\') && p.split('\\').any(|s| s == "..") => {
-                return Err(entry_err(display, "path contains `..`"))
-            }
-            p => parts.push(p.to_string()),
-        }
-    }
-    Ok(parts)
-}
-
-/// Checks a symlink target: relative, and (with `..` only leading) resolving inside the root from the
-/// link's directory `parent` (its components below the root).
-fn check_link_target(
-    display: &str,
-    parent: &[String],
-    target: &[u8],
-) -> Result<(), CodeCacheError> {
-    if target.is_empty() || target.contains(&0) {
-        return Err(entry_err(
-            display,
-            "symlink target is empty or contains a NUL byte",
-        ));
-    }
-    let target = std::str::from_utf8(target)
-        .map_err(|_| entry_err(display, "symlink target is not UTF-8"))?;
-    let path = Path::new(target);
-    let mut depth = parent.len();
-    let mut seen_normal = false;
-    for c in path.components() {
-        match c {
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(entry_err(
-                    display,
-                    format!("symlink target {target:?} is absolute"),
-                ))
-            }
-            Component::CurDir => {}
-            // `..` after a normal component may walk up out of a symlinked directory: refuse it.
-            Component::ParentDir if seen_normal => {
-                return Err(entry_err(
-                    display,
-                    format!("symlink target {target:?} has `..` after a name: normalize it"),
-                ))
-            }
-            Component::ParentDir => {
-                depth = depth.checked_sub(1).ok_or_else(|| {
-                    entry_err(
-                        display,
-                        format!("symlink target {target:?} points outside the code root"),
-                    )
-                })?;
-            }
-            Component::Normal(_) => seen_normal = true,
-        }
-    }
-    Ok(())
-}
-
 /// Makes sure `rel` (components below `root`) exists as a chain of real directories (never symlinks).
 fn ensure_dirs(root: &Path, rel: &[String], display: &str) -> Result<PathBuf, CodeCacheError> {
     let mut path = root.to_path_buf();
@@ -328,70 +250,47 @@ fn ensure_dirs(root: &Path, rel: &[String], display: &str) -> Result<PathBuf, Co
     Ok(path)
 }
 
-/// Unzips `zip` into `dest` (created, must not exist), refusing anything that could escape it or that is
-/// not a plain file, directory or contained relative symlink, and stopping once more than `max_bytes`
-/// have been written. Directories get 0755, files 0644 (0755 with an exec bit). Returns bytes written.
+/// Unzips `zip` into `dest` (created, must not exist). The entries are first checked with the
+/// shared archive checks (`lamina_proto::archive::check_zip`, the ones the controller ran at upload);
+/// writing then still never follows a symlink (`create_new`, real parent directories) and stops once
+/// more than `max_bytes` have been written. Directories get 0755, files 0644 (0755 with an exec bit).
+/// Returns the bytes written.
 pub fn unzip_safely(zip: &[u8], dest: &Path, max_bytes: u64) -> Result<u64, CodeCacheError> {
+    let listing = archive::check_zip(zip, max_bytes)?;
     let mut archive = zip::ZipArchive::new(io::Cursor::new(zip))?;
-    if archive.len() > MAX_ENTRIES {
-        return Err(CodeCacheError::TooManyEntries);
-    }
     fs::create_dir(dest).map_err(io_err(dest))?;
     fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).map_err(io_err(dest))?;
     let mut written: u64 = 0;
     let mut buf = vec![0u8; 64 * 1024];
-    for i in 0..archive.len() {
-        let mut entry = archive.by_index(i)?;
-        let display = String::from_utf8_lossy(entry.name_raw()).into_owned();
-        let parts = entry_components(entry.name_raw(), &display)?;
-        let kind = entry_kind(&display, entry.unix_mode(), entry.is_dir())?;
-        let Some((last, parent)) = parts.split_last() else {
-            if kind == Kind::Dir {
-                continue; // "./" or "/" alone: the root itself
-            }
-            return Err(entry_err(&display, "empty file name"));
+    for e in &listing.entries {
+        let Some((last, parent)) = e.parts.split_last() else {
+            continue; // the root itself
         };
-        if kind == Kind::Dir {
-            ensure_dirs(dest, &parts, &display)?;
+        if e.kind == ZipKind::Dir {
+            ensure_dirs(dest, &e.parts, &e.name)?;
             continue;
         }
-        let dir = ensure_dirs(dest, parent, &display)?;
-        let path = dir.join(last);
-        match kind {
-            Kind::Dir => unreachable!("handled above"),
-            Kind::Symlink => {
-                let mut target = Vec::new();
-                (&mut entry)
-                    .take(MAX_LINK_TARGET + 1)
-                    .read_to_end(&mut target)
-                    .map_err(io_err(&path))?;
-                if target.len() as u64 > MAX_LINK_TARGET {
-                    return Err(entry_err(&display, "symlink target is too long"));
-                }
-                check_link_target(&display, parent, &target)?;
-                let target = std::str::from_utf8(&target)
-                    .map_err(|_| entry_err(&display, "symlink target is not UTF-8"))?;
-                std::os::unix::fs::symlink(target, &path).map_err(|e| {
-                    if e.kind() == io::ErrorKind::AlreadyExists {
-                        entry_err(&display, "duplicate entry")
-                    } else {
-                        io_err(&path)(e)
-                    }
-                })?;
+        let path = ensure_dirs(dest, parent, &e.name)?.join(last);
+        let exists = |err: io::Error| {
+            if err.kind() == io::ErrorKind::AlreadyExists {
+                entry_err(&e.name, "duplicate entry")
+            } else {
+                io_err(&path)(err)
             }
-            Kind::File { exec } => {
+        };
+        match &e.kind {
+            ZipKind::Dir => unreachable!("handled above"),
+            ZipKind::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &path).map_err(exists)?;
+            }
+            ZipKind::File { exec, .. } => {
                 // create_new: never follows a symlink planted at this name, refuses duplicates.
                 let mut out = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)
-                    .map_err(|e| {
-                        if e.kind() == io::ErrorKind::AlreadyExists {
-                            entry_err(&display, "duplicate entry")
-                        } else {
-                            io_err(&path)(e)
-                        }
-                    })?;
+                    .map_err(exists)?;
+                let mut entry = archive.by_index(e.index)?;
                 loop {
                     let n = entry.read(&mut buf).map_err(io_err(&path))?;
                     if n == 0 {
@@ -404,7 +303,7 @@ pub fn unzip_safely(zip: &[u8], dest: &Path, max_bytes: u64) -> Result<u64, Code
                     out.write_all(&buf[..n]).map_err(io_err(&path))?;
                 }
                 out.flush().map_err(io_err(&path))?;
-                let mode = if exec { 0o755 } else { 0o644 };
+                let mode = if *exec { 0o755 } else { 0o644 };
                 out.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(io_err(&path))?;
             }
@@ -540,7 +439,7 @@ mod tests {
         for mode in [0o020644, 0o060644, 0o010644, 0o140644] {
             let (dir, res) = unzip(&raw_zip(b"dev0", mode, b""));
             let err = res.unwrap_err().to_string();
-            assert!(err.contains("special file"), "{mode:o}: {err}");
+            assert!(err.contains("refused: it is a"), "{mode:o}: {err}");
             assert!(!dir.path().join("root/dev0").exists());
         }
         // The same builder with a regular mode is accepted: the refusal is about the type bits.
@@ -577,7 +476,7 @@ mod tests {
         assert!(res
             .unwrap_err()
             .to_string()
-            .contains("already a file or symlink"));
+            .contains("its parent \"l\" is a symlink"));
         assert!(!dir.path().join("root/real/f").exists());
         // A file entry at a symlink's name must not write to the link's target. The writer refuses
         // duplicate names, so the third entry is renamed in the bytes (stored, so the name is unique).
@@ -597,13 +496,10 @@ mod tests {
         }
         assert!(i > 0, "the name was patched");
         let (dir, res) = unzip(&bytes);
-        // The reader keeps one entry per name (the last); either way nothing is written through a link.
-        assert_eq!(fs::read(dir.path().join("root/target")).unwrap(), b"orig");
-        if res.is_ok() {
-            let meta = fs::symlink_metadata(dir.path().join("root/linkxx")).unwrap();
-            assert!(meta.file_type().is_file());
-            assert_eq!(fs::read(dir.path().join("root/linkxx")).unwrap(), b"new");
-        }
+        // The shared checks see the name twice in the raw central directory: nothing is written.
+        let err = res.unwrap_err().to_string();
+        assert!(err.contains("more than once"), "{err}");
+        assert!(!dir.path().join("root").exists());
     }
 
     #[test]
@@ -611,7 +507,10 @@ mod tests {
         let big = vec![0u8; 600 * 1024];
         let zip = make_zip(&[E::File("a", &big, 0o644), E::File("b", &big, 0o644)]);
         let (_dir, res) = unzip(&zip);
-        assert!(matches!(res, Err(CodeCacheError::TooLarge { max }) if max == 1 << 20));
+        assert!(matches!(
+            res,
+            Err(CodeCacheError::Archive(ArchiveError::UnzippedTooBig { max, .. })) if max == 1 << 20
+        ));
         let (_dir, res) = unzip(&make_zip(&[E::File("a", &big, 0o644)]));
         assert_eq!(res.unwrap(), 600 * 1024);
     }
@@ -619,7 +518,10 @@ mod tests {
     #[test]
     fn refuses_garbage() {
         let (_dir, res) = unzip(b"not a zip at all");
-        assert!(matches!(res, Err(CodeCacheError::Zip(_))));
+        assert!(matches!(
+            res,
+            Err(CodeCacheError::Archive(ArchiveError::NotAZip(_)))
+        ));
     }
 
     /// A loopback `Cluster` server standing in for the controller (the code cache is under test).
@@ -723,7 +625,8 @@ mod tests {
             fs::create_dir_all(dir.path().join("code/.tmp-leftover")).unwrap();
             // The fetch is signed with the cluster credential, as in a real cluster.
             let client = ClusterClient::new(lamina_proto::auth::Signed::new(channel, Some(creds)));
-            let cache = CodeCache::new(dir.path().join("code"), client).unwrap();
+            let budget = DiskBudget::new(1 << 30);
+            let cache = CodeCache::new(dir.path().join("code"), client, budget).unwrap();
             assert!(
                 !dir.path().join("code/.tmp-leftover").exists(),
                 "unfinished unzips are removed"
@@ -731,7 +634,8 @@ mod tests {
 
             let (a, b) = tokio::join!(cache.ensure(&good_sha), cache.ensure(&good_sha));
             let (a, b) = (a.unwrap(), b.unwrap());
-            assert_eq!(a, b);
+            assert_eq!(a.path(), b.path());
+            let a = a.path().to_path_buf();
             assert_eq!(a, dir.path().join("code").join(&good_sha));
             assert_eq!(fs::read(a.join("app.py")).unwrap(), b"print(1)\n");
             assert_eq!(fetches.load(Ordering::SeqCst), 1, "single flight");

@@ -110,6 +110,11 @@ pub struct Cli {
     /// and authenticates the controller's calls to this worker.
     #[arg(long, env = "LAMINA_CLUSTER_TOKEN_FILE")]
     pub cluster_token_file: PathBuf,
+    /// Disk budget of the caches of unzipped code and layers (STATE_DIR/code) and unpacked images
+    /// (STATE_DIR/images), in MB: past it, the least recently used entries no live sandbox uses
+    /// are removed (after each fetch and every half second). 0 keeps only what sandboxes use.
+    #[arg(long, env = "LAMINA_CACHE_BUDGET_MB", default_value_t = crate::disk_cache::DEFAULT_CACHE_BUDGET_MB)]
+    pub cache_budget_mb: u64,
     /// Egress of sandboxes without a VPC: `none` (loopback only) or `nat` (masqueraded through
     /// this host; never to the host itself, the controller or 169.254.0.0/16).
     #[arg(long, env = "LAMINA_DEFAULT_EGRESS", default_value = "none")]
@@ -140,6 +145,8 @@ pub struct WorkerConfig {
     pub python_zygote: bool,
     pub spawner: bool,
     pub cgroup_reuse: usize,
+    /// Disk budget of the code and image caches, in bytes.
+    pub cache_budget_bytes: u64,
     /// The cluster credential (its `Debug` redacts the secret).
     pub cluster_credentials: Credentials,
     pub default_egress: crate::network::egress::EgressMode,
@@ -187,6 +194,7 @@ impl WorkerConfig {
             python_zygote: cli.python_zygote,
             spawner: cli.spawner,
             cgroup_reuse: usize::from(cli.cgroup_reuse),
+            cache_budget_bytes: cli.cache_budget_mb.saturating_mul(1 << 20),
             cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
             default_egress: cli.default_egress,
             nat_cidr: cli

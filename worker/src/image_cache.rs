@@ -1,8 +1,11 @@
 //! Container images by manifest digest: each layer blob fetched from the controller
 //! (`Cluster.FetchCode`) into a temporary file and sha256-verified, then the layers applied in order
-//! (`unpack.rs`: whiteouts, never through a symlink, no devices, bounded size) into
+//! (first walked with the shared checks of `lamina_proto::archive`, the ones the controller ran at
+//! upload; then `unpack.rs`: whiteouts, never through a symlink, no devices, bounded size) into
 //! `STATE_DIR/images/<sha256>/`, which becomes the read-only root of the image's sandboxes. Unpacked
-//! once per digest (single flight); a failed unpack is removed and not cached.
+//! once per digest (single flight); a failed unpack is removed and not cached. Each image is leased
+//! to the sandboxes that use it and evicted under the worker's disk budget (`disk_cache.rs`) once
+//! unused.
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
@@ -10,15 +13,18 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use lamina_proto::archive::{ArchiveError, LayerWalk};
 use lamina_proto::auth::SignedChannel;
 use lamina_proto::domain::ResolvedImage;
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::FetchCodeRequest;
 use sha2::{Digest, Sha256};
 
+use crate::disk_cache::{self, CacheLease, DiskBudget};
+
 mod unpack;
 
-pub use unpack::{apply_layer, prepare_mount_points, MAX_IMAGE_UNPACKED_BYTES};
+pub use unpack::{apply_layer, prepare_mount_points};
 
 /// The largest layer blob fetched.
 pub const MAX_LAYER_BYTES: u64 = 10 << 30;
@@ -48,6 +54,8 @@ pub enum ImageCacheError {
     Unpacked { max: u64 },
     #[error("i/o error on {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     #[error("image unpack task failed: {0}")]
     Join(String),
 }
@@ -79,12 +87,18 @@ pub struct ImageCache {
     root: PathBuf,
     client: ClusterClient<SignedChannel>,
     flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    budget: DiskBudget,
 }
 
 impl ImageCache {
     /// A cache under `root` (`STATE_DIR/images`); unfinished unpacks left by a previous run are
-    /// removed (failures only logged: the directory is created when first used).
-    pub fn new(root: PathBuf, client: ClusterClient<SignedChannel>) -> ImageCache {
+    /// removed (failures only logged: the directory is created when first used), finished ones
+    /// adopted as unused under `budget`.
+    pub fn new(
+        root: PathBuf,
+        client: ClusterClient<SignedChannel>,
+        budget: DiskBudget,
+    ) -> ImageCache {
         if let Ok(entries) = fs::read_dir(&root) {
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with(".tmp-") {
@@ -94,15 +108,20 @@ impl ImageCache {
                 }
             }
         }
+        disk_cache::adopt_existing(&budget, &root, |n| {
+            hex_digest(&format!("sha256:{n}")).is_ok()
+        });
         ImageCache {
             root,
             client,
             flights: Arc::default(),
+            budget,
         }
     }
 
-    /// The directory holding the unpacked `image`, fetching and unpacking it first if needed.
-    pub async fn ensure(&self, image: &ResolvedImage) -> Result<PathBuf, ImageCacheError> {
+    /// A lease on the directory holding the unpacked `image`, fetching and unpacking it first if
+    /// needed. The directory is not evicted while the lease lives.
+    pub async fn ensure(&self, image: &ResolvedImage) -> Result<CacheLease, ImageCacheError> {
         let hex = hex_digest(&image.digest)?.to_string();
         for d in &image.layer_digests {
             hex_digest(d)?;
@@ -114,10 +133,14 @@ impl ImageCache {
         };
         let result = {
             let _guard = flight.lock().await;
-            if dest.is_dir() {
-                Ok(dest)
-            } else {
-                self.fetch_and_unpack(image, &hex, dest).await
+            match self.budget.acquire(&dest) {
+                Some(lease) => Ok(lease),
+                // Finished unpacks only ever appear by rename: one there is complete.
+                None if dest.is_dir() => {
+                    let size = disk_cache::dir_size(&dest);
+                    Ok(self.budget.adopt_leased(dest, size))
+                }
+                None => self.fetch_and_unpack(image, &hex, dest).await,
             }
         };
         let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,7 +155,7 @@ impl ImageCache {
         image: &ResolvedImage,
         hex: &str,
         dest: PathBuf,
-    ) -> Result<PathBuf, ImageCacheError> {
+    ) -> Result<CacheLease, ImageCacheError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
             .map_err(io_err(&self.root))?;
@@ -145,9 +168,9 @@ impl ImageCache {
                 tracing::warn!(path = %tmp.display(), error = %e, "cannot remove an unfinished image unpack");
             }
         }
-        result?;
+        let lease = result?;
         tracing::info!(digest = %image.digest, path = %dest.display(), "image unpacked");
-        Ok(dest)
+        Ok(lease)
     }
 
     async fn fetch_and_unpack_in(
@@ -155,7 +178,7 @@ impl ImageCache {
         image: &ResolvedImage,
         tmp: &Path,
         dest: &Path,
-    ) -> Result<(), ImageCacheError> {
+    ) -> Result<CacheLease, ImageCacheError> {
         let rootfs = tmp.join("rootfs");
         fs::create_dir_all(&rootfs).map_err(io_err(&rootfs))?;
         fs::set_permissions(tmp, fs::Permissions::from_mode(0o700)).map_err(io_err(tmp))?;
@@ -166,15 +189,23 @@ impl ImageCache {
             self.fetch(d, &path).await?;
             blobs.push(path);
         }
-        let (rootfs2, dest2) = (rootfs.clone(), dest.to_path_buf());
-        tokio::task::spawn_blocking(move || -> Result<(), ImageCacheError> {
+        let (rootfs2, dest2, budget) = (rootfs.clone(), dest.to_path_buf(), self.budget.clone());
+        tokio::task::spawn_blocking(move || -> Result<CacheLease, ImageCacheError> {
+            // The controller's upload checks, run again over every layer before anything is written.
+            let mut walk = LayerWalk::default();
+            for (i, blob) in blobs.iter().enumerate() {
+                walk.layer(i, fs::File::open(blob).map_err(io_err(blob))?)?;
+            }
             let mut written = 0u64;
             for (i, blob) in blobs.iter().enumerate() {
                 apply_layer(&rootfs2, i, blob, &mut written)?;
                 fs::remove_file(blob).map_err(io_err(blob))?;
             }
             prepare_mount_points(&rootfs2)?;
-            fs::rename(&rootfs2, &dest2).map_err(io_err(&dest2))
+            fs::rename(&rootfs2, &dest2).map_err(io_err(&dest2))?;
+            let lease = budget.insert(dest2.clone(), disk_cache::dir_size(&dest2));
+            budget.evict();
+            Ok(lease)
         })
         .await
         .map_err(|e| ImageCacheError::Join(e.to_string()))?

@@ -2,6 +2,7 @@
 pub mod cgroup;
 pub mod code_cache;
 pub mod config;
+pub mod disk_cache;
 pub mod health;
 pub mod image_cache;
 pub mod manager;

@@ -97,7 +97,8 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     spawn_signal_handler(shutdown.clone())?;
 
     let client = service::cluster_client(&cfg.controller, cfg.cluster_credentials.clone())?;
-    let code = CodeCache::new(cfg.code_dir(), client.clone())?;
+    let budget = lamina_worker::disk_cache::DiskBudget::new(cfg.cache_budget_bytes);
+    let code = CodeCache::new(cfg.code_dir(), client.clone(), budget)?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
     let vpc_agent = lamina_worker::network::NetworkAgent::new(&cfg.worker_id, None);
     anyhow::ensure!(

@@ -17,6 +17,7 @@ mod invoke;
 mod logs;
 mod pool;
 mod provisioned;
+mod retire;
 mod run;
 mod uids;
 mod vpc;
@@ -187,6 +188,8 @@ struct Warm {
     idle_since: Instant,
     /// Frozen while idle (see `freeze.rs`: idle sandboxes are frozen after a grace period).
     frozen: bool,
+    /// The cached code, layers or image the sandbox binds: dropped with it, after its destroy.
+    _leases: Vec<crate::disk_cache::CacheLease>,
 }
 
 #[derive(Default)]
@@ -198,6 +201,9 @@ struct PoolState {
     idle: HashMap<Key, Vec<Warm>>,
     /// Provisioned-concurrency targets and their starts in flight.
     provisioned: provisioned::Targets,
+    /// Busy or starting sandboxes of revisions that no longer exist: destroyed once their
+    /// invocation is over instead of kept idle (see `retire.rs`).
+    doomed: std::collections::HashSet<String>,
 }
 
 impl PoolState {
@@ -312,6 +318,7 @@ impl Manager {
         let images = crate::image_cache::ImageCache::new(
             code.root().with_file_name("images"),
             code.client(),
+            code.budget(),
         );
         let manager = Manager {
             inner: Arc::new(Inner {
@@ -455,7 +462,10 @@ impl Manager {
         // A started sandbox stays `Starting` until its runtime finished its init (`started`).
         if let Err(e) = &started {
             crate::health::FDS.note_error(e);
-            self.state().all.remove(&sandbox_id);
+            let mut st = self.state();
+            st.all.remove(&sandbox_id);
+            st.doomed.remove(&sandbox_id);
+            drop(st);
             self.refill_prepared();
         }
         started
@@ -517,20 +527,21 @@ impl Manager {
     ) -> Result<Warm, ManagerError> {
         let spec = &config.spec;
         let cfg = &self.inner.cfg;
-        // The code and every attached layer, fetched and unzipped once per digest.
+        // The code and every attached layer, fetched and unzipped once per digest, leased to the
+        // sandbox (not evicted from the disk cache while it lives).
         let fetched = async {
             if let Some(image) = &config.image {
-                let dir = self.inner.images.ensure(image).await?;
-                return Ok::<_, ManagerError>((dir, Vec::new()));
+                let lease = self.inner.images.ensure(image).await?;
+                return Ok::<_, ManagerError>((lease, Vec::new()));
             }
-            let code_dir = self.inner.code.ensure(&config.code_sha256).await?;
-            let mut layer_dirs = Vec::with_capacity(config.layers.len());
+            let code = self.inner.code.ensure(&config.code_sha256).await?;
+            let mut layers = Vec::with_capacity(config.layers.len());
             for layer in &config.layers {
-                layer_dirs.push(self.inner.code.ensure(&layer.code_sha256).await?);
+                layers.push(self.inner.code.ensure(&layer.code_sha256).await?);
             }
-            Ok((code_dir, layer_dirs))
+            Ok((code, layers))
         };
-        let (code_dir, layer_dirs) = match fetched.await {
+        let (code_lease, layer_leases) = match fetched.await {
             Ok(dirs) => dirs,
             Err(e) => {
                 if let Some(p) = prepared {
@@ -539,6 +550,13 @@ impl Manager {
                 return Err(e);
             }
         };
+        let code_dir = code_lease.path().to_path_buf();
+        let layer_dirs: Vec<PathBuf> = layer_leases
+            .iter()
+            .map(|l| l.path().to_path_buf())
+            .collect();
+        let mut leases = layer_leases;
+        leases.push(code_lease);
         if spec.runtime == Runtime::Provided && config.image.is_none() {
             if let Err(e) = check_bootstrap(&code_dir) {
                 if let Some(p) = prepared {
@@ -633,6 +651,7 @@ impl Manager {
             started_at,
             idle_since: started_at,
             frozen: false,
+            _leases: leases,
         })
     }
 
@@ -651,6 +670,12 @@ impl Manager {
             return;
         }
         let id = warm.sandbox.id().to_string();
+        if st.take_doomed(&id) {
+            drop(st);
+            tracing::info!(sandbox = %id, "its revision no longer exists: destroying the sandbox");
+            self.retire(warm);
+            return;
+        }
         let Some(info) = st.all.get_mut(&id) else {
             drop(st);
             self.retire(warm);
@@ -681,7 +706,9 @@ impl Manager {
             me.release_vpc(&id).await;
             tracing::debug!(sandbox = %id, "sandbox destroyed");
             if unaccount {
-                me.state().all.remove(&id);
+                let mut st = me.state();
+                st.all.remove(&id);
+                st.doomed.remove(&id);
             }
         });
     }
@@ -720,6 +747,11 @@ impl Manager {
             }
             // Lost provisioned sandboxes are replaced and failed starts retried from here.
             self.reconcile_provisioned();
+            // Cached code and images released by the sandboxes destroyed meanwhile.
+            let budget = self.inner.code.budget();
+            if budget.over_budget() {
+                self.inner.tasks.spawn_blocking(move || budget.evict());
+            }
         }
     }
 

@@ -53,8 +53,10 @@ impl From<ManagerError> for Status {
                 Status::unavailable(msg)
             }
             ManagerError::Image(ImageCacheError::Fetch { .. }) => Status::unavailable(msg),
+            ManagerError::Code(CodeCacheError::Archive(_)) => Status::failed_precondition(msg),
             ManagerError::Image(
-                ImageCacheError::Entry { .. }
+                ImageCacheError::Archive(_)
+                | ImageCacheError::Entry { .. }
                 | ImageCacheError::Layer { .. }
                 | ImageCacheError::Unpacked { .. },
             ) => Status::failed_precondition(msg),
@@ -152,6 +154,22 @@ impl Worker for WorkerService {
                 Err(e.into())
             }
         }
+    }
+    async fn retire_sandboxes(
+        &self,
+        request: Request<lamina_proto::v1::RetireSandboxesRequest>,
+    ) -> Result<Response<lamina_proto::v1::RetireSandboxesResponse>, Status> {
+        let r = request.into_inner();
+        if r.function_name.is_empty() {
+            return Err(Status::invalid_argument(
+                "function_name is required: name the function whose stale sandboxes go",
+            ));
+        }
+        let keep = r.keep_revision_ids.into_iter().collect();
+        let retired = self.manager.retire_revisions(&r.function_name, &keep);
+        Ok(Response::new(lamina_proto::v1::RetireSandboxesResponse {
+            retired: u32::try_from(retired).unwrap_or(u32::MAX),
+        }))
     }
     async fn set_network(
         &self,
@@ -351,7 +369,13 @@ pub async fn heartbeat_loop(
             r = async { client.clone().heartbeat(req).await } => r,
         };
         match result {
-            Ok(resp) if resp.get_ref().known => {}
+            Ok(resp) if resp.get_ref().known => {
+                // Sandboxes of revisions deleted while a RetireSandboxes call missed this worker.
+                for r in resp.into_inner().retire {
+                    let keep = r.keep_revision_ids.into_iter().collect();
+                    manager.retire_revisions(&r.function_name, &keep);
+                }
+            }
             Ok(_) => {
                 tracing::warn!(
                     "the controller does not know this worker (it restarted?): registering again"

@@ -46,7 +46,8 @@ impl Pool {
         };
         // Nothing listens there: every test function's code is in the cache before it runs.
         let client = lamina_worker::service::cluster_client("http://127.0.0.1:9", creds).unwrap();
-        let code = CodeCache::new(code_root.clone(), client).unwrap();
+        let budget = lamina_worker::disk_cache::DiskBudget::new(1 << 30);
+        let code = CodeCache::new(code_root.clone(), client, budget).unwrap();
         let worker_id = format!("prov-{name}-{}", std::process::id());
         let cgroup_parent = format!("lamina-test/{worker_id}");
         let cfg = ManagerConfig {

@@ -60,6 +60,11 @@ impl v1::cluster_server::Cluster for ClusterService {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let r = request.into_inner();
+        let reported: Vec<(String, String)> = r
+            .sandboxes
+            .iter()
+            .map(|s| (s.function_name.clone(), s.revision_id.clone()))
+            .collect();
         let hb = Heartbeat {
             memory_free_mb: r.memory_free_mb,
             sandboxes: r
@@ -88,7 +93,23 @@ impl v1::cluster_server::Cluster for ClusterService {
         if !known {
             tracing::info!(worker_id = %r.worker_id, "heartbeat from an unknown worker: asking it to register");
         }
-        Ok(Response::new(v1::HeartbeatResponse { known }))
+        // Sandboxes of revisions that ended while a RetireSandboxes call missed this worker.
+        let retire = if known && !reported.is_empty() {
+            match self
+                .shared
+                .store(move |s| crate::retire::stale_in_heartbeat(s, &reported))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(worker_id = %r.worker_id, error = %e, "cannot check the reported sandboxes' revisions");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(v1::HeartbeatResponse { known, retire }))
     }
 
     async fn allocate_addresses(

@@ -243,6 +243,7 @@ pub(crate) async fn delete(shared: &Shared, name: &str) -> Result<(), ApiError> 
             // Its settings went with it: the reservation and provisioned sandboxes too.
             shared.limiter.forget(name);
             shared.provisioning.changed();
+            shared.retiring.function_changed(name);
             tracing::info!(function = %name, "function deleted");
             Ok(())
         }
@@ -277,6 +278,8 @@ where
         match result {
             Ok(()) => {
                 tracing::info!(function = %name, revision = %config.revision_id, "function updated");
+                // The previous revision of $LATEST ended: its sandboxes go.
+                shared.retiring.function_changed(name);
                 return Ok(config);
             }
             Err(ApiError::Store(StoreError::RevisionConflict { .. }))

@@ -175,6 +175,8 @@ pub(crate) struct Shared {
     pub placement_wait: Duration,
     /// The provisioned-concurrency reconciler's state.
     pub provisioning: Arc<crate::provisioned::Provisioning>,
+    /// Functions whose revisions ended: their stale sandboxes go (see `retire.rs`).
+    pub retiring: Arc<crate::retire::Retiring>,
     /// Wakes the VPC network reconciler.
     pub network: Arc<crate::network::NetworkSync>,
     /// The largest container-image upload (`--max-image-bytes`).

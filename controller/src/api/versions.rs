@@ -685,6 +685,7 @@ pub(crate) async fn delete_qualified(
     })
     .await?;
     tracing::info!(function = %name, version = number, "version deleted");
+    shared.retiring.function_changed(name);
     Ok(true)
 }
 

@@ -169,6 +169,13 @@ impl<T: FakeInvoke> v1::worker_server::Worker for FakeWorker<T> {
         ))
     }
 
+    async fn retire_sandboxes(
+        &self,
+        _request: tonic::Request<v1::RetireSandboxesRequest>,
+    ) -> Result<tonic::Response<v1::RetireSandboxesResponse>, tonic::Status> {
+        Ok(tonic::Response::new(v1::RetireSandboxesResponse::default()))
+    }
+
     async fn set_provisioned(
         &self,
         _request: tonic::Request<v1::SetProvisionedRequest>,

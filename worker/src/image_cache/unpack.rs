@@ -1,5 +1,6 @@
-//! Applies image layers to a directory as a container runtime does, but never trusting the layer:
-//! each layer is read twice — first its whiteouts (`.wh.NAME` removes NAME of the layers below,
+//! Applies image layers to a directory as a container runtime does, but never trusting the layer.
+//! The caller first walks every layer with the shared checks (`lamina_proto::archive::LayerWalk`,
+//! the walk the controller ran at upload); applying then checks again on disk. Each layer is read twice — first its whiteouts (`.wh.NAME` removes NAME of the layers below,
 //! `.wh..wh..opq` empties its directory), then its entries. Every parent of an entry must be a real
 //! directory under the root (a symlink there is refused, so nothing is ever written through a link,
 //! whatever it points to); absolute and `..` paths, devices and fifos are refused; set-id bits are
@@ -10,13 +11,11 @@ use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{io_err, ImageCacheError};
+use lamina_proto::archive::{
+    entry_path, layer_reader, whiteout, Whiteout, MAX_IMAGE_UNPACKED_BYTES,
+};
 
-/// The largest unpacked image (Lambda's limit for container images: 10 GB), counting every byte
-/// written, also of files a later layer removes.
-pub const MAX_IMAGE_UNPACKED_BYTES: u64 = 10 << 30;
-/// Most entries accepted in one layer.
-const MAX_ENTRIES: usize = 500_000;
+use super::{io_err, ImageCacheError};
 
 /// Directories the sandbox mounts over (`/proc`, `/dev`, `/tmp`) or writes into (`/etc`).
 const MOUNT_DIRS: [&str; 4] = ["proc", "dev", "tmp", "etc"];
@@ -31,42 +30,10 @@ fn entry_err(layer: usize, name: &str, reason: impl Into<String>) -> ImageCacheE
     }
 }
 
-/// The normal components of an entry path; absolute paths, `..` and NUL are refused.
-fn components(raw: &[u8]) -> Result<Vec<String>, String> {
-    if raw.contains(&0) {
-        return Err("name contains a NUL byte".into());
-    }
-    let name = std::str::from_utf8(raw).map_err(|_| "name is not UTF-8".to_string())?;
-    if name.starts_with('/') {
-        return Err("absolute path: layer entries must be relative".into());
-    }
-    let mut parts = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return Err("path contains `..`: entries must stay inside the image".into()),
-            p => parts.push(p.to_string()),
-        }
-    }
-    Ok(parts)
-}
-
-/// Opens a layer blob as a tar stream (gzip is recognised by its magic bytes).
+/// Opens a layer blob as a tar stream (the shared reader: gzip by its magic bytes, zstd refused).
 fn open_layer(layer: usize, blob: &Path) -> Result<Box<dyn Read>, ImageCacheError> {
-    let mut f = File::open(blob).map_err(io_err(blob))?;
-    let mut magic = [0u8; 4];
-    let n = f.read(&mut magic).map_err(io_err(blob))?;
     let f = File::open(blob).map_err(io_err(blob))?;
-    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::GzDecoder::new(f)))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Err(ImageCacheError::Layer {
-            layer,
-            detail: "zstd-compressed layers are not supported".into(),
-        })
-    } else {
-        Ok(Box::new(f))
-    }
+    Ok(layer_reader(layer, f)?)
 }
 
 /// The directory `root/parts...`, every component a real directory (never a symlink). Missing
@@ -135,35 +102,30 @@ pub fn apply_layer(
     };
     // Pass 1: whiteouts remove what the layers below put there.
     let mut archive = tar::Archive::new(open_layer(layer, blob)?);
-    let mut count = 0usize;
     for entry in archive.entries().map_err(tar_err)? {
         let entry = entry.map_err(tar_err)?;
-        count += 1;
-        if count > MAX_ENTRIES {
-            return Err(ImageCacheError::Layer {
-                layer,
-                detail: format!("more than {MAX_ENTRIES} entries"),
-            });
-        }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let parts = components(&raw).map_err(|r| entry_err(layer, &name, r))?;
+        let parts = entry_path(&raw).map_err(|r| entry_err(layer, &name, r))?;
         let Some((base, parent)) = parts.split_last() else {
             continue;
         };
-        let Some(hidden) = base.strip_prefix(".wh.") else {
+        let wh = whiteout(base).map_err(|r| entry_err(layer, &name, r))?;
+        if matches!(wh, Whiteout::No | Whiteout::Reserved) {
             continue;
-        };
+        }
         let Some(dir) = real_dir(root, parent, false, layer, &name)? else {
             continue; // nothing below to hide
         };
-        if base == ".wh..wh..opq" {
-            for child in fs::read_dir(&dir).map_err(io_err(&dir))? {
-                let child = child.map_err(io_err(&dir))?;
-                remove_any(&child.path())?;
+        match wh {
+            Whiteout::Opaque => {
+                for child in fs::read_dir(&dir).map_err(io_err(&dir))? {
+                    let child = child.map_err(io_err(&dir))?;
+                    remove_any(&child.path())?;
+                }
             }
-        } else if !hidden.starts_with(".wh.") {
-            remove_any(&dir.join(hidden))?;
+            Whiteout::Remove(hidden) => remove_any(&dir.join(hidden))?,
+            Whiteout::No | Whiteout::Reserved => {}
         }
     }
     // Pass 2: the entries.
@@ -172,11 +134,11 @@ pub fn apply_layer(
         let mut entry = entry.map_err(tar_err)?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
-        let parts = components(&raw).map_err(|r| entry_err(layer, &name, r))?;
+        let parts = entry_path(&raw).map_err(|r| entry_err(layer, &name, r))?;
         let Some((base, parent)) = parts.split_last() else {
             continue; // the root itself keeps 0755
         };
-        if base.starts_with(".wh.") {
+        if whiteout(base).map_err(|r| entry_err(layer, &name, r))? != Whiteout::No {
             continue;
         }
         let dir = real_dir(root, parent, true, layer, &name)?.expect("created");
@@ -241,7 +203,7 @@ pub fn apply_layer(
                     .link_name_bytes()
                     .map(|t| t.into_owned())
                     .unwrap_or_default();
-                let tparts = components(&target)
+                let tparts = entry_path(&target)
                     .map_err(|r| entry_err(layer, &name, format!("hard link target: {r}")))?;
                 let Some((tbase, tparent)) = tparts.split_last() else {
                     return Err(entry_err(layer, &name, "hard link to the image root"));

@@ -133,3 +133,25 @@ fn mount_points_replace_links() {
         );
     }
 }
+
+/// `.wh..` names the directory itself and `.wh...` its parent: at the top of a layer that is the
+/// image root and the directory holding it. Both are refused and nothing above the root is removed.
+#[test]
+fn whiteouts_of_dot_and_dotdot_do_not_reach_above_the_root() {
+    for name in [".wh..", ".wh...", ".wh.", "a/.wh..."] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir(&root).unwrap();
+        fs::write(dir.path().join("beside-root"), b"keep").unwrap();
+        let mut written = 0;
+        let l0 = layer(dir.path(), 0, &[E::Dir("a"), E::File("a/f", b"1")]);
+        apply_layer(&root, 0, &l0, &mut written).unwrap();
+        let l1 = layer(dir.path(), 1, &[E::File(name, b"")]);
+        let e = apply_layer(&root, 1, &l1, &mut written)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("refused: whiteout"), "{name}: {e}");
+        assert!(dir.path().join("beside-root").is_file(), "{name}");
+        assert!(root.join("a/f").is_file(), "{name}");
+    }
+}

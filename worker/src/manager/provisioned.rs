@@ -56,6 +56,12 @@ pub(super) struct Targets {
 }
 
 impl Targets {
+    /// Drops the targets of `function` whose revision is not in `keep`.
+    pub(super) fn forget(&mut self, function: &str, keep: &std::collections::HashSet<String>) {
+        self.targets
+            .retain(|k, _| k.0 != function || keep.contains(&k.1));
+    }
+
     /// A start of `key` reached the pool: from now on its sandbox is counted in `all`.
     pub(super) fn started(&mut self, key: &Key) {
         if let Some(t) = self.targets.get_mut(key) {
