@@ -10,6 +10,7 @@ pub mod v1 {
 pub mod auth;
 pub mod convert;
 pub mod domain;
+pub mod guard;
 pub mod net;
 pub mod network;
 pub mod time;
