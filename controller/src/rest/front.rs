@@ -91,6 +91,24 @@ fn refuse(method: &Method, path: &str, f: AuthFailure) -> Response {
     auth_error(f).into_response()
 }
 
+/// What identifies one request for the replay cache: its signature, and botocore's per-call
+/// `amz-sdk-invocation-id` and per-attempt `amz-sdk-request`. botocore signs only `host`,
+/// `x-amz-date` and `content-type`, so two identical calls (or a call and its retry) within one
+/// second carry the same signature: only these unsigned headers tell them apart. An exact
+/// re-send of a captured request is refused; one re-sent with those headers changed is not
+/// (SigV4 as botocore signs it leaves nothing else to tell it from an honest call; the gRPC
+/// scheme signs a nonce and has no such gap).
+fn replay_key(signature: &[u8], headers: &http::HeaderMap) -> Vec<u8> {
+    let mut key = signature.to_vec();
+    for name in ["amz-sdk-invocation-id", "amz-sdk-request"] {
+        key.push(0);
+        if let Some(v) = headers.get(name) {
+            key.extend_from_slice(v.as_bytes());
+        }
+    }
+    key
+}
+
 /// The middleware: steps 2 to 4 of the module docs.
 pub(super) async fn authenticate(
     State(state): State<Arc<RestState>>,
@@ -137,12 +155,8 @@ pub(super) async fn authenticate(
         }
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         if mutating {
-            if let Err(r) = state
-                .shared
-                .guard
-                .replay
-                .check(&signature, date_ms, now_ms())
-            {
+            let key = replay_key(&signature, &parts.headers);
+            if let Err(r) = state.shared.guard.replay.check(&key, date_ms, now_ms()) {
                 return refuse(&method, &path, r.into());
             }
         }
