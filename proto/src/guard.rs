@@ -93,9 +93,7 @@ pub struct BodyBudget {
 impl BodyBudget {
     /// A budget of `bytes` (at least the largest single body, so that one always fits).
     pub fn new(bytes: usize) -> BodyBudget {
-        let bytes = bytes
-            .max(GRPC_UPLOAD_BODY_BYTES + (8 << 20))
-            .min(Semaphore::MAX_PERMITS);
+        let bytes = bytes.clamp(GRPC_UPLOAD_BODY_BYTES + (8 << 20), Semaphore::MAX_PERMITS);
         BodyBudget {
             sem: Arc::new(Semaphore::new(bytes)),
             bytes,
@@ -303,11 +301,10 @@ mod tests {
         assert_eq!(budget.available(), total);
     }
 
-    fn futures_chunks(
-        parts: &[&'static [u8]],
-    ) -> StreamBody<
-        tokio_stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::io::Error>>>,
-    > {
+    type Frames =
+        tokio_stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, std::io::Error>>>;
+
+    fn futures_chunks(parts: &[&'static [u8]]) -> StreamBody<Frames> {
         let frames: Vec<_> = parts
             .iter()
             .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p))))
