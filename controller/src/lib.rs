@@ -34,7 +34,8 @@ pub mod store;
 use api::{AuthService, ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
 use auth::{AuthError, Bootstrap, KeyStore};
 use concurrency::{ConcurrencyConfig, Limiter};
-use lamina_proto::auth::{Authenticated, KeyLookup, StaticKey};
+use lamina_proto::auth::{Authenticated, KeyLookup, ServerGuard, StaticKey};
+use lamina_proto::guard::GRPC_SMALL_BODY_BYTES;
 use lamina_proto::v1::auth_server::AuthServer;
 use queue::{Dispatcher, QueueConfig, QueueError, QueueStore};
 use registry::Registry;
@@ -61,6 +62,11 @@ pub struct ControllerConfig {
     pub concurrency: ConcurrencyConfig,
     /// The largest container-image upload in bytes (`--max-image-bytes`).
     pub max_image_bytes: u64,
+    /// Request-body bytes not yet authenticated held at once, REST and gRPC together.
+    pub unverified_body_budget_bytes: usize,
+    /// Network namespaces (`/run/netns/NAME`) an admin may attach to a VPC: names or globs
+    /// with `*` (`--attachable-netns`); empty: none.
+    pub attachable_netns: Vec<String>,
 }
 
 impl ControllerConfig {
@@ -76,6 +82,8 @@ impl ControllerConfig {
             auth: true,
             concurrency: ConcurrencyConfig::default(),
             max_image_bytes: image::DEFAULT_MAX_IMAGE_BYTES,
+            unverified_body_budget_bytes: lamina_proto::guard::DEFAULT_UNVERIFIED_BUDGET_BYTES,
+            attachable_netns: Vec::new(),
         }
     }
 }
@@ -94,6 +102,48 @@ pub enum ControllerError {
     Auth(#[from] AuthError),
     #[error("REST server failed: {0}")]
     Rest(std::io::Error),
+    #[error(
+        "cannot make the data directory {path} private (mode 0700): {source}; check its owner"
+    )]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Creates `dir` mode 0700 if missing, and takes the group and other bits off it and everything
+/// under it (a data directory written by an older version, or with a looser umask, was 0755 with
+/// 0644 files: environment variables, code and logs readable by every local user).
+pub fn make_private(dir: &std::path::Path) -> Result<(), ControllerError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ControllerError::DataDir { path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err(dir))?;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        // Never through a symlink: only what is in the data directory itself.
+        let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7700))
+                .map_err(err(&path))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(err(&path))? {
+                todo.push(entry.map_err(err(&path))?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A controller ready to serve: its store is open.
@@ -106,6 +156,7 @@ pub struct Controller {
 impl Controller {
     /// Opens the RocksDB store in `config.data_dir`, with the async queue in the same database.
     pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
+        make_private(&config.data_dir)?;
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
         let reservations = store.list_reserved_concurrency()?;
         let queue = QueueStore::open(store.db(), &config.data_dir, config.queue.clone())?;
@@ -155,6 +206,13 @@ impl Controller {
                 retiring: Arc::default(),
                 network: Arc::default(),
                 max_image_bytes: config.max_image_bytes,
+                guard: ServerGuard {
+                    budget: lamina_proto::guard::BodyBudget::new(
+                        config.unverified_body_budget_bytes,
+                    ),
+                    replay: Arc::default(),
+                },
+                attachable_netns: network::NetnsAllowlist::new(&config.attachable_netns),
             }),
             keys: None,
             bootstrap: Bootstrap::default(),
@@ -238,8 +296,13 @@ impl Controller {
         let network_api =
             lamina_proto::v1::network_server::NetworkServer::new(api::NetworkService {
                 shared: Arc::clone(&self.shared),
-            });
-        let mut builder = tonic::transport::Server::builder();
+            })
+            .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
+        let mut builder =
+            lamina_proto::net::server_builder(lamina_proto::net::MAX_CONCURRENT_STREAMS);
+        // One budget of unverified bytes and one replay cache for every service of the process
+        // (the REST front uses the same).
+        let guard = self.shared.guard.clone();
         let router = match &self.keys {
             Some(keys) => {
                 let users: Arc<dyn KeyLookup> = Arc::clone(keys) as Arc<dyn KeyLookup>;
@@ -247,12 +310,22 @@ impl Controller {
                     Arc::new(StaticKey(keys.cluster_credentials().clone()));
                 let auth = AuthServer::new(AuthService {
                     keys: Arc::clone(keys),
-                });
+                })
+                .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
+                let g = || guard.clone();
                 builder
-                    .add_service(Authenticated::new(functions, Arc::clone(&users)))
-                    .add_service(Authenticated::new(network_api, Arc::clone(&users)))
-                    .add_service(Authenticated::new(auth, users))
-                    .add_service(Authenticated::new(cluster, cluster_key))
+                    .add_service(Authenticated::with_guard(
+                        functions,
+                        Arc::clone(&users),
+                        g(),
+                    ))
+                    .add_service(Authenticated::with_guard(
+                        network_api,
+                        Arc::clone(&users),
+                        g(),
+                    ))
+                    .add_service(Authenticated::with_guard(auth, users, g()))
+                    .add_service(Authenticated::with_guard(cluster, cluster_key, g()))
             }
             None => builder
                 .add_service(functions)

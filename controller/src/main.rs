@@ -71,6 +71,14 @@ struct Args {
     /// How long an invocation waits for a cold-start slot when every worker is at its bound.
     #[arg(long, default_value_t = lamina_controller::concurrency::DEFAULT_PLACEMENT_WAIT.as_millis() as u64)]
     placement_wait_ms: u64,
+    /// Network namespaces (`/run/netns/NAME`) an admin may attach to a VPC with `attach-netns`:
+    /// names or patterns with `*`, comma-separated. Default: none.
+    #[arg(long, value_delimiter = ',')]
+    attachable_netns: Vec<String>,
+    /// Request-body bytes not yet authenticated held at once, REST and gRPC together (at least
+    /// the largest upload, 72 MB): more waits, then is refused.
+    #[arg(long, default_value_t = lamina_proto::guard::DEFAULT_UNVERIFIED_BUDGET_BYTES)]
+    unverified_body_budget_bytes: usize,
     /// The largest container-image upload (package type Image) in bytes.
     #[arg(long, default_value_t = lamina_controller::image::DEFAULT_MAX_IMAGE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     max_image_bytes: u64,
@@ -78,6 +86,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Everything the controller writes (RocksDB: environment variables, code, logs; keys) is
+    // for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -122,6 +133,8 @@ async fn main() -> anyhow::Result<()> {
             placement_wait: Duration::from_millis(args.placement_wait_ms),
         },
         max_image_bytes: args.max_image_bytes,
+        unverified_body_budget_bytes: args.unverified_body_budget_bytes,
+        attachable_netns: args.attachable_netns,
     };
     let controller = Controller::open(config.clone())?;
     if let Some(path) = &controller.bootstrap().admin_credentials {

@@ -24,6 +24,48 @@ pub struct NetworkSync {
     pub changed: Notify,
 }
 
+/// The network namespaces an operator lets admins attach to a VPC (`--attachable-netns`): names
+/// of `/run/netns/NAME`, or patterns where `*` stands for any run of characters. Empty: none (a
+/// VPC reaches no host namespace unless the operator says which).
+#[derive(Debug, Clone, Default)]
+pub struct NetnsAllowlist(Vec<String>);
+
+impl NetnsAllowlist {
+    pub fn new(patterns: &[String]) -> NetnsAllowlist {
+        NetnsAllowlist(
+            patterns
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+        )
+    }
+
+    pub fn allows(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+    }
+
+    /// The patterns, for an error message.
+    pub fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "none: start the controller with --attachable-netns NAME[,NAME...]".to_string()
+        } else {
+            self.0.join(",")
+        }
+    }
+}
+
+/// `*` matches any run of characters; every other character itself.
+fn glob_match(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
+        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
+    }
+}
+
 /// The host part of a worker's `host:port` address, when it is an IPv4 address other than
 /// loopback (a worker on loopback has no peers to tunnel to).
 pub fn tunnel_address(address: &str) -> Option<Ipv4Addr> {
@@ -98,10 +140,20 @@ pub(crate) async fn worker_state(
     let peers = peers_of(&shared.registry.up_workers(), worker_id);
     let store = Arc::clone(&shared.store);
     let id = worker_id.to_string();
-    tokio::task::spawn_blocking(move || state_for(store.as_ref(), &id, peers))
+    let mut state = tokio::task::spawn_blocking(move || state_for(store.as_ref(), &id, peers))
         .await
         .map_err(|e| ApiError::Internal(format!("network task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(ApiError::from)?;
+    // An attachment made before the operator's allowlist (or before a namespace left it) is not
+    // plumbed: the worker unplugs it.
+    state.attachments.retain(|a| {
+        let allowed = shared.attachable_netns.allows(&a.netns);
+        if !allowed {
+            tracing::debug!(netns = %a.netns, attachment = %a.id, "not plumbing an attachment of a namespace --attachable-netns does not allow");
+        }
+        allowed
+    });
+    Ok(state)
 }
 
 /// Sends every `Up` worker its state now (each bounded by `SEND_TIMEOUT`).
@@ -171,5 +223,18 @@ mod tests {
             w("c", "127.0.0.1:2"),
         ];
         assert_eq!(peers_of(&ws, "a"), ["10.0.0.2"]);
+    }
+
+    #[test]
+    fn the_netns_allowlist_matches_names_and_globs_and_is_empty_by_default() {
+        let none = NetnsAllowlist::default();
+        assert!(!none.allows("db"));
+        let l = NetnsAllowlist::new(&["db".into(), "lamdb-*".into(), " ".into()]);
+        assert!(l.allows("db"));
+        assert!(!l.allows("db2"));
+        assert!(l.allows("lamdb-1234"));
+        assert!(l.allows("lamdb-"));
+        assert!(!l.allows("xlamdb-1"));
+        assert!(!l.allows(""));
     }
 }

@@ -1,13 +1,20 @@
 //! Request signing for Lamina's gRPC API, shared by the controller, the worker and the client.
 //!
 //! Scheme `LAMINA-HMAC-SHA256`: every request carries
-//! `authorization: LAMINA-HMAC-SHA256 Credential=KEY_ID, Signature=HEX` and `x-lamina-date: EPOCH_MS`,
-//! where `HEX = hex(HMAC-SHA256(secret, "LAMINA-HMAC-SHA256\n" + date + "\n" + path + "\n" +
-//! hex(sha256(body))))`. The path names the method (`/lamina.v1.Functions/Invoke`); the body is
-//! the whole gRPC request body (every message of a client stream). The server buffers the body,
-//! rebuilds the string, compares in constant time and refuses dates more than
-//! [`MAX_CLOCK_SKEW_MS`] away from its clock. Not covered: other metadata (`grpc-timeout`), the
-//! responses, and replays of a captured request within the skew window (there is no nonce cache).
+//! `authorization: LAMINA-HMAC-SHA256 Credential=KEY_ID, Nonce=NONCE, Signature=HEX` and
+//! `x-lamina-date: EPOCH_MS`, where `HEX = hex(HMAC-SHA256(secret, "LAMINA-HMAC-SHA256\n" + date +
+//! "\n" + nonce + "\n" + path + "\n" + hex(sha256(body))))` and `NONCE` is 32 random hex digits
+//! chosen per request. The path names the method (`/lamina.v1.Functions/Invoke`); the body is the
+//! whole gRPC request body (every message of a client stream).
+//!
+//! The server ([`Authenticated`]) checks everything the headers say **before** reading a byte of
+//! the body: the scheme, the date (at most [`MAX_CLOCK_SKEW_MS`] from its clock), the nonce and
+//! that the key exists and may call the method. Only then does it read the body, within the
+//! method's limit ([`crate::guard::grpc_body_limit`]), a deadline and the process-wide budget of
+//! unverified bytes ([`crate::guard::BodyBudget`]), rebuild the string and compare in constant
+//! time. The signature of a mutating call goes to a [`ReplayCache`]: a second use within the skew
+//! window is refused (the nonce makes two honest calls differ even within one millisecond). Not
+//! covered: other metadata (`grpc-timeout`) and the responses.
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -15,19 +22,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use sha2::{Digest, Sha256};
 use tonic::body::BoxBody;
 use tonic::Status;
 use tower_service::Service;
 
+use crate::guard::{self, BodyBudget, BodyError, Replay, ReplayCache};
+
 pub const SCHEME: &str = "LAMINA-HMAC-SHA256";
 pub const DATE_HEADER: &str = "x-lamina-date";
 /// Requests dated further than this from the verifier's clock are refused (as SigV4: 5 minutes).
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
-/// The largest request body a verifier buffers: a 50 MB zip in a client stream plus framing.
-pub const MAX_SIGNED_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// The largest request body a verifier buffers: a 50 MB zip in a client stream plus framing
+/// (only for uploads: [`crate::guard::grpc_body_limit`] gives each method's limit).
+pub const MAX_SIGNED_BODY_BYTES: usize = guard::GRPC_UPLOAD_BODY_BYTES;
 /// The key id under which the cluster credential (controller <-> worker) signs.
 pub const CLUSTER_KEY_ID: &str = "lamina-cluster";
 
@@ -97,20 +106,33 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-fn string_to_sign(date: &str, path: &str, body: &[u8]) -> String {
-    format!("{SCHEME}\n{date}\n{path}\n{}", sha256_hex(body))
+fn string_to_sign(date: &str, nonce: &str, path: &str, body: &[u8]) -> String {
+    format!("{SCHEME}\n{date}\n{nonce}\n{path}\n{}", sha256_hex(body))
 }
 
-/// The `authorization` and `x-lamina-date` values for a request to `path` with `body` at `date_ms`.
+/// The `authorization` and `x-lamina-date` values for a request to `path` with `body` at
+/// `date_ms`, with a fresh random nonce.
 pub fn sign(creds: &Credentials, date_ms: u64, path: &str, body: &[u8]) -> (String, String) {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    sign_with_nonce(creds, date_ms, &nonce, path, body)
+}
+
+/// [`sign`] with a given nonce (tests replay with it).
+pub fn sign_with_nonce(
+    creds: &Credentials,
+    date_ms: u64,
+    nonce: &str,
+    path: &str,
+    body: &[u8],
+) -> (String, String) {
     let date = date_ms.to_string();
     let mac = hmac_sha256(
         creds.secret_access_key.as_bytes(),
-        string_to_sign(&date, path, body).as_bytes(),
+        string_to_sign(&date, nonce, path, body).as_bytes(),
     );
     (
         format!(
-            "{SCHEME} Credential={}, Signature={}",
+            "{SCHEME} Credential={}, Nonce={nonce}, Signature={}",
             creds.access_key_id,
             hex::encode(mac)
         ),
@@ -133,6 +155,14 @@ pub enum AuthFailure {
     BadSignature,
     #[error("signature expired: the request date {0} is more than 5 minutes from the server's clock; check the clock")]
     Expired(String),
+    #[error("this signed request was received before (a replay), or is older than the replay cache remembers: sign every request anew")]
+    Replayed,
+}
+
+impl From<Replay> for AuthFailure {
+    fn from(_: Replay) -> AuthFailure {
+        AuthFailure::Replayed
+    }
 }
 
 /// Looks up the secret of an access key id for a verifier.
@@ -154,15 +184,48 @@ impl KeyLookup for StaticKey {
     }
 }
 
-/// Checks the signature of a request to `path` whose headers are `headers` and body `body`;
-/// returns the access key id that signed it.
-pub fn verify(
+/// What the headers of a request say, checked before its body is read ([`precheck`]).
+pub struct Pending {
+    key_id: String,
+    secret: String,
+    date: String,
+    date_ms: u64,
+    nonce: String,
+    signature: Vec<u8>,
+}
+
+impl Pending {
+    /// The date the request was signed at (epoch milliseconds).
+    pub fn date_ms(&self) -> u64 {
+        self.date_ms
+    }
+
+    /// The signature as sent (the replay cache's key).
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// Checks the signature over `path` and `body`; returns the access key id that signed.
+    pub fn finish(self, path: &str, body: &[u8]) -> Result<String, AuthFailure> {
+        let expected = hmac_sha256(
+            self.secret.as_bytes(),
+            string_to_sign(&self.date, &self.nonce, path, body).as_bytes(),
+        );
+        if !constant_time_eq(&expected, &self.signature) {
+            return Err(AuthFailure::BadSignature);
+        }
+        Ok(self.key_id)
+    }
+}
+
+/// Checks everything but the body: the scheme, the date, the nonce and that the key may call
+/// `path`. Nothing here reads or depends on the body.
+pub fn precheck(
     keys: &dyn KeyLookup,
     headers: &http::HeaderMap,
     path: &str,
-    body: &[u8],
     now_ms: u64,
-) -> Result<String, AuthFailure> {
+) -> Result<Pending, AuthFailure> {
     let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
         return Err(AuthFailure::Missing);
     };
@@ -173,20 +236,25 @@ pub fn verify(
         .strip_prefix(SCHEME)
         .and_then(|r| r.strip_prefix(' '))
         .ok_or_else(|| AuthFailure::Malformed(format!("the scheme must be {SCHEME}")))?;
-    let mut key_id = None;
-    let mut signature = None;
+    let (mut key_id, mut nonce, mut signature) = (None, None, None);
     for part in rest.split(',') {
         match part.trim().split_once('=') {
             Some(("Credential", v)) => key_id = Some(v),
+            Some(("Nonce", v)) => nonce = Some(v),
             Some(("Signature", v)) => signature = Some(v),
             _ => {}
         }
     }
-    let (Some(key_id), Some(signature)) = (key_id, signature) else {
+    let (Some(key_id), Some(nonce), Some(signature)) = (key_id, nonce, signature) else {
         return Err(AuthFailure::Malformed(
-            "Credential and Signature are required".into(),
+            "Credential, Nonce and Signature are required".into(),
         ));
     };
+    if !(16..=64).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AuthFailure::Malformed(
+            "Nonce must be 16 to 64 hex digits".into(),
+        ));
+    }
     let date = headers
         .get(DATE_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -198,15 +266,27 @@ pub fn verify(
         return Err(AuthFailure::Expired(date.to_string()));
     }
     let secret = keys.secret(key_id, path)?;
-    let expected = hmac_sha256(
-        secret.as_bytes(),
-        string_to_sign(date, path, body).as_bytes(),
-    );
-    let given = hex::decode(signature).map_err(|_| AuthFailure::BadSignature)?;
-    if !constant_time_eq(&expected, &given) {
-        return Err(AuthFailure::BadSignature);
-    }
-    Ok(key_id.to_string())
+    let signature = hex::decode(signature).map_err(|_| AuthFailure::BadSignature)?;
+    Ok(Pending {
+        key_id: key_id.to_string(),
+        secret,
+        date: date.to_string(),
+        date_ms,
+        nonce: nonce.to_string(),
+        signature,
+    })
+}
+
+/// Checks the signature of a request to `path` whose headers are `headers` and body `body`;
+/// returns the access key id that signed it. (No replay check: [`Authenticated`] adds it.)
+pub fn verify(
+    keys: &dyn KeyLookup,
+    headers: &http::HeaderMap,
+    path: &str,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<String, AuthFailure> {
+    precheck(keys, headers, path, now_ms)?.finish(path, body)
 }
 
 impl From<AuthFailure> for Status {
@@ -281,21 +361,45 @@ where
 
 // ------------------------------------------------------------------------------------ server side
 
+/// What an [`Authenticated`] server holds for the clients it has not verified yet: the body
+/// budget and the replay cache, shared by every service of one process.
+#[derive(Clone, Default)]
+pub struct ServerGuard {
+    pub budget: BodyBudget,
+    pub replay: Arc<ReplayCache>,
+}
+
 /// A gRPC service that only sees requests signed by a key `keys` knows.
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
     keys: Arc<dyn KeyLookup>,
+    guard: ServerGuard,
 }
 
 impl<S> Authenticated<S> {
+    /// `inner` behind `keys`, with a guard of its own (use [`Authenticated::with_guard`] to share
+    /// one budget and one replay cache between the services of a process).
     pub fn new(inner: S, keys: Arc<dyn KeyLookup>) -> Authenticated<S> {
-        Authenticated { inner, keys }
+        Authenticated::with_guard(inner, keys, ServerGuard::default())
+    }
+
+    pub fn with_guard(inner: S, keys: Arc<dyn KeyLookup>, guard: ServerGuard) -> Authenticated<S> {
+        Authenticated { inner, keys, guard }
     }
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for Authenticated<S> {
     const NAME: &'static str = S::NAME;
+}
+
+fn body_status(e: &BodyError) -> Status {
+    match e {
+        BodyError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+        BodyError::Busy => Status::unavailable(e.to_string()),
+        BodyError::Timeout(_) => Status::deadline_exceeded(e.to_string()),
+        BodyError::Read(_) => Status::invalid_argument(e.to_string()),
+    }
 }
 
 impl<S> Service<http::Request<BoxBody>> for Authenticated<S>
@@ -318,22 +422,37 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let keys = Arc::clone(&self.keys);
+        let guard = self.guard.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let bytes: Bytes = match Limited::new(body, MAX_SIGNED_BODY_BYTES).collect().await {
-                Ok(c) => c.to_bytes(),
+            let path = parts.uri.path().to_string();
+            let refuse = |failure: AuthFailure| {
+                tracing::warn!(%path, reason = %failure, "refused an unauthenticated grpc request");
+                Ok(Status::from(failure).into_http())
+            };
+            // Headers first: an unsigned or badly dated request is refused before its body is read.
+            let pending = match precheck(keys.as_ref(), &parts.headers, &path, now_ms()) {
+                Ok(p) => p,
+                Err(failure) => return refuse(failure),
+            };
+            let limit = guard::grpc_body_limit(&path);
+            let (bytes, held) = match guard.budget.read(body, limit).await {
+                Ok(b) => b,
                 Err(e) => {
-                    return Ok(Status::invalid_argument(format!(
-                        "cannot read the request body (at most {MAX_SIGNED_BODY_BYTES} bytes): {e}"
-                    ))
-                    .into_http())
+                    tracing::warn!(%path, error = %e, "refused a grpc request body");
+                    return Ok(body_status(&e).into_http());
                 }
             };
-            let path = parts.uri.path().to_string();
-            if let Err(failure) = verify(keys.as_ref(), &parts.headers, &path, &bytes, now_ms()) {
-                tracing::warn!(%path, reason = %failure, "refused an unauthenticated grpc request");
-                return Ok(Status::from(failure).into_http());
+            let (date_ms, signature) = (pending.date_ms(), pending.signature().to_vec());
+            if let Err(failure) = pending.finish(&path, &bytes) {
+                return refuse(failure);
             }
+            if guard::grpc_is_mutating(&path) {
+                if let Err(r) = guard.replay.check(&signature, date_ms, now_ms()) {
+                    return refuse(r.into());
+                }
+            }
+            drop(held);
             let req = http::Request::from_parts(parts, tonic::body::boxed(Full::new(bytes)));
             inner.call(req).await
         })

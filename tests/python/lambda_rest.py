@@ -6,6 +6,7 @@ requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_r
     python lambda_rest.py concurrency PREFIX LIMIT   # reserved + provisioned concurrency, account
                                                      # settings (LIMIT: the controller's --concurrency-limit)
     python lambda_rest.py refusals NAME          # every route refuses forged requests
+    python lambda_rest.py replays NAME           # replays and unsigned x-amz-* headers are refused
     python lambda_rest.py expect-ok KEY SECRET   # the key works
     python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
 
@@ -486,13 +487,14 @@ def concurrency(prefix, limit):
 # ------------------------------------------------------------------ an independent SigV4 signer
 
 
-def sign(method, path, body, key, secret, when=None, query=""):
-    """Signs like botocore does; returns the headers. `when` defaults to now."""
+def sign(method, path, body, key, secret, when=None, query="", extra=None):
+    """Signs like botocore does; returns the headers. `when` defaults to now; `extra` are more
+    headers to sign (lower-case names)."""
     when = when or datetime.datetime.now(datetime.timezone.utc)
     amz_date = when.strftime("%Y%m%dT%H%M%SZ")
     date = amz_date[:8]
     host = urllib.parse.urlsplit(REST).netloc
-    headers = {"host": host, "x-amz-date": amz_date}
+    headers = {"host": host, "x-amz-date": amz_date, **(extra or {})}
     signed = ";".join(sorted(headers))
     canonical_headers = "".join(f"{k}:{headers[k]}\n" for k in sorted(headers))
     canonical_path = urllib.parse.quote(path, safe="/~")
@@ -597,6 +599,44 @@ def refusals(name):
     print("refusals passed", flush=True)
 
 
+def replays(name):
+    """A captured signed request is not a ticket: replayed as is, or with an x-amz-* header
+    added that it did not sign, it is refused; botocore's own retries re-sign and pass."""
+    key, secret = CREDS["accessKeyId"], CREDS["secretAccessKey"]
+    path = f"/2015-03-31/functions/{name}/invocations"
+    body = b'{"replay": "first"}'
+    captured = sign("POST", path, body, key, secret)
+    status, kind, text = send("POST", path, body, captured)
+    check(status == 200, f"the signed invoke runs: {status} {kind} {text[:200]}")
+    status, kind, text = send("POST", path, body, captured)
+    check(status == 403 and kind == "InvalidSignatureException" and b"replay" in text,
+          f"the exact replay is refused: {status} {kind} {text[:200]}")
+    context = base64.b64encode(json.dumps({"custom": {"forged": True}}).encode()).decode()
+    for header, value in [("X-Amz-Log-Type", "Tail"), ("X-Amz-Invocation-Type", "Event"),
+                          ("X-Amz-Client-Context", context)]:
+        sent = json.dumps({"replay": header}).encode()
+        headers = sign("POST", path, sent, key, secret)
+        headers[header] = value
+        status, kind, text = send("POST", path, sent, headers)
+        check(status == 403 and kind == "InvalidSignatureException" and header.lower().encode() in text,
+              f"an unsigned {header} added is refused, naming it: {status} {kind} {text[:200]}")
+    # Signed, the same headers are honoured.
+    sent = b'{"replay": "signed"}'
+    headers = sign("POST", path, sent, key, secret, extra={"x-amz-invocation-type": "Event"})
+    status, kind, text = send("POST", path, sent, headers)
+    check(status == 202, f"a signed X-Amz-Invocation-Type is honoured: {status} {kind} {text[:200]}")
+    # A mutating call made twice by boto3 (two signatures) and reads repeated are fine.
+    lam = client()
+    for _ in range(2):
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=5)
+        lam.invoke(FunctionName=name, Payload=b'{"replay": "boto3"}', LogType="Tail")
+    signed_get = sign("GET", f"/2015-03-31/functions/{name}", b"", key, secret)
+    for _ in range(2):
+        status, kind, text = send("GET", f"/2015-03-31/functions/{name}", b"", signed_get)
+        check(status == 200, f"a repeated read is not a replay: {status} {kind} {text[:200]}")
+    print("replays passed", flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "flow":
@@ -607,6 +647,8 @@ def main():
         concurrency(sys.argv[2], int(sys.argv[3]))
     elif mode == "refusals":
         refusals(sys.argv[2])
+    elif mode == "replays":
+        replays(sys.argv[2])
     elif mode == "expect-ok":
         client(sys.argv[2], sys.argv[3]).list_functions()
         print("key accepted", flush=True)

@@ -4,6 +4,8 @@
 //! allowed (also from the other worker, through VXLAN); other group -> blocked; a rule added ->
 //! allowed, removed -> blocked (each within bounded polling); a function without VPC -> blocked.
 //! Then everything is deleted and no interface or nftables rule of it is left in any namespace.
+//! Attaching is for admin keys and for the namespaces the operator allows (`--attachable-netns`)
+//! only, and the attached namespace gets the VPC's routes but never a default route.
 //!
 //! Addresses: 10.231.0.0/16, only inside the namespaces this test creates.
 use std::process::{Command, Stdio};
@@ -201,7 +203,11 @@ fn leftovers(netns: Option<&str>) -> Result<Vec<String>> {
 fn vpc_reachability_matrix_across_workers_and_cleanup() {
     require_root();
     run(async {
-        let mut cluster = Cluster::start_netns(2, &[], &["--keep-alive-s", "2"])?;
+        let mut cluster = Cluster::start_netns(
+            2,
+            &["--attachable-netns", "lamdb-*"],
+            &["--keep-alive-s", "2"],
+        )?;
         let c = cluster.client().await?;
         let db = Database::start()?;
 
@@ -212,6 +218,43 @@ fn vpc_reachability_matrix_across_workers_and_cleanup() {
 
         // The database on the first worker's host.
         let db_worker = cluster.worker_ids[0].clone();
+        // A key that is not an admin key may not attach anything; an admin may not attach a
+        // namespace the operator did not allow.
+        let user = c.create_access_key("not an admin", false).await?;
+        let uc = cluster
+            .client_with(Some(lamina_proto::auth::Credentials {
+                access_key_id: user.access_key_id.clone(),
+                secret_access_key: user.secret_access_key.clone(),
+            }))
+            .await?;
+        let denied = |e: lamina_client::Error| match e {
+            lamina_client::Error::Api(s) if s.code() == tonic::Code::PermissionDenied => Ok(()),
+            other => Err(anyhow::anyhow!("expected PermissionDenied, got {other:?}")),
+        };
+        denied(
+            uc.attach_netns(
+                &db.netns,
+                &subnet.id,
+                std::slice::from_ref(&sg_db.id),
+                &db_worker,
+            )
+            .await
+            .expect_err("a non-admin key attached a namespace"),
+        )?;
+        let host_ns = unique("lamhost");
+        ip(&["netns", "add", &host_ns])?;
+        let refused = c
+            .attach_netns(
+                &host_ns,
+                &subnet.id,
+                std::slice::from_ref(&sg_db.id),
+                &db_worker,
+            )
+            .await;
+        ip(&["netns", "del", &host_ns])?;
+        let e = refused.expect_err("a namespace off the allowlist was attached");
+        ensure!(e.to_string().contains("--attachable-netns"), "{e}");
+        denied(e)?;
         let eni = c
             .attach_netns(
                 &db.netns,
@@ -227,6 +270,11 @@ fn vpc_reachability_matrix_across_workers_and_cleanup() {
             async move { Ok(ip(&["-n", &ns, "-o", "addr", "show"])?.contains(&format!("{addr}/24"))) }
         })
         .await?;
+        let routes = ip(&["-n", &db.netns, "route", "show"])?;
+        ensure!(
+            !routes.contains("default") && routes.contains(VPC_CIDR),
+            "the attached namespace has the VPC's route and no default route: {routes}"
+        );
 
         create_probe(&c, "same", Some((&subnet.id, &sg_db.id))).await?;
         create_probe(&c, "other", Some((&subnet.id, &sg_other.id))).await?;

@@ -46,6 +46,11 @@ fn run(cli: Cli) -> Result<()> {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "running with the lower open-file limit"),
     }
+    // What the worker writes is its own; what sandboxes must read (unpacked code, images, runtime
+    // bootstraps) is made world-readable explicitly, and sandbox inits reset the umask for the
+    // function.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    make_private(&cli.state_dir)?;
     let mut cfg = WorkerConfig::resolve(cli)?;
     // Held until the process exits: no other worker on this host hands out these uids.
     let _uid_range = cfg.take_uid_range(std::path::Path::new(lamina_worker::manager::LOCK_DIR))?;
@@ -60,6 +65,20 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     rt.block_on(serve(cfg))
+}
+
+/// Creates the state directory mode 0700, or takes the group and other bits off an existing one
+/// (older versions made it 0755). Sandboxes do not need to traverse it: their code, image and
+/// runtime are bind-mounted by the (root) init before it drops privileges.
+fn make_private(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))
 }
 
 fn prepare_state(cfg: &WorkerConfig) -> Result<()> {

@@ -204,7 +204,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     let keys = std::sync::Arc::new(StaticKey(cluster));
-    tonic::transport::Server::builder()
+    lamina_proto::net::server_builder(lamina_proto::net::WORKER_MAX_CONCURRENT_STREAMS)
         .add_service(Authenticated::new(worker_server(manager), keys))
         .serve_with_incoming_shutdown(
             lamina_proto::net::nodelay_incoming(listener),

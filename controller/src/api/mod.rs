@@ -181,6 +181,11 @@ pub(crate) struct Shared {
     pub network: Arc<crate::network::NetworkSync>,
     /// The largest container-image upload (`--max-image-bytes`).
     pub max_image_bytes: u64,
+    /// The budget of request bytes not yet authenticated and the replay cache, shared by the
+    /// gRPC services and the REST front.
+    pub guard: lamina_proto::auth::ServerGuard,
+    /// Network namespaces an admin may attach to a VPC (`--attachable-netns`; empty: none).
+    pub attachable_netns: crate::network::NetnsAllowlist,
 }
 
 impl Shared {

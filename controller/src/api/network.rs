@@ -243,6 +243,15 @@ impl v1::network_server::Network for NetworkService {
     ) -> Result<Response<v1::NetnsAttachment>, Status> {
         let r = request.into_inner();
         net::check_name("netns", &r.netns).map_err(invalid)?;
+        // Plugging a host namespace into a VPC is the operator's call: only the namespaces the
+        // controller was started with (admin keys only: `auth::ADMIN_METHODS`).
+        if !self.shared.attachable_netns.allows(&r.netns) {
+            return Err(Status::permission_denied(format!(
+                "network namespace `{}` is not attachable: the controller's --attachable-netns allows {}",
+                r.netns,
+                self.shared.attachable_netns.describe()
+            )));
+        }
         net::check_id("subnet_id", "subnet", &r.subnet_id).map_err(invalid)?;
         let config = net::vpc_config(&v1::VpcConfig {
             subnet_ids: vec![r.subnet_id.clone()],

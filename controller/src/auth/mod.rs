@@ -31,8 +31,13 @@ const KEYS_FILE: &str = "access-keys.json";
 const MASTER_FILE: &str = "master.key";
 const CLUSTER_TOKEN_FILE: &str = "cluster-token";
 const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
-/// gRPC methods only admin keys may call.
+/// gRPC methods only admin keys may call: key management, and plugging host network namespaces
+/// into VPCs.
 const ADMIN_PREFIX: &str = "/lamina.v1.Auth/";
+const ADMIN_METHODS: &[&str] = &[
+    "/lamina.v1.Network/AttachNetns",
+    "/lamina.v1.Network/DetachNetns",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -371,6 +376,12 @@ impl KeyLookup for KeyStore {
                 "only admin keys may manage access keys".to_string(),
             ));
         }
+        if ADMIN_METHODS.contains(&path) && !key.stored.admin {
+            return Err(AuthFailure::Denied(
+                key_id.to_string(),
+                format!("only admin keys may call {path}"),
+            ));
+        }
         Ok(key.secret.clone())
     }
 }
@@ -430,6 +441,11 @@ mod tests {
             store.secret(&user.access_key_id, "/lamina.v1.Auth/CreateAccessKey"),
             Err(AuthFailure::Denied(..))
         ));
+        assert!(matches!(
+            store.secret(&user.access_key_id, "/lamina.v1.Network/AttachNetns"),
+            Err(AuthFailure::Denied(..))
+        ));
+        assert!(store.secret(&id, "/lamina.v1.Network/AttachNetns").is_ok());
         assert!(matches!(store.revoke(&id), Err(AuthError::LastAdmin(_))));
         store.revoke(&user.access_key_id).unwrap();
         assert!(matches!(

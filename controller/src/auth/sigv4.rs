@@ -8,6 +8,14 @@
 //! equal it). The signing key is derived `AWS4+secret -> date -> region -> service ->
 //! aws4_request`, the signatures compared in constant time, and `x-amz-date` must be within
 //! 5 minutes of the server's clock.
+//!
+//! Every `x-amz-*` header the request carries must be among the signed ones (botocore signs every
+//! header but a short list of hop-by-hop and tracing ones, so its requests always pass): an
+//! unsigned `X-Amz-Invocation-Type` or `X-Amz-Log-Type` added to a captured request would change
+//! what it does. The one exception is `x-amz-content-sha256`, whose value is checked against the
+//! body anyway. Checking is split in two so that nothing is buffered for a request that cannot
+//! verify: [`precheck`] looks only at the headers (form, date, key, signed headers), then
+//! [`Pending::finish`] hashes the body and compares the signature.
 use http::HeaderMap;
 use lamina_proto::auth::{
     constant_time_eq, hmac_sha256, sha256_hex, AuthFailure, KeyLookup, MAX_CLOCK_SKEW_MS,
@@ -72,15 +80,25 @@ pub fn parse_amz_date(s: &str) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1000)
 }
 
-/// Verifies a SigV4-signed request; returns the access key id.
-pub fn verify(
+/// What [`precheck`] found in the headers; [`Pending::finish`] checks the body against it.
+pub struct Pending {
+    key_id: String,
+    secret: String,
+    scope: String,
+    amz_date: String,
+    date_ms: u64,
+    signed: String,
+    signature: Vec<u8>,
+}
+
+/// Checks everything a SigV4 request says in its headers, before its body is read: the form of
+/// `Authorization`, the date and its skew, that every `x-amz-*` header is signed, and that the
+/// access key exists and may sign.
+pub fn precheck(
     keys: &dyn KeyLookup,
-    method: &str,
-    uri: &http::Uri,
     headers: &HeaderMap,
-    body: &[u8],
     now_ms: u64,
-) -> Result<String, AuthFailure> {
+) -> Result<Pending, AuthFailure> {
     let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
         return Err(AuthFailure::Missing);
     };
@@ -132,54 +150,114 @@ pub fn verify(
     if !signed_names.contains(&"host") || !signed_names.contains(&"x-amz-date") {
         return Err(malformed("SignedHeaders must include host and x-amz-date"));
     }
-    let payload_hash = sha256_hex(body);
-    if let Some(claimed) = headers.get("x-amz-content-sha256") {
-        if claimed.as_bytes() != payload_hash.as_bytes() {
-            return Err(AuthFailure::BadSignature);
+    for name in headers.keys() {
+        let name = name.as_str();
+        if name.starts_with("x-amz-")
+            && name != "x-amz-content-sha256"
+            && !signed_names.contains(&name)
+        {
+            return Err(AuthFailure::Malformed(format!(
+                "header `{name}` is not signed: every x-amz-* header must be in SignedHeaders"
+            )));
         }
     }
-    let mut canonical_headers = String::new();
-    for name in &signed_names {
-        let values: Vec<String> = headers
-            .get_all(*name)
-            .iter()
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
-    }
-    let path = if uri.path().is_empty() {
-        "/"
-    } else {
-        uri.path()
-    };
-    let canonical_request = format!(
-        "{method}\n{}\n{}\n{canonical_headers}\n{signed}\n{payload_hash}",
-        uri_encode(path, true),
-        canonical_query(uri.query()),
-    );
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical_request.as_bytes())
-    );
     let secret = keys.secret(key_id, REST_PATH)?;
-    let mut k = hmac_sha256(
-        format!("AWS4{secret}").as_bytes(),
-        scope_parts[0].as_bytes(),
-    );
-    for part in &scope_parts[1..] {
-        k = hmac_sha256(&k, part.as_bytes());
+    let signature = hex::decode(signature).map_err(|_| AuthFailure::BadSignature)?;
+    Ok(Pending {
+        key_id: key_id.to_string(),
+        secret,
+        scope: scope.to_string(),
+        amz_date: amz_date.to_string(),
+        date_ms,
+        signed: signed.to_string(),
+        signature,
+    })
+}
+
+impl Pending {
+    /// The `X-Amz-Date` in epoch milliseconds.
+    pub fn date_ms(&self) -> u64 {
+        self.date_ms
     }
-    let expected = hmac_sha256(&k, string_to_sign.as_bytes());
-    let given = hex::decode(signature).map_err(|_| AuthFailure::BadSignature)?;
-    if !constant_time_eq(&expected, &given) {
-        return Err(AuthFailure::BadSignature);
+
+    /// The signature as sent (the replay cache's key).
+    pub fn signature(&self) -> &[u8] {
+        &self.signature
     }
-    Ok(key_id.to_string())
+
+    /// Checks the signature over the request (`headers` as given to [`precheck`]) and `body`;
+    /// returns the access key id.
+    pub fn finish(
+        self,
+        method: &str,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, AuthFailure> {
+        let payload_hash = sha256_hex(body);
+        if let Some(claimed) = headers.get("x-amz-content-sha256") {
+            if claimed.as_bytes() != payload_hash.as_bytes() {
+                return Err(AuthFailure::BadSignature);
+            }
+        }
+        let mut canonical_headers = String::new();
+        for name in self.signed.split(';') {
+            let values: Vec<String> = headers
+                .get_all(name)
+                .iter()
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .collect();
+            canonical_headers.push_str(&format!("{name}:{}\n", values.join(",")));
+        }
+        let path = if uri.path().is_empty() {
+            "/"
+        } else {
+            uri.path()
+        };
+        let canonical_request = format!(
+            "{method}\n{}\n{}\n{canonical_headers}\n{}\n{payload_hash}",
+            uri_encode(path, true),
+            canonical_query(uri.query()),
+            self.signed,
+        );
+        let string_to_sign = format!(
+            "{ALGORITHM}\n{}\n{}\n{}",
+            self.amz_date,
+            self.scope,
+            sha256_hex(canonical_request.as_bytes())
+        );
+        let mut parts = self.scope.split('/');
+        let mut k = hmac_sha256(
+            format!("AWS4{}", self.secret).as_bytes(),
+            parts.next().unwrap_or_default().as_bytes(),
+        );
+        for part in parts {
+            k = hmac_sha256(&k, part.as_bytes());
+        }
+        let expected = hmac_sha256(&k, string_to_sign.as_bytes());
+        if !constant_time_eq(&expected, &self.signature) {
+            return Err(AuthFailure::BadSignature);
+        }
+        Ok(self.key_id)
+    }
+}
+
+/// Verifies a SigV4-signed request; returns the access key id. (No replay check: the REST front
+/// adds it for mutating calls.)
+pub fn verify(
+    keys: &dyn KeyLookup,
+    method: &str,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    now_ms: u64,
+) -> Result<String, AuthFailure> {
+    precheck(keys, headers, now_ms)?.finish(method, uri, headers, body)
 }
 
 #[cfg(test)]
@@ -224,6 +302,35 @@ mod tests {
             verify(&keys, "GET", &uri, &h, b"", now + 3_600_000),
             Err(AuthFailure::Expired(_))
         ));
+    }
+
+    #[test]
+    fn an_unsigned_x_amz_header_is_refused_before_the_body() {
+        let keys = StaticKey(Credentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        });
+        let mut h = HeaderMap::new();
+        h.insert("host", "example.amazonaws.com".parse().unwrap());
+        h.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
+        h.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+                .parse()
+                .unwrap(),
+        );
+        let now = parse_amz_date("20150830T123600Z").unwrap();
+        assert!(precheck(&keys, &h, now).is_ok());
+        // The body's hash may come unsigned: it is checked against the body.
+        h.insert("x-amz-content-sha256", sha256_hex(b"").parse().unwrap());
+        assert!(precheck(&keys, &h, now).is_ok());
+        h.insert("x-amz-log-type", "Tail".parse().unwrap());
+        match precheck(&keys, &h, now) {
+            Err(AuthFailure::Malformed(m)) => assert!(m.contains("x-amz-log-type"), "{m}"),
+            other => panic!("an unsigned x-amz-log-type passed: {:?}", other.is_ok()),
+        }
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The Lambda-compatible REST API (what boto3 and the AWS CLI send), on its own port.
 //!
-//! Every request is buffered (at most [`MAX_REST_BODY_BYTES`]) and its SigV4 signature verified
-//! (`crate::auth::sigv4`) before any handler runs. Handlers call the same functions the gRPC
+//! Every request passes the front door (`front`: SigV4 headers checked before the body is read,
+//! the body read within its operation's limit and the budget of unverified bytes, the signature
+//! verified, replays refused) before any handler runs. Handlers call the same functions the gRPC
 //! services use (`crate::api::{functions, invoke, events, versions, concurrency, provisioned}`), so
 //! validation and storage are shared.
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
-use lamina_proto::auth::{now_ms, AuthFailure};
+use lamina_proto::auth::AuthFailure;
 use lamina_proto::domain::{FunctionSpec, LATEST};
 use lamina_proto::v1;
 use serde::Deserialize;
@@ -24,9 +25,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{events, functions, invoke, ApiError, Shared};
-use crate::auth::{sigv4, KeyStore};
+use crate::auth::KeyStore;
 
 mod concurrency;
+mod front;
 pub mod shapes;
 mod stream;
 mod versions;
@@ -114,51 +116,23 @@ pub(crate) async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    front::serve(listener, router, shutdown).await
 }
 
 fn auth_error(f: AuthFailure) -> RestError {
     let kind = match f {
         AuthFailure::Missing | AuthFailure::UnknownKey(_) => "UnrecognizedClientException",
         AuthFailure::Denied(..) => "AccessDeniedException",
-        AuthFailure::BadSignature | AuthFailure::Expired(_) | AuthFailure::Malformed(_) => {
-            "InvalidSignatureException"
-        }
+        AuthFailure::BadSignature
+        | AuthFailure::Expired(_)
+        | AuthFailure::Malformed(_)
+        | AuthFailure::Replayed => "InvalidSignatureException",
     };
     RestError::new(StatusCode::FORBIDDEN, kind, f.to_string())
 }
 
-async fn authenticate(State(state): St, req: Request, next: Next) -> Response {
-    let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_REST_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return RestError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestTooLargeException",
-                format!("request body is over {MAX_REST_BODY_BYTES} bytes"),
-            )
-            .into_response()
-        }
-    };
-    if let Some(keys) = &state.keys {
-        let verified = sigv4::verify(
-            keys.as_ref(),
-            parts.method.as_str(),
-            &parts.uri,
-            &parts.headers,
-            &bytes,
-            now_ms(),
-        );
-        if let Err(f) = verified {
-            tracing::warn!(method = %parts.method, path = %parts.uri.path(), reason = %f, "refused an unauthenticated rest request");
-            return auth_error(f).into_response();
-        }
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+async fn authenticate(state: St, req: Request, next: Next) -> Response {
+    front::authenticate(state, req, next).await
 }
 
 async fn unknown_operation(req: Request) -> RestError {

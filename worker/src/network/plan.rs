@@ -27,6 +27,24 @@ pub(super) fn inside_config(
     )
 }
 
+/// The commands that configure an attached namespace's side of its interface (`vpc0`): its
+/// address (and with it the subnet's route) and the VPC's route, never a default route — the
+/// namespace is the operator's, and its other traffic keeps going where it went.
+pub(super) fn attachment_config(
+    name: &str,
+    address: Ipv4Addr,
+    subnet: Ipv4Cidr,
+    vpc: Ipv4Cidr,
+) -> String {
+    format!(
+        "link set {name} name vpc0\n\
+         addr add {address}/{} dev vpc0\n\
+         link set vpc0 up\n\
+         route replace {vpc} dev vpc0 scope link\n",
+        subnet.prefix,
+    )
+}
+
 /// An address taken for a sandbox, with what its interface needs.
 pub(super) struct Reserved {
     pub(super) port: nft::Port,
@@ -157,10 +175,7 @@ impl Plan {
                      link set {} master {} up\n",
                     a.port.ifname, a.netns, a.port.ifname, a.port.bridge
                 ))?;
-                let inside = inside_config(&peer, a.port.address, a.subnet, a.vpc)
-                    .replace("name eth0", "name vpc0")
-                    .replace("dev eth0", "dev vpc0")
-                    .replace("link set eth0 up", "link set vpc0 up");
+                let inside = attachment_config(&peer, a.port.address, a.subnet, a.vpc);
                 ip_batch_in(&path, &inside)?;
             }
             attached.insert(a.id.clone(), a.port.clone());

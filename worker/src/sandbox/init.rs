@@ -196,6 +196,8 @@ fn receive<T: serde::de::DeserializeOwned>(sock: &OwnedFd, what: &str) -> Result
 /// filter installed. Only the exec (or, in a zygote-forked sandbox, the interpreter's own run of the
 /// bootstrap) is left.
 pub(super) fn setup(sock: &OwnedFd, prep: &PrepareConfig) -> Result<InitConfig, InitError> {
+    // The worker runs with umask 077; the sandbox's root and the function get the usual 022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // If the process outside dies, pid 1 (and with it the whole namespace) dies too.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).step(|| "set parent-death signal".into())?;
     nix::unistd::sethostname(&prep.hostname).step(|| "set hostname".into())?;

@@ -1,0 +1,280 @@
+//! The REST API's front door: what happens to a request before any handler sees it.
+//!
+//! 1. The connection: at most [`MAX_CONNECTIONS`] at once, request headers within
+//!    [`HEADER_READ_TIMEOUT`] and [`MAX_HEADER_BYTES`], HTTP/2 streams capped.
+//! 2. The headers: the SigV4 `Authorization` header's form, the date, that every `x-amz-*`
+//!    header is signed and that the access key exists (`sigv4::precheck`), and a
+//!    `Content-Length` within the operation's limit ([`body_limit`]): an unsigned 60 MB upload
+//!    is answered 403 before a byte of its body is read.
+//! 3. The body, read within the operation's limit and a deadline, charged to the process-wide
+//!    budget of unverified bytes (`lamina_proto::guard::BodyBudget`, shared with gRPC).
+//! 4. The signature over the body (`Pending::finish`), then, for a mutating call, the replay
+//!    cache: the same signed request twice is refused.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use lamina_proto::auth::{now_ms, AuthFailure};
+use lamina_proto::guard::BodyError;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::shapes::RestError;
+use super::{auth_error, RestState, MAX_REST_BODY_BYTES};
+use crate::auth::sigv4;
+
+/// Connections served at once; more are closed as they arrive.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// A request's headers must arrive within this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head (HTTP/1 buffer, HTTP/2 header list).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_STREAMS: u32 = 128;
+/// Operations that are neither uploads nor invocations: Lambda's limit for control-plane calls.
+pub const SMALL_BODY_BYTES: usize = 256 * 1024;
+/// How long a stop waits for the connections in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The largest body of the operation at `method path`: code and layer uploads (a 50 MB zip in
+/// base64 in JSON), invocations (the payload limit, `invoke`), everything else 256 KB.
+pub fn body_limit(method: &Method, path: &str, invoke: usize) -> usize {
+    let p = path.trim_end_matches('/');
+    let upload = (method == Method::POST
+        && (p == "/2015-03-31/functions"
+            || (p.starts_with("/2018-10-31/layers/") && p.ends_with("/versions"))))
+        || (method == Method::PUT
+            && p.starts_with("/2015-03-31/functions/")
+            && p.ends_with("/code"));
+    let invocation = method == Method::POST
+        && (p.ends_with("/invocations")
+            || p.ends_with("/response-streaming-invocations")
+            || p.ends_with("/invoke-async"));
+    if upload {
+        MAX_REST_BODY_BYTES
+    } else if invocation {
+        invoke
+    } else {
+        SMALL_BODY_BYTES
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    RestError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestTooLargeException",
+        format!("request body is over the {limit} bytes this operation accepts: send less"),
+    )
+    .into_response()
+}
+
+fn body_error(e: &BodyError) -> Response {
+    let (status, kind) = match e {
+        BodyError::TooLarge { limit } => return too_large(*limit),
+        BodyError::Busy => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
+        BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException"),
+        BodyError::Read(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContentException"),
+    };
+    RestError::new(status, kind, e.to_string()).into_response()
+}
+
+fn refuse(method: &Method, path: &str, f: AuthFailure) -> Response {
+    tracing::warn!(%method, %path, reason = %f, "refused an unauthenticated rest request");
+    auth_error(f).into_response()
+}
+
+/// What identifies one request for the replay cache: its signature, and botocore's per-call
+/// `amz-sdk-invocation-id` and per-attempt `amz-sdk-request`. botocore signs only `host`,
+/// `x-amz-date` and `content-type`, so two identical calls (or a call and its retry) within one
+/// second carry the same signature: only these unsigned headers tell them apart. An exact
+/// re-send of a captured request is refused; one re-sent with those headers changed is not
+/// (SigV4 as botocore signs it leaves nothing else to tell it from an honest call; the gRPC
+/// scheme signs a nonce and has no such gap).
+fn replay_key(signature: &[u8], headers: &http::HeaderMap) -> Vec<u8> {
+    let mut key = signature.to_vec();
+    for name in ["amz-sdk-invocation-id", "amz-sdk-request"] {
+        key.push(0);
+        if let Some(v) = headers.get(name) {
+            key.extend_from_slice(v.as_bytes());
+        }
+    }
+    key
+}
+
+/// The middleware: steps 2 to 4 of the module docs.
+pub(super) async fn authenticate(
+    State(state): State<Arc<RestState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
+    let pending = match &state.keys {
+        Some(keys) => match sigv4::precheck(keys.as_ref(), &parts.headers, now_ms()) {
+            Ok(p) => Some(p),
+            Err(f) => return refuse(&method, &path, f),
+        },
+        None => None,
+    };
+    let invoke = state
+        .shared
+        .queue
+        .as_ref()
+        .map_or(0, |q| q.config().max_payload_bytes)
+        .max(lamina_proto::validate::MAX_SYNC_PAYLOAD_BYTES)
+        // Slightly over the payload limit: the invoke handler says precisely what is too large.
+        + (1 << 20);
+    let limit = body_limit(&method, &path, invoke);
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let (bytes, held) = match state.shared.guard.budget.read(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(%method, %path, error = %e, "refused a rest request body");
+            return body_error(&e);
+        }
+    };
+    if let Some(p) = pending {
+        let (date_ms, signature) = (p.date_ms(), p.signature().to_vec());
+        if let Err(f) = p.finish(method.as_str(), &parts.uri, &parts.headers, &bytes) {
+            return refuse(&method, &path, f);
+        }
+        let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if mutating {
+            let key = replay_key(&signature, &parts.headers);
+            if let Err(r) = state.shared.guard.replay.check(&key, date_ms, now_ms()) {
+                return refuse(&method, &path, r.into());
+            }
+        }
+    }
+    drop(held);
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Serves `router` on `listener` until `shutdown` (step 1 of the module docs).
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_pending_accept_reset_streams(Some(64));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, or the peer gave up: keep serving the others.
+                    tracing::warn!(error = %e, "cannot accept a rest connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(%peer, limit = MAX_CONNECTIONS, "too many rest connections: closing a new one");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                tower_service::Service::call(&mut router.clone(), req.map(Body::new))
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "rest connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "rest connections still open after the grace period");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_invocations_and_the_rest_get_their_limits() {
+        let inv = 7 << 20;
+        let l = |m: Method, p: &str| body_limit(&m, p, inv);
+        assert_eq!(
+            l(Method::POST, "/2015-03-31/functions"),
+            MAX_REST_BODY_BYTES
+        );
+        assert_eq!(
+            l(Method::POST, "/2015-03-31/functions/"),
+            MAX_REST_BODY_BYTES
+        );
+        assert_eq!(
+            l(Method::PUT, "/2015-03-31/functions/f/code"),
+            MAX_REST_BODY_BYTES
+        );
+        assert_eq!(
+            l(Method::POST, "/2018-10-31/layers/l/versions"),
+            MAX_REST_BODY_BYTES
+        );
+        assert_eq!(l(Method::POST, "/2015-03-31/functions/f/invocations"), inv);
+        assert_eq!(
+            l(
+                Method::POST,
+                "/2021-11-15/functions/f/response-streaming-invocations"
+            ),
+            inv
+        );
+        assert_eq!(
+            l(Method::PUT, "/2015-03-31/functions/f/configuration"),
+            SMALL_BODY_BYTES
+        );
+        assert_eq!(
+            l(Method::POST, "/2015-03-31/functions/f/versions"),
+            SMALL_BODY_BYTES
+        );
+        assert_eq!(
+            l(Method::PUT, "/2015-03-31/functions/f/invocations"),
+            SMALL_BODY_BYTES
+        );
+    }
+}
