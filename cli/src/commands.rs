@@ -252,6 +252,7 @@ async fn create(
             String::new()
         },
         image_config: args.image.config.image_config(),
+        ..Default::default()
     };
     let f = client.create_function(spec, zip).await?;
     print(&output::render_function(&f, output)?)?;
@@ -280,6 +281,7 @@ pub fn update_config_request(args: UpdateConfigArgs) -> v1::UpdateFunctionConfig
             .collect(),
         vpc_config: crate::network::vpc_config(&args.subnets, &args.security_groups),
         image_config: args.image_config.image_config(),
+        ..Default::default()
     }
 }
 

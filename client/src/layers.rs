@@ -18,6 +18,7 @@ impl Client {
                 layer_name: name.to_string(),
                 description: description.to_string(),
                 compatible_runtimes: compatible_runtimes.to_vec(),
+                ..Default::default()
             })),
         }];
         messages.extend(

@@ -1,7 +1,8 @@
 //! Conversions between proto messages and domain types: the only place the two meet.
 use crate::domain::{
-    FunctionConfig, FunctionLayer, FunctionSpec, ImageConfig, PackageType, ResolvedImage, Runtime,
-    DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S,
+    host_architecture, FunctionConfig, FunctionLayer, FunctionSpec, ImageConfig, LoggingConfig,
+    PackageType, ResolvedImage, Runtime, DEFAULT_EPHEMERAL_MB, DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT_S,
 };
 use crate::v1;
 use crate::validate::{self, ValidationError};
@@ -26,7 +27,15 @@ impl TryFrom<v1::FunctionSpec> for FunctionSpec {
         } else {
             validate::runtime(&p.runtime)?
         };
+        // Not stored: only the host's architecture and pass-through tracing are accepted.
+        validate::architectures(&p.architectures)?;
+        validate::tracing_mode(&p.tracing_mode)?;
         let spec = FunctionSpec {
+            role: p.role,
+            logging: p
+                .logging_config
+                .map(LoggingConfig::from)
+                .unwrap_or_default(),
             runtime,
             layers: p.layers,
             package_type,
@@ -63,8 +72,33 @@ impl From<&FunctionSpec> for v1::FunctionSpec {
             package_type: s.package_type.as_str().to_string(),
             image_config: image_config_proto(&s.image_config),
             vpc_config: s.vpc_config.as_ref().map(Into::into),
+            role: s.role.clone(),
+            architectures: Vec::new(),
+            logging_config: logging_proto(&s.logging),
+            tracing_mode: String::new(),
         }
     }
+}
+
+impl From<v1::LoggingConfig> for LoggingConfig {
+    fn from(c: v1::LoggingConfig) -> Self {
+        LoggingConfig {
+            log_format: c.log_format,
+            application_log_level: c.application_log_level,
+            system_log_level: c.system_log_level,
+            log_group: c.log_group,
+        }
+    }
+}
+
+/// `None` when nothing was given.
+pub fn logging_proto(c: &LoggingConfig) -> Option<v1::LoggingConfig> {
+    (c != &LoggingConfig::default()).then(|| v1::LoggingConfig {
+        log_format: c.log_format.clone(),
+        application_log_level: c.application_log_level.clone(),
+        system_log_level: c.system_log_level.clone(),
+        log_group: c.log_group.clone(),
+    })
 }
 
 /// `""`/`Zip` or `Image`.
@@ -178,6 +212,10 @@ impl From<&FunctionConfig> for v1::FunctionConfiguration {
             image_config: image_config_proto(&s.image_config),
             image: c.image.as_ref().map(Into::into),
             vpc_config: s.vpc_config.as_ref().map(Into::into),
+            role: s.role.clone(),
+            architectures: vec![host_architecture().to_string()],
+            logging_config: logging_proto(&s.logging),
+            tracing_mode: "PassThrough".to_string(),
         }
     }
 }
@@ -199,6 +237,10 @@ impl TryFrom<v1::FunctionConfiguration> for FunctionConfig {
             package_type: p.package_type,
             image_config: p.image_config,
             vpc_config: p.vpc_config,
+            role: p.role,
+            architectures: p.architectures,
+            logging_config: p.logging_config,
+            tracing_mode: p.tracing_mode,
         })?;
         let layers = p
             .layers
@@ -264,6 +306,8 @@ impl From<&crate::domain::LayerVersion> for v1::LayerVersion {
             code_size: l.code_size,
             unzipped_size: l.unzipped_size,
             created_ms: l.created_ms,
+            license_info: l.license_info.clone(),
+            compatible_architectures: l.compatible_architectures.clone(),
         }
     }
 }

@@ -10,7 +10,10 @@ pub const DEFAULT_TIMEOUT_S: u32 = 3;
 pub const DEFAULT_EPHEMERAL_MB: u32 = 512;
 pub const LATEST: &str = "$LATEST";
 
-/// The runtimes Lamina ships bootstraps for, plus `provided` (an executable `bootstrap` in the code).
+/// The runtimes Lamina ships bootstraps for, plus the OS-only runtimes `provided`,
+/// `provided.al2` and `provided.al2023` (an executable `bootstrap` in the code). The three OS-only
+/// runtimes run alike on Lamina (the worker's root, not an Amazon Linux image) and each is kept
+/// and reported as the user named it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Runtime {
     #[serde(rename = "python3.11")]
@@ -19,35 +22,50 @@ pub enum Runtime {
     Nodejs20,
     #[serde(rename = "provided")]
     Provided,
+    #[serde(rename = "provided.al2")]
+    ProvidedAl2,
+    #[serde(rename = "provided.al2023")]
+    ProvidedAl2023,
 }
 
 impl Runtime {
-    pub const ALL: [Runtime; 3] = [Runtime::Python311, Runtime::Nodejs20, Runtime::Provided];
+    pub const ALL: [Runtime; 5] = [
+        Runtime::Python311,
+        Runtime::Nodejs20,
+        Runtime::Provided,
+        Runtime::ProvidedAl2,
+        Runtime::ProvidedAl2023,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Python311 => "python3.11",
             Runtime::Nodejs20 => "nodejs20.x",
             Runtime::Provided => "provided",
+            Runtime::ProvidedAl2 => "provided.al2",
+            Runtime::ProvidedAl2023 => "provided.al2023",
         }
     }
 
-    /// `AWS_EXECUTION_ENV`, unset for `provided` as in Lambda.
+    /// An OS-only runtime: the function brings its own `bootstrap`.
+    pub fn is_provided(self) -> bool {
+        matches!(
+            self,
+            Runtime::Provided | Runtime::ProvidedAl2 | Runtime::ProvidedAl2023
+        )
+    }
+
+    /// `AWS_EXECUTION_ENV`, unset for the OS-only runtimes as in Lambda.
     pub fn execution_env(self) -> Option<&'static str> {
         match self {
             Runtime::Python311 => Some("AWS_Lambda_python3.11"),
             Runtime::Nodejs20 => Some("AWS_Lambda_nodejs20.x"),
-            Runtime::Provided => None,
+            Runtime::Provided | Runtime::ProvidedAl2 | Runtime::ProvidedAl2023 => None,
         }
     }
 
     pub fn parse(s: &str) -> Option<Runtime> {
-        match s {
-            "python3.11" => Some(Runtime::Python311),
-            "nodejs20.x" => Some(Runtime::Nodejs20),
-            "provided" | "provided.al2" | "provided.al2023" => Some(Runtime::Provided),
-            _ => None,
-        }
+        Runtime::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -79,6 +97,59 @@ pub struct FunctionSpec {
     /// VPC attachment of its sandboxes (`None`: the function reaches no VPC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc_config: Option<crate::network::VpcConfig>,
+    /// The execution role ARN as sent ("" = none given: Lamina's default role is shown). Lamina
+    /// gives functions no AWS credentials; the role is kept so that tools see what they set.
+    #[serde(default)]
+    pub role: String,
+    /// Lambda's logging configuration, as sent.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// The role shown for a function created without one (Lamina's own API).
+pub const DEFAULT_ROLE: &str = "arn:aws:iam::000000000000:role/lamina";
+
+/// Lambda's `LoggingConfig`, kept as sent (empty fields: not given). The worker passes the format
+/// and application level to the function as `AWS_LAMBDA_LOG_FORMAT` / `AWS_LAMBDA_LOG_LEVEL` and
+/// the group as `AWS_LAMBDA_LOG_GROUP_NAME`, as Lambda does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggingConfig {
+    /// "" (Text), `Text` or `JSON`.
+    #[serde(default)]
+    pub log_format: String,
+    /// JSON only: TRACE, DEBUG, INFO, WARN, ERROR or FATAL.
+    #[serde(default)]
+    pub application_log_level: String,
+    /// JSON only: DEBUG, INFO or WARN.
+    #[serde(default)]
+    pub system_log_level: String,
+    /// "" = `/aws/lambda/NAME`.
+    #[serde(default)]
+    pub log_group: String,
+}
+
+impl LoggingConfig {
+    pub fn is_json(&self) -> bool {
+        self.log_format == "JSON"
+    }
+
+    /// The log group of function `name`: the one given, else Lambda's default.
+    pub fn log_group_of(&self, name: &str) -> String {
+        if self.log_group.is_empty() {
+            format!("/aws/lambda/{name}")
+        } else {
+            self.log_group.clone()
+        }
+    }
+}
+
+/// The architecture of the machine this runs on, as Lambda names it (`x86_64`, `arm64`): the only
+/// one Lamina runs functions on (workers run the code natively; there is no emulation).
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// How a function's code is packaged.
@@ -159,6 +230,12 @@ pub struct LayerVersion {
     pub code_size: u64,
     pub unzipped_size: u64,
     pub created_ms: u64,
+    /// Lambda's `LicenseInfo`, as sent.
+    #[serde(default)]
+    pub license_info: String,
+    /// Lambda's `CompatibleArchitectures`, as sent (at most the host's: see `host_architecture`).
+    #[serde(default)]
+    pub compatible_architectures: Vec<String>,
 }
 
 impl LayerVersion {

@@ -40,6 +40,9 @@ pub const RESERVED_ENV: &[&str] = &[
     "LAMBDA_RUNTIME_DIR",
 ];
 
+mod lambda_config;
+pub use lambda_config::{architectures, logging, role, tracing_mode, MAX_ROLE_LEN};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ValidationError {
@@ -104,7 +107,7 @@ pub fn handler(runtime: Runtime, handler: &str) -> Result<(), ValidationError> {
             format!("handler must not contain whitespace, got {handler:?}"),
         ));
     }
-    if runtime == Runtime::Provided {
+    if runtime.is_provided() {
         return Ok(());
     }
     match handler.rsplit_once('.') {
@@ -210,6 +213,8 @@ pub fn spec(spec: &FunctionSpec) -> Result<(), ValidationError> {
         ));
     }
     image_config(spec.package_type, &spec.image_config)?;
+    role(&spec.role)?;
+    logging(&spec.logging)?;
     if spec.description.len() > 256 {
         return Err(ValidationError::new(
             "description",

@@ -5,6 +5,8 @@ requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_r
     python lambda_rest.py versions PREFIX        # versions and aliases through boto3 + aws cli
     python lambda_rest.py concurrency PREFIX LIMIT   # reserved + provisioned concurrency, account
                                                      # settings (LIMIT: the controller's --concurrency-limit)
+    python lambda_rest.py fidelity PREFIX        # Publish, RevisionId, tags, layers, event invoke
+                                                 # configs, name forms, kept configuration
     python lambda_rest.py refusals NAME          # every route refuses forged requests
     python lambda_rest.py replays NAME           # replays and unsigned x-amz-* headers are refused
     python lambda_rest.py expect-ok KEY SECRET   # the key works
@@ -649,6 +651,10 @@ def main():
         refusals(sys.argv[2])
     elif mode == "replays":
         replays(sys.argv[2])
+    elif mode == "fidelity":
+        import lambda_fidelity  # beside this script: Publish, tags, layers, kept configuration
+
+        lambda_fidelity.fidelity(sys.argv[2])
     elif mode == "expect-ok":
         client(sys.argv[2], sys.argv[3]).list_functions()
         print("key accepted", flush=True)

@@ -57,3 +57,18 @@ fn boto3_and_the_aws_cli_drive_reserved_and_provisioned_concurrency() {
         Ok(())
     });
 }
+
+/// Issue 14, items 16-18, through real boto3 and the AWS CLI: `Publish` on create and code update
+/// (update -> publish -> move alias), `RevisionId` on UpdateFunctionCode; Update/Delete/List of
+/// event invoke configs, a missing layer as a 4xx, every FunctionName form of the model,
+/// `FunctionVersion=ALL`, tags, the layer routes; Role, Architectures, TracingConfig,
+/// LoggingConfig and the `provided.al2`/`provided.al2023` runtimes kept as sent (or refused).
+#[test]
+fn boto3_and_the_aws_cli_see_what_they_sent() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let out = lambda_rest_py(&cluster, &["fidelity", &unique("restfid")])?;
+        assert!(out.contains("fidelity passed"), "{out}");
+        Ok(())
+    });
+}

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lamina_proto::domain::{FunctionConfig, Runtime};
+use lamina_proto::domain::FunctionConfig;
 use lamina_proto::validate::ValidationError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -557,7 +557,7 @@ impl Manager {
             .collect();
         let mut leases = layer_leases;
         leases.push(code_lease);
-        if spec.runtime == Runtime::Provided && config.image.is_none() {
+        if spec.runtime.is_provided() && config.image.is_none() {
             if let Err(e) = check_bootstrap(&code_dir) {
                 if let Some(p) = prepared {
                     self.return_prepared(p);

@@ -97,6 +97,8 @@ impl Pool {
                 package_type: Default::default(),
                 image_config: Default::default(),
                 vpc_config: None,
+                role: String::new(),
+                logging: Default::default(),
             },
             code_sha256: sha,
             code_size: source.len() as u64,

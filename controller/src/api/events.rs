@@ -75,7 +75,30 @@ pub(crate) async fn put_config(
     r: v1::PutFunctionEventInvokeConfigRequest,
 ) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
     require_function(shared, &r.function_name).await?;
-    let mut c = EventInvokeConfig::default();
+    store_config(shared, r, EventInvokeConfig::default()).await
+}
+
+/// Lambda's UpdateFunctionEventInvokeConfig: the fields set in `r` change the stored
+/// configuration, the others keep their value; a function without one has nothing to update.
+pub(crate) async fn update_config(
+    shared: &Shared,
+    r: v1::PutFunctionEventInvokeConfigRequest,
+) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    require_function(shared, &r.function_name).await?;
+    let owned = r.function_name.clone();
+    let base = shared
+        .queue_read(move |q| q.get_config(&owned))
+        .await?
+        .ok_or_else(|| ApiError::EventInvokeConfigNotFound(r.function_name.clone()))?;
+    store_config(shared, r, base).await
+}
+
+/// Validates the fields set in `r` onto `c` and stores the result.
+async fn store_config(
+    shared: &Shared,
+    r: v1::PutFunctionEventInvokeConfigRequest,
+    mut c: EventInvokeConfig,
+) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
     if let Some(n) = r.maximum_retry_attempts {
         validate::max_retry_attempts(n)?;
         c.max_retry_attempts = n;
@@ -102,17 +125,35 @@ pub(crate) async fn put_config(
     Ok(config_to_proto(&r.function_name, &c))
 }
 
+/// The configuration in effect: the stored one, else the defaults.
 pub(crate) async fn get_config(
     shared: &Shared,
     name: String,
 ) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    Ok(find_config(shared, name.clone())
+        .await?
+        .unwrap_or_else(|| config_to_proto(&name, &EventInvokeConfig::default())))
+}
+
+/// The stored configuration (`None`: none was put, the defaults apply).
+pub(crate) async fn find_config(
+    shared: &Shared,
+    name: String,
+) -> Result<Option<v1::FunctionEventInvokeConfig>, ApiError> {
     require_function(shared, &name).await?;
     let owned = name.clone();
-    let c = shared
-        .queue_read(move |q| q.get_config(&owned))
-        .await?
-        .unwrap_or_default();
-    Ok(config_to_proto(&name, &c))
+    let c = shared.queue_read(move |q| q.get_config(&owned)).await?;
+    Ok(c.map(|c| config_to_proto(&name, &c)))
+}
+
+/// Deletes the stored configuration (the defaults apply again); refused when there is none.
+pub(crate) async fn delete_config(shared: &Shared, name: String) -> Result<(), ApiError> {
+    if find_config(shared, name.clone()).await?.is_none() {
+        return Err(ApiError::EventInvokeConfigNotFound(name));
+    }
+    shared.queue()?.delete_config(&name).await?;
+    tracing::info!(function = %name, "event invoke config deleted");
+    Ok(())
 }
 
 pub(super) fn invocation_to_proto(i: Invocation) -> v1::Invocation {

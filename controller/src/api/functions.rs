@@ -120,14 +120,17 @@ pub(crate) async fn create_function(
     Ok(config)
 }
 
-/// Replaces the code of function `name`.
+/// Replaces the code of function `name`. With `expected_revision`, only if `$LATEST` still has that
+/// revision (checked in the same compare-and-set as the write: Lambda's `RevisionId`).
 pub(crate) async fn update_code(
     shared: &Shared,
     name: &str,
     code: CheckedCode,
+    expected_revision: Option<String>,
 ) -> Result<FunctionConfig, ApiError> {
     let code = Arc::new(code);
     read_modify_write(shared, name, move |mut config| {
+        check_revision(&config, expected_revision.as_deref())?;
         super::images::ensure_zip_function(&config)?;
         layers::check_total_size(code.unzipped_size, &config.layers)?;
         config.code_sha256 = code.sha256.clone();
@@ -137,11 +140,31 @@ pub(crate) async fn update_code(
     .await
 }
 
-/// Changes the configuration fields set in `r`.
+/// Refuses a change based on another revision of `$LATEST` than the current one.
+pub(crate) fn check_revision(
+    current: &FunctionConfig,
+    expected: Option<&str>,
+) -> Result<(), ApiError> {
+    match expected {
+        Some(expected) if expected != current.revision_id => Err(ApiError::RevisionPrecondition {
+            name: current.spec.name.clone(),
+            expected: expected.to_string(),
+            actual: current.revision_id.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Changes the configuration fields set in `r` (with `expected_revision`: only if `$LATEST` still
+/// has that revision, checked in the compare-and-set of the write).
 pub(crate) async fn update_configuration(
     shared: &Shared,
     r: v1::UpdateFunctionConfigurationRequest,
+    expected_revision: Option<String>,
 ) -> Result<FunctionConfig, ApiError> {
+    if let Some(mode) = &r.tracing_mode {
+        validate::tracing_mode(mode)?;
+    }
     let name = r.function_name.clone();
     // Layers are resolved (and the size limit checked) before the read-modify-write: a layer
     // attached already keeps the copy the function holds.
@@ -166,6 +189,7 @@ pub(crate) async fn update_configuration(
         None => None,
     };
     read_modify_write(shared, &name, move |mut config| {
+        check_revision(&config, expected_revision.as_deref())?;
         if let Some(vpc) = &new_vpc {
             config.spec.vpc_config = vpc.clone();
         }
@@ -197,6 +221,12 @@ pub(crate) async fn update_configuration(
         }
         if let Some(d) = &r.description {
             spec.description = d.clone();
+        }
+        if let Some(role) = &r.role {
+            spec.role = role.clone();
+        }
+        if let Some(logging) = &r.logging_config {
+            spec.logging = logging.clone().into();
         }
         if r.replace_environment {
             spec.environment = r.environment.clone().into_iter().collect();
@@ -383,7 +413,7 @@ impl FunctionsService {
             return super::images::update_code(&self.shared, &name, image).await;
         }
         let code = read_code(&mut stream, chunk_of).await?;
-        update_code(&self.shared, &name, code).await
+        update_code(&self.shared, &name, code, None).await
     }
 }
 
@@ -438,7 +468,7 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        let config = update_configuration(&self.shared, request.into_inner()).await?;
+        let config = update_configuration(&self.shared, request.into_inner(), None).await?;
         Ok(Response::new((&config).into()))
     }
 

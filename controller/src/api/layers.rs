@@ -20,6 +20,10 @@ const MAX_COMPATIBLE_RUNTIMES: usize = 15;
 pub enum LayerError {
     #[error("layer version {0} not found: `fnctl layer versions NAME` lists what exists")]
     NotFound(String),
+    /// A function names a layer version that does not exist (a bad parameter of the function,
+    /// not a missing resource of the call: Lambda's InvalidParameterValueException).
+    #[error("layer version {0} does not exist: publish it first or attach another version")]
+    AttachMissing(String),
     #[error(
         "function code ({code} bytes unzipped) and its layers ({layers} bytes unzipped) come to \
          {} bytes, more than the {MAX_UNZIPPED_BYTES} bytes (250 MB) limit: use fewer or smaller \
@@ -28,7 +32,7 @@ pub enum LayerError {
     TooLarge { code: u64, layers: u64 },
 }
 
-fn check_spec(spec: &v1::PublishLayerVersionSpec) -> Result<Vec<Runtime>, ApiError> {
+pub(crate) fn check_spec(spec: &v1::PublishLayerVersionSpec) -> Result<Vec<Runtime>, ApiError> {
     validate::layer_name(&spec.layer_name)?;
     if spec.description.len() > 256 {
         return Err(ValidationError::new(
@@ -50,6 +54,17 @@ fn check_spec(spec: &v1::PublishLayerVersionSpec) -> Result<Vec<Runtime>, ApiErr
         )
         .into());
     }
+    if spec.license_info.len() > 512 {
+        return Err(ValidationError::new(
+            "license_info",
+            format!(
+                "license info must be at most 512 characters, got {}",
+                spec.license_info.len()
+            ),
+        )
+        .into());
+    }
+    validate::architectures(&spec.compatible_architectures)?;
     let mut runtimes = Vec::new();
     for r in &spec.compatible_runtimes {
         let r = validate::runtime(r).map_err(|e| {
@@ -103,6 +118,17 @@ pub(crate) async fn publish(
     publish_checked(shared, spec, runtimes, zip).await
 }
 
+/// Publishes the next version of a layer from a whole zip (the REST API's `Content.ZipFile`).
+pub(crate) async fn publish_zip(
+    shared: &Shared,
+    spec: v1::PublishLayerVersionSpec,
+    zip: Vec<u8>,
+) -> Result<v1::LayerVersion, ApiError> {
+    let runtimes = check_spec(&spec)?;
+    let zip = super::functions::check_code(zip).await?;
+    publish_checked(shared, spec, runtimes, zip).await
+}
+
 async fn publish_checked(
     shared: &Shared,
     spec: v1::PublishLayerVersionSpec,
@@ -116,6 +142,8 @@ async fn publish_checked(
         code_sha256: zip.sha256.clone(),
         unzipped_size: zip.unzipped_size,
         created_ms: now_ms(),
+        license_info: spec.license_info,
+        compatible_architectures: spec.compatible_architectures,
     };
     let stored = shared
         .store(move |s| s.publish_layer_version(&new, &zip.bytes))
@@ -215,7 +243,12 @@ pub(crate) async fn resolve(
         let (name, version) = parse_layer_version_arn(arn).ok_or_else(|| {
             ValidationError::new("layers", format!("{arn:?} is not a layer version ARN"))
         })?;
-        let layer = lookup(shared, name, version).await?;
+        let layer = match lookup(shared, name, version).await {
+            Err(ApiError::Layer(LayerError::NotFound(arn))) => {
+                return Err(LayerError::AttachMissing(arn).into())
+            }
+            other => other?,
+        };
         out.push(FunctionLayer {
             arn: arn.clone(),
             code_sha256: layer.code_sha256,

@@ -50,6 +50,10 @@ pub enum ApiError {
     Layer(#[from] layers::LayerError),
     #[error("invocation `{0}` not found (finished records are kept for a bounded time)")]
     InvocationNotFound(String),
+    #[error(
+        "function `{0}` has no event invoke config: put one first (PutFunctionEventInvokeConfig)"
+    )]
+    EventInvokeConfigNotFound(String),
     #[error("dead-letter queue `{0}` not found: `fnctl dlq list` shows the queues")]
     QueueNotFound(String),
     /// A request that breaks the protocol (messages out of order, missing fields).
@@ -57,6 +61,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("function `{0}` not found")]
     FunctionNotFound(String),
+    #[error("the revision id of function `{name}` is {actual}, not {expected}: get the function again and retry with its RevisionId")]
+    RevisionPrecondition {
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("function `{name}`: this operation changes $LATEST and takes no qualifier, got `{qualifier}`")]
     QualifierNotFound { name: String, qualifier: String },
     #[error("asynchronous invocation is not available on this controller's store")]
@@ -105,9 +115,12 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::RevisionConflict { .. }) => Code::Aborted,
             ApiError::Store(
                 StoreError::PublishPrecondition { .. } | StoreError::VersionInUse { .. },
-            ) => Code::FailedPrecondition,
+            )
+            | ApiError::RevisionPrecondition { .. } => Code::FailedPrecondition,
             ApiError::Version(v) => versions::status_code(v),
-            ApiError::Layer(layers::LayerError::NotFound(_))
+            ApiError::Layer(
+                layers::LayerError::NotFound(_) | layers::LayerError::AttachMissing(_),
+            )
             | ApiError::Store(StoreError::LayerVersionNotFound(_)) => Code::NotFound,
             ApiError::Layer(layers::LayerError::TooLarge { .. }) => Code::InvalidArgument,
             ApiError::Store(StoreError::BlobMissing(_)) => Code::FailedPrecondition,
@@ -123,6 +136,7 @@ impl From<ApiError> for Status {
             | ApiError::QualifierNotFound { .. }
             | ApiError::BlobNotFound(_)
             | ApiError::InvocationNotFound(_)
+            | ApiError::EventInvokeConfigNotFound(_)
             | ApiError::QueueNotFound(_) => Code::NotFound,
             ApiError::AsyncNotAvailable => Code::Unimplemented,
             ApiError::NoWorker | ApiError::WorkerUnavailable { .. } => Code::Unavailable,

@@ -24,13 +24,16 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{events, functions, invoke, ApiError, Shared};
+use crate::api::{functions, invoke, versions as api_versions, ApiError, Shared};
 use crate::auth::KeyStore;
 
 mod concurrency;
+mod events;
 mod front;
+mod layers;
 pub mod shapes;
 mod stream;
+mod tags;
 mod versions;
 
 use shapes::{parse_function_name, RestError};
@@ -81,7 +84,29 @@ pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router
         )
         .route(
             "/2019-09-25/functions/:name/event-invoke-config",
-            put(put_event_invoke_config).get(get_event_invoke_config),
+            put(events::put_config)
+                .post(events::update_config)
+                .get(events::get_config)
+                .delete(events::delete_config),
+        )
+        .route(
+            "/2019-09-25/functions/:name/event-invoke-config/list",
+            get(events::list_configs),
+        )
+        .route(
+            "/2017-03-31/tags/:arn",
+            post(tags::tag_resource)
+                .get(tags::list_tags)
+                .delete(tags::untag_resource),
+        )
+        .route("/2018-10-31/layers", get(layers::list_layers))
+        .route(
+            "/2018-10-31/layers/:layer/versions",
+            post(layers::publish).get(layers::list_versions),
+        )
+        .route(
+            "/2018-10-31/layers/:layer/versions/:version",
+            get(layers::get_version).delete(layers::delete_version),
         )
         .route(
             "/2017-10-31/functions/:name/concurrency",
@@ -199,13 +224,41 @@ async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
         environment: r.environment.and_then(|e| e.variables).unwrap_or_default(),
         description: r.description.unwrap_or_default(),
         layers: r.layers.unwrap_or_default(),
+        role: r.role.unwrap_or_default(),
+        architectures: r.architectures.unwrap_or_default(),
+        logging_config: r.logging_config.map(shapes::LoggingIn::into_proto),
+        tracing_mode: r.tracing_config.and_then(|t| t.mode).unwrap_or_default(),
         ..Default::default()
     };
     let spec = FunctionSpec::try_from(spec).map_err(ApiError::from)?;
+    let tags = tags::checked(r.tags.unwrap_or_default())?;
     functions::ensure_name_free(&st.shared, &spec.name).await?;
     let code = functions::check_code(zip).await?;
     let config = functions::create_function(&st.shared, spec, code).await?;
+    if !tags.is_empty() {
+        let name = config.spec.name.clone();
+        st.shared.store(move |s| s.put_tags(&name, &tags)).await?;
+    }
+    if r.publish == Some(true) {
+        let version = publish(&st.shared, &config).await?;
+        return Ok((StatusCode::CREATED, Json(shapes::configuration(&version))).into_response());
+    }
     Ok((StatusCode::CREATED, Json(config_json(&config))).into_response())
+}
+
+/// `Publish: true` of CreateFunction and UpdateFunctionCode: publishes the `$LATEST` just written
+/// (refused with 412 when another change got there in between) and returns the version.
+async fn publish(
+    shared: &Shared,
+    config: &lamina_proto::domain::FunctionConfig,
+) -> Result<v1::FunctionConfiguration, RestError> {
+    let req = v1::PublishVersionRequest {
+        function_name: config.spec.name.clone(),
+        description: String::new(),
+        code_sha256: config.code_sha256.clone(),
+        revision_id: config.revision_id.clone(),
+    };
+    Ok(api_versions::publish_version(shared, req).await?)
 }
 
 #[derive(Deserialize)]
@@ -213,8 +266,11 @@ async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
 struct ListQuery {
     marker: Option<String>,
     max_items: Option<String>,
+    function_version: Option<String>,
 }
 
+/// ListFunctions. `FunctionVersion=ALL` adds each function's published versions after its
+/// `$LATEST`; pages still count functions (a page holds every version of its functions).
 async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, RestError> {
     let max = match q.max_items.as_deref() {
         None => 0,
@@ -222,13 +278,38 @@ async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, 
             Ok(n) if (1..=10_000).contains(&n) => n,
             _ => {
                 return Err(RestError::invalid(format!(
-                    "MaxItems must be 1..10000, got {s:?}"
+                    "MaxItems must be 1..10000, got {:?}",
+                    shapes::truncated(s, 40)
                 )))
             }
         },
     };
+    let all_versions = match q.function_version.as_deref() {
+        None => false,
+        Some("ALL") => true,
+        Some(other) => {
+            return Err(RestError::invalid(format!(
+                "FunctionVersion must be ALL, got {:?}",
+                shapes::truncated(other, 40)
+            )))
+        }
+    };
     let (page, next) = functions::list(&st.shared, q.marker.unwrap_or_default(), max).await?;
-    let mut out = json!({"Functions": page.iter().map(config_json).collect::<Vec<_>>()});
+    let mut items = Vec::new();
+    for f in &page {
+        items.push(config_json(f));
+        if all_versions {
+            let name = f.spec.name.clone();
+            // A function deleted since the page was read has no versions left to show.
+            let published = st.shared.store(move |s| s.list_versions(&name)).await?;
+            items.extend(
+                published
+                    .iter()
+                    .map(|v| shapes::configuration(&api_versions::configuration(v, &v.version))),
+            );
+        }
+    }
+    let mut out = json!({ "Functions": items });
     if !next.is_empty() {
         out["NextMarker"] = json!(next);
     }
@@ -242,10 +323,25 @@ async fn update_code(
 ) -> Result<Json<Value>, RestError> {
     let r: shapes::UpdateCodeIn = parse_json(&body)?;
     let name = latest_name(&name)?;
+    lamina_proto::validate::architectures(&r.architectures.unwrap_or_default())
+        .map_err(ApiError::from)?;
     let zip = decode_zip(r.zip_file, r.s3_bucket.is_some() || r.image_uri.is_some())?;
-    functions::get(&st.shared, &name).await?;
+    let current = functions::get(&st.shared, &name).await?;
+    functions::check_revision(&current, r.revision_id.as_deref())?;
     let code = functions::check_code(zip).await?;
-    let config = functions::update_code(&st.shared, &name, code).await?;
+    if r.dry_run == Some(true) {
+        // Checked, not stored: the configuration the update would give.
+        let mut would = current;
+        would.code_sha256 = code.sha256.clone();
+        would.code_size = code.bytes.len() as u64;
+        return Ok(Json(config_json(&would)));
+    }
+    let config = functions::update_code(&st.shared, &name, code, r.revision_id).await?;
+    if r.publish == Some(true) {
+        return Ok(Json(shapes::configuration(
+            &publish(&st.shared, &config).await?,
+        )));
+    }
     Ok(Json(config_json(&config)))
 }
 
@@ -256,19 +352,6 @@ async fn update_configuration(
 ) -> Result<Json<Value>, RestError> {
     let r: shapes::UpdateConfigurationIn = parse_json(&body)?;
     let name = latest_name(&name)?;
-    if let Some(expected) = &r.revision_id {
-        let current = functions::get(&st.shared, &name).await?;
-        if &current.revision_id != expected {
-            return Err(RestError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "PreconditionFailedException",
-                format!(
-                    "the revision id of `{name}` is {}, not {expected}: get the function again",
-                    current.revision_id
-                ),
-            ));
-        }
-    }
     let environment = r.environment.map(|e| e.variables.unwrap_or_default());
     let req = v1::UpdateFunctionConfigurationRequest {
         function_name: name,
@@ -284,8 +367,11 @@ async fn update_configuration(
         layers: r.layers.unwrap_or_default(),
         image_config: None,
         vpc_config: None,
+        role: r.role,
+        logging_config: r.logging_config.map(shapes::LoggingIn::into_proto),
+        tracing_mode: r.tracing_config.map(|t| t.mode.unwrap_or_default()),
     };
-    let config = functions::update_configuration(&st.shared, req).await?;
+    let config = functions::update_configuration(&st.shared, req, r.revision_id).await?;
     Ok(Json(config_json(&config)))
 }
 
@@ -371,37 +457,6 @@ async fn invoke(
         );
     }
     Ok(out)
-}
-
-async fn put_event_invoke_config(
-    State(st): St,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<Value>, RestError> {
-    let r: shapes::EventInvokeConfigIn = parse_json(&body)?;
-    let dest = r.destination_config.unwrap_or_default();
-    let pick = |d: Option<shapes::DestinationIn>| {
-        d.and_then(|d| d.destination)
-            .map(|arn| shapes::destination_in(&arn))
-    };
-    let req = v1::PutFunctionEventInvokeConfigRequest {
-        function_name: latest_name(&name)?,
-        maximum_retry_attempts: r.maximum_retry_attempts,
-        maximum_event_age_seconds: r.maximum_event_age_in_seconds,
-        on_success: pick(dest.on_success),
-        // No OnFailure: Lamina's default (`dlq:default`), so a failed event is never dropped.
-        on_failure: pick(dest.on_failure),
-    };
-    let c = events::put_config(&st.shared, req).await?;
-    Ok(Json(shapes::event_invoke_config(&c)))
-}
-
-async fn get_event_invoke_config(
-    State(st): St,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, RestError> {
-    let c = events::get_config(&st.shared, latest_name(&name)?).await?;
-    Ok(Json(shapes::event_invoke_config(&c)))
 }
 
 /// `X-Amz-Log-Type`: `Tail` asks for the last 4 KB of the log, `None` (or absent) does not.

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use lamina_proto::domain::{function_arn, ACCOUNT_ID, REGION};
+use lamina_proto::domain::{function_arn, host_architecture, ACCOUNT_ID, DEFAULT_ROLE, REGION};
 use lamina_proto::v1;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::api::layers::LayerError;
 use crate::api::versions::VersionError;
 use crate::api::ApiError;
 use crate::concurrency::{ConcurrencyError, ThrottleReason};
@@ -84,6 +85,7 @@ impl From<ApiError> for RestError {
                 RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
             }
             ApiError::Store(StoreError::PublishPrecondition { .. })
+            | ApiError::RevisionPrecondition { .. }
             | ApiError::Version(VersionError::AliasRevision { .. }) => RestError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PreconditionFailedException",
@@ -98,7 +100,16 @@ impl From<ApiError> for RestError {
             | ApiError::QualifierNotFound { .. }
             | ApiError::BlobNotFound(_)
             | ApiError::InvocationNotFound(_)
+            | ApiError::EventInvokeConfigNotFound(_)
+            | ApiError::Layer(LayerError::NotFound(_))
             | ApiError::QueueNotFound(_) => RestError::not_found(message),
+            // A function naming a missing layer version, or too much code with its layers: a bad
+            // parameter (4xx, which SDKs do not retry).
+            ApiError::Layer(LayerError::AttachMissing(_) | LayerError::TooLarge { .. })
+            | ApiError::Store(StoreError::LayerVersionNotFound(_)) => RestError::invalid(message),
+            ApiError::Store(StoreError::BlobMissing(_)) => {
+                RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+            }
             ApiError::Validation(v) if v.field == "payload" => RestError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestTooLargeException",
@@ -147,22 +158,74 @@ impl From<ApiError> for RestError {
     }
 }
 
-/// `NAME`, `NAME:QUALIFIER` or a full function ARN -> (name, qualifier).
+/// A function name in any form Lambda's model accepts -> (name, qualifier): `NAME`,
+/// `NAME:QUALIFIER`, the partial ARN `ACCOUNT:function:NAME[:QUALIFIER]` (also with the region,
+/// `REGION:ACCOUNT:function:NAME`) and the full ARN `arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]`
+/// (the `FunctionName` pattern of botocore's service model). Lamina has one account and region:
+/// the ones in an ARN are not compared.
 pub fn parse_function_name(s: &str) -> Result<(String, Option<String>), RestError> {
-    if let Some(rest) = s.strip_prefix("arn:") {
-        let parts: Vec<&str> = rest.split(':').collect();
-        // aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-        if parts.len() >= 6 && parts[1] == "lambda" && parts[4] == "function" && parts.len() <= 7 {
-            return Ok((parts[5].to_string(), parts.get(6).map(|q| q.to_string())));
-        }
-        return Err(RestError::invalid(format!(
-            "{s:?} is not a function ARN: use arn:aws:lambda:REGION:ACCOUNT:function:NAME or the name"
-        )));
+    let bad = || {
+        RestError::invalid(format!(
+            "{:?} is not a function name or ARN: use NAME, NAME:QUALIFIER, \
+             ACCOUNT:function:NAME or arn:aws:lambda:REGION:ACCOUNT:function:NAME",
+            truncated(s, 160)
+        ))
+    };
+    if s.is_empty() || s.len() > 256 {
+        return Err(bad());
     }
-    Ok(match s.split_once(':') {
-        Some((n, q)) => (n.to_string(), Some(q.to_string())),
-        None => (s.to_string(), None),
-    })
+    let mut parts: &[&str] = &s.split(':').collect::<Vec<_>>();
+    if parts[0] == "arn" {
+        // arn:PARTITION:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+        match parts {
+            ["arn", partition, "lambda", region, account, "function", rest @ ..]
+                if partition.starts_with("aws") && is_region(region) && is_account(account) =>
+            {
+                parts = rest;
+            }
+            _ => return Err(bad()),
+        }
+    } else {
+        if parts.len() > 2 && is_region(parts[0]) {
+            parts = &parts[1..];
+        }
+        if parts.len() > 2 && is_account(parts[0]) {
+            parts = &parts[1..];
+        }
+        if parts.len() > 1 && parts[0] == "function" {
+            parts = &parts[1..];
+        }
+    }
+    match parts {
+        [name] if !name.is_empty() => Ok((name.to_string(), None)),
+        [name, q] if !name.is_empty() && !q.is_empty() => {
+            Ok((name.to_string(), Some(q.to_string())))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// `us-east-1`, `us-gov-west-1`, `eu-central-2`: letters and dashes, then one digit.
+fn is_region(s: &str) -> bool {
+    let Some((head, digit)) = s.rsplit_once('-') else {
+        return false;
+    };
+    digit.len() == 1
+        && digit.bytes().all(|b| b.is_ascii_digit())
+        && head.contains('-')
+        && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// At most `max` characters of `s` (what an error quotes of a long input).
+pub fn truncated(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 pub use lamina_proto::time::lambda_timestamp as last_modified;
@@ -176,7 +239,7 @@ pub fn configuration(c: &v1::FunctionConfiguration) -> Value {
         "FunctionName": c.name,
         "FunctionArn": c.arn,
         "Runtime": c.runtime,
-        "Role": format!("arn:aws:iam::{ACCOUNT_ID}:role/lamina"),
+        "Role": if c.role.is_empty() { DEFAULT_ROLE } else { c.role.as_str() },
         "Handler": c.handler,
         "CodeSize": c.code_size,
         "Description": c.description,
@@ -190,10 +253,60 @@ pub fn configuration(c: &v1::FunctionConfiguration) -> Value {
         "State": c.state,
         "LastUpdateStatus": c.last_update_status,
         "PackageType": if c.package_type.is_empty() { "Zip" } else { c.package_type.as_str() },
-        "Architectures": ["x86_64"],
+        "Architectures": if c.architectures.is_empty() { vec![host_architecture().to_string()] } else { c.architectures.clone() },
         "EphemeralStorage": {"Size": c.ephemeral_storage_mb},
         "Layers": c.layers.iter().map(|l| json!({"Arn": l.arn, "CodeSize": l.code_size})).collect::<Vec<_>>(),
+        "TracingConfig": {"Mode": if c.tracing_mode.is_empty() { "PassThrough" } else { c.tracing_mode.as_str() }},
+        "LoggingConfig": logging_config(&c.name, c.logging_config.as_ref()),
     })
+}
+
+/// Lambda's `LoggingConfig` of a function: what was sent, with Lambda's defaults for the rest
+/// (Text; with JSON, INFO levels; the group `/aws/lambda/NAME`).
+fn logging_config(name: &str, c: Option<&v1::LoggingConfig>) -> Value {
+    let c: lamina_proto::domain::LoggingConfig = c.cloned().map(Into::into).unwrap_or_default();
+    let mut out = json!({
+        "LogFormat": if c.is_json() { "JSON" } else { "Text" },
+        "LogGroup": c.log_group_of(name),
+    });
+    if c.is_json() {
+        let or_info = |l: &str| {
+            if l.is_empty() {
+                "INFO".to_string()
+            } else {
+                l.to_string()
+            }
+        };
+        out["ApplicationLogLevel"] = json!(or_info(&c.application_log_level));
+        out["SystemLogLevel"] = json!(or_info(&c.system_log_level));
+    }
+    out
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TracingIn {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoggingIn {
+    pub log_format: Option<String>,
+    pub application_log_level: Option<String>,
+    pub system_log_level: Option<String>,
+    pub log_group: Option<String>,
+}
+
+impl LoggingIn {
+    pub fn into_proto(self) -> v1::LoggingConfig {
+        v1::LoggingConfig {
+            log_format: self.log_format.unwrap_or_default(),
+            application_log_level: self.application_log_level.unwrap_or_default(),
+            system_log_level: self.system_log_level.unwrap_or_default(),
+            log_group: self.log_group.unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +343,12 @@ pub struct CreateFunctionIn {
     pub ephemeral_storage: Option<StorageIn>,
     pub package_type: Option<String>,
     pub layers: Option<Vec<String>>,
+    pub role: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub tracing_config: Option<TracingIn>,
+    pub logging_config: Option<LoggingIn>,
+    pub tags: Option<HashMap<String, String>>,
+    pub publish: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +357,10 @@ pub struct UpdateCodeIn {
     pub zip_file: Option<String>,
     pub s3_bucket: Option<String>,
     pub image_uri: Option<String>,
+    pub publish: Option<bool>,
+    pub revision_id: Option<String>,
+    pub architectures: Option<Vec<String>>,
+    pub dry_run: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +375,9 @@ pub struct UpdateConfigurationIn {
     pub ephemeral_storage: Option<StorageIn>,
     pub revision_id: Option<String>,
     pub layers: Option<Vec<String>>,
+    pub role: Option<String>,
+    pub tracing_config: Option<TracingIn>,
+    pub logging_config: Option<LoggingIn>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -366,10 +492,40 @@ mod tests {
             ("f".into(), None)
         );
         assert_eq!(
-            parse_function_name("arn:aws:lambda:us-east-1:1:function:f:7").unwrap(),
+            parse_function_name("arn:aws:lambda:us-east-1:123456789012:function:f:7").unwrap(),
             ("f".into(), Some("7".into()))
         );
         assert!(parse_function_name("arn:aws:s3:::bucket").is_err());
+        // The partial ARN, with and without a qualifier or the region.
+        assert_eq!(
+            parse_function_name("000000000000:function:f").unwrap(),
+            ("f".into(), None)
+        );
+        assert_eq!(
+            parse_function_name("123456789012:function:f:live").unwrap(),
+            ("f".into(), Some("live".into()))
+        );
+        assert_eq!(
+            parse_function_name("us-east-1:123456789012:function:f").unwrap(),
+            ("f".into(), None)
+        );
+        assert_eq!(
+            parse_function_name("function:f:$LATEST").unwrap(),
+            ("f".into(), Some("$LATEST".into()))
+        );
+        for bad in [
+            "",
+            "f:",
+            ":1",
+            "f:1:2",
+            "123456789012:function:",
+            "arn:aws:lambda:us-east-1:000000000000:layer:l:1",
+            "arn:aws:lambda:us-east-1:000000000000:function:f:1:2",
+            "arn:aws:lambda:us-east-1:12:function:f",
+        ] {
+            assert!(parse_function_name(bad).is_err(), "{bad}");
+        }
+        assert!(parse_function_name(&"a".repeat(300)).is_err());
     }
 
     #[test]

@@ -293,6 +293,11 @@ pub(super) async fn get_function(
     if let Some(n) = super::concurrency::reserved_of(&st.shared, function).await? {
         out["Concurrency"] = super::concurrency::concurrency_json(Some(n));
     }
+    // The function's tags, whichever version was asked for (as in Lambda).
+    let tags = super::tags::tags_of(&st.shared, function).await?;
+    if !tags.is_empty() {
+        out["Tags"] = json!(tags);
+    }
     Ok(Json(out))
 }
 

@@ -22,6 +22,8 @@ pub struct NewLayerVersion {
     pub code_sha256: String,
     pub unzipped_size: u64,
     pub created_ms: u64,
+    pub license_info: String,
+    pub compatible_architectures: Vec<String>,
 }
 
 pub trait LayerStore {
@@ -121,6 +123,8 @@ impl LayerStore for RocksStore {
             code_size: zip.len() as u64,
             unzipped_size: layer.unzipped_size,
             created_ms: layer.created_ms,
+            license_info: layer.license_info.clone(),
+            compatible_architectures: layer.compatible_architectures.clone(),
         };
         let mut batch = WriteBatch::default();
         let mut stored_now = None;
@@ -250,6 +254,8 @@ mod tests {
             code_sha256: hex::encode(sha2::Sha256::digest(zip)),
             unzipped_size: 10,
             created_ms: 1,
+            license_info: String::new(),
+            compatible_architectures: Vec::new(),
         }
     }
 

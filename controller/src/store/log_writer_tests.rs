@@ -21,6 +21,8 @@ fn config(name: &str) -> FunctionConfig {
             package_type: Default::default(),
             image_config: Default::default(),
             vpc_config: None,
+            role: String::new(),
+            logging: Default::default(),
         },
         code_sha256: "c".repeat(64),
         code_size: 1,

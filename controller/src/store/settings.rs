@@ -1,6 +1,7 @@
-//! Per-function settings beside the function record: aliases, reserved concurrency and provisioned
-//! concurrency configurations. One column family, `function_settings`, keyed `name \0 kind \0 id`,
+//! Per-function settings beside the function record: aliases, reserved concurrency, provisioned
+//! concurrency configurations and tags. One column family, `function_settings`, keyed `name \0 kind \0 id`,
 //! so all settings of a function form one range, deleted with the function in its batch.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use lamina_proto::domain::{Alias, ProvisionedConfig};
@@ -16,6 +17,7 @@ pub(super) const CF_SETTINGS: &str = "function_settings";
 const KIND_ALIAS: &str = "alias";
 const KIND_CONCURRENCY: &str = "concurrency";
 const KIND_PROVISIONED: &str = "provisioned";
+const KIND_TAGS: &str = "tags";
 
 /// Settings that belong to a function and go when it goes. Writers fail with `FunctionNotFound`
 /// when the function does not exist (checked under the store's writer lock, so a setting never
@@ -54,6 +56,12 @@ pub trait SettingsStore {
     ) -> Result<Vec<ProvisionedConfig>, StoreError>;
     /// `false` when there was none. Synced.
     fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool, StoreError>;
+
+    /// Replaces the function's tags (empty: removes them). Tags are not part of the function's
+    /// configuration: setting them changes no revision. Synced.
+    fn put_tags(&self, function: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError>;
+    /// The function's tags (empty when none).
+    fn get_tags(&self, function: &str) -> Result<BTreeMap<String, String>, StoreError>;
 }
 
 /// `name \0`: the start of every setting key of `name` (names never contain control bytes).
@@ -296,6 +304,16 @@ impl SettingsStore for RocksStore {
     fn delete_provisioned(&self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
         self.delete_setting(function, KIND_PROVISIONED, qualifier)
     }
+
+    fn put_tags(&self, function: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError> {
+        self.put_setting(function, KIND_TAGS, "", (!tags.is_empty()).then_some(tags))
+    }
+
+    fn get_tags(&self, function: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        Ok(self
+            .get_setting(function, KIND_TAGS, "")?
+            .unwrap_or_default())
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +339,8 @@ mod tests {
                 package_type: Default::default(),
                 image_config: Default::default(),
                 vpc_config: None,
+                role: String::new(),
+                logging: Default::default(),
             },
             code_sha256: "ab".repeat(32),
             code_size: 3,
@@ -399,7 +419,20 @@ mod tests {
         assert!(store.delete_alias("f", "beta").unwrap());
         assert!(!store.delete_alias("f", "beta").unwrap());
 
+        let tags = BTreeMap::from([("team".to_string(), "a".to_string())]);
+        store.put_tags("f", &tags).unwrap();
+        store.put_tags("f-2", &tags).unwrap();
+        assert_eq!(store.get_tags("f").unwrap(), tags);
+        assert!(matches!(
+            store.put_tags("nope", &tags),
+            Err(StoreError::FunctionNotFound(_))
+        ));
+
         store.delete_function("f").unwrap();
+        assert_eq!(store.get_tags("f").unwrap(), BTreeMap::new());
+        assert_eq!(store.get_tags("f-2").unwrap(), tags);
+        store.put_tags("f-2", &BTreeMap::new()).unwrap();
+        assert_eq!(store.get_tags("f-2").unwrap(), BTreeMap::new());
         assert_eq!(store.list_aliases("f").unwrap(), []);
         assert_eq!(store.get_reserved_concurrency("f").unwrap(), None);
         assert_eq!(store.list_provisioned(None).unwrap(), []);

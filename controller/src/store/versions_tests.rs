@@ -20,6 +20,8 @@ fn config(name: &str, code: &[u8], revision: &str) -> FunctionConfig {
             package_type: Default::default(),
             image_config: Default::default(),
             vpc_config: None,
+            role: String::new(),
+            logging: Default::default(),
         },
         code_sha256: hex::encode(sha2::Sha256::digest(code)),
         code_size: code.len() as u64,

@@ -63,8 +63,17 @@ pub fn build_env(
     push("AWS_LAMBDA_INITIALIZATION_TYPE", init_type.as_str());
     push(
         "AWS_LAMBDA_LOG_GROUP_NAME",
-        &format!("/aws/lambda/{}", spec.name),
+        &spec.logging.log_group_of(&spec.name),
     );
+    // The function's LoggingConfig, as Lambda passes it to runtimes and logging libraries.
+    if spec.logging.is_json() {
+        push("AWS_LAMBDA_LOG_FORMAT", "JSON");
+        let level = match spec.logging.application_log_level.as_str() {
+            "" => "INFO",
+            level => level,
+        };
+        push("AWS_LAMBDA_LOG_LEVEL", level);
+    }
     push("AWS_LAMBDA_LOG_STREAM_NAME", log_stream);
     push("AWS_LAMBDA_RUNTIME_API", RUNTIME_API_ADDR);
     push("LAMBDA_TASK_ROOT", "/var/task");
@@ -113,6 +122,8 @@ mod tests {
                 package_type: Default::default(),
                 image_config: Default::default(),
                 vpc_config: None,
+                role: String::new(),
+                logging: Default::default(),
             },
             code_sha256: "0".repeat(64),
             code_size: 1,

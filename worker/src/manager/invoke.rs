@@ -2,7 +2,7 @@
 //! (`run.rs`), keep or destroy the sandbox; with or without the response streamed.
 use std::sync::atomic::Ordering;
 
-use lamina_proto::domain::{FunctionConfig, Runtime};
+use lamina_proto::domain::FunctionConfig;
 use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
 use lamina_proto::validate;
 
@@ -75,7 +75,7 @@ impl Manager {
                 // With an executable bootstrap, a failed start of `provided` is almost always an exec
                 // the kernel refused (bad interpreter line, not a binary for this machine): the function's.
                 Err(ManagerError::Sandbox(e @ SandboxError::Start { .. }))
-                    if config.spec.runtime == Runtime::Provided =>
+                    if config.spec.runtime.is_provided() =>
                 {
                     tracing::warn!(function = %config.spec.name, error = %e, "provided runtime failed to start");
                     self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);

@@ -118,7 +118,9 @@ pub fn command(runtime: Runtime) -> Vec<String> {
     let argv: &[&str] = match runtime {
         Runtime::Python311 => &["/usr/bin/python3.11", "/var/runtime/bootstrap.py"],
         Runtime::Nodejs20 => &["/usr/bin/node", "/var/runtime/bootstrap.js"],
-        Runtime::Provided => &["/var/task/bootstrap"],
+        Runtime::Provided | Runtime::ProvidedAl2 | Runtime::ProvidedAl2023 => {
+            &["/var/task/bootstrap"]
+        }
     };
     argv.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -141,7 +143,7 @@ pub fn runtime_env(runtime: Runtime) -> Vec<(String, String)> {
             "NODE_PATH",
             "/opt/nodejs/node20/node_modules:/opt/nodejs/node_modules:/var/runtime/node_modules:/var/runtime:/var/task",
         )],
-        Runtime::Provided => &[],
+        Runtime::Provided | Runtime::ProvidedAl2 | Runtime::ProvidedAl2023 => &[],
     };
     vars.iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

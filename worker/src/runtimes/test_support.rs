@@ -80,7 +80,7 @@ impl Harness {
         let (program, script) = match runtime {
             Runtime::Python311 => ("/usr/bin/python3.11", "bootstrap.py"),
             Runtime::Nodejs20 => ("/usr/bin/node", "bootstrap.js"),
-            Runtime::Provided => panic!("provided has no Lamina bootstrap"),
+            r => panic!("{r} has no Lamina bootstrap"),
         };
         let mut cmd = Command::new(program);
         cmd.arg(runtime_dir.path().join(script))
