@@ -53,6 +53,7 @@ impl From<ManagerError> for Status {
                 Status::unavailable(msg)
             }
             ManagerError::Image(ImageCacheError::Fetch { .. }) => Status::unavailable(msg),
+            ManagerError::CallerDeadline { .. } => Status::deadline_exceeded(msg),
             ManagerError::Image(
                 ImageCacheError::Entry { .. }
                 | ImageCacheError::Layer { .. }
