@@ -249,7 +249,7 @@ binaries() {
   deploy/install-deps.sh >&2
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lamina-target}"
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust, or set LAMINA_BIN_DIR to built binaries"
-  cargo build --workspace --bins --locked >&2
+  cargo build --workspace --bins --lib --locked >&2
   echo "$CARGO_TARGET_DIR/debug"
 }
 

@@ -20,6 +20,6 @@ fi
 export LAMINA_CLIENTS="${LAMINA_CLIENTS:-/var/tmp/lamina-clients}"
 tests/clients/install.sh
 cargo fmt --all -- --check
-cargo build --workspace --bins --locked
+cargo build --workspace --bins --lib --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast

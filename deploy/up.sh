@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "deploy/up.sh: run as root: workers create namespaces and cgroups" >&2; exit 1; }
 deploy/install-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/lamina-target}"
-cargo build --workspace --bins --locked
+cargo build --workspace --bins --lib --locked
 bin="$CARGO_TARGET_DIR/debug"
 data="${LAMINA_DATA_DIR:-/var/lib/lamina}"
 listen="${LAMINA_LISTEN:-127.0.0.1:9670}"

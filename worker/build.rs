@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+#[path = "build_id.rs"]
+mod build_id;
+
 const LD_W_ABS: u16 = 0x20;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
@@ -65,6 +68,7 @@ fn syscall_numbers() -> BTreeMap<String, u32> {
 }
 
 fn main() {
+    build_id::emit();
     let policy = "seccomp/allowlist.txt";
     println!("cargo:rerun-if-changed={policy}");
     println!("cargo:rerun-if-changed=build.rs");

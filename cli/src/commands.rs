@@ -11,6 +11,7 @@ use crate::args::{
 };
 use crate::events;
 use crate::output;
+use crate::terminal;
 use crate::Outcome;
 
 /// How often `fnctl logs --follow` polls.
@@ -356,19 +357,27 @@ fn print_invoke(
         Output::Table => {
             if log_type == LogType::Tail && !resp.log_tail.is_empty() {
                 let mut err = std::io::stderr().lock();
-                let _ = err.write_all(resp.log_tail.as_bytes());
-                if !resp.log_tail.ends_with('\n') {
+                let tail = terminal::for_output(&resp.log_tail, err.is_terminal());
+                // The log tail is a courtesy on stderr: a closed stderr must not fail the call.
+                let _ = err.write_all(tail.as_bytes());
+                if !tail.ends_with('\n') {
                     let _ = err.write_all(b"\n");
                 }
             }
             let mut out = std::io::stdout().lock();
-            out.write_all(&resp.payload)
-                .context("cannot write to standard output")?;
-            if out.is_terminal() && !resp.payload.is_empty() && !resp.payload.ends_with(b"\n") {
-                out.write_all(b"\n")
-                    .context("cannot write to standard output")?;
+            let write_err = "cannot write to standard output";
+            if out.is_terminal() {
+                out.write_all(terminal::escape_bytes(&resp.payload).as_bytes())
+                    .context(write_err)?;
+            } else {
+                out.write_all(&resp.payload).context(write_err)?;
             }
-            out.flush().context("cannot write to standard output")?;
+            // One line per answer, as `kubectl` or `jq` print: the shell prompt starts on its own
+            // line, and `read`/`while read` in scripts see the last line.
+            if !resp.payload.is_empty() && !resp.payload.ends_with(b"\n") {
+                out.write_all(b"\n").context(write_err)?;
+            }
+            out.flush().context(write_err)?;
         }
     }
     Ok(outcome_of(resp))
@@ -401,7 +410,10 @@ async fn logs(client: &Client, args: LogsArgs) -> anyhow::Result<Outcome> {
             cursor = e.seq;
             advanced = true;
         }
-        print(&text)?;
+        print(&terminal::for_output(
+            &text,
+            std::io::stdout().is_terminal(),
+        ))?;
         if advanced {
             continue;
         }

@@ -12,6 +12,7 @@ mod layers;
 mod network;
 mod output;
 mod stream;
+mod terminal;
 mod up;
 mod versions;
 

@@ -1,5 +1,5 @@
 //! `fnctl invoke --stream`: the response printed chunk by chunk as the function streams it.
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use lamina_client::{v1, Client, StreamEvent};
@@ -28,6 +28,9 @@ pub async fn invoke_streaming(
                 if output == Output::Json {
                     let line = serde_json::json!({ "chunk": String::from_utf8_lossy(&data) });
                     writeln!(out, "{line}").context(write_err)?;
+                } else if out.is_terminal() {
+                    out.write_all(crate::terminal::escape_bytes(&data).as_bytes())
+                        .context(write_err)?;
                 } else {
                     out.write_all(&data).context(write_err)?;
                 }
@@ -49,17 +52,16 @@ pub async fn invoke_streaming(
                 } else {
                     let mut err = std::io::stderr().lock();
                     if log_type == LogType::Tail && !done.log_tail.is_empty() {
-                        let _ = err.write_all(done.log_tail.as_bytes());
-                        if !done.log_tail.ends_with('\n') {
+                        let tail = crate::terminal::for_output(&done.log_tail, err.is_terminal());
+                        let _ = err.write_all(tail.as_bytes());
+                        if !tail.ends_with('\n') {
                             let _ = err.write_all(b"\n");
                         }
                     }
                     if !done.function_error.is_empty() {
-                        let _ = writeln!(
-                            err,
-                            "function error ({}): {}",
-                            done.error_code, done.error_details
-                        );
+                        let details =
+                            crate::terminal::for_output(&done.error_details, err.is_terminal());
+                        let _ = writeln!(err, "function error ({}): {details}", done.error_code);
                     }
                 }
                 return Ok(if done.function_error.is_empty() {

@@ -194,13 +194,37 @@ async fn resolved_configs(
         let configs = store.list_provisioned(None)?;
         let mut out = Vec::with_capacity(configs.len());
         for c in configs {
-            let version = resolve_in(store.as_ref(), &c.function_name, &c.qualifier).ok();
+            let version =
+                still_resolves(resolve_in(store.as_ref(), &c.function_name, &c.qualifier))?;
             out.push((c, version));
         }
         Ok(out)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
+}
+
+/// `None` when a configuration's target is gone (function, version or alias deleted: its sandboxes
+/// are released); any other failure (a store read that failed) ends the round with an error, so
+/// that the workers keep the sandboxes they have instead of being told to release them.
+fn still_resolves(
+    resolved: Result<FunctionConfig, ApiError>,
+) -> Result<Option<FunctionConfig>, ApiError> {
+    use versions::VersionError;
+    match resolved {
+        Ok(v) => Ok(Some(v)),
+        Err(
+            ApiError::FunctionNotFound(_)
+            | ApiError::Store(crate::store::StoreError::FunctionNotFound(_))
+            | ApiError::BadRequest(_)
+            | ApiError::Version(
+                VersionError::VersionNotFound { .. }
+                | VersionError::AliasNotFound { .. }
+                | VersionError::BadQualifier { .. },
+            ),
+        ) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One round: resolve, assign, send.
@@ -429,5 +453,33 @@ mod tests {
         let after = assign(&[d("g", 1, 128)], &workers, &first.assignment);
         assert!(on(&after, "f").is_empty());
         assert_eq!(on(&after, "g"), pairs(&[("a", 1)]));
+    }
+
+    /// A store read that fails is not "the configuration is gone": the round stops with the error
+    /// and nothing is sent, so the workers keep their provisioned sandboxes; a deleted function,
+    /// version or alias does release them.
+    #[test]
+    fn a_failed_store_read_keeps_the_sandboxes_a_deleted_target_releases_them() {
+        use crate::store::StoreError;
+        let transient = ApiError::Store(StoreError::Corrupt {
+            what: "version".into(),
+            path: "/data".into(),
+            detail: "checksum mismatch".into(),
+        });
+        assert!(still_resolves(Err(transient)).is_err());
+        assert!(still_resolves(Err(ApiError::Internal("store task failed".into()))).is_err());
+        for gone in [
+            ApiError::FunctionNotFound("f".into()),
+            ApiError::Version(versions::VersionError::VersionNotFound {
+                name: "f".into(),
+                version: "3".into(),
+            }),
+            ApiError::Version(versions::VersionError::AliasNotFound {
+                name: "f".into(),
+                alias: "live".into(),
+            }),
+        ] {
+            assert!(matches!(still_resolves(Err(gone)), Ok(None)));
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! sandboxes, real RocksDB) in a temporary directory, and small builders for functions.
 //!
 //! The binaries come from the same target directory as the test executable; the test script builds
-//! them first (`cargo build --workspace --bins`).
+//! them first (`cargo build --workspace --bins --lib`).
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -257,3 +257,87 @@ fn fnctl_logs_follow_streams_new_invocations() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+/// Runs fnctl on a pseudo-terminal (util-linux `script`), as an operator would: what it prints to
+/// stdout and stderr, as the terminal got it.
+fn fnctl_on_terminal(target: &(String, std::path::PathBuf), args: &[&str]) -> (i32, String) {
+    let mut line = bin("fnctl").display().to_string();
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("FNCTL_ENDPOINT", &target.0)
+        .env("FNCTL_CREDENTIALS", &target.1)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fnctl under script(1)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A function's log lines, log tail and response reach the operator's terminal with their control
+/// characters shown, not obeyed (OSC 52 clipboard writes, title changes, a `\r` that hides a fake
+/// REPORT line over the real one); piped output stays byte-exact, and every answer ends its line.
+#[test]
+fn fnctl_shows_a_functions_terminal_controls_escaped() {
+    require_root();
+    let cluster = Cluster::start(1).unwrap();
+    let ep = (cluster.endpoint.clone(), cluster.credentials_file.clone());
+    let name = unique("tty");
+    let dir = code_dir(
+        cluster.dir.path(),
+        "def handler(e, c):\n    print('clip \\x1b]52;c;cHduZWQ=\\x07 title \\x1b]0;owned\\x07')\n    print('\\rREPORT RequestId: fake')\n    return 'answer \\x1b[2J'\n",
+    );
+    let (code, out, err) = fnctl(
+        &ep,
+        &[
+            "create",
+            &name,
+            "--runtime",
+            "python3.11",
+            "--handler",
+            "app.handler",
+            "--code",
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    // Piped: byte-exact payload (JSON escapes the ESC itself), one line.
+    let (code, out, err) = fnctl(&ep, &["invoke", &name]);
+    assert_eq!(code, 0, "{out}{err}\n{}", cluster.logs());
+    assert_eq!(out, "\"answer \\u001b[2J\"\n");
+    let (code, out, _) = fnctl(&ep, &["logs", &name]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\x1b]52;c;cHduZWQ=\x07"),
+        "piped logs are exact: {out:?}"
+    );
+
+    for args in [
+        vec!["logs", name.as_str()],
+        vec!["invoke", name.as_str(), "--log-type", "tail"],
+    ] {
+        let (code, shown) = fnctl_on_terminal(&ep, &args);
+        assert_eq!(code, 0, "{args:?}: {shown:?}");
+        assert!(
+            !shown.contains('\x1b') && !shown.contains('\x07'),
+            "{args:?}: {shown:?}"
+        );
+        assert!(
+            !shown.contains("\rREPORT RequestId: fake"),
+            "{args:?}: {shown:?}"
+        );
+        assert!(
+            shown.contains("\\x1b]52;c;cHduZWQ=\\x07"),
+            "{args:?}: {shown:?}"
+        );
+        assert!(
+            shown.contains("\\rREPORT RequestId: fake"),
+            "{args:?}: {shown:?}"
+        );
+    }
+}

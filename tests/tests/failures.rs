@@ -178,3 +178,55 @@ fn bad_handlers_name_the_problem() {
         Ok(())
     })
 }
+
+/// The worker honours its caller's deadline (`WorkerInvokeRequest.deadline_ms`, when the
+/// controller's call stops waiting): an invocation that arrives past it is not run, and one still
+/// running when it passes is stopped and its sandbox destroyed, instead of finishing for nobody
+/// (or running on while an async delivery's lease is handed to another attempt).
+#[test]
+fn the_worker_stops_work_its_caller_gave_up_on() {
+    require_root();
+    let cluster = Cluster::start(1).unwrap();
+    run(async {
+        let c = cluster.client().await?;
+        let name = misbehaving(&c, 256, 60).await?;
+        let config = c.get_function(&name).await?;
+        let channel = tonic::transport::Channel::from_shared(format!(
+            "http://{}",
+            cluster.workers[0].address
+        ))?
+        .connect()
+        .await?;
+        let signed = lamina_proto::auth::Signed::new(channel, Some(cluster.cluster_credentials()?));
+        let mut worker = v1::worker_client::WorkerClient::new(signed);
+        let request = |id: &str, payload: &str, deadline_ms: u64| v1::WorkerInvokeRequest {
+            request_id: id.into(),
+            function: Some(config.clone()),
+            payload: payload.as_bytes().to_vec(),
+            deadline_ms,
+            ..Default::default()
+        };
+        let now = lamina_proto::auth::now_ms();
+
+        let late = worker
+            .invoke(request("late", "{}", now - 1_000))
+            .await
+            .unwrap_err();
+        assert_eq!(late.code(), tonic::Code::DeadlineExceeded, "{late:?}");
+        assert!(late.message().contains("not run"), "{late:?}");
+
+        // The handler sleeps 30 s under a 60 s timeout; the caller waits 5 s.
+        let now = lamina_proto::auth::now_ms();
+        let stopped = worker
+            .invoke(request("stopped", r#"{"do":"sleep"}"#, now + 5_000))
+            .await
+            .unwrap_err();
+        assert_eq!(stopped.code(), tonic::Code::DeadlineExceeded, "{stopped:?}");
+        assert!(stopped.message().contains("stopped"), "{stopped:?}");
+
+        // Its sandbox is gone: the next invocation starts a new one.
+        let resp = invoke(&c, &name, "{}").await?;
+        assert_eq!(json(&resp)["count"], 1, "{resp:?}");
+        Ok(())
+    });
+}

@@ -358,3 +358,34 @@ fn idle_sandboxes_are_frozen_and_reaped_after_the_keep_alive() {
         Ok(())
     })
 }
+
+/// Each log line is stamped with when the function wrote it (read off the sandbox's output as it
+/// is written), not with when the controller received the whole log: two lines two seconds apart
+/// keep their distance.
+#[test]
+fn log_lines_carry_the_time_they_were_written() {
+    require_root();
+    let cluster = Cluster::start(1).unwrap();
+    run(async {
+        let c = cluster.client().await?;
+        let name = unique("stamps");
+        let code = "import time\ndef handler(e, c):\n    print('early line', flush=True)\n    time.sleep(2)\n    print('late line', flush=True)\n    return 1\n";
+        let mut s = spec(&name, "python3.11", "app.handler");
+        s.timeout_seconds = 10;
+        c.create_function(s, zip_of(&[("app.py", code, 0o644)]))
+            .await?;
+        invoke(&c, &name, "{}").await?;
+        let events = c.get_logs(&name, 0, 100).await?.events;
+        let at = |text: &str| {
+            events
+                .iter()
+                .find(|e| e.message.contains(text))
+                .map(|e| e.timestamp_ms)
+                .unwrap_or_else(|| panic!("no `{text}` line in {events:?}"))
+        };
+        let (start, early, late, end) = (at("START"), at("early line"), at("late line"), at("END"));
+        assert!(late >= early + 1_000, "{events:?}");
+        assert!(start <= early && late <= end, "{events:?}");
+        Ok(())
+    });
+}

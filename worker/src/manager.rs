@@ -85,6 +85,8 @@ pub enum ManagerError {
     InvalidEntrypoint(String),
     #[error("worker is shutting down: retry on another worker")]
     ShuttingDown,
+    #[error("invocation `{request_id}`: the caller stopped waiting: {detail}")]
+    CallerDeadline { request_id: String, detail: String },
     #[error("invocation task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -606,6 +608,8 @@ impl Manager {
             Some(vpc) => self.attach_vpc(prepared, vpc).await?,
             None => self.attach_default_egress(prepared).await?,
         };
+        // From here on every failure gives the sandbox's network attachment (VPC addresses, its
+        // interface, security-group membership) back, as well as destroying the sandbox.
         let mut sandbox = match prepared.bind(bind_spec).await {
             Ok(s) => s,
             Err(e) => {
@@ -626,6 +630,7 @@ impl Manager {
             Ok(api) => api,
             Err(source) => {
                 sandbox.destroy().await;
+                self.release_vpc(sandbox_id).await;
                 return Err(ManagerError::RuntimeApi {
                     id: sandbox_id.to_string(),
                     source,

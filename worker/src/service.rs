@@ -54,6 +54,7 @@ impl From<ManagerError> for Status {
             }
             ManagerError::Image(ImageCacheError::Fetch { .. }) => Status::unavailable(msg),
             ManagerError::Code(CodeCacheError::Archive(_)) => Status::failed_precondition(msg),
+            ManagerError::CallerDeadline { .. } => Status::deadline_exceeded(msg),
             ManagerError::Image(
                 ImageCacheError::Archive(_)
                 | ImageCacheError::Entry { .. }

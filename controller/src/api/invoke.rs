@@ -200,7 +200,7 @@ pub(crate) async fn invoke(
     } else {
         String::new()
     };
-    store_log(shared, &spec.name, &request_id, &response.logs).await;
+    store_log(shared, &spec.name, &request_id, &response).await;
     Ok(v1::InvokeResponse {
         status_code: 200,
         function_error: response.function_error,
@@ -220,19 +220,36 @@ pub(crate) struct WorkerInvoker {
 
 #[tonic::async_trait]
 impl Invoker for WorkerInvoker {
-    async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String> {
+    async fn function_timeout(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<Option<Duration>, String> {
+        use super::versions::{lookup, Target, VersionError};
         let timeout = |f: &lamina_proto::domain::FunctionConfig| {
             Duration::from_secs(u64::from(f.spec.timeout_s))
         };
-        if let Some(f) = self.shared.store.function_in_memory(name) {
-            return Ok(Some(timeout(&f)));
+        // The version (or either version of an alias) that the delivery may run: its lease must
+        // outlast that version's timeout, whatever `$LATEST`'s is.
+        match lookup(&self.shared, name, qualifier).await {
+            Ok(Target::Latest(c) | Target::Version(c)) => Ok(Some(timeout(&c))),
+            Ok(Target::Alias {
+                primary,
+                additional,
+                ..
+            }) => Ok(Some(additional.map_or(timeout(&primary), |(extra, _)| {
+                timeout(&primary).max(timeout(&extra))
+            }))),
+            Err(
+                ApiError::FunctionNotFound(_)
+                | ApiError::Version(
+                    VersionError::VersionNotFound { .. }
+                    | VersionError::AliasNotFound { .. }
+                    | VersionError::BadQualifier { .. },
+                ),
+            ) => Ok(None),
+            Err(e) => Err(e.to_string()),
         }
-        let owned = name.to_string();
-        self.shared
-            .store(move |s| s.get_function(&owned))
-            .await
-            .map(|f| f.as_ref().map(timeout))
-            .map_err(|e| e.to_string())
     }
 
     fn ready(&self) -> bool {
@@ -276,7 +293,7 @@ impl Invoker for WorkerInvoker {
         self.shared.registry.finish(&placement, result.is_ok());
         match result {
             Ok(response) => {
-                store_log(&self.shared, &spec.name, request_id, &response.logs).await;
+                store_log(&self.shared, &spec.name, request_id, &response).await;
                 if response.function_error.is_empty() {
                     Outcome::Success {
                         payload: response.payload,
@@ -343,7 +360,8 @@ async fn call_worker(
         request_id: request_id.to_string(),
         function: Some(config.into()),
         payload,
-        deadline_ms: now_ms() + timeout.as_millis() as u64,
+        // When this call stops waiting: the worker refuses or stops the work past it.
+        deadline_ms: now_ms() + call_timeout.as_millis() as u64,
         client_context,
         trace_id: new_trace_id(),
         invoked_function_arn: invoked_arn.to_string(),
@@ -382,16 +400,35 @@ async fn call_worker(
 
 /// Appends one log event per line. A failure here is logged, not returned: the invocation itself
 /// succeeded and its result must reach the caller.
-pub(crate) async fn store_log(shared: &Shared, name: &str, request_id: &str, log: &str) {
-    let timestamp_ms = now_ms();
-    let events: Vec<NewLogEvent> = log
-        .lines()
-        .map(|line| NewLogEvent {
-            timestamp_ms,
+/// The invocation's log as log events, each stamped with when the worker says its line was
+/// written, or with now when the worker sent no times (or not one per line).
+pub(crate) fn log_events(
+    request_id: &str,
+    log: &str,
+    line_times_ms: &[u64],
+    now_ms: u64,
+) -> Vec<NewLogEvent> {
+    let lines: Vec<&str> = log.lines().collect();
+    let timed = line_times_ms.len() == lines.len();
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| NewLogEvent {
+            timestamp_ms: if timed { line_times_ms[i] } else { now_ms },
             request_id: request_id.to_string(),
             message: line.to_string(),
         })
-        .collect();
+        .collect()
+}
+
+pub(crate) async fn store_log(
+    shared: &Shared,
+    name: &str,
+    request_id: &str,
+    response: &v1::WorkerInvokeResponse,
+) {
+    let log = response.logs.as_str();
+    let events = log_events(request_id, log, &response.log_line_times_ms, now_ms());
     if events.is_empty() {
         return;
     }
@@ -419,6 +456,21 @@ mod tests {
         // "é" is two bytes: a cut through it moves forward.
         assert_eq!(log_tail("aé", 1), "");
         assert_eq!(log_tail("aéb", 3), "éb");
+    }
+
+    #[test]
+    fn log_lines_keep_the_times_the_worker_gives() {
+        let events = log_events("r", "START\nhello\nEND\n", &[10, 20, 30], 99);
+        let got: Vec<(u64, &str)> = events
+            .iter()
+            .map(|e| (e.timestamp_ms, e.message.as_str()))
+            .collect();
+        assert_eq!(got, [(10, "START"), (20, "hello"), (30, "END")]);
+        // No times (an older worker) or not one per line: stamped now.
+        for times in [&[][..], &[1, 2][..]] {
+            let events = log_events("r", "a\nb\nc", times, 99);
+            assert!(events.iter().all(|e| e.timestamp_ms == 99), "{times:?}");
+        }
     }
 
     #[test]

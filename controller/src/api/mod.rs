@@ -123,7 +123,9 @@ impl From<ApiError> for Status {
             )
             | ApiError::Store(StoreError::LayerVersionNotFound(_)) => Code::NotFound,
             ApiError::Layer(layers::LayerError::TooLarge { .. }) => Code::InvalidArgument,
-            ApiError::Store(StoreError::BlobMissing(_)) => Code::FailedPrecondition,
+            ApiError::Store(StoreError::BlobMissing(_) | StoreError::VpcTargetGone { .. }) => {
+                Code::FailedPrecondition
+            }
             ApiError::Store(_) | ApiError::Internal(_) | ApiError::Queue(_) => {
                 tracing::error!(error = %message, "internal error");
                 Code::Internal

@@ -69,7 +69,8 @@ pub(crate) async fn invoke_with_response_stream(
         } else {
             r.payload
         },
-        deadline_ms: now_ms() + timeout.as_millis() as u64,
+        // When this call stops waiting: the worker refuses or stops the work past it.
+        deadline_ms: now_ms() + (timeout + COLD_START_HEADROOM).as_millis() as u64,
         client_context: r.client_context,
         trace_id: new_trace_id(),
         invoked_function_arn: resolved.invoked_arn.clone(),
@@ -156,7 +157,7 @@ pub(crate) async fn invoke_with_response_stream(
         shared.registry.finish(&placement, ended.is_ok());
         let last = match ended {
             Ok(done) => {
-                store_log(&shared, &config.spec.name, &request_id, &done.logs).await;
+                store_log(&shared, &config.spec.name, &request_id, &done).await;
                 Ok(complete(
                     done,
                     request_id,

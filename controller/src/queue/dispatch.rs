@@ -54,8 +54,13 @@ pub enum Outcome {
 /// Runs deliveries: the controller's implementation places them on workers.
 #[tonic::async_trait]
 pub trait Invoker: Send + Sync + 'static {
-    /// The function's timeout, `None` when it does not exist.
-    async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String>;
+    /// The timeout of the version `name:qualifier` runs ("" = `$LATEST`; an alias: the longer of
+    /// its versions'), `None` when the function, version or alias does not exist.
+    async fn function_timeout(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<Option<Duration>, String>;
     /// `false` when no worker could take a delivery now: events back off without a lease.
     fn ready(&self) -> bool {
         true
@@ -258,10 +263,20 @@ pub(super) async fn deliver(
     let expires_at =
         inv.enqueued_ms + policy::max_age(cfg.max_event_age_s, scale).as_millis() as u64;
     let now = now_ms();
-    let timeout = match invoker.function_timeout(&inv.function_name).await {
+    let timeout = match invoker
+        .function_timeout(&inv.function_name, &inv.qualifier)
+        .await
+    {
         Ok(Some(t)) => t,
         Ok(None) => {
-            inv.last_error = format!("function `{}` not found", inv.function_name);
+            inv.last_error = if inv.qualifier.is_empty() {
+                format!("function `{}` not found", inv.function_name)
+            } else {
+                format!(
+                    "function `{}:{}` not found",
+                    inv.function_name, inv.qualifier
+                )
+            };
             return finish(
                 store,
                 invoker,
@@ -496,7 +511,7 @@ async fn finish_with(
     if let Some(dest) = dest {
         let exists = match &dest {
             Destination::Function(name) => {
-                matches!(invoker.function_timeout(name).await, Ok(Some(_)))
+                matches!(invoker.function_timeout(name, "").await, Ok(Some(_)))
             }
             Destination::Dlq(_) => true,
         };

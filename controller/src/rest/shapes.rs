@@ -115,9 +115,10 @@ impl From<ApiError> for RestError {
                 "RequestTooLargeException",
                 message,
             ),
-            ApiError::Code(_) | ApiError::Validation(_) | ApiError::BadRequest(_) => {
-                RestError::invalid(message)
-            }
+            ApiError::Code(_)
+            | ApiError::Validation(_)
+            | ApiError::BadRequest(_)
+            | ApiError::Store(StoreError::VpcTargetGone { .. }) => RestError::invalid(message),
             ApiError::Concurrency(ConcurrencyError::Throttled { reason, .. }) => RestError {
                 reason: Some(reason.as_str()),
                 ..RestError::new(

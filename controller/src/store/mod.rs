@@ -87,6 +87,12 @@ pub enum StoreError {
     BlobMissing(String),
     #[error("the background log writer failed: {0}")]
     LogWriter(String),
+    #[error("{kind} `{id}` named in the VPC configuration of function `{function}` does not exist (deleted meanwhile?)")]
+    VpcTargetGone {
+        function: String,
+        kind: &'static str,
+        id: String,
+    },
     #[error("layer version {0} not found")]
     LayerVersionNotFound(String),
     #[error("version {version} of function `{name}` is used by alias `{alias}`; update or delete the alias first")]

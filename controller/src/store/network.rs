@@ -5,7 +5,6 @@
 //! resource before it is deleted) before its synced batch.
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Mutex;
 
 use lamina_proto::network::{
     Direction, Ipv4Cidr, Lease, NetnsAttachment, RuleTarget, SecurityGroup, SgRule, Subnet, Vpc,
@@ -21,9 +20,6 @@ use super::{Store, StoreError, VersionStore};
 pub(super) const CF_NETWORK: &str = "network";
 /// First VXLAN network identifier handed out (the counter lives at `meta/vni`).
 const FIRST_VNI: u32 = 1000;
-
-/// Serialises network writers (and keeps the in-use checks true until the write lands).
-static WRITERS: Mutex<()> = Mutex::new(());
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -135,6 +131,42 @@ fn lease_key(subnet: &str, addr: Ipv4Addr) -> Vec<u8> {
 }
 
 impl RocksStore {
+    /// Called by function writers under the function writers' lock: every subnet and security
+    /// group `config` attaches to still exists. Subnet and group deletes check their users under
+    /// the same lock, so a function write and a delete cannot interleave into a function that names
+    /// a deleted subnet (the API's earlier check is not enough on its own).
+    pub(super) fn check_vpc_targets(
+        &self,
+        config: &lamina_proto::domain::FunctionConfig,
+    ) -> Result<(), StoreError> {
+        let Some(vpc) = &config.spec.vpc_config else {
+            return Ok(());
+        };
+        let named = vpc
+            .subnet_ids
+            .iter()
+            .map(|id| ("subnet", "subnet", id))
+            .chain(
+                vpc.security_group_ids
+                    .iter()
+                    .map(|id| ("security group", "sg", id)),
+            );
+        for (kind, prefix, id) in named {
+            let found = self
+                .db
+                .get_pinned_cf(self.net_cf()?, key(prefix, id))
+                .map_err(self.rocks("read network state"))?;
+            if found.is_none() {
+                return Err(StoreError::VpcTargetGone {
+                    function: config.spec.name.clone(),
+                    kind,
+                    id: id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn net_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
         self.cf(CF_NETWORK)
     }
@@ -253,7 +285,7 @@ impl NetworkStore for RocksStore {
         description: &str,
         now_ms: u64,
     ) -> Result<Vpc, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let vni: u32 = self.net_get(b"meta/vni")?.unwrap_or(FIRST_VNI);
         let vpc = Vpc {
             id: new_id("vpc"),
@@ -278,7 +310,7 @@ impl NetworkStore for RocksStore {
     }
 
     fn delete_vpc(&self, id: &str) -> Result<(), NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         self.get_vpc(id)?;
         if let Some(s) = self.list_subnets(Some(id))?.first() {
             return Err(in_use(
@@ -307,7 +339,7 @@ impl NetworkStore for RocksStore {
         cidr: Ipv4Cidr,
         now_ms: u64,
     ) -> Result<Subnet, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let vpc = self.get_vpc(vpc_id)?;
         if !vpc.cidr.contains_cidr(cidr) {
             return Err(NetworkError::Invalid(format!(
@@ -350,7 +382,11 @@ impl NetworkStore for RocksStore {
     }
 
     fn delete_subnet(&self, id: &str) -> Result<(), NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
+        // Function writers check the subnets and groups they name under this lock
+        // (`check_vpc_targets`): no function can start using this one between the check below
+        // and the delete.
+        let _functions = lock(&self.blob_refs);
         self.get_subnet(id)?;
         let fix =
             "detach it first (fnctl update-config NAME --subnets '' / fnctl vpc detach-netns)";
@@ -389,7 +425,7 @@ impl NetworkStore for RocksStore {
         description: &str,
         now_ms: u64,
     ) -> Result<SecurityGroup, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         self.get_vpc(vpc_id)?;
         if let Some(g) = self
             .list_groups(Some(vpc_id))?
@@ -430,7 +466,11 @@ impl NetworkStore for RocksStore {
     }
 
     fn delete_group(&self, id: &str) -> Result<(), NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
+        // Function writers check the subnets and groups they name under this lock
+        // (`check_vpc_targets`): no function can start using this one between the check below
+        // and the delete.
+        let _functions = lock(&self.blob_refs);
         self.get_group(id)?;
         let fix = "remove it from their configuration first";
         if let Some((user, _)) = self
@@ -485,7 +525,7 @@ impl NetworkStore for RocksStore {
         rule: SgRule,
         authorize: bool,
     ) -> Result<SecurityGroup, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let mut g = self.get_group(id)?;
         if let (true, RuleTarget::Group(other)) = (authorize, &rule.target) {
             let o = self.get_group(other)?;
@@ -548,7 +588,7 @@ impl NetworkStore for RocksStore {
             subnet_ids: vec![subnet_id.to_string()],
             security_group_ids: groups.to_vec(),
         })?;
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         if let Some(a) = self
             .list_attachments()?
             .into_iter()
@@ -593,7 +633,7 @@ impl NetworkStore for RocksStore {
     }
 
     fn detach_netns(&self, id: &str) -> Result<(), NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let a: NetnsAttachment = self.must("netns attachment", id)?;
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.net_cf()?, key("eni", id));
@@ -608,7 +648,7 @@ impl NetworkStore for RocksStore {
         groups: &[String],
         count: usize,
     ) -> Result<Vec<Ipv4Addr>, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let addrs = self.lease_locked(worker_id, subnet_id, groups, count, POOL_OWNER)?;
         let mut batch = WriteBatch::default();
         for a in &addrs {
@@ -633,7 +673,7 @@ impl NetworkStore for RocksStore {
         worker_id: &str,
         addresses: &[Ipv4Addr],
     ) -> Result<usize, NetworkError> {
-        let _w = lock(&WRITERS);
+        let _w = lock(&self.network_writers);
         let mut batch = WriteBatch::default();
         let mut n = 0;
         for l in self.list_leases()? {

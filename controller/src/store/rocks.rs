@@ -20,6 +20,9 @@ pub struct RocksStore {
     path: PathBuf,
     /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
     pub(super) blob_refs: Mutex<HashMap<String, usize>>,
+    /// Serialises network writers (and keeps their in-use checks true until the write lands);
+    /// taken before `blob_refs` when both are held.
+    pub(super) network_writers: Mutex<()>,
     /// Decoded function records, versions and aliases (`cache.rs`): every writer of those
     /// invalidates the function it wrote, under `blob_refs`.
     pub(super) cache: ConfigCache,
@@ -76,6 +79,7 @@ impl RocksStore {
             db,
             path: dir.to_path_buf(),
             blob_refs: Mutex::new(HashMap::new()),
+            network_writers: Mutex::new(()),
             cache: ConfigCache::default(),
             log_writer: LogWriter::start(Arc::clone(&logs))?,
             logs,
@@ -320,6 +324,7 @@ impl Store for RocksStore {
     fn create_function(&self, config: &FunctionConfig, code: &[u8]) -> Result<(), StoreError> {
         let mut refs = lock(&self.blob_refs);
         let name = &config.spec.name;
+        self.check_vpc_targets(config)?;
         if self.get_function(name)?.is_some() {
             return Err(StoreError::FunctionExists(name.clone()));
         }
@@ -349,6 +354,7 @@ impl Store for RocksStore {
     ) -> Result<(), StoreError> {
         let mut refs = lock(&self.blob_refs);
         let name = &config.spec.name;
+        self.check_vpc_targets(config)?;
         let current = self
             .get_function(name)?
             .ok_or_else(|| StoreError::FunctionNotFound(name.clone()))?;

@@ -271,3 +271,62 @@ fn reads_after_a_write_see_it_while_other_readers_race() {
     assert!(store.function_in_memory("f").is_none());
     assert!(store.version_in_memory("f", 1).is_none());
 }
+
+/// A function write and a subnet delete cannot interleave into a function attached to a subnet
+/// that no longer exists: the store itself checks the subnets and groups a function names, under
+/// the lock the subnet delete checks its users under (the API's own check runs before it).
+#[test]
+fn a_function_never_ends_up_on_a_deleted_subnet() {
+    use lamina_proto::network::VpcConfig;
+
+    use crate::store::network::NetworkStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(RocksStore::open(dir.path(), 100).unwrap());
+    let vpc = s.create_vpc("10.9.0.0/16".parse().unwrap(), "", 1).unwrap();
+    let group = s.create_group(&vpc.id, "g", "", 1).unwrap();
+    let attached = |name: &str, subnet: &str| {
+        let mut c = config(name, b"code", "r1");
+        c.spec.vpc_config = Some(VpcConfig {
+            subnet_ids: vec![subnet.to_string()],
+            security_group_ids: vec![group.id.clone()],
+        });
+        c
+    };
+    let err = s
+        .create_function(&attached("gone", "subnet-deadbeef"), b"code")
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::VpcTargetGone { kind: "subnet", id, .. } if id == "subnet-deadbeef"),
+        "{err}"
+    );
+    for round in 0..40 {
+        let subnet = s
+            .create_subnet(&vpc.id, "10.9.1.0/24".parse().unwrap(), 1)
+            .unwrap();
+        let name = format!("f{round}");
+        let (writer, deleter) = (std::sync::Arc::clone(&s), std::sync::Arc::clone(&s));
+        let (fname, fsubnet, dsubnet) = (name.clone(), subnet.id.clone(), subnet.id.clone());
+        let config = attached(&fname, &fsubnet);
+        let write = std::thread::spawn(move || writer.create_function(&config, b"code"));
+        let delete = std::thread::spawn(move || deleter.delete_subnet(&dsubnet));
+        let (written, deleted) = (write.join().unwrap(), delete.join().unwrap());
+        assert!(
+            written.is_err() || deleted.is_err(),
+            "round {round}: both the write and the delete went through"
+        );
+        let function = s.get_function(&name).unwrap();
+        let subnet_left = s.get_subnet(&subnet.id).is_ok();
+        assert!(
+            function.is_none() || subnet_left,
+            "round {round}: function `{name}` names deleted subnet {}",
+            subnet.id
+        );
+        if function.is_some() {
+            s.delete_function(&name).unwrap();
+        }
+        if subnet_left {
+            s.delete_subnet(&subnet.id).unwrap();
+        }
+    }
+}

@@ -21,6 +21,11 @@ pub struct Running {
 }
 
 pub async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+/// [`start`] with the test's changes to the configuration.
+pub async fn start_with(change: impl FnOnce(&mut ControllerConfig)) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ControllerConfig::new(dir.path().join("data"));
     config.worker_timeout = Duration::from_millis(1500);
@@ -28,6 +33,7 @@ pub async fn start() -> Running {
     // These tests drive the services themselves with unsigned clients; authentication is tested
     // end to end (tests/tests/auth_*.rs) and in the auth modules' unit tests.
     config.auth = false;
+    change(&mut config);
     let controller = Controller::open(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -42,7 +42,11 @@ impl ScriptedInvoker {
 
 #[tonic::async_trait]
 impl Invoker for ScriptedInvoker {
-    async fn function_timeout(&self, name: &str) -> Result<Option<Duration>, String> {
+    async fn function_timeout(
+        &self,
+        name: &str,
+        _qualifier: &str,
+    ) -> Result<Option<Duration>, String> {
         Ok(self
             .functions
             .lock()

@@ -1,6 +1,6 @@
 //! `lamina-async-bench`: how many asynchronous events one controller accepts per second when each
 //! 202 waits for a synced RocksDB write (group commit), and the acknowledgement latency. Runs a real
-//! controller on a temporary data directory; run after `cargo build --workspace --bins`:
+//! controller on a temporary data directory; run after `cargo build --workspace --bins --lib`:
 //!
 //!     /var/tmp/lamina-target/debug/lamina-async-bench [--events N] [--clients N] [--connections N]
 //!

@@ -1,4 +1,4 @@
-//! `lamina-bench`: Lamina beside its peers, in one run, as root after `cargo build --workspace --bins`:
+//! `lamina-bench`: Lamina beside its peers, in one run, as root after `cargo build --workspace --bins --lib`:
 //!
 //!     /var/tmp/lamina-target/debug/lamina-bench [--full] [--out docs/BENCHMARKS.md]
 //!

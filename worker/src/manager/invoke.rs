@@ -60,6 +60,17 @@ impl Manager {
             )));
         }
         validate::sync_payload(req.payload.len())?;
+        if let Some(late) = run::caller_deadline(req.deadline_ms)
+            .and_then(|d| std::time::Instant::now().checked_duration_since(d))
+        {
+            return Err(ManagerError::CallerDeadline {
+                request_id: req.request_id.clone(),
+                detail: format!(
+                    "its deadline passed {} ms before the worker took it: not run",
+                    late.as_millis()
+                ),
+            });
+        }
         // Owned once (no copy), shared by the rounds below.
         let payload = bytes::Bytes::from(std::mem::take(&mut req.payload));
         let mut chunks = chunks;

@@ -14,22 +14,65 @@ pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 /// Appended where output was dropped.
 pub const TRUNCATED_MARKER: &str = "... truncated\n";
 
+/// At most this many read times are kept per buffer (one per millisecond that brought output);
+/// later lines take the last one.
+const MAX_READ_TIMES: usize = 4096;
+
+/// What a sandbox wrote, and when: `times` holds, for each read that added bytes in a new
+/// millisecond, the offset of its first byte and the epoch ms it was read (the reader task reads
+/// as the runtime writes, so that is when the line was written, to the millisecond).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    pub times: Vec<(usize, u64)>,
+}
+
+impl Captured {
+    /// The epoch ms of each line of the text (as `str::lines` splits it), `fallback` for output
+    /// read before any time was taken.
+    fn line_times(&self, fallback: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < self.bytes.len() {
+            let i = self.times.partition_point(|(offset, _)| *offset <= start);
+            out.push(if i == 0 {
+                fallback
+            } else {
+                self.times[i - 1].1
+            });
+            match self.bytes[start..].iter().position(|b| *b == b'\n') {
+                Some(p) => start += p + 1,
+                None => break,
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Default)]
 struct Capped {
     data: Vec<u8>,
+    times: Vec<(usize, u64)>,
     truncated: bool,
 }
 
 impl Capped {
-    fn push(&mut self, bytes: &[u8]) {
+    fn push(&mut self, bytes: &[u8], now_ms: u64) {
         let room = MAX_OUTPUT_BYTES.saturating_sub(self.data.len());
         if bytes.len() > room {
             self.truncated = true;
         }
-        self.data.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let kept = &bytes[..bytes.len().min(room)];
+        if !kept.is_empty()
+            && self.times.len() < MAX_READ_TIMES
+            && self.times.last().is_none_or(|(_, t)| *t != now_ms)
+        {
+            self.times.push((self.data.len(), now_ms));
+        }
+        self.data.extend_from_slice(kept);
     }
 
-    fn take(&mut self) -> Vec<u8> {
+    fn take(&mut self) -> Captured {
         let mut out = std::mem::take(&mut self.data);
         if std::mem::take(&mut self.truncated) {
             if !out.is_empty() && !out.ends_with(b"\n") {
@@ -37,8 +80,19 @@ impl Capped {
             }
             out.extend_from_slice(TRUNCATED_MARKER.as_bytes());
         }
-        out
+        Captured {
+            bytes: out,
+            times: std::mem::take(&mut self.times),
+        }
     }
+}
+
+/// Now, in epoch milliseconds.
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +124,7 @@ impl SandboxOutput {
     /// non-blocking fd, which sees data even before the reactor has noticed it (what a drain needs).
     fn read_available(&self, bufs: &mut Bufs, init_done: bool, via_reactor: bool) -> bool {
         let mut chunk = [0u8; 16 * 1024];
+        let now = epoch_ms();
         loop {
             let res = if via_reactor {
                 self.pipe.try_read(&mut chunk)
@@ -78,8 +133,8 @@ impl SandboxOutput {
             };
             match res {
                 Ok(0) => return false,
-                Ok(n) if init_done => bufs.invocation.push(&chunk[..n]),
-                Ok(n) => bufs.init.push(&chunk[..n]),
+                Ok(n) if init_done => bufs.invocation.push(&chunk[..n], now),
+                Ok(n) => bufs.init.push(&chunk[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -93,7 +148,7 @@ impl SandboxOutput {
 
     /// Reads what the pipe holds now, then takes the init output (empty after the first call) and the
     /// current invocation's output.
-    pub fn drain(&self, init_done: bool) -> (Vec<u8>, Vec<u8>) {
+    pub fn drain(&self, init_done: bool) -> (Captured, Captured) {
         let mut bufs = self.lock();
         self.read_available(&mut bufs, init_done, false);
         let init = bufs.init.take();
@@ -157,6 +212,39 @@ fn push_output(log: &mut String, bytes: &[u8]) {
 
 /// `init output` + `START` + `output` + `extra` lines + `END` + `REPORT`.
 pub fn format_log(init_output: &[u8], output: &[u8], extra: &[String], r: &Report) -> String {
+    let now = epoch_ms();
+    let captured = |bytes: &[u8]| Captured {
+        bytes: bytes.to_vec(),
+        times: Vec::new(),
+    };
+    let (log, _) = format_log_timed(
+        &captured(init_output),
+        &captured(output),
+        extra,
+        r,
+        (now, now),
+    );
+    log
+}
+
+/// [`format_log`] with the epoch ms of each of its lines: output lines when they were written,
+/// `START` at `start_ms` (when the invocation started), the rest at `end_ms`.
+pub fn format_log_timed(
+    init_output: &Captured,
+    output: &Captured,
+    extra: &[String],
+    r: &Report,
+    (start_ms, end_ms): (u64, u64),
+) -> (String, Vec<u64>) {
+    let mut times = init_output.line_times(start_ms);
+    times.push(start_ms);
+    times.extend(output.line_times(start_ms));
+    times.extend(std::iter::repeat_n(end_ms, extra.len() + 2));
+    let log = format_text(&init_output.bytes, &output.bytes, extra, r);
+    (log, times)
+}
+
+fn format_text(init_output: &[u8], output: &[u8], extra: &[String], r: &Report) -> String {
     let id = &r.request_id;
     let mut log = String::new();
     push_output(&mut log, init_output);
@@ -234,14 +322,14 @@ mod tests {
     #[test]
     fn capped_buffer_marks_truncation() {
         let mut c = Capped::default();
-        c.push(b"abc");
-        assert_eq!(c.take(), b"abc");
-        c.push(&vec![b'x'; MAX_OUTPUT_BYTES - 1]);
-        c.push(b"yz");
-        let out = c.take();
+        c.push(b"abc", 1);
+        assert_eq!(c.take().bytes, b"abc");
+        c.push(&vec![b'x'; MAX_OUTPUT_BYTES - 1], 2);
+        c.push(b"yz", 3);
+        let out = c.take().bytes;
         assert_eq!(out.len(), MAX_OUTPUT_BYTES + 1 + TRUNCATED_MARKER.len());
         assert!(out.ends_with(b"y\n... truncated\n"));
-        assert!(c.take().is_empty(), "the next invocation starts empty");
+        assert!(c.take().bytes.is_empty(), "the next invocation starts empty");
     }
 
     #[tokio::test]
@@ -252,19 +340,19 @@ mod tests {
         tx.write_all(b"during init\n").await.unwrap();
         let (init, inv) = out.drain(false);
         assert_eq!(
-            (init.as_slice(), inv.as_slice()),
+            (init.bytes.as_slice(), inv.bytes.as_slice()),
             (&b"during init\n"[..], &b""[..])
         );
         tx.write_all(b"handler says hi\n").await.unwrap();
         let (init, inv) = out.drain(true);
         assert_eq!(
-            (init.as_slice(), inv.as_slice()),
+            (init.bytes.as_slice(), inv.bytes.as_slice()),
             (&b""[..], &b"handler says hi\n"[..])
         );
         tx.write_all(b"between invocations\n").await.unwrap();
-        assert_eq!(out.drain(true).1, b"between invocations\n");
+        assert_eq!(out.drain(true).1.bytes, b"between invocations\n");
         drop(tx);
-        assert_eq!(out.drain(true), (Vec::new(), Vec::new()));
+        assert_eq!(out.drain(true), (Captured::default(), Captured::default()));
     }
 
     #[tokio::test]
@@ -283,8 +371,49 @@ mod tests {
             .expect("the reader task drains the pipe")
             .unwrap();
         let (init, _) = out.drain(false);
+        let init = init.bytes;
         assert_eq!(init.len(), MAX_OUTPUT_BYTES + 1 + TRUNCATED_MARKER.len());
         assert!(init.ends_with(TRUNCATED_MARKER.as_bytes()));
         stop.cancel();
+    }
+
+    /// Each log line carries when it was written: output lines the time their bytes were read,
+    /// `START` the invocation's start, `END`/`REPORT` and extra lines its end; one time per line
+    /// of the text, as the controller splits it.
+    #[test]
+    fn every_log_line_has_the_time_it_was_written() {
+        let mut init = Capped::default();
+        init.push(b"loading\n", 1_000);
+        let mut inv = Capped::default();
+        inv.push(b"first\nsecond ", 2_000);
+        inv.push(b"half\n\nthird", 2_000);
+        inv.push(b" later\n", 2_500);
+        inv.push(b"last", 3_000);
+        let extra = vec!["an error".to_string()];
+        let (log, times) = format_log_timed(
+            &init.take(),
+            &inv.take(),
+            &extra,
+            &report(Some(1.0)),
+            (1_500, 4_000),
+        );
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), times.len(), "{log}");
+        let timed: Vec<(&str, u64)> = lines.iter().copied().zip(times).collect();
+        assert_eq!(
+            &timed[..7],
+            &[
+                ("loading", 1_000),
+                ("START RequestId: req-1 Version: $LATEST", 1_500),
+                ("first", 2_000),
+                ("second half", 2_000),
+                ("", 2_000),
+                ("third later", 2_000),
+                ("last", 3_000),
+            ]
+        );
+        assert_eq!(timed[7], ("an error", 4_000));
+        assert_eq!(timed[8], ("END RequestId: req-1", 4_000));
+        assert!(timed[9].0.starts_with("REPORT") && timed[9].1 == 4_000);
     }
 }

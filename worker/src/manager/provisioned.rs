@@ -300,7 +300,7 @@ impl Manager {
                 let output = warm
                     .output
                     .as_ref()
-                    .map(|o| o.drain(false).0)
+                    .map(|o| o.drain(false).0.bytes)
                     .unwrap_or_default();
                 break format!(
                     "the runtime exited during init ({exit}): {}",

@@ -8,7 +8,7 @@ use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::logs::{billed_ms, bytes_to_mb, format_log, Report};
+use super::logs::{billed_ms, bytes_to_mb, format_log, format_log_timed, Captured, Report};
 use super::{ManagerError, Warm};
 use crate::runtime_api::{
     Invocation, InvocationOutcome, ResponseStream, StreamEvent, MAX_RESPONSE_BYTES,
@@ -48,6 +48,8 @@ enum Ended {
     /// A warm sandbox's runtime exited before it took the event with `GET next`.
     ExitedBeforeTaking,
     Timeout,
+    /// The caller's deadline (`WorkerInvokeRequest.deadline_ms`) passed: nobody waits for the answer.
+    CallerGone,
     Shutdown,
 }
 
@@ -86,6 +88,16 @@ async fn next_event(stream: &mut Option<ResponseStream>) -> Option<StreamEvent> 
         Some(s) => s.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// When the caller stops waiting, from `deadline_ms` (epoch ms, 0 = no deadline) on this host's clock.
+pub(super) fn caller_deadline(deadline_ms: u64) -> Option<Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let now = epoch_ms();
+    let left = Duration::from_millis(deadline_ms.saturating_sub(now));
+    Some(Instant::now() + left)
 }
 
 fn epoch_ms() -> u64 {
@@ -188,6 +200,7 @@ pub(super) fn entrypoint_error(
         max_memory_used_mb: 0,
         sandbox_id: String::new(),
         cold_start: true,
+        log_line_times_ms: Vec::new(),
     }
 }
 
@@ -210,6 +223,8 @@ pub(super) async fn run(
     let timeout_s = config.spec.timeout_s;
     let timeout = Duration::from_secs(u64::from(timeout_s));
     let dispatch = Instant::now();
+    let dispatch_ms = epoch_ms();
+    let caller = caller_deadline(req.deadline_ms);
     let inv = Invocation {
         request_id: id.to_string(),
         payload,
@@ -243,6 +258,7 @@ pub(super) async fn run(
                 Some(_) => deadline,
                 None => deadline.min(Instant::now() + INIT_POLL),
             };
+            let wake = caller.map_or(wake, |c| wake.min(c));
             tokio::select! {
                 biased;
                 outcome = &mut invoke, if stream.is_none() => match outcome {
@@ -273,8 +289,12 @@ pub(super) async fn run(
                 }
                 () = shutdown.cancelled() => break Ended::Shutdown,
                 () = tokio::time::sleep_until(wake.into()) => {
-                    if Instant::now() >= deadline {
+                    let now = Instant::now();
+                    if now >= deadline {
                         break Ended::Timeout;
+                    }
+                    if caller.is_some_and(|c| now >= c) {
+                        break Ended::CallerGone;
                     }
                 }
             }
@@ -287,8 +307,20 @@ pub(super) async fn run(
             Disposition::Stale(warm, collector.sink),
         );
     }
-    if matches!(ended, Ended::Timeout | Ended::Shutdown) {
+    if matches!(ended, Ended::Timeout | Ended::Shutdown | Ended::CallerGone) {
         warm.sandbox.kill();
+    }
+    if matches!(ended, Ended::CallerGone) {
+        // The caller (the controller's call, or an async delivery's lease) gave up: the work is
+        // stopped rather than finished for nobody (or run twice once a lease is handed on).
+        let detail = "its deadline passed while the function ran: stopped".to_string();
+        return (
+            Err(ManagerError::CallerDeadline {
+                request_id: id.to_string(),
+                detail,
+            }),
+            Disposition::Destroy(warm),
+        );
     }
     if matches!(ended, Ended::Shutdown) {
         return (Err(ManagerError::ShuttingDown), Disposition::Destroy(warm));
@@ -296,7 +328,7 @@ pub(super) async fn run(
     let init_done = warm.api.init_done_at();
     let (init_output, output) = match &warm.output {
         Some(out) => out.drain(init_done.is_some()),
-        None => (Vec::new(), Vec::new()),
+        None => (Captured::default(), Captured::default()),
     };
     let peak = warm.sandbox.memory_peak_bytes();
     let mut extra = Vec::new();
@@ -330,7 +362,7 @@ pub(super) async fn run(
             extra.push(error_type.to_string());
             ("Unhandled", payload, false)
         }
-        Ended::Timeout | Ended::Shutdown | Ended::ExitedBeforeTaking => {
+        Ended::Timeout | Ended::Shutdown | Ended::ExitedBeforeTaking | Ended::CallerGone => {
             let message = timeout_message(id, timeout_s);
             let payload = error_json("Sandbox.Timedout", &message);
             extra.push(message);
@@ -363,10 +395,20 @@ pub(super) async fn run(
         max_memory_used_mb: bytes_to_mb(peak),
         init_duration_ms,
     };
+    let start_ms =
+        dispatch_ms + invoke_start.saturating_duration_since(dispatch).as_millis() as u64;
+    let (logs, log_line_times_ms) = format_log_timed(
+        &init_output,
+        &output,
+        &extra,
+        &report,
+        (start_ms, epoch_ms()),
+    );
     let resp = WorkerInvokeResponse {
         function_error: function_error.to_string(),
         payload: Vec::from(payload),
-        logs: format_log(&init_output, &output, &extra, &report),
+        logs,
+        log_line_times_ms,
         duration_ms,
         billed_duration_ms: billed_ms(duration_ms),
         init_duration_ms: init_duration_ms.unwrap_or(0.0),

@@ -35,6 +35,19 @@ pub const ZYGOTE_SCRIPT: &str = "zygote.py";
 pub const ZYGOTE_LIBRARY: &str = "liblamina_worker.so";
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The build id (`worker/build_id.rs`) as it appears in the binary and in the cdylib: the library
+/// the zygote loads must carry this exact marker, i.e. come from the same build as this binary.
+pub const BUILD_MARKER: &str = concat!(
+    "lamina-worker-build-id:",
+    env!("LAMINA_WORKER_BUILD_ID"),
+    ";"
+);
+
+/// Exported, so that the cdylib keeps the marker in its read-only data.
+#[no_mangle]
+#[used]
+pub static LAMINA_WORKER_BUILD_MARKER: &str = BUILD_MARKER;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ZygoteError {
     #[error("python zygote: {what}: {source}")]
@@ -289,6 +302,7 @@ fn launch(
 fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
     let io = |what: String| move |source: std::io::Error| ZygoteError::Io { what, source };
     let bytes = std::fs::read(library).map_err(io(format!("read {}", library.display())))?;
+    check_library_build(library, &bytes)?;
     let name = std::ffi::CString::new(ZYGOTE_LIBRARY).expect("no NUL in the library name");
     // SAFETY: memfd_create reads a valid NUL-terminated name; the returned fd is ours alone.
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -300,6 +314,21 @@ fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
     let mut file = std::fs::File::from(owned);
     std::io::Write::write_all(&mut file, &bytes).map_err(io("write the library memfd".into()))?;
     Ok(OwnedFd::from(file))
+}
+
+/// Refuses a library that is not from this binary's build (a stale `liblamina_worker.so` left in
+/// the target directory by an older commit, or one built from other sources).
+fn check_library_build(library: &Path, bytes: &[u8]) -> Result<(), ZygoteError> {
+    let marker = BUILD_MARKER.as_bytes();
+    if bytes.windows(marker.len()).any(|w| w == marker) {
+        return Ok(());
+    }
+    Err(ZygoteError::Protocol(format!(
+        "{} is not from this lamina-worker's build (build id {}): rebuild both with \
+         `cargo build --workspace --bins --lib`",
+        library.display(),
+        env!("LAMINA_WORKER_BUILD_ID")
+    )))
 }
 
 struct KillOnDrop(Option<std::process::Child>);
@@ -383,5 +412,61 @@ fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
             }
             _ => tracing::warn!(message = %text, "python zygote: unexpected message"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A library whose marker names another build (what a stale target directory holds) is refused
+    /// before any zygote starts, with the command that fixes it; one with this build's marker loads.
+    #[test]
+    fn a_library_from_another_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(ZYGOTE_SCRIPT), "raise SystemExit(1)\n").unwrap();
+        let stale = dir.path().join(ZYGOTE_LIBRARY);
+        std::fs::write(
+            &stale,
+            b"\x7fELF...lamina-worker-build-id:0123456789abcdef00000001;...",
+        )
+        .unwrap();
+        let err = match Zygote::start(Path::new("/bin/false"), dir.path(), &stale) {
+            Ok(_) => panic!("a stale library was loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("is not from this lamina-worker's build"),
+            "{err}"
+        );
+        assert!(
+            err.contains("cargo build --workspace --bins --lib"),
+            "{err}"
+        );
+
+        let mut current = b"\x7fELF...".to_vec();
+        current.extend_from_slice(BUILD_MARKER.as_bytes());
+        assert!(check_library_build(&stale, &current).is_ok());
+        assert!(check_library_build(&stale, b"\x7fELF no marker at all").is_err());
+    }
+
+    /// The library the README's build command produces next to the binary carries this build's
+    /// marker (run after `cargo build --workspace --bins --lib`, as deploy/test.sh does).
+    #[test]
+    fn the_built_library_matches_this_build() {
+        let exe = std::env::current_exe().unwrap();
+        // target/debug/deps/lamina_worker-HASH -> target/debug/liblamina_worker.so
+        let library = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join(ZYGOTE_LIBRARY))
+            .unwrap();
+        let bytes = std::fs::read(&library).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: build it with `cargo build --workspace --bins --lib`",
+                library.display()
+            )
+        });
+        check_library_build(&library, &bytes).unwrap();
     }
 }

@@ -132,7 +132,7 @@ async fn worker_warm_series(
 fn native_noop_zip() -> Result<Vec<u8>> {
     use std::io::Write;
     let binary = std::fs::read(bin("lamina-noop-runtime")).map_err(|e| {
-        anyhow::anyhow!("lamina-noop-runtime (cargo build --workspace --bins): {e}")
+        anyhow::anyhow!("lamina-noop-runtime (cargo build --workspace --bins --lib): {e}")
     })?;
     let mut buf = std::io::Cursor::new(Vec::new());
     let mut zw = zip::ZipWriter::new(&mut buf);

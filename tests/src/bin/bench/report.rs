@@ -68,7 +68,7 @@ impl Report {
         let mut s = String::from(
             "# Lamina — benchmarks\n\nWritten by `lamina-bench` (`tests/src/bin/lamina-bench.rs`); do not edit by hand, run\n\
              `/var/tmp/lamina-target/debug/lamina-bench` (quick) or `... --full` as root after\n\
-             `cargo build --workspace --bins`. Peers run the same handler in the same run; compare ratios,\n\
+             `cargo build --workspace --bins --lib`. Peers run the same handler in the same run; compare ratios,\n\
              absolute times drift on shared machines.\n\n",
         );
         s.push_str(&format!("- machine: {machine}\n- mode: {mode}\n\n"));
