@@ -671,6 +671,8 @@ pub fn assert_probe_confined(v: &serde_json::Value) {
         "pid1_mem",
         "pid1_environ",
         "pid1_root",
+        "pid1_cwd",
+        "pid1_fd",
     ] {
         assert_eq!(v[what], "EACCES", "{what}: {v}");
     }
