@@ -135,6 +135,8 @@ def handler(event, context):
     # Python: Lambda's sys.path order, and nothing of the host's installed packages.
     import sys
     r["sys_path"] = list(sys.path)
+    import builtins
+    r["site_builtins"] = [n for n in ("exit", "quit", "help", "copyright", "credits", "license") if hasattr(builtins, n)]
     host_packages = "/usr/lib/python3/dist-packages"
     r["host_dist_packages"] = sorted(os.listdir(host_packages)) if os.path.isdir(host_packages) else []
     sys.path.append(host_packages)

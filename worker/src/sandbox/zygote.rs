@@ -89,7 +89,7 @@ impl Zygote {
         // The script comes on stdin and is compiled under its in-sandbox name: no host path shows
         // in a sandbox's /proc/1/cmdline or in a traceback.
         // -S: no `site` in the zygote (host root, host mounts), so no host package directory is
-        // on its path and no host `.pth` file runs in it; each sandbox runs `site.main()` inside.
+        // on its path and no host `.pth` file runs in it (zygote.py adds site's builtins).
         cmd.arg("-S")
             .arg("-c")
             .arg("import sys; __file__ = '/var/runtime/zygote.py'; exec(compile(sys.stdin.buffer.read(), __file__, 'exec'))")
