@@ -90,11 +90,12 @@ def handler(event, context):
     r["pid1_exe_read"] = try_open("/proc/1/exe", "rb")
     r["pid1_mem"] = try_open("/proc/1/mem", "rb")
     r["pid1_environ"] = try_open("/proc/1/environ", "rb")
-    try:
-        os.listdir("/proc/1/root/")
-        r["pid1_root"] = "ok"
-    except OSError as e:
-        r["pid1_root"] = errno.errorcode.get(e.errno, str(e.errno))
+    for link in ["root", "cwd", "fd"]:
+        try:
+            os.listdir("/proc/1/%s/" % link)
+            r["pid1_" + link] = "ok"
+        except OSError as e:
+            r["pid1_" + link] = errno.errorcode.get(e.errno, str(e.errno))
     r["pid1_cmdline"] = open("/proc/1/cmdline", "rb").read().decode(errors="replace").split("\0")
     # Sockets: only unix, inet, inet6 and netlink route; no Linux AIO (host-wide resources).
     def sock(family, kind, proto=0):
@@ -134,6 +135,8 @@ def handler(event, context):
     # Python: Lambda's sys.path order, and nothing of the host's installed packages.
     import sys
     r["sys_path"] = list(sys.path)
+    import builtins
+    r["site_builtins"] = [n for n in ("exit", "quit", "help", "copyright", "credits", "license") if hasattr(builtins, n)]
     host_packages = "/usr/lib/python3/dist-packages"
     r["host_dist_packages"] = sorted(os.listdir(host_packages)) if os.path.isdir(host_packages) else []
     sys.path.append(host_packages)

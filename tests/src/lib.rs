@@ -671,6 +671,8 @@ pub fn assert_probe_confined(v: &serde_json::Value) {
         "pid1_mem",
         "pid1_environ",
         "pid1_root",
+        "pid1_cwd",
+        "pid1_fd",
     ] {
         assert_eq!(v[what], "EACCES", "{what}: {v}");
     }
@@ -714,6 +716,12 @@ pub fn assert_probe_confined(v: &serde_json::Value) {
         "{v}"
     );
     assert_eq!(v["host_dist_packages"], serde_json::json!([]), "{v}");
+    // What `site` gives an interpreter, also in a zygote-forked sandbox (the zygote runs -S).
+    assert_eq!(
+        v["site_builtins"],
+        serde_json::json!(["exit", "quit", "help", "copyright", "credits", "license"]),
+        "{v}"
+    );
     assert_eq!(v["import_host_yaml"], "ModuleNotFoundError", "{v}");
     assert_eq!(
         v["modules_from_host_packages"],

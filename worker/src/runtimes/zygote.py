@@ -30,7 +30,7 @@ sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
 import _json  # noqa: E402,F401
 import _socket  # noqa: E402,F401
 import importlib  # noqa: E402
-import site  # noqa: E402  (imported, not run: the zygote has -S; each sandbox runs site.main())
+import site  # noqa: E402  (imported, not run: the zygote has -S; see run())
 import json  # noqa: E402
 import time  # noqa: E402,F401
 
@@ -146,10 +146,13 @@ def run(cfg):
         os.environ[key] = value
     env = os.environ
     sys.argv = list(cfg["argv"][1:]) or [IN_SANDBOX]
-    # What `site` does at an exec'd interpreter's start, here inside the sandbox (the zygote runs
-    # with -S: no host package directory, no host `.pth` file ever ran in it). `runtime.main()`
-    # then puts `sys.path` in Lambda's order.
-    site.main()
+    # The builtins `site` gives an exec'd interpreter (exit, quit, help, copyright, credits,
+    # license): the zygote runs with -S, so that no host package directory was ever on its path and
+    # no host `.pth` file ran in it. Not `site.main()`: its package directories would be dropped by
+    # `runtime.main()` (which puts `sys.path` in Lambda's order) after costing a directory scan.
+    site.setquit()
+    site.setcopyright()
+    site.sethelper()
     sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
     sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")

@@ -102,7 +102,7 @@ impl Zygote {
         // The script comes on stdin and is compiled under its in-sandbox name: no host path shows
         // in a sandbox's /proc/1/cmdline or in a traceback.
         // -S: no `site` in the zygote (host root, host mounts), so no host package directory is
-        // on its path and no host `.pth` file runs in it; each sandbox runs `site.main()` inside.
+        // on its path and no host `.pth` file runs in it (zygote.py adds site's builtins).
         cmd.arg("-S")
             .arg("-c")
             .arg("import sys; __file__ = '/var/runtime/zygote.py'; exec(compile(sys.stdin.buffer.read(), __file__, 'exec'))")
@@ -298,14 +298,17 @@ fn launch(
     }))
 }
 
-/// A sealed-size anonymous copy of `library` (memfd), for the zygote to load.
+/// A sealed anonymous copy of `library` (memfd), for the zygote to load: every sandbox's pid 1 and
+/// runtime map it, so once written it is sealed against writes, growing and shrinking (and further
+/// seal changes). Nothing in a sandbox holds an fd to it, and this keeps it so if one ever did.
 fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
     let io = |what: String| move |source: std::io::Error| ZygoteError::Io { what, source };
     let bytes = std::fs::read(library).map_err(io(format!("read {}", library.display())))?;
     check_library_build(library, &bytes)?;
     let name = std::ffi::CString::new(ZYGOTE_LIBRARY).expect("no NUL in the library name");
     // SAFETY: memfd_create reads a valid NUL-terminated name; the returned fd is ours alone.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(io("memfd_create".into())(std::io::Error::last_os_error()));
     }
@@ -313,6 +316,13 @@ fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut file = std::fs::File::from(owned);
     std::io::Write::write_all(&mut file, &bytes).map_err(io("write the library memfd".into()))?;
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS takes an int argument and no pointer.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+        return Err(io("seal the library memfd".into())(
+            std::io::Error::last_os_error(),
+        ));
+    }
     Ok(OwnedFd::from(file))
 }
 
@@ -468,5 +478,25 @@ mod tests {
             )
         });
         check_library_build(&library, &bytes).unwrap();
+
+    #[test]
+    fn the_library_copy_is_sealed_against_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let lib = dir.path().join("lib.so");
+        // A library of this build carries its marker (`check_library_build`).
+        let content = format!("not really a library {BUILD_MARKER}");
+        std::fs::write(&lib, &content).unwrap();
+        let fd = library_memfd(&lib).unwrap();
+        // SAFETY: F_GET_SEALS takes no argument.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let want = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+        assert_eq!(seals & want, want, "seals {seals:#x}");
+        let mut file = std::fs::File::from(fd);
+        let err = std::io::Write::write_all(&mut file, b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        assert_eq!(
+            std::fs::read(format!("/proc/self/fd/{}", file.as_raw_fd())).unwrap(),
+            content.as_bytes()
+        );
     }
 }
