@@ -1,8 +1,8 @@
 //! Connections of the Runtime API: the accept loop with its cap per sandbox, hyper's header limits,
 //! and the read deadline of a request whose bytes started to arrive ([`Watched`]).
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -264,10 +264,7 @@ impl Shared {
 
     fn complete(&self, seq: u64, outcome: InvocationOutcome) -> Result<(), Reject> {
         let mut st = self.lock();
-        if !st.current.as_ref().is_some_and(|c| c.seq == seq) {
-            return Err(Reject::UnknownId);
-        }
-        let Some(c) = st.current.take() else {
+        let Some(c) = st.current.take_if(|c| c.seq == seq) else {
             return Err(Reject::UnknownId);
         };
         st.remember_answered(c.request_id);

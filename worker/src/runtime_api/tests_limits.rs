@@ -169,7 +169,7 @@ async fn a_second_answer_while_one_is_read_is_refused_without_reading() {
 
 #[tokio::test]
 async fn bodies_in_flight_are_bounded_by_the_sandbox_budget() {
-    let (_api, addr, _t) = start_with(Limits {
+    let (api, addr, _t) = start_with(Limits {
         buffer_budget: 1000,
         ..limits()
     });
@@ -203,6 +203,8 @@ async fn bodies_in_flight_are_bounded_by_the_sandbox_budget() {
         .as_str()
         .unwrap()
         .contains("at most 1000 bytes"));
+    // Every reservation was given back.
+    assert_eq!(api.shared.buffered(), 0);
 }
 
 #[tokio::test]
