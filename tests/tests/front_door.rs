@@ -152,7 +152,7 @@ fn noise(n: usize) -> Vec<u8> {
 #[test]
 fn unauthenticated_uploads_are_refused_before_their_body_is_read() {
     run(async {
-        let cluster = Cluster::start(0)?;
+        let cluster = Cluster::start(1)?;
         let rest = cluster
             .rest_endpoint
             .trim_start_matches("http://")
@@ -200,11 +200,40 @@ fn unauthenticated_uploads_are_refused_before_their_body_is_read() {
         for t in threads {
             t.join().expect("upload thread")?;
         }
-        let peak = peak_rss_kb(cluster.controller.child.id())?;
-        ensure!(
-            peak < PEAK_RSS_BOUND_KB,
-            "the controller's peak RSS reached {peak} kB (bound {PEAK_RSS_BOUND_KB} kB)"
-        );
+        // The worker's gRPC server the same way: a dozen unsigned 60 MB invocations.
+        let worker = format!("http://{}", cluster.workers[0].address);
+        let mut calls = Vec::new();
+        for _ in 0..UPLOADS {
+            let channel = Channel::from_shared(worker.clone())?.connect().await?;
+            let mut w = v1::worker_client::WorkerClient::new(lamina_proto::auth::Signed::new(
+                channel, None,
+            ))
+            .max_encoding_message_size(UPLOAD_BYTES + 1024);
+            calls.push(tokio::spawn(async move {
+                w.invoke(v1::WorkerInvokeRequest {
+                    payload: vec![7u8; UPLOAD_BYTES],
+                    ..Default::default()
+                })
+                .await
+            }));
+        }
+        for call in calls {
+            match call.await? {
+                Err(s) if s.code() == Code::Unauthenticated => {}
+                other => anyhow::bail!("an unsigned worker invoke: {other:?}"),
+            }
+        }
+        for (who, pid) in [
+            ("controller", cluster.controller.child.id()),
+            ("worker", cluster.workers[0].child.id()),
+        ] {
+            let peak = peak_rss_kb(pid)?;
+            eprintln!("{who} peak RSS after the unauthenticated uploads: {peak} kB");
+            ensure!(
+                peak < PEAK_RSS_BOUND_KB,
+                "the {who}'s peak RSS reached {peak} kB (bound {PEAK_RSS_BOUND_KB} kB)"
+            );
+        }
 
         // A signed upload at the limit (a 50 MB zip less a little) still works.
         let c = cluster.client().await?;
@@ -230,6 +259,9 @@ fn unauthenticated_uploads_are_refused_before_their_body_is_read() {
         c.create_function(spec("atlimit", "python3.11", "app.handler"), zip)
             .await
             .context("a signed 49 MB upload")?;
+        // And on REST, by boto3 (65 MB of JSON).
+        let out = lambda_rest_py(&cluster, &["big-upload", "atlimit-rest"])?;
+        ensure!(out.contains("big upload passed"), "{out}");
         Ok(())
     });
 }
