@@ -89,12 +89,16 @@ fn upload_head(rest: &str, extra: &str, len: usize, first: usize) -> Result<Stri
     let mut s = TcpStream::connect(rest)?;
     // Only a guard against a server that never answers (the failure this test looks for).
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    write!(
-        s,
+    let mut head = format!(
         "POST /2015-03-31/functions HTTP/1.1\r\nHost: {rest}\r\nContent-Type: application/json\r\n\
          Content-Length: {len}\r\n{extra}\r\n"
-    )?;
-    s.write_all(&vec![b'a'; first])?;
+    )
+    .into_bytes();
+    head.extend_from_slice(&vec![b'a'; first]);
+    // A server that answers and closes at once may make this write fail: its answer is what counts.
+    if let Err(e) = s.write_all(&head) {
+        eprintln!("writing the upload head: {e}");
+    }
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.windows(2).any(|w| w == b"\r\n") {
