@@ -562,6 +562,40 @@ mod tests {
     }
 
     #[test]
+    fn every_signature_has_its_own_nonce_and_one_is_required() {
+        let creds = Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s3cret".into(),
+        };
+        let keys = StaticKey(creds.clone());
+        let now = 1_800_000_000_000;
+        // The same call at the same millisecond: two signatures (not a replay of each other).
+        let (a, _) = sign(&creds, now, "/p", b"body");
+        let (b, _) = sign(&creds, now, "/p", b"body");
+        assert_ne!(a, b);
+        // Without a nonce (the scheme before it had one): refused before any body is read.
+        let old = a
+            .split(", ")
+            .filter(|p| !p.starts_with("Nonce="))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(matches!(
+            precheck(&keys, &headers(&old, &now.to_string()), "/p", now),
+            Err(AuthFailure::Malformed(_))
+        ));
+        // A nonce changed after signing: the signature does not match.
+        let (c, date) = sign_with_nonce(&creds, now, "00112233445566778899aabbccddeeff", "/p", b"");
+        let forged = c.replace(
+            "00112233445566778899aabbccddeeff",
+            "ffeeddccbbaa99887766554433221100",
+        );
+        assert_eq!(
+            verify(&keys, &headers(&forged, &date), "/p", b"", now),
+            Err(AuthFailure::BadSignature)
+        );
+    }
+
+    #[test]
     fn secrets_are_random_and_redacted() {
         let a = random_secret(40);
         assert_eq!(a.len(), 40);

@@ -9,6 +9,7 @@ requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_r
                                                  # configs, name forms, kept configuration
     python lambda_rest.py refusals NAME          # every route refuses forged requests
     python lambda_rest.py replays NAME           # replays and unsigned x-amz-* headers are refused
+    python lambda_rest.py big-upload NAME        # a signed upload just under the 50 MB zip limit works
     python lambda_rest.py expect-ok KEY SECRET   # the key works
     python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
 
@@ -639,6 +640,20 @@ def replays(name):
     print("replays passed", flush=True)
 
 
+def big_upload(name):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+        z.writestr("app.py", "def handler(event, context):\n    return event\n")
+        z.writestr("blob.bin", os.urandom(49 << 20))
+    code = buf.getvalue()
+    check(49 << 20 < len(code) < 50 << 20, f"zip size {len(code)}")
+    lam = client()
+    conf = lam.create_function(FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="app.handler",
+                               Code={"ZipFile": code})
+    check(conf["CodeSize"] == len(code), f"code size {conf['CodeSize']}")
+    print("big upload passed", flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "flow":
@@ -655,6 +670,8 @@ def main():
         import lambda_fidelity  # beside this script: Publish, tags, layers, kept configuration
 
         lambda_fidelity.fidelity(sys.argv[2])
+    elif mode == "big-upload":
+        big_upload(sys.argv[2])
     elif mode == "expect-ok":
         client(sys.argv[2], sys.argv[3]).list_functions()
         print("key accepted", flush=True)
