@@ -329,7 +329,10 @@ mod tests {
         let out = c.take().bytes;
         assert_eq!(out.len(), MAX_OUTPUT_BYTES + 1 + TRUNCATED_MARKER.len());
         assert!(out.ends_with(b"y\n... truncated\n"));
-        assert!(c.take().bytes.is_empty(), "the next invocation starts empty");
+        assert!(
+            c.take().bytes.is_empty(),
+            "the next invocation starts empty"
+        );
     }
 
     #[tokio::test]

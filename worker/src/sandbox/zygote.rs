@@ -478,6 +478,7 @@ mod tests {
             )
         });
         check_library_build(&library, &bytes).unwrap();
+    }
 
     #[test]
     fn the_library_copy_is_sealed_against_writes() {
