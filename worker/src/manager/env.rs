@@ -142,6 +142,29 @@ mod tests {
     }
 
     #[test]
+    fn the_logging_config_reaches_the_function_as_on_lambda() {
+        let mut c = config(Runtime::Python311);
+        let env = build_env(&c, "s", InitType::OnDemand, Vec::new());
+        assert_eq!(get(&env, "AWS_LAMBDA_LOG_FORMAT"), None);
+        assert_eq!(get(&env, "AWS_LAMBDA_LOG_LEVEL"), None);
+        c.spec.logging = lamina_proto::domain::LoggingConfig {
+            log_format: "JSON".to_string(),
+            log_group: "/custom/group".to_string(),
+            ..Default::default()
+        };
+        let env = build_env(&c, "s", InitType::OnDemand, Vec::new());
+        assert_eq!(get(&env, "AWS_LAMBDA_LOG_FORMAT"), Some("JSON"));
+        assert_eq!(get(&env, "AWS_LAMBDA_LOG_LEVEL"), Some("INFO"));
+        assert_eq!(
+            get(&env, "AWS_LAMBDA_LOG_GROUP_NAME"),
+            Some("/custom/group")
+        );
+        c.spec.logging.application_log_level = "ERROR".to_string();
+        let env = build_env(&c, "s", InitType::OnDemand, Vec::new());
+        assert_eq!(get(&env, "AWS_LAMBDA_LOG_LEVEL"), Some("ERROR"));
+    }
+
+    #[test]
     fn lambda_variables_then_runtime_then_user() {
         let rt = vec![("PYTHONPATH".to_string(), "/var/runtime".to_string())];
         let env = build_env(
