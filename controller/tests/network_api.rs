@@ -367,7 +367,8 @@ async fn functions_take_a_vpc_config_and_keep_what_they_use() {
 
 #[tokio::test]
 async fn leases_never_collide_and_attachments_need_a_worker() {
-    let c = start().await;
+    // The operator allows namespace `db` to be attached (`--attachable-netns db`).
+    let c = start_with(|c| c.attachable_netns = vec!["db".into()]).await;
     let mut n = network(c.addr).await;
     let mut cluster = ClusterClient::new(channel(c.addr).await);
     let v = vpc(&mut n, "10.84.0.0/16").await.unwrap();
