@@ -86,18 +86,24 @@ fn ok(r: &v1::InvokeResponse) -> Result<serde_json::Value> {
     Ok(json(r))
 }
 
+/// A one-worker cluster with a function (`prefix-…`) created and invoked once: its name and the
+/// cgroups of its sandbox. Emptied cgroups are removed, not kept for reuse, so that "gone" shows.
+async fn one_sandbox(prefix: &str) -> Result<(Cluster, Client, String, Vec<PathBuf>)> {
+    let cluster = Cluster::start_with(1, &["--cgroup-reuse", "0"])?;
+    let c = cluster.client().await?;
+    let name = unique(prefix);
+    create_python(&c, &name, APP).await?;
+    ok(&invoke(&c, &name, "{}").await?)?;
+    let (_, cgroups) = live(&name)?;
+    ensure!(!cgroups.is_empty(), "the sandbox's cgroups were not found");
+    Ok((cluster, c, name, cgroups))
+}
+
 #[test]
 fn deleting_a_function_destroys_its_sandboxes_at_once() {
     require_root();
     run(async {
-        // Emptied cgroups are removed, not kept for reuse, so that "gone" can be seen.
-        let cluster = Cluster::start_with(1, &["--cgroup-reuse", "0"])?;
-        let c = cluster.client().await?;
-        let name = unique("del");
-        create_python(&c, &name, APP).await?;
-        ok(&invoke(&c, &name, "{}").await?)?;
-        let (_, cgroups) = live(&name)?;
-        ensure!(!cgroups.is_empty(), "the sandbox's cgroups were not found");
+        let (_cluster, c, name, cgroups) = one_sandbox("del").await?;
         c.delete_function(&name).await?;
         gone("the deleted function's sandbox", &name, &cgroups).await?;
         Ok(())
@@ -108,12 +114,7 @@ fn deleting_a_function_destroys_its_sandboxes_at_once() {
 fn updating_code_or_configuration_destroys_the_old_revisions_sandboxes() {
     require_root();
     run(async {
-        let cluster = Cluster::start_with(1, &["--cgroup-reuse", "0"])?;
-        let c = cluster.client().await?;
-        let name = unique("upd");
-        create_python(&c, &name, APP).await?;
-        ok(&invoke(&c, &name, "{}").await?)?;
-        let (_, cgroups) = live(&name)?;
+        let (_cluster, c, name, cgroups) = one_sandbox("upd").await?;
 
         // New code: the idle sandbox of the old revision goes; the next invocation runs the new code.
         let code2 = APP.replace("'code1'", "'code2'");
@@ -172,6 +173,16 @@ fn big_app(seed: &str) -> Vec<u8> {
     zip_of(&[("app.py", APP, 0o644), ("filler.txt", &filler, 0o644)])
 }
 
+/// Waits until the cache directory `dir` is gone.
+async fn evicted(dir: &Path, what: &str) -> Result<()> {
+    let start = Instant::now();
+    while dir.exists() {
+        ensure!(start.elapsed() < BOUND, "{what} was not evicted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 #[test]
 fn code_cache_evicts_least_recently_used_unused_code_within_its_budget() {
     require_root();
@@ -203,11 +214,7 @@ fn code_cache_evicts_least_recently_used_unused_code_within_its_budget() {
         let d = big_app("d");
         c.create_function(spec_of("d"), d.clone()).await?;
         ok(&invoke(&c, "d", "{}").await?)?;
-        let start = Instant::now();
-        while cached(&b).exists() {
-            ensure!(start.elapsed() < BOUND, "b's code was not evicted");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        evicted(&cached(&b), "b's code").await?;
         ensure!(
             cached(&cz).is_dir(),
             "c's code was used more recently than b's: kept"
@@ -222,11 +229,7 @@ fn code_cache_evicts_least_recently_used_unused_code_within_its_budget() {
         let e = big_app("e");
         c.create_function(spec_of("e"), e.clone()).await?;
         ok(&invoke(&c, "e", "{}").await?)?;
-        let start = Instant::now();
-        while cached(&cz).exists() {
-            ensure!(start.elapsed() < BOUND, "c's code was not evicted");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        evicted(&cached(&cz), "c's code").await?;
         ensure!(
             cached(&keep_zip).is_dir(),
             "keep's code is in use by its sandbox"

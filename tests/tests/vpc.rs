@@ -398,28 +398,38 @@ fn vpc_reachability_matrix_across_workers_and_cleanup() {
     });
 }
 
+/// A VPC, subnet and group with function `probe` in them, invoked once so that its sandbox (and
+/// so its interface) exists on the cluster's only worker; with that worker's namespace path.
+async fn vpc_sandbox(
+    cluster: &Cluster,
+    c: &Client,
+) -> Result<(v1::Vpc, v1::Subnet, v1::SecurityGroup, String)> {
+    let vpc = c.create_vpc(VPC_CIDR, "").await?;
+    let subnet = c.create_subnet(&vpc.id, SUBNET_CIDR).await?;
+    let sg = c.create_security_group(&vpc.id, "app", "").await?;
+    create_probe(c, "probe", Some((&subnet.id, &sg.id))).await?;
+    // Nothing listens there: the probe only needs its sandbox (and so the interface) to exist.
+    let (r, _) = probe(c, "probe", "10.231.1.250", 0).await?;
+    ensure!(r.starts_with("blocked:"), "{r}");
+    let path = cluster
+        .network()
+        .context("netns cluster")?
+        .netns_path(&cluster.worker_ids[0])?;
+    let before = leftovers(Some(&path))?;
+    ensure!(
+        before.iter().any(|l| l.contains("table inet lamina_vpc")) && before.len() >= 4,
+        "a VPC sandbox should have a bridge, its port and both tables: {before:?}"
+    );
+    Ok((vpc, subnet, sg, path))
+}
+
 #[test]
 fn worker_shutdown_removes_its_vpc_interfaces_and_rules() {
     require_root();
     run(async {
         let mut cluster = Cluster::start_netns(1, &[], &[])?;
         let c = cluster.client().await?;
-        let vpc = c.create_vpc(VPC_CIDR, "").await?;
-        let subnet = c.create_subnet(&vpc.id, SUBNET_CIDR).await?;
-        let sg = c.create_security_group(&vpc.id, "app", "").await?;
-        create_probe(&c, "probe", Some((&subnet.id, &sg.id))).await?;
-        // Nothing listens there: the probe only needs its sandbox (and so the interface) to exist.
-        let (r, _) = probe(&c, "probe", "10.231.1.250", 0).await?;
-        ensure!(r.starts_with("blocked:"), "{r}");
-        let path = cluster
-            .network()
-            .context("netns cluster")?
-            .netns_path(&cluster.worker_ids[0])?;
-        let before = leftovers(Some(&path))?;
-        ensure!(
-            before.iter().any(|l| l.contains("table inet lamina_vpc")) && before.len() >= 4,
-            "a VPC sandbox should have a bridge, its port and both tables: {before:?}"
-        );
+        let (_, _, _, path) = vpc_sandbox(&cluster, &c).await?;
         cluster.workers[0].stop();
         let after = leftovers(Some(&path))?;
         ensure!(after.is_empty(), "left after the worker stopped: {after:?}");
@@ -471,22 +481,7 @@ fn deleting_a_vpc_function_then_its_vpc_leaves_no_interface_or_table() {
     run(async {
         let cluster = Cluster::start_netns(1, &[], &[])?;
         let c = cluster.client().await?;
-        let vpc = c.create_vpc(VPC_CIDR, "").await?;
-        let subnet = c.create_subnet(&vpc.id, SUBNET_CIDR).await?;
-        let sg = c.create_security_group(&vpc.id, "app", "").await?;
-        create_probe(&c, "probe", Some((&subnet.id, &sg.id))).await?;
-        // Nothing listens there: the probe only needs its sandbox (and so the interface) to exist.
-        let (r, _) = probe(&c, "probe", "10.231.1.250", 0).await?;
-        ensure!(r.starts_with("blocked:"), "{r}");
-        let path = cluster
-            .network()
-            .context("netns cluster")?
-            .netns_path(&cluster.worker_ids[0])?;
-        let before = leftovers(Some(&path))?;
-        ensure!(
-            before.iter().any(|l| l.contains("table inet lamina_vpc")),
-            "a VPC sandbox should have its interfaces and tables: {before:?}"
-        );
+        let (vpc, subnet, sg, path) = vpc_sandbox(&cluster, &c).await?;
         c.delete_function("probe").await?;
         eventually("the subnet can be deleted", CONVERGE, || async {
             Ok(c.delete_subnet(&subnet.id).await.is_ok())

@@ -3,19 +3,17 @@
 //! sandboxes. One fetch per digest at a time (single flight); a failed fetch is not cached. Each
 //! directory is leased to the sandboxes that use it and evicted under the worker's disk budget
 //! (`disk_cache.rs`) once unused.
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use lamina_proto::archive::{self, ArchiveError, ZipKind};
 use lamina_proto::auth::SignedChannel;
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::FetchCodeRequest;
 
-use crate::disk_cache::{self, CacheLease, DiskBudget};
+use crate::disk_cache::{self, CacheLease, DiskBudget, Flights};
 use lamina_proto::validate::{MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES};
 use sha2::{Digest, Sha256};
 
@@ -67,7 +65,7 @@ fn entry_err(name: &str, reason: impl Into<String>) -> CodeCacheError {
 pub struct CodeCache {
     root: PathBuf,
     client: ClusterClient<SignedChannel>,
-    flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    flights: Flights,
     budget: DiskBudget,
 }
 
@@ -99,7 +97,7 @@ impl CodeCache {
         Ok(CodeCache {
             root,
             client,
-            flights: Arc::default(),
+            flights: Flights::default(),
             budget,
         })
     }
@@ -126,28 +124,13 @@ impl CodeCache {
             return Err(CodeCacheError::Digest(sha256.to_string()));
         }
         let dest = self.root.join(sha256);
-        let flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            flights.entry(sha256.to_string()).or_default().clone()
-        };
-        let result = {
-            let _guard = flight.lock().await;
-            match self.budget.acquire(&dest) {
+        let fetch = async {
+            match self.budget.lease_cached(&dest) {
                 Some(lease) => Ok(lease),
-                // Finished unzips only ever appear by rename: one there is complete.
-                None if dest.is_dir() => {
-                    let size = disk_cache::dir_size(&dest);
-                    Ok(self.budget.adopt_leased(dest, size))
-                }
-                None => self.fetch_and_unpack(sha256, dest).await,
+                None => self.fetch_and_unpack(sha256, dest.clone()).await,
             }
         };
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        // Only this map and in-flight callers hold the lock: drop it once nobody waits.
-        if Arc::strong_count(&flight) == 2 {
-            flights.remove(sha256);
-        }
-        result
+        self.flights.run(sha256, fetch).await
     }
 
     async fn fetch_and_unpack(
@@ -532,7 +515,9 @@ mod tests {
             CodeChunk, HeartbeatRequest, HeartbeatResponse, RegisterWorkerRequest,
             RegisterWorkerResponse,
         };
+        use std::collections::HashMap;
         use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
         use tonic::{Request, Response, Status};
 
         struct Blobs {

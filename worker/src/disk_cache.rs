@@ -96,6 +96,16 @@ impl DiskBudget {
         })
     }
 
+    /// A lease on `dir` if it is cached, or if it is a finished directory on disk (finished
+    /// unpacks only ever appear by rename), adopted then; `None`: it must be fetched.
+    pub fn lease_cached(&self, dir: &Path) -> Option<CacheLease> {
+        if let Some(lease) = self.acquire(dir) {
+            return Some(lease);
+        }
+        dir.is_dir()
+            .then(|| self.adopt_leased(dir.to_path_buf(), dir_size(dir)))
+    }
+
     /// Records `dir`, just unpacked (`size` bytes), and leases it to the caller.
     pub fn insert(&self, dir: PathBuf, size: u64) -> CacheLease {
         let mut index = self.lock();
@@ -195,6 +205,30 @@ impl DiskBudget {
             evicted.push(dir);
         }
         evicted
+    }
+}
+
+/// One fetch per key at a time (single flight): callers of the same key wait for the one running.
+#[derive(Debug, Clone, Default)]
+pub struct Flights(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl Flights {
+    /// Runs `f` for `key` once no other call for `key` runs.
+    pub async fn run<T, F: std::future::Future<Output = T>>(&self, key: &str, f: F) -> T {
+        let flight = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let result = {
+            let _guard = flight.lock().await;
+            f.await
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map and the callers in flight hold it: dropped once nobody waits.
+        if Arc::strong_count(&flight) == 2 {
+            map.remove(key);
+        }
+        result
     }
 }
 

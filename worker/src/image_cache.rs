@@ -6,12 +6,10 @@
 //! once per digest (single flight); a failed unpack is removed and not cached. Each image is leased
 //! to the sandboxes that use it and evicted under the worker's disk budget (`disk_cache.rs`) once
 //! unused.
-use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use lamina_proto::archive::{ArchiveError, LayerWalk};
 use lamina_proto::auth::SignedChannel;
@@ -20,7 +18,7 @@ use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::FetchCodeRequest;
 use sha2::{Digest, Sha256};
 
-use crate::disk_cache::{self, CacheLease, DiskBudget};
+use crate::disk_cache::{self, CacheLease, DiskBudget, Flights};
 
 mod unpack;
 
@@ -86,7 +84,7 @@ fn hex_digest(d: &str) -> Result<&str, ImageCacheError> {
 pub struct ImageCache {
     root: PathBuf,
     client: ClusterClient<SignedChannel>,
-    flights: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    flights: Flights,
     budget: DiskBudget,
 }
 
@@ -114,7 +112,7 @@ impl ImageCache {
         ImageCache {
             root,
             client,
-            flights: Arc::default(),
+            flights: Flights::default(),
             budget,
         }
     }
@@ -127,27 +125,13 @@ impl ImageCache {
             hex_digest(d)?;
         }
         let dest = self.root.join(&hex);
-        let flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-            flights.entry(hex.clone()).or_default().clone()
-        };
-        let result = {
-            let _guard = flight.lock().await;
-            match self.budget.acquire(&dest) {
+        let fetch = async {
+            match self.budget.lease_cached(&dest) {
                 Some(lease) => Ok(lease),
-                // Finished unpacks only ever appear by rename: one there is complete.
-                None if dest.is_dir() => {
-                    let size = disk_cache::dir_size(&dest);
-                    Ok(self.budget.adopt_leased(dest, size))
-                }
-                None => self.fetch_and_unpack(image, &hex, dest).await,
+                None => self.fetch_and_unpack(image, &hex, dest.clone()).await,
             }
         };
-        let mut flights = self.flights.lock().unwrap_or_else(|e| e.into_inner());
-        if Arc::strong_count(&flight) == 2 {
-            flights.remove(&hex);
-        }
-        result
+        self.flights.run(&hex, fetch).await
     }
 
     async fn fetch_and_unpack(
