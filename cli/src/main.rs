@@ -8,6 +8,8 @@ mod commands;
 mod concurrency;
 mod events;
 mod images;
+#[cfg(test)]
+mod json_casing;
 mod layers;
 mod network;
 mod output;
