@@ -3,6 +3,7 @@
 //! Exit status: 0 success, 1 any error (usage, API, transport), 2 the invoked function returned an
 //! error. Errors are printed to stderr as `error: <message>`.
 mod args;
+mod attach_wait;
 mod auth;
 mod commands;
 mod concurrency;

@@ -6,6 +6,7 @@ use lamina_client::{v1, Client};
 use serde_json::{json, Value};
 
 use crate::args::Output;
+use crate::attach_wait;
 use crate::output::{lambda_timestamp, serialize, table};
 
 #[derive(Debug, Subcommand)]
@@ -27,7 +28,8 @@ pub enum VpcCommand {
     Delete {
         id: String,
     },
-    /// Plug an existing network namespace (/run/netns/NS on a worker's host) into a subnet
+    /// Plug an existing network namespace (/run/netns/NS on a worker's host) into a subnet; when NS
+    /// is on this host, waits (up to 15 s) until the worker has configured its address
     AttachNetns(AttachArgs),
     /// Unplug an attached namespace (by its attachment id, eni-…)
     DetachNetns {
@@ -286,6 +288,12 @@ pub async fn run_vpc(client: &Client, cmd: VpcCommand, output: Output) -> anyhow
             let e = client
                 .attach_netns(&a.netns, &a.subnet, &a.security_groups, &a.worker)
                 .await?;
+            // The worker plumbs the attachment on its next sync: return once it has.
+            let applied =
+                attach_wait::wait_for_address(&e.netns, &e.address, attach_wait::WAIT).await;
+            if let Some(note) = attach_wait::note(&e, &applied) {
+                eprintln!("{note}");
+            }
             render(vec![eni_json(&e)], output, true, ENI_COLS)
         }
         VpcCommand::DetachNetns { id } => {
