@@ -119,11 +119,17 @@ fn views() -> Vec<(&'static str, Value)> {
         ),
         (
             "list",
-            json(crate::output::render_functions(&[f.clone()], Output::Json)),
+            json(crate::output::render_functions(
+                std::slice::from_ref(&f),
+                Output::Json,
+            )),
         ),
         (
             "versions",
-            json(crate::versions::render_versions(&[f.clone()], Output::Json)),
+            json(crate::versions::render_versions(
+                std::slice::from_ref(&f),
+                Output::Json,
+            )),
         ),
         (
             "workers",
