@@ -5,7 +5,9 @@ use serde::Serialize;
 use crate::args::{AuthCommand, Output};
 use crate::output;
 
-/// What `create-key -o json` prints: exactly the credentials file's shape.
+/// What `create-key -o json` prints: exactly the credentials file's shape, which fnctl
+/// (`--credentials`) and the SDK read. The one camelCase object of fnctl's output, on purpose:
+/// the file format stays as it is; every other view is PascalCase.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct NewKey<'a> {
@@ -15,13 +17,13 @@ struct NewKey<'a> {
 
 /// An access key as listed (never a secret).
 #[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyView {
-    access_key_id: String,
-    description: String,
-    admin: bool,
-    revoked: bool,
-    created: String,
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct KeyView {
+    pub access_key_id: String,
+    pub description: String,
+    pub admin: bool,
+    pub revoked: bool,
+    pub created: String,
 }
 
 impl From<&v1::AccessKey> for KeyView {

@@ -164,7 +164,7 @@ pub fn provisioned_table(configs: &[v1::ProvisionedConcurrencyConfig]) -> String
     )
 }
 
-fn render_provisioned(
+pub(crate) fn render_provisioned(
     c: &v1::ProvisionedConcurrencyConfig,
     format: Output,
 ) -> anyhow::Result<String> {
@@ -174,7 +174,10 @@ fn render_provisioned(
     }
 }
 
-fn render_concurrency(c: &v1::FunctionConcurrency, format: Output) -> anyhow::Result<String> {
+pub(crate) fn render_concurrency(
+    c: &v1::FunctionConcurrency,
+    format: Output,
+) -> anyhow::Result<String> {
     match format {
         Output::Table => Ok(table(
             &["NAME", "RESERVED"],
@@ -194,7 +197,7 @@ fn render_concurrency(c: &v1::FunctionConcurrency, format: Output) -> anyhow::Re
     }
 }
 
-fn render_account(a: &v1::AccountSettings, format: Output) -> anyhow::Result<String> {
+pub(crate) fn render_account(a: &v1::AccountSettings, format: Output) -> anyhow::Result<String> {
     match format {
         Output::Table => Ok(table(
             &["CONCURRENCY-LIMIT", "UNRESERVED", "IN-FLIGHT"],

@@ -7,7 +7,7 @@ use crate::output::{lambda_timestamp, serialize, table};
 
 /// `fnctl invoke --async -o json`.
 #[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "PascalCase")]
 pub struct AsyncInvokeView {
     pub status_code: u32,
     pub request_id: String,
@@ -27,7 +27,7 @@ pub struct EventConfigView {
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "PascalCase")]
 pub struct InvocationView {
     pub request_id: String,
     pub function_name: String,
@@ -47,7 +47,7 @@ pub struct InvocationView {
 }
 
 #[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "PascalCase")]
 pub struct DeadLetterView {
     pub seq: u64,
     pub request_id: String,
@@ -207,13 +207,20 @@ pub fn render_invocation(i: &v1::Invocation, format: Output) -> anyhow::Result<S
     }
 }
 
+/// A dead-letter queue and how many messages it holds.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct QueueView<'a> {
+    pub name: &'a str,
+    pub messages: u64,
+}
+
+/// `fnctl dlq redrive -o json`: the request ids of the re-queued events.
+pub fn redrive_json(ids: &[String]) -> serde_json::Value {
+    serde_json::json!({ "RequestIds": ids })
+}
+
 pub fn render_queues(qs: &[v1::DeadLetterQueue], format: Output) -> anyhow::Result<String> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct QueueView<'a> {
-        name: &'a str,
-        messages: u64,
-    }
     match format {
         Output::Table => Ok(table(
             &["QUEUE", "MESSAGES"],
@@ -312,7 +319,7 @@ pub async fn dlq(client: &Client, cmd: DlqCommand, output: Output) -> anyhow::Re
             let ids = client.redrive_dead_letters(&queue, seqs).await?;
             match output {
                 Output::Table => Ok(ids.iter().map(|i| format!("{i}\n")).collect()),
-                _ => serialize(&serde_json::json!({ "requestIds": ids }), output),
+                _ => serialize(&redrive_json(&ids), output),
             }
         }
     }
@@ -343,8 +350,8 @@ mod tests {
         assert_eq!(v.enqueued, "2024-05-01T12:00:00.000+0000");
         let json = render_invocation(&i, Output::Json).unwrap();
         let j: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(j["state"], "DeadLettered");
-        assert_eq!(j["destination"], "dlq:default");
+        assert_eq!(j["State"], "DeadLettered");
+        assert_eq!(j["Destination"], "dlq:default");
         let t = render_invocation(&i, Output::Table).unwrap();
         assert!(t.starts_with("REQUEST-ID"), "{t}");
         assert!(t.contains("DeadLettered") && t.contains("boom"), "{t}");
@@ -362,7 +369,7 @@ mod tests {
             serde_json::from_str(&render_async_invoke(&r, Output::Json).unwrap()).unwrap();
         assert_eq!(
             j,
-            serde_json::json!({"statusCode":202,"requestId":"abc","duplicate":false})
+            serde_json::json!({"StatusCode":202,"RequestId":"abc","Duplicate":false})
         );
     }
 
@@ -376,7 +383,7 @@ mod tests {
         };
         let j: serde_json::Value =
             serde_json::from_str(&render_dead_letters(&[d], Output::Json).unwrap()).unwrap();
-        assert_eq!(j[0]["payload"]["k"], 1);
-        assert_eq!(j[0]["record"]["version"], "1.0");
+        assert_eq!(j[0]["Payload"]["k"], 1);
+        assert_eq!(j[0]["Record"]["version"], "1.0");
     }
 }

@@ -75,7 +75,11 @@ impl From<&v1::LayerVersion> for LayerVersionView {
     }
 }
 
-fn render(layers: &[v1::LayerVersion], output: Output, one: bool) -> anyhow::Result<String> {
+pub(crate) fn render(
+    layers: &[v1::LayerVersion],
+    output: Output,
+    one: bool,
+) -> anyhow::Result<String> {
     match output {
         Output::Table => {
             let rows: Vec<Vec<String>> = layers

@@ -3,11 +3,14 @@
 //! Exit status: 0 success, 1 any error (usage, API, transport), 2 the invoked function returned an
 //! error. Errors are printed to stderr as `error: <message>`.
 mod args;
+mod attach_wait;
 mod auth;
 mod commands;
 mod concurrency;
 mod events;
 mod images;
+#[cfg(test)]
+mod json_casing;
 mod layers;
 mod network;
 mod output;

@@ -6,6 +6,7 @@ use lamina_client::{v1, Client};
 use serde_json::{json, Value};
 
 use crate::args::Output;
+use crate::attach_wait;
 use crate::output::{lambda_timestamp, serialize, table};
 
 #[derive(Debug, Subcommand)]
@@ -27,7 +28,8 @@ pub enum VpcCommand {
     Delete {
         id: String,
     },
-    /// Plug an existing network namespace (/run/netns/NS on a worker's host) into a subnet
+    /// Plug an existing network namespace (/run/netns/NS on a worker's host) into a subnet; when NS
+    /// is on this host, waits (up to 15 s) until the worker has configured its address
     AttachNetns(AttachArgs),
     /// Unplug an attached namespace (by its attachment id, eni-…)
     DetachNetns {
@@ -154,28 +156,41 @@ impl RuleArgs {
     }
 }
 
-fn vpc_json(v: &v1::Vpc) -> Value {
-    json!({"id": v.id, "cidr": v.cidr, "vni": v.vni, "description": v.description,
-           "created": lambda_timestamp(v.created_ms)})
+// JSON/YAML views: PascalCase like every fnctl view (`json_casing` checks them).
+pub(crate) fn vpc_json(v: &v1::Vpc) -> Value {
+    json!({"Id": v.id, "Cidr": v.cidr, "Vni": v.vni, "Description": v.description,
+           "Created": lambda_timestamp(v.created_ms)})
 }
-fn subnet_json(s: &v1::Subnet) -> Value {
-    json!({"id": s.id, "vpc_id": s.vpc_id, "cidr": s.cidr, "gateway": s.gateway,
-           "created": lambda_timestamp(s.created_ms)})
+pub(crate) fn subnet_json(s: &v1::Subnet) -> Value {
+    json!({"Id": s.id, "VpcId": s.vpc_id, "Cidr": s.cidr, "Gateway": s.gateway,
+           "Created": lambda_timestamp(s.created_ms)})
 }
 fn rule_json(r: &v1::SecurityGroupRule) -> Value {
-    json!({"protocol": r.protocol, "from_port": r.from_port, "to_port": r.to_port,
-           "cidr": r.cidr, "source_group": r.source_group})
+    json!({"Protocol": r.protocol, "FromPort": r.from_port, "ToPort": r.to_port,
+           "Cidr": r.cidr, "SourceGroup": r.source_group})
 }
-fn sg_json(g: &v1::SecurityGroup) -> Value {
-    json!({"id": g.id, "vpc_id": g.vpc_id, "name": g.name, "description": g.description,
-           "ingress": g.ingress.iter().map(rule_json).collect::<Vec<_>>(),
-           "egress": g.egress.iter().map(rule_json).collect::<Vec<_>>(),
-           "created": lambda_timestamp(g.created_ms)})
+pub(crate) fn sg_json(g: &v1::SecurityGroup) -> Value {
+    json!({"Id": g.id, "VpcId": g.vpc_id, "Name": g.name, "Description": g.description,
+           "Ingress": g.ingress.iter().map(rule_json).collect::<Vec<_>>(),
+           "Egress": g.egress.iter().map(rule_json).collect::<Vec<_>>(),
+           "Created": lambda_timestamp(g.created_ms)})
 }
-fn eni_json(a: &v1::NetnsAttachment) -> Value {
-    json!({"id": a.id, "netns": a.netns, "subnet_id": a.subnet_id, "vpc_id": a.vpc_id,
-           "security_group_ids": a.security_group_ids, "address": a.address,
-           "worker_id": a.worker_id, "created": lambda_timestamp(a.created_ms)})
+pub(crate) fn eni_json(a: &v1::NetnsAttachment) -> Value {
+    json!({"Id": a.id, "Netns": a.netns, "SubnetId": a.subnet_id, "VpcId": a.vpc_id,
+           "SecurityGroupIds": a.security_group_ids, "Address": a.address,
+           "WorkerId": a.worker_id, "Created": lambda_timestamp(a.created_ms)})
+}
+
+/// A table header for a PascalCase key: `SecurityGroupIds` -> `SECURITY-GROUP-IDS`.
+fn header(key: &str) -> String {
+    let mut h = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if i > 0 && c.is_ascii_uppercase() {
+            h.push('-');
+        }
+        h.push(c.to_ascii_uppercase());
+    }
+    h
 }
 
 fn rule_text(r: &v1::SecurityGroupRule) -> String {
@@ -219,7 +234,7 @@ fn render(
                         .collect()
                 })
                 .collect();
-            let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+            let headers: Vec<String> = columns.iter().map(|c| header(c)).collect();
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
             Ok(table(&headers, &rows))
         }
@@ -228,23 +243,23 @@ fn render(
     }
 }
 
-const VPC_COLS: &[&str] = &["id", "cidr", "vni", "description"];
-const SUBNET_COLS: &[&str] = &["id", "vpc_id", "cidr", "gateway"];
-const SG_COLS: &[&str] = &["id", "vpc_id", "name", "ingress", "egress"];
+const VPC_COLS: &[&str] = &["Id", "Cidr", "Vni", "Description"];
+const SUBNET_COLS: &[&str] = &["Id", "VpcId", "Cidr", "Gateway"];
+const SG_COLS: &[&str] = &["Id", "VpcId", "Name", "Ingress", "Egress"];
 const ENI_COLS: &[&str] = &[
-    "id",
-    "netns",
-    "subnet_id",
-    "address",
-    "security_group_ids",
-    "worker_id",
+    "Id",
+    "Netns",
+    "SubnetId",
+    "Address",
+    "SecurityGroupIds",
+    "WorkerId",
 ];
 
 fn sg_view(g: &v1::SecurityGroup, output: Output) -> Value {
     let mut v = sg_json(g);
     if output == Output::Table {
-        v["ingress"] = json!(g.ingress.iter().map(rule_text).collect::<Vec<_>>());
-        v["egress"] = json!(g.egress.iter().map(rule_text).collect::<Vec<_>>());
+        v["Ingress"] = json!(g.ingress.iter().map(rule_text).collect::<Vec<_>>());
+        v["Egress"] = json!(g.egress.iter().map(rule_text).collect::<Vec<_>>());
     }
     v
 }
@@ -273,6 +288,12 @@ pub async fn run_vpc(client: &Client, cmd: VpcCommand, output: Output) -> anyhow
             let e = client
                 .attach_netns(&a.netns, &a.subnet, &a.security_groups, &a.worker)
                 .await?;
+            // The worker plumbs the attachment on its next sync: return once it has.
+            let applied =
+                attach_wait::wait_for_address(&e.netns, &e.address, attach_wait::WAIT).await;
+            if let Some(note) = attach_wait::note(&e, &applied) {
+                eprintln!("{note}");
+            }
             render(vec![eni_json(&e)], output, true, ENI_COLS)
         }
         VpcCommand::DetachNetns { id } => {
@@ -390,6 +411,38 @@ mod tests {
         assert!(parse_ports("90-80").is_err());
         assert!(parse_ports("x").is_err());
         assert!(parse_ports("1-70000").is_err());
+    }
+
+    #[test]
+    fn table_headers_from_keys() {
+        assert_eq!(header("Id"), "ID");
+        assert_eq!(header("SecurityGroupIds"), "SECURITY-GROUP-IDS");
+        let t = render(
+            vec![eni_json(&v1::NetnsAttachment {
+                id: "eni-1".into(),
+                worker_id: "w1".into(),
+                ..Default::default()
+            })],
+            Output::Table,
+            true,
+            ENI_COLS,
+        )
+        .unwrap();
+        let mut lines = t.lines();
+        let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            head,
+            [
+                "ID",
+                "NETNS",
+                "SUBNET-ID",
+                "ADDRESS",
+                "SECURITY-GROUP-IDS",
+                "WORKER-ID"
+            ]
+        );
+        let row = lines.next().unwrap();
+        assert!(row.starts_with("eni-1") && row.ends_with("w1"), "{t}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Rendering of API objects as JSON, YAML or a table. JSON and YAML use Lambda's field names.
+//! Rendering of API objects as JSON, YAML or a table. JSON and YAML use Lambda's field names, in
+//! PascalCase for every command (`json_casing` checks every view).
 use std::collections::BTreeMap;
 
 use lamina_client::v1;
@@ -158,9 +159,11 @@ impl From<&v1::WorkerInfo> for WorkerView {
     }
 }
 
-/// `fnctl invoke -o json`: the response with the payload parsed when it is JSON.
+/// `fnctl invoke -o json`: the response with the payload parsed when it is JSON (`aws lambda
+/// invoke`'s names: `StatusCode`, `ExecutedVersion`, ...; the log tail is plain text, not base64,
+/// hence `LogTail` rather than `LogResult`).
 #[derive(Debug, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "PascalCase")]
 pub struct InvokeView {
     pub status_code: u32,
     pub function_error: Option<String>,
@@ -504,19 +507,19 @@ mod tests {
         let v = serde_json::to_value(InvokeView::from(&r)).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"statusCode": 200, "functionError": null,
-                "executedVersion": "$LATEST", "payload": {"ok": true}, "logTail": null})
+            serde_json::json!({"StatusCode": 200, "FunctionError": null,
+                "ExecutedVersion": "$LATEST", "Payload": {"ok": true}, "LogTail": null})
         );
         r.payload = b"not json".to_vec();
         r.function_error = "Unhandled".into();
         r.log_tail = "START\n".into();
         let v = serde_json::to_value(InvokeView::from(&r)).unwrap();
-        assert_eq!(v["payload"], "not json");
-        assert_eq!(v["functionError"], "Unhandled");
-        assert_eq!(v["logTail"], "START\n");
+        assert_eq!(v["Payload"], "not json");
+        assert_eq!(v["FunctionError"], "Unhandled");
+        assert_eq!(v["LogTail"], "START\n");
         r.payload.clear();
         assert_eq!(
-            serde_json::to_value(InvokeView::from(&r)).unwrap()["payload"],
+            serde_json::to_value(InvokeView::from(&r)).unwrap()["Payload"],
             serde_json::Value::Null
         );
     }

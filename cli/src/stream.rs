@@ -3,13 +3,15 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use lamina_client::{v1, Client, StreamEvent};
+use serde::Serialize;
 
 use crate::args::{LogType, Output};
 use crate::Outcome;
 
 /// Invokes with the response streamed. Table output writes each chunk to stdout as it arrives (the
 /// log tail and a function error go to stderr, exit status 2 on a function error); JSON output
-/// prints one JSON object per event (`{"chunk": TEXT}`, then `{"complete": {...}}`).
+/// prints one JSON object per event, named as Lambda's event stream names them
+/// (`{"PayloadChunk": {"Payload": TEXT}}`, then `{"InvokeComplete": {...}}`).
 pub async fn invoke_streaming(
     client: &Client,
     req: v1::InvokeRequest,
@@ -26,7 +28,7 @@ pub async fn invoke_streaming(
         match event {
             StreamEvent::Chunk(data) => {
                 if output == Output::Json {
-                    let line = serde_json::json!({ "chunk": String::from_utf8_lossy(&data) });
+                    let line = chunk_event(&data);
                     writeln!(out, "{line}").context(write_err)?;
                 } else if out.is_terminal() {
                     out.write_all(crate::terminal::escape_bytes(&data).as_bytes())
@@ -38,15 +40,7 @@ pub async fn invoke_streaming(
             }
             StreamEvent::Complete(done) => {
                 if output == Output::Json {
-                    let line = serde_json::json!({ "complete": {
-                        "request_id": done.request_id,
-                        "executed_version": done.executed_version,
-                        "function_error": done.function_error,
-                        "error_code": done.error_code,
-                        "error_details": done.error_details,
-                        "log_tail": done.log_tail,
-                        "worker_id": done.worker_id,
-                    }});
+                    let line = complete_event(&done);
                     writeln!(out, "{line}").context(write_err)?;
                     out.flush().context(write_err)?;
                 } else {
@@ -73,6 +67,47 @@ pub async fn invoke_streaming(
         }
     }
     bail!("the stream ended without the end of the invocation")
+}
+
+/// `-o json`: one streamed piece of the response (Lambda's `PayloadChunk` event).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PayloadChunk {
+    pub payload: String,
+}
+
+/// `-o json`: the end of the invocation (Lambda's `InvokeComplete` event, plus what Lamina adds;
+/// the log tail is plain text, hence `LogTail` rather than Lambda's base64 `LogResult`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct InvokeComplete<'a> {
+    pub request_id: &'a str,
+    pub executed_version: &'a str,
+    pub function_error: &'a str,
+    pub error_code: &'a str,
+    pub error_details: &'a str,
+    pub log_tail: &'a str,
+    pub worker_id: &'a str,
+}
+
+pub(crate) fn chunk_event(data: &[u8]) -> serde_json::Value {
+    let chunk = PayloadChunk {
+        payload: String::from_utf8_lossy(data).into_owned(),
+    };
+    serde_json::json!({ "PayloadChunk": chunk })
+}
+
+pub(crate) fn complete_event(done: &v1::InvokeComplete) -> serde_json::Value {
+    let complete = InvokeComplete {
+        request_id: &done.request_id,
+        executed_version: &done.executed_version,
+        function_error: &done.function_error,
+        error_code: &done.error_code,
+        error_details: &done.error_details,
+        log_tail: &done.log_tail,
+        worker_id: &done.worker_id,
+    };
+    serde_json::json!({ "InvokeComplete": complete })
 }
 
 #[cfg(test)]

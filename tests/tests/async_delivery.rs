@@ -201,9 +201,9 @@ fn fnctl_async_idempotency_and_records() {
             "-o",
             "json",
         ])?)?;
-        assert_eq!(first["statusCode"], 202);
-        assert_eq!(first["duplicate"], false);
-        let id = first["requestId"].as_str().unwrap().to_string();
+        assert_eq!(first["StatusCode"], 202);
+        assert_eq!(first["Duplicate"], false);
+        let id = first["RequestId"].as_str().unwrap().to_string();
         let again: serde_json::Value = serde_json::from_str(&fnctl(&[
             "invoke",
             &name,
@@ -213,8 +213,8 @@ fn fnctl_async_idempotency_and_records() {
             "-o",
             "json",
         ])?)?;
-        assert_eq!(again["requestId"], id.as_str());
-        assert_eq!(again["duplicate"], true);
+        assert_eq!(again["RequestId"], id.as_str());
+        assert_eq!(again["Duplicate"], true);
         // Plain output is the request id alone.
         let other = fnctl(&["invoke", &name, "--async", "--payload", r#"{"x":1}"#])?;
         assert_eq!(other.trim().len(), 36, "{other:?}");
@@ -222,9 +222,9 @@ fn fnctl_async_idempotency_and_records() {
         wait_invocation(&c, &id, LONG, |i| i.state == "Succeeded").await?;
         let rec: serde_json::Value =
             serde_json::from_str(&fnctl(&["invocation", "get", &id, "-o", "json"])?)?;
-        assert_eq!(rec["state"], "Succeeded");
-        assert_eq!(rec["idempotencyKey"], "order-42");
-        assert_eq!(rec["attempts"], 1);
+        assert_eq!(rec["State"], "Succeeded");
+        assert_eq!(rec["IdempotencyKey"], "order-42");
+        assert_eq!(rec["Attempts"], 1);
         // One event only for the key: two invocations of the function in all.
         wait_invocation(&c, other.trim(), LONG, |i| i.state == "Succeeded").await?;
         let list: serde_json::Value =

@@ -313,7 +313,7 @@ fn rest_refuses_forgeries_keys_are_managed_and_secrets_stay_hidden() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|k| k["accessKeyId"] == id.as_str() && k["revoked"] == true),
+                .any(|k| k["AccessKeyId"] == id.as_str() && k["Revoked"] == true),
             "{out}"
         );
         // fnctl with env credentials and a wrong secret is refused.

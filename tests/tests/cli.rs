@@ -80,10 +80,10 @@ fn fnctl_create_invoke_get_list_logs_delete() {
     );
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["statusCode"], 200);
-    assert_eq!(v["executedVersion"], "$LATEST");
-    assert_eq!(v["payload"]["echo"]["x"], 2);
-    assert!(v["logTail"].as_str().unwrap().contains("hello from"), "{v}");
+    assert_eq!(v["StatusCode"], 200);
+    assert_eq!(v["ExecutedVersion"], "$LATEST");
+    assert_eq!(v["Payload"]["echo"]["x"], 2);
+    assert!(v["LogTail"].as_str().unwrap().contains("hello from"), "{v}");
 
     // A function error exits 2 and still prints the error payload.
     let (code, out, _) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"fail":true}"#]);

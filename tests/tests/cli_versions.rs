@@ -160,18 +160,18 @@ fn fnctl_publish_alias_and_invoke_with_a_qualifier() {
         &cluster,
         &["invoke", &name, "--qualifier", "1", "-o", "json"],
     ));
-    assert_eq!(r["executedVersion"], "1");
-    assert_eq!(r["payload"]["code"], "one");
-    assert_eq!(r["payload"]["version"], "1");
+    assert_eq!(r["ExecutedVersion"], "1");
+    assert_eq!(r["Payload"]["code"], "one");
+    assert_eq!(r["Payload"]["version"], "1");
     let r = json_of(&ok(
         &cluster,
         &["invoke", &name, "--qualifier", "live", "-o", "json"],
     ));
-    let ran = r["executedVersion"].as_str().unwrap();
+    let ran = r["ExecutedVersion"].as_str().unwrap();
     assert!(ran == "1" || ran == "2", "{r}");
-    assert_eq!(r["payload"]["version"], ran);
+    assert_eq!(r["Payload"]["version"], ran);
     assert!(
-        r["payload"]["arn"].as_str().unwrap().ends_with(":live"),
+        r["Payload"]["arn"].as_str().unwrap().ends_with(":live"),
         "{r}"
     );
     let (code, _, err) = fnctl(&cluster, &["invoke", &name, "--qualifier", "9"]);
@@ -207,7 +207,7 @@ fn fnctl_publish_alias_and_invoke_with_a_qualifier() {
         &cluster,
         &["invoke", &name, "--qualifier", "live", "-o", "json"],
     ));
-    assert_eq!(r["payload"]["code"], "two");
+    assert_eq!(r["Payload"]["code"], "two");
     let (code, _, err) = fnctl(&cluster, &["delete", &name, "--qualifier", "2"]);
     assert_eq!(code, 1);
     assert!(err.contains("alias `live`"), "{err}");

@@ -294,9 +294,9 @@ fn fnctl_invoke_stream_prints_chunks_as_they_arrive() {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines[0], json!({"chunk": "a"}));
-        assert_eq!(lines[1], json!({"chunk": "b"}));
-        assert_eq!(lines[2]["complete"]["function_error"], "");
+        assert_eq!(lines[0], json!({"PayloadChunk": {"Payload": "a"}}));
+        assert_eq!(lines[1], json!({"PayloadChunk": {"Payload": "b"}}));
+        assert_eq!(lines[2]["InvokeComplete"]["FunctionError"], "");
         Ok(())
     })
 }

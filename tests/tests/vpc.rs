@@ -255,21 +255,36 @@ fn vpc_reachability_matrix_across_workers_and_cleanup() {
         let e = refused.expect_err("a namespace off the allowlist was attached");
         ensure!(e.to_string().contains("--attachable-netns"), "{e}");
         denied(e)?;
-        let eni = c
-            .attach_netns(
-                &db.netns,
-                &subnet.id,
-                std::slice::from_ref(&sg_db.id),
+        // Attached with fnctl, which returns once the worker has configured the address in the
+        // namespace (it is on this host): no waiting here.
+        let out = Command::new(bin("fnctl"))
+            .envs(cluster.fnctl_env())
+            .args(["vpc", "attach-netns", &db.netns, "--subnet", &subnet.id])
+            .args([
+                "--security-groups",
+                &sg_db.id,
+                "--worker",
                 &db_worker,
-            )
-            .await?;
-        let addr = eni.address.clone();
-        ensure!(addr.starts_with("10.231.1."), "{addr}");
-        eventually("the database interface is plumbed", CONVERGE, || {
-            let (ns, addr) = (db.netns.clone(), addr.clone());
-            async move { Ok(ip(&["-n", &ns, "-o", "addr", "show"])?.contains(&format!("{addr}/24"))) }
-        })
-        .await?;
+                "-o",
+                "json",
+            ])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(out.status.success(), "fnctl vpc attach-netns: {stderr}");
+        ensure!(!stderr.contains("note:"), "the wait ran out: {stderr}");
+        let eni: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let addr = eni["Address"].as_str().context("Address")?.to_string();
+        ensure!(addr.starts_with("10.231.1."), "{eni}");
+        ensure!(
+            eni["Netns"] == db.netns.as_str() && eni["WorkerId"] == db_worker.as_str(),
+            "{eni}"
+        );
+        let configured = ip(&["-n", &db.netns, "-o", "addr", "show"])?;
+        ensure!(
+            configured.contains(&format!("{addr}/24")),
+            "fnctl returned before {addr} was configured in {}: {configured}",
+            db.netns
+        );
         let routes = ip(&["-n", &db.netns, "route", "show"])?;
         ensure!(
             !routes.contains("default") && routes.contains(VPC_CIDR),
@@ -356,7 +371,7 @@ fn vpc_reachability_matrix_across_workers_and_cleanup() {
         for f in ["same", "other", "plain"] {
             c.delete_function(f).await?;
         }
-        c.detach_netns(&eni.id).await?;
+        c.detach_netns(eni["Id"].as_str().context("Id")?).await?;
         let cleaned = || async {
             match c.delete_subnet(&subnet.id).await {
                 Ok(()) => Ok(true),
