@@ -34,7 +34,6 @@ if ! "$bin/fnctl" get hello >/dev/null 2>&1; then
 fi
 echo "invoking the example: fnctl invoke hello --payload '{\"name\":\"Lamina\"}'"
 "$bin/fnctl" invoke hello --payload '{"name":"Lamina"}'
-echo
 echo "Lamina is running at $FNCTL_ENDPOINT (fnctl: $bin/fnctl, credentials: $FNCTL_CREDENTIALS)."
 echo "Lambda REST API: http://$rest_listen — boto3.client('lambda', endpoint_url='http://$rest_listen',"
 echo "  region_name='us-east-1', aws_access_key_id=..., aws_secret_access_key=...) with the key in"
