@@ -29,6 +29,29 @@ fn code_dir(parent: &std::path::Path, source: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `fnctl create NAME --runtime python3.11 --handler app.handler --code DIR EXTRA...`, which must succeed.
+fn fnctl_create_python(
+    target: &(String, std::path::PathBuf),
+    name: &str,
+    dir: &std::path::Path,
+    extra: &[&str],
+) {
+    let dir = dir.to_str().unwrap();
+    let mut args = vec![
+        "create",
+        name,
+        "--runtime",
+        "python3.11",
+        "--handler",
+        "app.handler",
+        "--code",
+        dir,
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = fnctl(target, &args);
+    assert_eq!(code, 0, "fnctl {args:?}: {out}{err}");
+}
+
 #[test]
 fn fnctl_create_invoke_get_list_logs_delete() {
     require_root();
@@ -39,26 +62,12 @@ fn fnctl_create_invoke_get_list_logs_delete() {
         cluster.dir.path(),
         "def handler(e, c):\n    print('hello from', c.function_name)\n    if e.get('fail'):\n        raise RuntimeError('asked to fail')\n    return {'echo': e}\n",
     );
-    let (code, out, err) = fnctl(
+    fnctl_create_python(
         &ep,
-        &[
-            "create",
-            &name,
-            "--runtime",
-            "python3.11",
-            "--handler",
-            "app.handler",
-            "--code",
-            dir.to_str().unwrap(),
-            "--memory",
-            "512",
-            "--timeout",
-            "10",
-            "--env",
-            "K=a=b",
-        ],
+        &name,
+        &dir,
+        &["--memory", "512", "--timeout", "10", "--env", "K=a=b"],
     );
-    assert_eq!(code, 0, "{out}{err}");
 
     let (code, out, err) = fnctl(&ep, &["invoke", &name, "--payload", r#"{"x":1}"#]);
     assert_eq!(code, 0, "{out}{err}\n{}", cluster.logs());
@@ -291,20 +300,7 @@ fn fnctl_shows_a_functions_terminal_controls_escaped() {
         cluster.dir.path(),
         "def handler(e, c):\n    print('clip \\x1b]52;c;cHduZWQ=\\x07 title \\x1b]0;owned\\x07')\n    print('\\rREPORT RequestId: fake')\n    return 'answer \\x1b[2J'\n",
     );
-    let (code, out, err) = fnctl(
-        &ep,
-        &[
-            "create",
-            &name,
-            "--runtime",
-            "python3.11",
-            "--handler",
-            "app.handler",
-            "--code",
-            dir.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    fnctl_create_python(&ep, &name, &dir, &[]);
 
     // Piped: byte-exact payload (JSON escapes the ESC itself), one line.
     let (code, out, err) = fnctl(&ep, &["invoke", &name]);
