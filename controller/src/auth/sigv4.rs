@@ -265,9 +265,9 @@ mod tests {
     use super::*;
     use lamina_proto::auth::{Credentials, StaticKey};
 
-    /// AWS's published SigV4 example (the `get-vanilla` suite case: GET / with host and x-amz-date).
-    #[test]
-    fn the_aws_test_suite_get_vanilla_case_verifies() {
+    /// AWS's published SigV4 example (the `get-vanilla` suite case: GET / with host and
+    /// x-amz-date): its key and its signed headers.
+    fn get_vanilla() -> (StaticKey, HeaderMap) {
         let keys = StaticKey(Credentials {
             access_key_id: "AKIDEXAMPLE".into(),
             secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
@@ -283,6 +283,12 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
+        (keys, h)
+    }
+
+    #[test]
+    fn the_aws_test_suite_get_vanilla_case_verifies() {
+        let (keys, h) = get_vanilla();
         let uri: http::Uri = "/".parse().unwrap();
         let now = parse_amz_date("20150830T123600Z").unwrap();
         assert_eq!(
@@ -306,21 +312,7 @@ mod tests {
 
     #[test]
     fn an_unsigned_x_amz_header_is_refused_before_the_body() {
-        let keys = StaticKey(Credentials {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
-        });
-        let mut h = HeaderMap::new();
-        h.insert("host", "example.amazonaws.com".parse().unwrap());
-        h.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
-        h.insert(
-            "authorization",
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
-             SignedHeaders=host;x-amz-date, \
-             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
-                .parse()
-                .unwrap(),
-        );
+        let (keys, mut h) = get_vanilla();
         let now = parse_amz_date("20150830T123600Z").unwrap();
         assert!(precheck(&keys, &h, now).is_ok());
         // The body's hash may come unsigned: it is checked against the body.
