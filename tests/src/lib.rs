@@ -30,7 +30,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first with `cargo build --workspace --bins` (deploy/test.sh does)",
+        "{} is missing: build the binaries first with `cargo build --workspace --bins --lib` (deploy/test.sh does)",
         path.display()
     );
     path
