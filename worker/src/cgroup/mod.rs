@@ -3,6 +3,8 @@
 //!
 //! A sandbox's cgroup is created (or taken from the free list of emptied ones, `reuse.rs`) and its
 //! limits written before its first process is attached.
+#[cfg(test)]
+mod bench;
 mod reuse;
 mod v1;
 mod v2;
