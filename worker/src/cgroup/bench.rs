@@ -60,6 +60,54 @@ fn bench_create_limit_remove() {
     super::remove_group(&parent).expect("remove the bench parent");
 }
 
+/// A cgroup whose process was just killed, removed by Lamina's polled rmdir (`Cgroup::remove`) or
+/// by the crate's `delete` (which sleeps 10 ms before its first retry): v1 only, where the two
+/// differ.
+#[test]
+#[ignore = "a benchmark: run it by name with --ignored --nocapture"]
+fn bench_kill_remove() {
+    need_root();
+    let super::Mode::V1(_) = mode().unwrap() else {
+        return;
+    };
+    let parent = format!("lamina-bench-remove-{}", std::process::id());
+    let names: Vec<String> = ["memory", "cpu", "pids", "freezer"].map(String::from).to_vec();
+    for crate_delete in [false, true] {
+        let mut took = Duration::ZERO;
+        let n = 40;
+        for i in 0..n {
+            let rel = format!("{parent}/k-{i}");
+            let cg = create(&rel, &Limits::for_function(128, 64)).expect("create");
+            let mut child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("spawn sleep");
+            cg.add_process(child.id() as i32).expect("attach");
+            cg.kill_all().expect("kill");
+            child.wait().expect("reap sleep");
+            let start = Instant::now();
+            if crate_delete {
+                cgroups_rs::Cgroup::load_with_specified_controllers(
+                    cgroups_rs::hierarchies::auto(),
+                    &rel,
+                    names.clone(),
+                )
+                .delete()
+                .expect("crate delete");
+            } else {
+                cg.remove().expect("remove");
+            }
+            took += start.elapsed();
+        }
+        println!(
+            "cgroup v1: removed after kill by {}: {:.0} us each",
+            if crate_delete { "cgroups-rs delete" } else { "polled rmdir" },
+            took.as_secs_f64() * 1e6 / f64::from(n)
+        );
+    }
+    super::remove_group(&parent).expect("remove the bench parent");
+}
+
 /// Freeze + thaw of a cgroup with one process, each waited for until the kernel says it is done.
 #[test]
 #[ignore = "a benchmark: run it by name with --ignored --nocapture"]
