@@ -71,7 +71,9 @@ fn bench_kill_remove() {
         return;
     };
     let parent = format!("lamina-bench-remove-{}", std::process::id());
-    let names: Vec<String> = ["memory", "cpu", "pids", "freezer"].map(String::from).to_vec();
+    let names: Vec<String> = ["memory", "cpu", "pids", "freezer"]
+        .map(String::from)
+        .to_vec();
     for crate_delete in [false, true] {
         let mut took = Duration::ZERO;
         let n = 40;
@@ -101,7 +103,11 @@ fn bench_kill_remove() {
         }
         println!(
             "cgroup v1: removed after kill by {}: {:.0} us each",
-            if crate_delete { "cgroups-rs delete" } else { "polled rmdir" },
+            if crate_delete {
+                "cgroups-rs delete"
+            } else {
+                "polled rmdir"
+            },
             took.as_secs_f64() * 1e6 / f64::from(n)
         );
     }

@@ -152,7 +152,10 @@ impl CgroupV1 {
         }
         rename(m, old, new)?;
         let mut cg = CgroupV1::open(m, new);
-        let state = cg.freezer().state().map_err(|e| cg.crate_err(&cg.freezer, e))?;
+        let state = cg
+            .freezer()
+            .state()
+            .map_err(|e| cg.crate_err(&cg.freezer, e))?;
         if !matches!(state, FreezerState::Thawed) {
             cg.set_freezer(false)?;
         }
@@ -244,11 +247,8 @@ impl CgroupV1 {
             .cg
             .controller_of()
             .expect("the cpu controller was asked for");
-        cpu.set_cfs_quota_and_period(
-            Some(limits.cpu_quota_us as i64),
-            Some(limits.cpu_period_us),
-        )
-        .map_err(|e| self.crate_err(&self.cpu, e))?;
+        cpu.set_cfs_quota_and_period(Some(limits.cpu_quota_us as i64), Some(limits.cpu_period_us))
+            .map_err(|e| self.crate_err(&self.cpu, e))?;
         self.pid_controller()
             .set_pid_max(MaxValue::Value(i64::from(limits.pids_max)))
             .map_err(|e| self.crate_err(&self.pids, e))

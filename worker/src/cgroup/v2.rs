@@ -100,19 +100,14 @@ impl CgroupV2 {
             })
             .map_err(|e| self.crate_err(e))?;
         if self.dir.join("memory.swap.max").exists() {
-            memory
-                .set_memswap_limit(0)
-                .map_err(|e| self.crate_err(e))?;
+            memory.set_memswap_limit(0).map_err(|e| self.crate_err(e))?;
         }
         let cpu: &cgroups_rs::cpu::CpuController = self
             .cg
             .controller_of()
             .expect("the cpu controller was asked for");
-        cpu.set_cfs_quota_and_period(
-            Some(limits.cpu_quota_us as i64),
-            Some(limits.cpu_period_us),
-        )
-        .map_err(|e| self.crate_err(e))?;
+        cpu.set_cfs_quota_and_period(Some(limits.cpu_quota_us as i64), Some(limits.cpu_period_us))
+            .map_err(|e| self.crate_err(e))?;
         let pids: &PidController = self
             .cg
             .controller_of()
@@ -124,10 +119,8 @@ impl CgroupV2 {
     /// Asks for the state through the crate (`cgroup.freeze`), then waits until `cgroup.events`
     /// says the kernel reached it (the crate's `state` reads back the request, not the effect).
     fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        let freezer: &FreezerController = self
-            .cg
-            .controller_of()
-            .expect("the freezer was asked for");
+        let freezer: &FreezerController =
+            self.cg.controller_of().expect("the freezer was asked for");
         if frozen {
             freezer.freeze()
         } else {
