@@ -2,7 +2,7 @@
 //! crate it speaks) is built from, given to the crate as `LAMINA_WORKER_BUILD_ID`. The binary and
 //! the cdylib (`liblamina_worker.so`, loaded by the Python zygote) come out of one compilation of
 //! the library, so they carry the same id; a library left by an older build carries another one and
-//! is refused at load (`sandbox/zygote.rs`), instead of running sandbox init code of another commit.
+//! is refused at load (`sandbox/launcher.rs`), instead of running sandbox init code of another commit.
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::path::{Path, PathBuf};

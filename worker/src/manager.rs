@@ -19,16 +19,16 @@ mod pool;
 mod provisioned;
 mod retire;
 mod run;
+mod start;
 mod state;
 mod uids;
 mod vpc;
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lamina_proto::domain::FunctionConfig;
 use lamina_proto::validate::ValidationError;
@@ -38,8 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::code_cache::{CodeCache, CodeCacheError};
 use crate::config::WorkerConfig;
 use crate::runtime_api::RuntimeApi;
-use crate::runtimes;
-use crate::sandbox::{PrepareSpec, PreparedSandbox, Sandbox, SandboxError, SandboxSpec, Zygote};
+use crate::sandbox::{Launcher, PrepareSpec, PreparedSandbox, Sandbox, SandboxError};
 
 pub use env::{build_env, log_stream_name, InitType};
 pub use logs::{format_log, Report, MAX_OUTPUT_BYTES};
@@ -180,8 +179,9 @@ pub struct PoolStatus {
 
 type Key = (String, String);
 
-/// A started sandbox with its Runtime API and output.
-struct Warm {
+/// A sandbox of the pool — started for an invocation (cold) or taken idle (warm), busy or idle —
+/// with its Runtime API and output.
+struct Pooled {
     sandbox: Sandbox,
     api: RuntimeApi,
     output: Option<Arc<SandboxOutput>>,
@@ -201,7 +201,7 @@ struct PoolState {
     /// Every live sandbox (starting, busy, idle, being destroyed) by id: what memory is spoken for.
     all: HashMap<String, SandboxInfo>,
     /// Idle sandboxes (frozen once their grace ran out) by (function, revision), most recently used last.
-    idle: HashMap<Key, Vec<Warm>>,
+    idle: HashMap<Key, Vec<Pooled>>,
     /// Provisioned-concurrency targets and their starts in flight.
     provisioned: provisioned::Targets,
     /// Busy or starting sandboxes of revisions that no longer exist: destroyed once their
@@ -219,9 +219,9 @@ struct Inner {
     /// Sandboxes prepared ahead of requests (see `pool.rs`).
     prepared: pool::Prepared,
     /// The Python zygote, when enabled and running.
-    zygote: Option<Arc<Zygote>>,
+    python_zygote: Option<Arc<Launcher>>,
     /// The spawner of sandbox inits, when enabled and running.
-    spawner: Option<Arc<Zygote>>,
+    spawner: Option<Arc<Launcher>>,
     invocations_total: AtomicU64,
     /// A sandbox finished starting (see [`Manager::sandbox_started`]).
     started: tokio::sync::Notify,
@@ -241,15 +241,15 @@ pub struct Manager {
 
 /// How a sandbox was obtained for an invocation.
 struct Acquired {
-    warm: Warm,
+    pooled: Pooled,
     cold: bool,
 }
 
 impl Manager {
     /// A manager with an empty pool; spawns the keep-alive reaper (stopped by [`Manager::shutdown`]).
     pub fn new(cfg: ManagerConfig, code: CodeCache) -> Manager {
-        let zygote = if cfg.python_zygote {
-            match Zygote::start_default(&cfg.runtime_dir) {
+        let python_zygote = if cfg.python_zygote {
+            match Launcher::start_python_zygote_default(&cfg.runtime_dir) {
                 Ok(z) => Some(z),
                 Err(e) => {
                     tracing::warn!(error = %e, "python sandboxes start without a zygote");
@@ -260,7 +260,7 @@ impl Manager {
             None
         };
         let spawner = if cfg.spawner {
-            match Zygote::start_spawner() {
+            match Launcher::start_spawner() {
                 Ok(z) => Some(z),
                 Err(e) => {
                     tracing::warn!(error = %e, "sandbox inits are spawned without the spawner");
@@ -283,7 +283,7 @@ impl Manager {
                 images,
                 state: Mutex::default(),
                 prepared: pool::Prepared::default(),
-                zygote,
+                python_zygote,
                 spawner,
                 invocations_total: AtomicU64::new(0),
                 started: tokio::sync::Notify::new(),
@@ -320,110 +320,39 @@ impl Manager {
                 if st.closed {
                     return Err(ManagerError::ShuttingDown);
                 }
-                let warm = st.take_idle(&key);
-                if let Some(w) = &warm {
+                let pooled = st.take_idle(&key);
+                if let Some(w) = &pooled {
                     st.set_phase(w.sandbox.id(), SandboxPhase::Busy);
                 }
-                warm
+                pooled
             };
-            let Some(warm) = candidate else { break };
-            if warm.sandbox.has_exited() {
+            let Some(pooled) = candidate else { break };
+            if pooled.sandbox.has_exited() {
                 tracing::info!(
-                    sandbox = warm.sandbox.id(),
+                    sandbox = pooled.sandbox.id(),
                     "idle sandbox exited: starting another"
                 );
-                self.retire(warm);
+                self.retire(pooled);
                 continue;
             }
-            if !warm.frozen {
-                return Ok(Acquired { warm, cold: false });
+            if !pooled.frozen {
+                return Ok(Acquired {
+                    pooled,
+                    cold: false,
+                });
             }
-            if let Err(e) = warm.sandbox.thaw() {
-                tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "thaw failed: starting another");
-                self.retire(warm);
+            if let Err(e) = pooled.sandbox.thaw() {
+                tracing::warn!(sandbox = pooled.sandbox.id(), error = %e, "thaw failed: starting another");
+                self.retire(pooled);
                 continue;
             }
-            return Ok(Acquired { warm, cold: false });
+            return Ok(Acquired {
+                pooled,
+                cold: false,
+            });
         }
-        let warm = self.start(config, InitType::OnDemand).await?;
-        Ok(Acquired { warm, cold: true })
-    }
-
-    /// Reserves memory (evicting ordinary idle sandboxes of any function if needed) and starts a
-    /// sandbox. A provisioned one is counted as its target's from here on (see `provisioned`).
-    async fn start(&self, config: &FunctionConfig, init: InitType) -> Result<Warm, ManagerError> {
-        let spec = &config.spec;
-        // With a zygote the prepared sandboxes are Python ones (an image brings its own runtime).
-        let fits = self.zygote().is_none() || image::zygote_fits(config);
-        let prepared = if fits { self.take_prepared() } else { None };
-        let sandbox_id = match &prepared {
-            Some(p) => p.id().to_string(),
-            None => new_sandbox_id(),
-        };
-        let uuid = sandbox_id.trim_start_matches("sb-").to_string();
-        let needed = u64::from(spec.memory_mb);
-        let provisioned = init == InitType::ProvisionedConcurrency;
-        {
-            let mut st = self.state();
-            if provisioned {
-                st.provisioned
-                    .started(&(spec.name.clone(), config.revision_id.clone()));
-            }
-            if st.closed {
-                drop(st);
-                if let Some(p) = prepared {
-                    self.spawn_destroy_prepared(p);
-                }
-                return Err(ManagerError::ShuttingDown);
-            }
-            let total = self.inner.cfg.memory_mb;
-            while st.used_mb() + needed > total {
-                let Some(victim) = st.pop_oldest_idle() else {
-                    drop(st);
-                    if let Some(p) = prepared {
-                        self.return_prepared(p);
-                    }
-                    let st = self.state();
-                    return Err(ManagerError::NoCapacity {
-                        worker: self.inner.cfg.worker_id.clone(),
-                        needed,
-                        free: total.saturating_sub(st.used_mb()),
-                        total,
-                    });
-                };
-                tracing::info!(
-                    sandbox = victim.sandbox.id(),
-                    "evicting an idle sandbox to make room"
-                );
-                // Counted as free right away (it is being killed) so that no more is evicted than needed.
-                st.all.remove(victim.sandbox.id());
-                self.spawn_destroy(victim, false);
-            }
-            st.all.insert(
-                sandbox_id.clone(),
-                SandboxInfo {
-                    sandbox_id: sandbox_id.clone(),
-                    function_name: spec.name.clone(),
-                    revision_id: config.revision_id.clone(),
-                    phase: SandboxPhase::Starting,
-                    memory_mb: spec.memory_mb,
-                    provisioned,
-                },
-            );
-        }
-        let started = self
-            .start_reserved(config, &sandbox_id, &uuid, prepared, init)
-            .await;
-        // A started sandbox stays `Starting` until its runtime finished its init (`started`).
-        if let Err(e) = &started {
-            crate::health::FDS.note_error(e);
-            let mut st = self.state();
-            st.all.remove(&sandbox_id);
-            st.doomed.remove(&sandbox_id);
-            drop(st);
-            self.refill_prepared();
-        }
-        started
+        let pooled = self.start(config, InitType::OnDemand).await?;
+        Ok(Acquired { pooled, cold: true })
     }
 
     /// The runtime of sandbox `id` finished its init: it is no longer a start in flight. Wakes
@@ -472,177 +401,36 @@ impl Manager {
         out
     }
 
-    async fn start_reserved(
-        &self,
-        config: &FunctionConfig,
-        sandbox_id: &str,
-        uuid: &str,
-        prepared: Option<PreparedSandbox>,
-        init: InitType,
-    ) -> Result<Warm, ManagerError> {
-        let spec = &config.spec;
-        let cfg = &self.inner.cfg;
-        // The code and every attached layer, fetched and unzipped once per digest, leased to the
-        // sandbox (not evicted from the disk cache while it lives).
-        let fetched = async {
-            if let Some(image) = &config.image {
-                let lease = self.inner.images.ensure(image).await?;
-                return Ok::<_, ManagerError>((lease, Vec::new()));
-            }
-            let code = self.inner.code.ensure(&config.code_sha256).await?;
-            let mut layers = Vec::with_capacity(config.layers.len());
-            for layer in &config.layers {
-                layers.push(self.inner.code.ensure(&layer.code_sha256).await?);
-            }
-            Ok((code, layers))
-        };
-        let (code_lease, layer_leases) = match fetched.await {
-            Ok(dirs) => dirs,
-            Err(e) => {
-                if let Some(p) = prepared {
-                    self.return_prepared(p);
-                }
-                return Err(e);
-            }
-        };
-        let code_dir = code_lease.path().to_path_buf();
-        let layer_dirs: Vec<PathBuf> = layer_leases
-            .iter()
-            .map(|l| l.path().to_path_buf())
-            .collect();
-        let mut leases = layer_leases;
-        leases.push(code_lease);
-        if spec.runtime.is_provided() && config.image.is_none() {
-            if let Err(e) = check_bootstrap(&code_dir) {
-                if let Some(p) = prepared {
-                    self.return_prepared(p);
-                }
-                return Err(e);
-            }
-        }
-        let now_s = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let stream = log_stream_name(now_s, &config.version, uuid);
-        let image_root = image::root(config, &code_dir);
-        let sandbox_spec = SandboxSpec {
-            sandbox_id: sandbox_id.to_string(),
-            runtime: spec.runtime,
-            code_dir,
-            layer_dirs,
-            runtime_dir: cfg.runtime_dir.clone(),
-            work_dir: cfg.sandboxes_dir.join(sandbox_id),
-            cgroup_parent: cfg.cgroup_parent.clone(),
-            memory_mb: spec.memory_mb,
-            ephemeral_storage_mb: spec.ephemeral_storage_mb,
-            argv: match &config.image {
-                Some(i) => image::argv(i),
-                None => runtimes::command(spec.runtime),
-            },
-            env: match &config.image {
-                Some(i) => image::env(config, &stream, init, i),
-                None => build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
-            },
-            host_uid: self.inner.uids.uid_for(&spec.name)?,
-            pids_max: cfg.pids_max,
-        };
-        let started_at = Instant::now();
-        let (prepare_spec, mut bind_spec) = sandbox_spec.split();
-        bind_spec.image = image_root;
-        let prepared = match prepared {
-            Some(p) => p,
-            None => {
-                PreparedSandbox::prepare_with(prepare_spec, self.fresh_launcher(config)).await?
-            }
-        };
-        let vpc = spec.vpc_config.as_ref();
-        let prepared = match vpc {
-            Some(vpc) => self.attach_vpc(prepared, vpc).await?,
-            None => self.attach_default_egress(prepared).await?,
-        };
-        // From here on every failure gives the sandbox's network attachment (VPC addresses, its
-        // interface, security-group membership) back, as well as destroying the sandbox.
-        let mut sandbox = match prepared.bind(bind_spec).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.release_vpc(sandbox_id).await;
-                return Err(e.into());
-            }
-        };
-        // The pool is refilled once this sandbox's first invocation (`run_marking_start`) or its
-        // provisioned init (`provision_one`) is over: preparing another now would slow this start.
-        let stop = CancellationToken::new();
-        let api = match sandbox.take_runtime_api_listener() {
-            Some(listener) => RuntimeApi::serve(listener, stop.clone()),
-            None => Err(std::io::Error::other(
-                "the sandbox gave no runtime api listener",
-            )),
-        };
-        let api = match api {
-            Ok(api) => api,
-            Err(source) => {
-                sandbox.destroy().await;
-                self.release_vpc(sandbox_id).await;
-                return Err(ManagerError::RuntimeApi {
-                    id: sandbox_id.to_string(),
-                    source,
-                });
-            }
-        };
-        let output = sandbox.take_output().map(SandboxOutput::new);
-        if let Some(out) = &output {
-            logs::spawn_reader(out.clone(), api.clone(), stop.clone());
-        }
-        tracing::info!(
-            sandbox = sandbox_id,
-            function = %spec.name,
-            revision = %config.revision_id,
-            ms = started_at.elapsed().as_millis() as u64,
-            "sandbox started"
-        );
-        Ok(Warm {
-            sandbox,
-            api,
-            output,
-            stop,
-            started_at,
-            idle_since: started_at,
-            frozen: false,
-            _leases: leases,
-        })
-    }
-
     /// After an invocation that kept its sandbox: put it back as idle (frozen now or after the grace).
-    fn release(&self, mut warm: Warm) {
-        if let Err(e) = self.freeze_on_release(&mut warm) {
-            tracing::warn!(sandbox = warm.sandbox.id(), error = %e, "freeze failed: destroying the sandbox");
-            self.retire(warm);
+    fn release(&self, mut pooled: Pooled) {
+        if let Err(e) = self.freeze_on_release(&mut pooled) {
+            tracing::warn!(sandbox = pooled.sandbox.id(), error = %e, "freeze failed: destroying the sandbox");
+            self.retire(pooled);
             return;
         }
-        warm.idle_since = Instant::now();
+        pooled.idle_since = Instant::now();
         let mut st = self.state();
         if st.closed {
             drop(st);
-            self.retire(warm);
+            self.retire(pooled);
             return;
         }
-        let id = warm.sandbox.id().to_string();
+        let id = pooled.sandbox.id().to_string();
         if st.take_doomed(&id) {
             drop(st);
             tracing::info!(sandbox = %id, "its revision no longer exists: destroying the sandbox");
-            self.retire(warm);
+            self.retire(pooled);
             return;
         }
         let Some(info) = st.all.get_mut(&id) else {
             drop(st);
-            self.retire(warm);
+            self.retire(pooled);
             return;
         };
         info.phase = SandboxPhase::Idle;
         let key = (info.function_name.clone(), info.revision_id.clone());
-        let unfrozen = !warm.frozen;
-        st.idle.entry(key).or_default().push(warm);
+        let unfrozen = !pooled.frozen;
+        st.idle.entry(key).or_default().push(pooled);
         drop(st);
         if unfrozen {
             self.idle_unfrozen();
@@ -650,17 +438,17 @@ impl Manager {
     }
 
     /// Destroys a sandbox in the background; its memory stays accounted until it is gone.
-    fn retire(&self, warm: Warm) {
-        self.spawn_destroy(warm, true);
+    fn retire(&self, pooled: Pooled) {
+        self.spawn_destroy(pooled, true);
     }
 
-    fn spawn_destroy(&self, warm: Warm, unaccount: bool) {
+    fn spawn_destroy(&self, pooled: Pooled, unaccount: bool) {
         let me = self.clone();
         self.inner.tasks.spawn(async move {
-            let id = warm.sandbox.id().to_string();
-            warm.stop.cancel();
-            warm.sandbox.kill();
-            warm.sandbox.destroy().await;
+            let id = pooled.sandbox.id().to_string();
+            pooled.stop.cancel();
+            pooled.sandbox.kill();
+            pooled.sandbox.destroy().await;
             me.release_vpc(&id).await;
             tracing::debug!(sandbox = %id, "sandbox destroyed");
             if unaccount {
@@ -680,13 +468,13 @@ impl Manager {
                 _ = tick.tick() => {}
             }
             let keep_alive = self.inner.cfg.keep_alive;
-            let expired: Vec<Warm> = {
+            let expired: Vec<Pooled> = {
                 let mut st = self.state();
                 let PoolState { all, idle, .. } = &mut *st;
                 let mut out = Vec::new();
                 for list in idle.values_mut() {
                     // Provisioned sandboxes stay while their target holds.
-                    let (old, young): (Vec<Warm>, Vec<Warm>) = list.drain(..).partition(|w| {
+                    let (old, young): (Vec<Pooled>, Vec<Pooled>) = list.drain(..).partition(|w| {
                         w.idle_since.elapsed() >= keep_alive
                             && !all.get(w.sandbox.id()).is_some_and(|s| s.provisioned)
                     });
@@ -696,12 +484,12 @@ impl Manager {
                 idle.retain(|_, v| !v.is_empty());
                 out
             };
-            for warm in expired {
+            for pooled in expired {
                 tracing::info!(
-                    sandbox = warm.sandbox.id(),
+                    sandbox = pooled.sandbox.id(),
                     "idle past the keep-alive: destroying"
                 );
-                self.retire(warm);
+                self.retire(pooled);
             }
             // Lost provisioned sandboxes are replaced and failed starts retried from here.
             self.reconcile_provisioned();
@@ -729,7 +517,7 @@ impl Manager {
 
     /// Refuses new invocations, kills running ones, destroys every sandbox and waits for that.
     pub async fn shutdown(&self) {
-        let idle: Vec<Warm> = {
+        let idle: Vec<Pooled> = {
             let mut st = self.state();
             st.closed = true;
             st.idle.drain().flat_map(|(_, v)| v).collect()
@@ -738,8 +526,8 @@ impl Manager {
         for p in self.inner.prepared.drain() {
             self.spawn_destroy_prepared(p);
         }
-        for warm in idle {
-            self.retire(warm);
+        for pooled in idle {
+            self.retire(pooled);
         }
         self.inner.tasks.close();
         if tokio::time::timeout(SHUTDOWN_WAIT, self.inner.tasks.wait())
@@ -753,18 +541,4 @@ impl Manager {
 
 fn new_sandbox_id() -> String {
     format!("sb-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// `provided` needs an executable `/var/task/bootstrap`.
-fn check_bootstrap(code_dir: &std::path::Path) -> Result<(), ManagerError> {
-    let path = code_dir.join("bootstrap");
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-        Ok(_) => Err(ManagerError::InvalidEntrypoint(
-            "/var/task/bootstrap is not an executable file: zip it with mode 0755".to_string(),
-        )),
-        Err(_) => Err(ManagerError::InvalidEntrypoint(
-            "Couldn't find valid bootstrap(s): [/var/task/bootstrap]".to_string(),
-        )),
-    }
 }

@@ -26,7 +26,7 @@ use lamina_proto::domain::Runtime;
 use lamina_worker::cgroup;
 use lamina_worker::runtime_api::{Invocation, InvocationOutcome, RuntimeApi};
 use lamina_worker::runtimes;
-use lamina_worker::sandbox::{PrepareSpec, PreparedSandbox, SandboxSpec, Zygote};
+use lamina_worker::sandbox::{Launcher, PrepareSpec, PreparedSandbox, SandboxSpec};
 use tokio_util::sync::CancellationToken;
 
 const PY: &str = "def handler(event, context):\n    return {'ok': True}\n";
@@ -122,7 +122,7 @@ async fn creations(
     fx: &Arc<Fixture>,
     dur: Duration,
     prepare_only: bool,
-    spawner: Option<Arc<Zygote>>,
+    spawner: Option<Arc<Launcher>>,
 ) -> Result<(usize, f64)> {
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -164,7 +164,7 @@ async fn cold(
     fx: &Fixture,
     runtime: Runtime,
     pooled: bool,
-    zygote: Option<Arc<Zygote>>,
+    zygote: Option<Arc<Launcher>>,
 ) -> Result<f64> {
     let spec = fx.spec(runtime, runtimes::command(runtime));
     let (prep, bind) = spec.split();
@@ -216,7 +216,7 @@ async fn cold(
 async fn bench(dir: &Path, runs: usize, dur: Duration) -> Result<String> {
     let fx = Arc::new(Fixture::new(dir)?);
     let mut out = serde_json::Map::new();
-    let spawner = Zygote::start_spawner()?;
+    let spawner = Launcher::start_spawner()?;
     let reuse = cgroup::reuse_capacity().max(cgroup::REUSE_DEFAULT_CAPACITY);
     let before = cgroup::reuse_stats();
     let mut reused = cgroup::ReuseStats::default();
@@ -240,7 +240,7 @@ async fn bench(dir: &Path, runs: usize, dur: Duration) -> Result<String> {
             );
         }
     }
-    let zygote = Zygote::start_default(&fx.runtime)?;
+    let zygote = Launcher::start_python_zygote_default(&fx.runtime)?;
     let series = [
         ("python_fresh", Runtime::Python311, false, None),
         ("python_prepared", Runtime::Python311, true, None),

@@ -1,8 +1,13 @@
 //! cgroups behind one interface: v1 (legacy/hybrid hierarchies, what these machines have) and v2
-//! (unified). The mode is detected once per process.
+//! (unified), both built on the `cgroups-rs` crate; the mode is detected once per process (by the
+//! crate). Lamina's own code does what the crate cannot: the free list of emptied cgroups
+//! (`reuse.rs`, renames), waiting for a freeze to take effect, and rmdir polled until the kernel
+//! lets go of a just-emptied cgroup.
 //!
 //! A sandbox's cgroup is created (or taken from the free list of emptied ones, `reuse.rs`) and its
 //! limits written before its first process is attached.
+#[cfg(test)]
+mod bench;
 mod reuse;
 mod v1;
 mod v2;
@@ -26,6 +31,11 @@ pub const CPU_PERIOD_US: u64 = 100_000;
 pub enum CgroupError {
     #[error("cgroup {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("cgroup {path}: {source}")]
+    Crate {
+        path: PathBuf,
+        source: cgroups_rs::error::Error,
+    },
     #[error("no cgroup hierarchy found: neither cgroup v2 at /sys/fs/cgroup nor v1 controllers {0} are mounted")]
     NotMounted(String),
     #[error("cgroup {path} cannot be reused: {reason}")]
@@ -117,9 +127,10 @@ impl Mode {
 pub fn mode() -> Result<&'static Mode, CgroupError> {
     static MODE: OnceLock<Result<Mode, String>> = OnceLock::new();
     MODE.get_or_init(|| {
-        let root = Path::new("/sys/fs/cgroup");
-        if root.join("cgroup.controllers").exists() {
-            Ok(Mode::V2(root.to_path_buf()))
+        if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
+            Ok(Mode::V2(PathBuf::from(
+                cgroups_rs::hierarchies::UNIFIED_MOUNTPOINT,
+            )))
         } else {
             v1::Mounts::detect().map(Mode::V1)
         }
@@ -173,16 +184,6 @@ pub(crate) fn remove_stale(relative: &str) {
 /// Removes the cgroup `relative` (which must be empty) in every hierarchy; a missing one is fine.
 pub fn remove_group(relative: &str) -> Result<(), CgroupError> {
     open(relative)?.remove()
-}
-
-pub(crate) fn read_pids(file: &Path) -> Vec<i32> {
-    std::fs::read_to_string(file)
-        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-        .unwrap_or_default()
-}
-
-pub(crate) fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(io_err(path))
 }
 
 /// rmdir with retries: the kernel may take a moment to release a cgroup whose last task just died.

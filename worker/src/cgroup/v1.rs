@@ -1,14 +1,30 @@
-//! cgroup v1: one directory per controller hierarchy (memory, cpu, pids, freezer).
+//! cgroup v1: one directory per controller hierarchy (memory, cpu, pids, freezer), driven through
+//! `cgroups-rs` (directories, limits, tasks, freezer, counters) — besides what the crate cannot
+//! do: renaming a cgroup (reuse, `reuse.rs`), and what it does more slowly (see `Cgroup::remove`
+//! and `memory_peak_bytes` below, and the figures in `docs/ARCHITECTURE.md`).
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{io_err, kill_pids, read_pids, rmdir_retry, write, Cgroup, CgroupError, Limits};
+use cgroups_rs::freezer::{FreezerController, FreezerState};
+use cgroups_rs::hierarchies::V1;
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, Controller, Controllers, MaxValue};
 
-const CONTROLLERS: [&str; 4] = ["memory", "cpu", "pids", "freezer"];
+use super::{io_err, kill_pids, rmdir_retry, Cgroup, CgroupError, Limits};
 
-/// Mount points of the v1 controllers Lamina uses.
+/// The controllers Lamina uses, by their v1 names.
+const CONTROLLERS: [Controllers; 4] = [
+    Controllers::Mem,
+    Controllers::Cpu,
+    Controllers::Pids,
+    Controllers::Freezer,
+];
+
+/// Mount points of the v1 controllers Lamina uses (found by `cgroups-rs` in `/proc/self/mountinfo`).
 #[derive(Debug, Clone)]
 pub struct Mounts {
+    hierarchy: V1,
     memory: PathBuf,
     cpu: PathBuf,
     pids: PathBuf,
@@ -16,32 +32,30 @@ pub struct Mounts {
 }
 
 impl Mounts {
-    /// Reads `/proc/self/mounts`; Err names the controllers that are not mounted.
+    /// Err names the controllers that are not mounted.
     pub fn detect() -> Result<Mounts, String> {
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let find = |controller: &str| -> Option<PathBuf> {
-            mounts.lines().find_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                (f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller))
-                    .then(|| PathBuf::from(f[1]))
-            })
-        };
-        let found: Vec<Option<PathBuf>> = CONTROLLERS.iter().map(|c| find(c)).collect();
-        let missing: Vec<&str> = CONTROLLERS
+        let hierarchy = V1::new();
+        let found: Vec<Option<PathBuf>> = CONTROLLERS
+            .iter()
+            .map(|c| hierarchy.get_mount_point(c.clone()))
+            .collect();
+        let missing: Vec<String> = CONTROLLERS
             .iter()
             .zip(&found)
             .filter(|(_, p)| p.is_none())
-            .map(|(c, _)| *c)
+            .map(|(c, _)| c.to_string())
             .collect();
         if !missing.is_empty() {
             return Err(missing.join(", "));
         }
-        let mut it = found.into_iter().map(Option::unwrap);
+        let mut it = found.into_iter().flatten();
+        let mut next = || it.next().expect("every controller was found");
         Ok(Mounts {
-            memory: it.next().unwrap(),
-            cpu: it.next().unwrap(),
-            pids: it.next().unwrap(),
-            freezer: it.next().unwrap(),
+            memory: next(),
+            cpu: next(),
+            pids: next(),
+            freezer: next(),
+            hierarchy,
         })
     }
 
@@ -68,6 +82,8 @@ impl Mounts {
 
 pub struct CgroupV1 {
     relative: String,
+    /// The crate's handle on the four controllers' directories.
+    cg: cgroups_rs::Cgroup,
     memory: PathBuf,
     cpu: PathBuf,
     pids: PathBuf,
@@ -81,9 +97,17 @@ pub struct CgroupV1 {
 }
 
 impl CgroupV1 {
+    /// A handle on the cgroup `relative`, which may not exist (yet).
     pub fn open(m: &Mounts, relative: &str) -> CgroupV1 {
+        let names = CONTROLLERS.iter().map(|c| c.to_string()).collect();
+        let cg = cgroups_rs::Cgroup::load_with_specified_controllers(
+            Box::new(m.hierarchy.clone()),
+            relative,
+            names,
+        );
         CgroupV1 {
             relative: relative.to_string(),
+            cg,
             memory: m.memory.join(relative),
             cpu: m.cpu.join(relative),
             pids: m.pids.join(relative),
@@ -91,6 +115,22 @@ impl CgroupV1 {
             oom_baseline: 0,
             usage_baseline: 0,
         }
+    }
+
+    pub fn create(m: &Mounts, relative: &str, limits: &Limits) -> Result<CgroupV1, CgroupError> {
+        let cg = CgroupV1::open(m, relative);
+        cg.cg.create().map_err(|e| cg.crate_err(&cg.memory, e))?;
+        // The crate logs a failed mkdir and goes on: a missing directory is found here.
+        for dir in cg.dirs() {
+            if !dir.is_dir() {
+                return Err(CgroupError::Io {
+                    path: dir.to_path_buf(),
+                    source: std::io::Error::other("the cgroup directory was not created"),
+                });
+            }
+        }
+        cg.write_limits(limits)?;
+        Ok(cg)
     }
 
     /// Makes the free cgroup `old` (emptied by its last sandbox, see `reuse.rs`) the cgroup
@@ -112,12 +152,17 @@ impl CgroupV1 {
         }
         rename(m, old, new)?;
         let mut cg = CgroupV1::open(m, new);
-        let state = freezer_state(&cg.freezer)?;
-        if state != "THAWED" {
-            cg.set_freezer("THAWED")?;
+        let state = cg
+            .freezer()
+            .state()
+            .map_err(|e| cg.crate_err(&cg.freezer, e))?;
+        if !matches!(state, FreezerState::Thawed) {
+            cg.set_freezer(false)?;
         }
         cg.oom_baseline = cg.oom_kill_count();
-        write(&cg.memory.join("memory.max_usage_in_bytes"), "0")?;
+        cg.memory()
+            .reset_max_usage()
+            .map_err(|e| cg.crate_err(&cg.memory, e))?;
         let usage = cg.memory.join("memory.usage_in_bytes");
         cg.usage_baseline = read_u64(&usage).ok_or_else(|| CgroupError::NotReusable {
             path: usage.clone(),
@@ -127,11 +172,36 @@ impl CgroupV1 {
         Ok(cg)
     }
 
+    fn memory(&self) -> &MemController {
+        self.cg
+            .controller_of()
+            .expect("the memory controller was asked for")
+    }
+
+    fn freezer(&self) -> &FreezerController {
+        self.cg
+            .controller_of()
+            .expect("the freezer controller was asked for")
+    }
+
+    fn pid_controller(&self) -> &PidController {
+        self.cg
+            .controller_of()
+            .expect("the pids controller was asked for")
+    }
+
+    fn crate_err(&self, path: &Path, source: cgroups_rs::error::Error) -> CgroupError {
+        CgroupError::Crate {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// Ok when no task is left in any hierarchy (`pids.current` counts tasks until they are
     /// reaped, so not even a zombie) and at most `MAX_LEFTOVER_BYTES` are still charged; else why
     /// not. A file that cannot be read counts as not empty.
     fn vacant(&self) -> Result<(), &'static str> {
-        if read_u64(&self.pids.join("pids.current")) != Some(0) {
+        if !matches!(self.pid_controller().get_pid_current(), Ok(0)) {
             return Err("tasks left (pids.current is not 0)");
         }
         for dir in self.dirs() {
@@ -146,6 +216,7 @@ impl CgroupV1 {
         }
     }
 
+    /// `oom_kill` of `memory.oom_control` (one file; the crate's `memory_stat` reads a dozen).
     fn oom_kill_count(&self) -> u64 {
         std::fs::read_to_string(self.memory.join("memory.oom_control"))
             .ok()
@@ -156,57 +227,59 @@ impl CgroupV1 {
             .unwrap_or(0)
     }
 
-    pub fn create(m: &Mounts, relative: &str, limits: &Limits) -> Result<CgroupV1, CgroupError> {
-        let cg = CgroupV1::open(m, relative);
-        for dir in cg.dirs() {
-            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        }
-        cg.write_limits(limits)?;
-        Ok(cg)
-    }
-
     /// Memory (no swap), CPU quota and pids.max. With swap accounting the memory+swap limit must stay
     /// at or above the memory limit, so it is written first when the limit grows, last when it shrinks.
     fn write_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
-        let bytes = limits.memory_bytes.to_string();
-        let mem = self.memory.join("memory.limit_in_bytes");
-        let memsw = self.memory.join("memory.memsw.limit_in_bytes");
-        let has_memsw = memsw.exists();
-        let growing = !matches!(read_u64(&mem), Some(cur) if limits.memory_bytes < cur);
+        let memory = self.memory();
+        let bytes = limits.memory_bytes as i64;
+        let mem_err = |e| self.crate_err(&self.memory, e);
+        let has_memsw = self.memory.join("memory.memsw.limit_in_bytes").exists();
+        let current = read_u64(&self.memory.join("memory.limit_in_bytes"));
+        let growing = !matches!(current, Some(cur) if limits.memory_bytes < cur);
         if has_memsw && growing {
-            write(&memsw, &bytes)?;
+            memory.set_memswap_limit(bytes).map_err(mem_err)?;
         }
-        write(&mem, &bytes)?;
+        memory.set_limit(bytes).map_err(mem_err)?;
         if has_memsw && !growing {
-            write(&memsw, &bytes)?;
+            memory.set_memswap_limit(bytes).map_err(mem_err)?;
         }
-        write(
-            &self.cpu.join("cpu.cfs_period_us"),
-            &limits.cpu_period_us.to_string(),
-        )?;
-        write(
-            &self.cpu.join("cpu.cfs_quota_us"),
-            &limits.cpu_quota_us.to_string(),
-        )?;
-        write(&self.pids.join("pids.max"), &limits.pids_max.to_string())
+        let cpu: &cgroups_rs::cpu::CpuController = self
+            .cg
+            .controller_of()
+            .expect("the cpu controller was asked for");
+        cpu.set_cfs_quota_and_period(Some(limits.cpu_quota_us as i64), Some(limits.cpu_period_us))
+            .map_err(|e| self.crate_err(&self.cpu, e))?;
+        self.pid_controller()
+            .set_pid_max(MaxValue::Value(i64::from(limits.pids_max)))
+            .map_err(|e| self.crate_err(&self.pids, e))
     }
 
     fn dirs(&self) -> [&Path; 4] {
         [&self.memory, &self.cpu, &self.pids, &self.freezer]
     }
 
-    fn set_freezer(&self, state: &str) -> Result<(), CgroupError> {
-        let file = self.freezer.join("freezer.state");
-        write(&file, state)?;
+    /// Freezes or thaws and waits until the kernel is done (`FREEZING` -> `FROZEN`).
+    fn set_freezer(&self, frozen: bool) -> Result<(), CgroupError> {
+        let freezer = self.freezer();
+        let err = |e| self.crate_err(&self.freezer, e);
+        if frozen {
+            freezer.freeze().map_err(err)?;
+        } else {
+            freezer.thaw().map_err(err)?;
+        }
         let start = Instant::now();
         loop {
-            let now = std::fs::read_to_string(&file).map_err(io_err(&file))?;
-            if now.trim() == state {
+            let reached = match freezer.state().map_err(err)? {
+                FreezerState::Frozen => frozen,
+                FreezerState::Thawed => !frozen,
+                FreezerState::Freezing => false,
+            };
+            if reached {
                 return Ok(());
             }
             if start.elapsed() > Duration::from_secs(5) {
                 return Err(CgroupError::Timeout {
-                    path: file,
+                    path: self.freezer.join("freezer.state"),
                     what: "freezer state change",
                     ms: 5000,
                 });
@@ -217,20 +290,14 @@ impl CgroupV1 {
 }
 
 /// Renames the cgroup `old` to `new` (same parent) in every hierarchy. On failure some hierarchies
-/// may have either name: the caller removes both.
+/// may have either name: the caller removes both. (Not in `cgroups-rs`: its handles name a path.)
 pub fn rename(m: &Mounts, old: &str, new: &str) -> Result<(), CgroupError> {
-    let (from, to) = (CgroupV1::open(m, old), CgroupV1::open(m, new));
-    for (src, dst) in from.dirs().into_iter().zip(to.dirs()) {
+    let olds = m.all().map(|root| root.join(old));
+    let news = m.all().map(|root| root.join(new));
+    for (src, dst) in olds.iter().zip(&news) {
         std::fs::rename(src, dst).map_err(io_err(src))?;
     }
     Ok(())
-}
-
-fn freezer_state(freezer: &Path) -> Result<String, CgroupError> {
-    let file = freezer.join("freezer.state");
-    std::fs::read_to_string(&file)
-        .map(|s| s.trim().to_string())
-        .map_err(io_err(&file))
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -247,39 +314,45 @@ impl Cgroup for CgroupV1 {
     }
 
     fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            write(&dir.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
+        self.cg
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| self.crate_err(&self.freezer, e))
     }
 
     fn freeze(&self) -> Result<(), CgroupError> {
-        self.set_freezer("FROZEN")
+        self.set_freezer(true)
     }
 
     fn thaw(&self) -> Result<(), CgroupError> {
-        self.set_freezer("THAWED")
+        self.set_freezer(false)
     }
 
     fn oom_kills(&self) -> u64 {
         self.oom_kill_count().saturating_sub(self.oom_baseline)
     }
 
+    /// `memory.max_usage_in_bytes` (one file; the crate's `memory_stat` reads a dozen).
     fn memory_peak_bytes(&self) -> u64 {
         read_u64(&self.memory.join("memory.max_usage_in_bytes"))
             .unwrap_or(0)
             .saturating_sub(self.usage_baseline)
     }
 
+    /// The freezer hierarchy's `cgroup.procs` (every process is attached to all four).
     fn pids(&self) -> Vec<i32> {
-        read_pids(&self.freezer.join("cgroup.procs"))
+        self.freezer()
+            .procs()
+            .into_iter()
+            .map(|p| p.pid as i32)
+            .collect()
     }
 
     fn kill_all(&self) -> Result<(), CgroupError> {
         if !self.freezer.exists() {
             return Ok(());
         }
-        // Freeze first so nothing can fork between reading the list and killing it.
+        // Freeze first so nothing can fork between reading the list and killing it (v1 has no
+        // `cgroup.kill`, and the crate's `kill` is v2 only).
         self.freeze()?;
         for _ in 0..100 {
             let pids = self.pids();
@@ -310,6 +383,8 @@ impl Cgroup for CgroupV1 {
         Ok(())
     }
 
+    /// rmdir in every hierarchy, polled (`rmdir_retry`): the crate's `delete` sleeps 10 ms before
+    /// its first retry, where a just-emptied cgroup is usually free within a few hundred µs.
     fn remove(&self) -> Result<(), CgroupError> {
         for dir in self.dirs() {
             rmdir_retry(dir)?;

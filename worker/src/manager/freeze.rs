@@ -7,17 +7,17 @@
 //! before the invocation's answer is returned, as Lambda does.
 use std::time::{Duration, Instant};
 
-use super::{Manager, PoolState, Warm};
+use super::{Manager, PoolState, Pooled};
 use crate::sandbox::SandboxError;
 
 impl Manager {
     /// Before an answered sandbox goes back to the idle list: frozen at once when there is no
     /// grace; otherwise the freezer gets to it (see [`Manager::idle_unfrozen`]).
-    pub(super) fn freeze_on_release(&self, warm: &mut Warm) -> Result<(), SandboxError> {
-        warm.frozen = false;
+    pub(super) fn freeze_on_release(&self, pooled: &mut Pooled) -> Result<(), SandboxError> {
+        pooled.frozen = false;
         if self.inner.cfg.freeze_after.is_zero() {
-            warm.sandbox.freeze()?;
-            warm.frozen = true;
+            pooled.sandbox.freeze()?;
+            pooled.frozen = true;
         }
         Ok(())
     }
@@ -50,8 +50,8 @@ impl Manager {
                 let mut st = self.state();
                 freeze_due(&mut st, grace, Instant::now())
             };
-            for warm in failed {
-                self.retire(warm);
+            for pooled in failed {
+                self.retire(pooled);
             }
         }
     }
@@ -69,7 +69,7 @@ fn next_due(st: &PoolState, grace: Duration) -> Option<Instant> {
 
 /// Freezes the idle sandboxes due at `now` (under the pool lock, so none is taken half-frozen);
 /// returns those whose freeze failed, removed from the idle lists.
-fn freeze_due(st: &mut PoolState, grace: Duration, now: Instant) -> Vec<Warm> {
+fn freeze_due(st: &mut PoolState, grace: Duration, now: Instant) -> Vec<Pooled> {
     let mut failed = Vec::new();
     for list in st.idle.values_mut() {
         let mut i = 0;

@@ -77,7 +77,7 @@ impl Manager {
         // Again on another sandbox when a warm one's runtime turns out to have exited before it
         // took the event (see `Disposition::Stale`); each round uses up one sandbox.
         loop {
-            let Acquired { warm, cold } = match self.acquire(&config).await {
+            let Acquired { pooled, cold } = match self.acquire(&config).await {
                 Ok(a) => a,
                 Err(ManagerError::InvalidEntrypoint(msg)) => {
                     self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);
@@ -98,10 +98,10 @@ impl Manager {
                 }
                 Err(e) => return Err(e),
             };
-            let id = warm.sandbox.id().to_string();
-            let api = cold.then(|| warm.api.clone());
+            let id = pooled.sandbox.id().to_string();
+            let api = cold.then(|| pooled.api.clone());
             let run = run::run(
-                warm,
+                pooled,
                 cold,
                 &config,
                 &req,
@@ -111,14 +111,14 @@ impl Manager {
             );
             let (resp, disposition) = self.run_marking_start(run, id, api).await;
             match disposition {
-                run::Disposition::Keep(warm) => self.release(warm),
-                run::Disposition::Destroy(warm) => self.retire(warm),
-                run::Disposition::Stale(warm, sink) => {
+                run::Disposition::Keep(pooled) => self.release(pooled),
+                run::Disposition::Destroy(pooled) => self.retire(pooled),
+                run::Disposition::Stale(pooled, sink) => {
                     tracing::info!(
-                        sandbox = warm.sandbox.id(),
+                        sandbox = pooled.sandbox.id(),
                         "the idle runtime had exited: running the invocation on another sandbox"
                     );
-                    self.retire(warm);
+                    self.retire(pooled);
                     chunks = sink;
                     continue;
                 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use lamina_proto::domain::{FunctionConfig, Runtime};
 
-use crate::sandbox::Zygote;
+use crate::sandbox::Launcher;
 
 use super::{new_sandbox_id, Manager, PrepareSpec, PreparedSandbox};
 
@@ -107,15 +107,15 @@ impl Manager {
     }
 
     /// The Python zygote, if enabled and still running.
-    pub(super) fn zygote(&self) -> Option<Arc<Zygote>> {
-        self.inner.zygote.clone().filter(|z| z.is_alive())
+    pub(super) fn python_zygote(&self) -> Option<Arc<Launcher>> {
+        self.inner.python_zygote.clone().filter(|z| z.is_alive())
     }
 
     /// What forks the init of a new sandbox for `runtime` (`None`: a prepared one, whose runtime
     /// is not known yet): the Python zygote for Python when enabled (prepared sandboxes are then
     /// Python ones), else the spawner; `None` means spawn and exec it directly.
-    pub(super) fn launcher(&self, runtime: Option<Runtime>) -> Option<Arc<Zygote>> {
-        let zygote = self.zygote();
+    pub(super) fn launcher(&self, runtime: Option<Runtime>) -> Option<Arc<Launcher>> {
+        let zygote = self.python_zygote();
         match (runtime, zygote) {
             (None | Some(Runtime::Python311), Some(z)) => Some(z),
             _ => self.inner.spawner.clone().filter(|s| s.is_alive()),
@@ -124,8 +124,8 @@ impl Manager {
 
     /// What starts a sandbox built for `config` on the spot: the zygote for a Python zip function
     /// when it runs, else the spawner (a fork of the pre-started init; `None`: spawn and exec one).
-    pub(super) fn fresh_launcher(&self, config: &FunctionConfig) -> Option<Arc<Zygote>> {
-        match self.zygote() {
+    pub(super) fn fresh_launcher(&self, config: &FunctionConfig) -> Option<Arc<Launcher>> {
+        match self.python_zygote() {
             Some(z) if super::image::zygote_fits(config) => Some(z),
             _ => self.inner.spawner.clone().filter(|s| s.is_alive()),
         }

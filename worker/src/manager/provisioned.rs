@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use lamina_proto::domain::FunctionConfig;
 use lamina_proto::v1::ProvisionedTarget;
 
-use super::{InitType, Key, Manager, ManagerError, PoolState, Warm};
+use super::{InitType, Key, Manager, ManagerError, PoolState, Pooled};
 
 /// Provisioned sandboxes started at once at most, per worker.
 pub const PARALLELISM: usize = 4;
@@ -247,8 +247,8 @@ impl Manager {
     async fn provision_one(&self, config: FunctionConfig) {
         let key: Key = (config.spec.name.clone(), config.revision_id.clone());
         let result = match self.start(&config, InitType::ProvisionedConcurrency).await {
-            Ok(warm) => {
-                let ready = self.await_init(warm, &config).await;
+            Ok(pooled) => {
+                let ready = self.await_init(pooled, &config).await;
                 self.refill_prepared();
                 ready
             }
@@ -275,29 +275,29 @@ impl Manager {
             }
             result.ok()
         };
-        if let Some(warm) = ready {
-            tracing::info!(sandbox = warm.sandbox.id(), function = %key.0, revision = %key.1, "provisioned sandbox ready");
-            self.release(warm);
+        if let Some(pooled) = ready {
+            tracing::info!(sandbox = pooled.sandbox.id(), function = %key.0, revision = %key.1, "provisioned sandbox ready");
+            self.release(pooled);
         }
         self.reconcile_provisioned();
     }
 
     /// Waits until the runtime has finished its init (its first `GET next`); destroys the sandbox
     /// and describes why when it fails, exits, overruns or the worker stops.
-    async fn await_init(&self, warm: Warm, config: &FunctionConfig) -> Result<Warm, String> {
+    async fn await_init(&self, pooled: Pooled, config: &FunctionConfig) -> Result<Pooled, String> {
         let limit = INIT_LIMIT + Duration::from_secs(u64::from(config.spec.timeout_s));
         let deadline = Instant::now() + limit;
         let failure = loop {
-            if warm.api.init_done_at().is_some() {
-                self.started(warm.sandbox.id());
-                return Ok(warm);
+            if pooled.api.init_done_at().is_some() {
+                self.started(pooled.sandbox.id());
+                return Ok(pooled);
             }
-            if let Some(f) = warm.api.init_failure() {
+            if let Some(f) = pooled.api.init_failure() {
                 break describe_init_error(&f.error_type, &f.body);
             }
-            if warm.sandbox.has_exited() {
-                let exit = warm.sandbox.wait_exit().await;
-                let output = warm
+            if pooled.sandbox.has_exited() {
+                let exit = pooled.sandbox.wait_exit().await;
+                let output = pooled
                     .output
                     .as_ref()
                     .map(|o| o.drain(false).0.bytes)
@@ -315,7 +315,7 @@ impl Manager {
                 () = tokio::time::sleep(INIT_POLL) => {}
             }
         };
-        self.retire(warm);
+        self.retire(pooled);
         Err(failure)
     }
 }

@@ -6,7 +6,7 @@
 //! provisioned targets of those revisions are dropped so that none is started again.
 use std::collections::HashSet;
 
-use super::{Key, Manager, PoolState, SandboxPhase, Warm};
+use super::{Key, Manager, PoolState, Pooled, SandboxPhase};
 
 impl PoolState {
     /// True when sandbox `id` is to be destroyed once its invocation is over.
@@ -41,7 +41,7 @@ impl Manager {
                 .filter(|k| k.0 == function && stale(&k.1))
                 .cloned()
                 .collect();
-            let idle: Vec<Warm> = keys
+            let idle: Vec<Pooled> = keys
                 .iter()
                 .flat_map(|k| idle.remove(k).unwrap_or_default())
                 .collect();
@@ -57,8 +57,8 @@ impl Manager {
             "retiring the sandboxes of revisions that no longer exist"
         );
         let n = idle.len() + busy;
-        for warm in idle {
-            self.retire(warm);
+        for pooled in idle {
+            self.retire(pooled);
         }
         n
     }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::logs::{billed_ms, bytes_to_mb, format_log, format_log_timed, Captured, Report};
-use super::{ManagerError, Warm};
+use super::{ManagerError, Pooled};
 use crate::runtime_api::{
     Invocation, InvocationOutcome, ResponseStream, StreamEvent, MAX_RESPONSE_BYTES,
     MAX_STREAM_BYTES,
@@ -23,14 +23,14 @@ const INIT_POLL: Duration = Duration::from_millis(20);
 
 /// What becomes of the sandbox after the invocation.
 pub(super) enum Disposition {
-    /// Freeze it and keep it warm.
-    Keep(Warm),
+    /// Freeze it and keep it idle.
+    Keep(Pooled),
     /// Timed out, crashed, failed its init or the worker is stopping: destroy it.
-    Destroy(Warm),
+    Destroy(Pooled),
     /// A warm sandbox whose runtime exited before it took the event (it was on its way out when
     /// it was frozen, e.g. a runtime client exiting right after it posted an error): destroy it
     /// and run the invocation elsewhere; the response (and the sink, handed back) are unused.
-    Stale(Warm, Option<mpsc::Sender<Bytes>>),
+    Stale(Pooled, Option<mpsc::Sender<Bytes>>),
 }
 
 enum Ended {
@@ -211,7 +211,7 @@ pub(super) fn entrypoint_error(
 /// payload is empty unless the invocation failed. Without one a streamed response is buffered (up
 /// to the 6 MB of a synchronous response) and returned whole.
 pub(super) async fn run(
-    warm: Warm,
+    pooled: Pooled,
     cold: bool,
     config: &FunctionConfig,
     req: &WorkerInvokeRequest,
@@ -244,12 +244,12 @@ pub(super) async fn run(
         buffered: BytesMut::new(),
     };
     let ended = {
-        let invoke = warm.api.invoke(inv);
+        let invoke = pooled.api.invoke(inv);
         tokio::pin!(invoke);
         let mut stream: Option<ResponseStream> = None;
         loop {
             // The timer starts when the runtime is ready (its first `GET next`), as in Lambda.
-            let init_done = warm.api.init_done_at();
+            let init_done = pooled.api.init_done_at();
             let deadline = match init_done {
                 Some(t) => t.max(dispatch) + timeout,
                 None => dispatch + INIT_LIMIT + timeout,
@@ -280,9 +280,9 @@ pub(super) async fn run(
                     Some(StreamEvent::Broken(e)) => break Ended::StreamBroken(e),
                     None => break Ended::StreamDone,
                 },
-                exit = warm.sandbox.wait_exit() => {
+                exit = pooled.sandbox.wait_exit() => {
                     // Checked before `invoke` is dropped (which abandons the event).
-                    if !cold && warm.api.event_pending() {
+                    if !cold && pooled.api.event_pending() {
                         break Ended::ExitedBeforeTaking;
                     }
                     break Ended::Exited(exit);
@@ -304,11 +304,11 @@ pub(super) async fn run(
     if matches!(ended, Ended::ExitedBeforeTaking) {
         return (
             Err(ManagerError::ShuttingDown),
-            Disposition::Stale(warm, collector.sink),
+            Disposition::Stale(pooled, collector.sink),
         );
     }
     if matches!(ended, Ended::Timeout | Ended::Shutdown | Ended::CallerGone) {
-        warm.sandbox.kill();
+        pooled.sandbox.kill();
     }
     if matches!(ended, Ended::CallerGone) {
         // The caller (the controller's call, or an async delivery's lease) gave up: the work is
@@ -319,18 +319,21 @@ pub(super) async fn run(
                 request_id: id.to_string(),
                 detail,
             }),
-            Disposition::Destroy(warm),
+            Disposition::Destroy(pooled),
         );
     }
     if matches!(ended, Ended::Shutdown) {
-        return (Err(ManagerError::ShuttingDown), Disposition::Destroy(warm));
+        return (
+            Err(ManagerError::ShuttingDown),
+            Disposition::Destroy(pooled),
+        );
     }
-    let init_done = warm.api.init_done_at();
-    let (init_output, output) = match &warm.output {
+    let init_done = pooled.api.init_done_at();
+    let (init_output, output) = match &pooled.output {
         Some(out) => out.drain(init_done.is_some()),
         None => (Captured::default(), Captured::default()),
     };
-    let peak = warm.sandbox.memory_peak_bytes();
+    let peak = pooled.sandbox.memory_peak_bytes();
     let mut extra = Vec::new();
     let (function_error, mut payload, keep) = match ended {
         Ended::Outcome(InvocationOutcome::Response(body)) => ("", body, true),
@@ -356,7 +359,7 @@ pub(super) async fn run(
         }
         Ended::Outcome(InvocationOutcome::InitError { body, .. }) => ("Unhandled", body, false),
         Ended::Exited(exit) => {
-            let (error_type, message) = exit_error(id, exit, warm.sandbox.oom_killed());
+            let (error_type, message) = exit_error(id, exit, pooled.sandbox.oom_killed());
             let payload = error_json(error_type, &message);
             extra.push(message);
             extra.push(error_type.to_string());
@@ -383,7 +386,7 @@ pub(super) async fn run(
     let init_duration_ms = cold.then(|| {
         init_done
             .unwrap_or(ended_at)
-            .saturating_duration_since(warm.started_at)
+            .saturating_duration_since(pooled.started_at)
             .as_secs_f64()
             * 1000.0
     });
@@ -413,13 +416,13 @@ pub(super) async fn run(
         billed_duration_ms: billed_ms(duration_ms),
         init_duration_ms: init_duration_ms.unwrap_or(0.0),
         max_memory_used_mb: report.max_memory_used_mb,
-        sandbox_id: warm.sandbox.id().to_string(),
+        sandbox_id: pooled.sandbox.id().to_string(),
         cold_start: cold,
     };
     let disposition = if keep {
-        Disposition::Keep(warm)
+        Disposition::Keep(pooled)
     } else {
-        Disposition::Destroy(warm)
+        Disposition::Destroy(pooled)
     };
     (Ok(resp), disposition)
 }

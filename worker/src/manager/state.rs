@@ -1,5 +1,5 @@
 //! The pool state's own queries: memory spoken for, phases, and which idle sandbox to take or evict.
-use super::{Key, PoolState, SandboxPhase, Warm};
+use super::{Key, PoolState, Pooled, SandboxPhase};
 
 impl PoolState {
     pub(super) fn used_mb(&self) -> u64 {
@@ -17,7 +17,7 @@ impl PoolState {
     }
 
     /// Removes and returns the ordinary (not provisioned) idle sandbox that has been idle longest.
-    pub(super) fn pop_oldest_idle(&mut self) -> Option<Warm> {
+    pub(super) fn pop_oldest_idle(&mut self) -> Option<Pooled> {
         let (key, index) = self
             .idle
             .iter()
@@ -26,25 +26,25 @@ impl PoolState {
             .min_by_key(|(_, _, w)| w.idle_since)
             .map(|(k, i, _)| (k.clone(), i))?;
         let list = self.idle.get_mut(&key)?;
-        let warm = list.remove(index);
+        let pooled = list.remove(index);
         if list.is_empty() {
             self.idle.remove(&key);
         }
-        Some(warm)
+        Some(pooled)
     }
 
     /// Takes an idle sandbox of `key`: a provisioned one first, else the most recently used.
-    pub(super) fn take_idle(&mut self, key: &Key) -> Option<Warm> {
+    pub(super) fn take_idle(&mut self, key: &Key) -> Option<Pooled> {
         let PoolState { all, idle, .. } = self;
         let list = idle.get_mut(key)?;
         let index = list
             .iter()
             .rposition(|w| all.get(w.sandbox.id()).is_some_and(|s| s.provisioned))
             .or_else(|| list.len().checked_sub(1))?;
-        let warm = list.remove(index);
+        let pooled = list.remove(index);
         if list.is_empty() {
             idle.remove(key);
         }
-        Some(warm)
+        Some(pooled)
     }
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{Manager, ManagerError};
-use crate::sandbox::PreparedSandbox;
 
 impl Manager {
     /// Sets the VPC agent; `false` when one was set already (the first stays: a sandbox must be
@@ -18,52 +17,40 @@ impl Manager {
         self.inner.network.get()
     }
 
-    /// Plugs a prepared sandbox into its VPC before anything of the function runs in it.
+    /// Plugs prepared sandbox `id` (its processes `pids`) into its VPC before anything of the
+    /// function runs in it. On failure the caller releases what was plumbed (`release_vpc`) with
+    /// the sandbox (see `start.rs`).
     pub(super) async fn attach_vpc(
         &self,
-        prepared: PreparedSandbox,
+        id: &str,
+        pids: &[i32],
         vpc: &lamina_proto::network::VpcConfig,
-    ) -> Result<PreparedSandbox, ManagerError> {
+    ) -> Result<(), ManagerError> {
         let Some(agent) = self.network() else {
-            prepared.destroy().await;
             return Err(crate::network::NetworkError::NoController.into());
         };
         let started = Instant::now();
-        match agent.attach(prepared.id(), &prepared.pids(), vpc).await {
-            Ok(()) => {
-                tracing::info!(
-                    sandbox = prepared.id(),
-                    ms = started.elapsed().as_secs_f64() * 1000.0,
-                    "vpc interface attached"
-                );
-                Ok(prepared)
-            }
-            Err(e) => {
-                let id = prepared.id().to_string();
-                prepared.destroy().await;
-                agent.release(&id).await;
-                Err(e.into())
-            }
-        }
+        agent.attach(id, pids, vpc).await?;
+        tracing::info!(
+            sandbox = id,
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "vpc interface attached"
+        );
+        Ok(())
     }
 
-    /// A sandbox without a VPC: NAT'd egress when the worker is configured so, else nothing.
+    /// A sandbox without a VPC: NAT'd egress when the worker is configured so, else nothing. On
+    /// failure the caller releases it as for a VPC.
     pub(super) async fn attach_default_egress(
         &self,
-        prepared: PreparedSandbox,
-    ) -> Result<PreparedSandbox, ManagerError> {
+        id: &str,
+        pids: &[i32],
+    ) -> Result<(), ManagerError> {
         let Some(agent) = self.network() else {
-            return Ok(prepared);
+            return Ok(());
         };
-        match agent.attach_default(prepared.id(), &prepared.pids()).await {
-            Ok(()) => Ok(prepared),
-            Err(e) => {
-                let id = prepared.id().to_string();
-                prepared.destroy().await;
-                agent.release(&id).await;
-                Err(e.into())
-            }
-        }
+        agent.attach_default(id, pids).await?;
+        Ok(())
     }
 
     pub(super) async fn release_vpc(&self, sandbox_id: &str) {

@@ -2,12 +2,12 @@
 //! `init` runs inside the fresh `lamina-worker __sandbox-init` process, `protocol` is what they say.
 mod image_root;
 pub mod init;
+pub mod launcher;
 mod pid1;
 pub mod protocol;
 pub mod seccomp;
 pub mod spawn;
 mod spawner;
-pub mod zygote;
 mod zygote_ffi;
 
 pub use spawn::{
@@ -17,4 +17,4 @@ pub use spawn::{
 /// `argv[0]` of the sandbox init processes (a sandbox's pid 1 shows it in `/proc/1/cmdline`).
 const INIT_ARG0: &str = "lamina-init";
 
-pub use zygote::{Zygote, ZygoteError};
+pub use launcher::{Launcher, LauncherError, LauncherKind};

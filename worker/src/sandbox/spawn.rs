@@ -24,8 +24,8 @@ use nix::sys::socket::{
 use nix::sys::time::TimeVal;
 use tokio::sync::watch;
 
+use super::launcher::Launcher;
 use super::protocol::{InitConfig, PrepareConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER};
-use super::zygote::Zygote;
 use crate::cgroup::{self, Cgroup, CgroupError, Limits};
 
 /// How long the init process may take for each step (spawn to prepared, bind to exec).
@@ -166,8 +166,7 @@ pub struct Sandbox {
     id: String,
     cgroup: Arc<dyn Cgroup>,
     /// Host pid of the init process outside the sandbox's pid namespace (the parent of its pid 1),
-    /// valid until `exit` says it ended: only its parent (the worker, the spawner or the zygote)
-    /// reaps it.
+    /// valid until `exit` says it ended: only its parent (the worker or its launcher) reaps it.
     init_pid: i32,
     work_dir: PathBuf,
     listener: Option<TcpListener>,
@@ -359,12 +358,12 @@ impl PreparedSandbox {
         Self::prepare_with(spec, None).await
     }
 
-    /// Like [`prepare`](Self::prepare); with a zygote the init process is a child forked from it
-    /// (a pre-imported Python interpreter) instead of a fresh `lamina-worker __sandbox-init`, and
-    /// the sandbox can only be bound to a Python function.
+    /// Like [`prepare`](Self::prepare); with a launcher the init process is a child forked from it
+    /// instead of a fresh `lamina-worker __sandbox-init` (from the Python zygote, a pre-imported
+    /// Python interpreter, the sandbox can only be bound to a Python function).
     pub async fn prepare_with(
         spec: PrepareSpec,
-        zygote: Option<Arc<Zygote>>,
+        launcher: Option<Arc<Launcher>>,
     ) -> Result<PreparedSandbox, SandboxError> {
         let id = spec.sandbox_id.clone();
         let exe = std::env::current_exe().map_err(|source| SandboxError::Io {
@@ -384,7 +383,7 @@ impl PreparedSandbox {
             id: id.clone(),
             source,
         })?;
-        match prepare_in(&spec, &exe, cgroup.clone(), zygote).await {
+        match prepare_in(&spec, &exe, cgroup.clone(), launcher).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 let work_dir = spec.work_dir.clone();
@@ -461,7 +460,7 @@ async fn prepare_in(
     spec: &PrepareSpec,
     exe: &std::path::Path,
     cgroup: Arc<dyn Cgroup>,
-    zygote: Option<Arc<Zygote>>,
+    launcher: Option<Arc<Launcher>>,
 ) -> Result<PreparedSandbox, SandboxError> {
     let id = spec.sandbox_id.clone();
     let io_err = |what: &str| {
@@ -483,9 +482,9 @@ async fn prepare_in(
     let (out_read, out_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io_err("pipe")(e.into()))?;
 
-    let (pid, exit_rx) = match zygote {
-        Some(z) => {
-            let spawned = z.spawn(&theirs, &out_write).await;
+    let (pid, exit_rx) = match launcher {
+        Some(l) => {
+            let spawned = l.spawn(&theirs, &out_write).await;
             drop(theirs);
             drop(out_write);
             spawned.map_err(|e| start_err(&id, e.to_string()))?

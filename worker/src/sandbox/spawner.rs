@@ -4,7 +4,7 @@
 //! It is single-threaded and holds nothing but its socket, so its children are what a fresh exec
 //! would be: each one puts the sandbox's socketpair end on fd 3 and its output pipe on fds 1 and 2,
 //! closes everything else, and runs the same `init.rs` code. It speaks the zygote protocol
-//! (`zygote.rs`): `SPAWNER` (first message, from the worker), `READY`, `SPAWN` + 2 fds -> `PID n`,
+//! (`launcher.rs`): `SPAWNER` (first message, from the worker), `READY`, `SPAWN` + 2 fds -> `PID n`,
 //! and `EXIT n code signal` when a child ends.
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,14 +1,19 @@
-//! Worker side of the Python zygote: a `python3.11` process, started once by the worker as host root
-//! with an empty environment, that has imported what Lamina's bootstrap imports and loaded the
-//! sandbox init code (`liblamina_worker.so`, see `zygote_ffi.rs`). For each new Python sandbox it
-//! forks a child that builds the sandbox exactly like an exec'd init, then runs the bootstrap in the
-//! already initialised interpreter instead of starting one (`runtimes/zygote.py`).
+//! Worker side of a launcher: a process started once that forks the init of each new sandbox, of
+//! one of two kinds ([`LauncherKind`]):
+//! - the spawner: this executable as a single-threaded `__sandbox-init` (`spawner.rs`), whose
+//!   children are sandbox inits for any runtime;
+//! - the Python zygote: a `python3.11` process, started once by the worker as host root with an
+//!   empty environment, that has imported what Lamina's bootstrap imports and loaded the sandbox
+//!   init code (`liblamina_worker.so`, see `zygote_ffi.rs`). For each new Python sandbox it forks a
+//!   child that builds the sandbox exactly like an exec'd init, then runs the bootstrap in the
+//!   already initialised interpreter instead of starting one (`runtimes/zygote.py`).
 //!
-//! Conversation on a SOCK_SEQPACKET socketpair (fd 3 in the zygote), one datagram per message:
-//! - zygote -> worker: `READY` once, after its imports;
-//! - worker -> zygote: `SPAWN` with two fds (SCM_RIGHTS): the sandbox's socketpair end and the
-//!   write end of its output pipe; the zygote answers `PID <pid>` (in request order);
-//! - zygote -> worker: `EXIT <pid> <code|-> <signal|->` when a child it forked ended.
+//! Both speak one conversation on a SOCK_SEQPACKET socketpair (fd 3 in the launcher), one datagram
+//! per message:
+//! - launcher -> worker: `READY` once, after its imports;
+//! - worker -> launcher: `SPAWN` with two fds (SCM_RIGHTS): the sandbox's socketpair end and the
+//!   write end of its output pipe; the launcher answers `PID <pid>` (in request order);
+//! - launcher -> worker: `EXIT <pid> <code|-> <signal|->` when a child it forked ended.
 //!
 //! What a forked child shares with its zygote: the interpreter's memory (copy-on-write), its address
 //! space layout (ASLR is per zygote, not per sandbox) and Python's string hash seed.
@@ -49,7 +54,7 @@ pub const BUILD_MARKER: &str = concat!(
 pub static LAMINA_WORKER_BUILD_MARKER: &str = BUILD_MARKER;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ZygoteError {
+pub enum LauncherError {
     #[error("python zygote: {what}: {source}")]
     Io {
         what: String,
@@ -66,35 +71,54 @@ type Spawned = (i32, watch::Receiver<Option<ExitInfo>>);
 #[derive(Default)]
 struct Shared {
     /// Waiting for `PID` answers, in request order.
-    pending: VecDeque<oneshot::Sender<Result<Spawned, ZygoteError>>>,
+    pending: VecDeque<oneshot::Sender<Result<Spawned, LauncherError>>>,
     /// Children alive, by pid.
     children: HashMap<i32, watch::Sender<Option<ExitInfo>>>,
     gone: bool,
 }
 
-/// A running zygote. Dropping it kills the zygote (its children are sandboxes: they are torn down
-/// by their cgroups, not by the zygote's death).
-pub struct Zygote {
+/// What a launcher is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LauncherKind {
+    /// A pre-started `lamina-worker __sandbox-init` (any runtime).
+    Spawner,
+    /// A pre-imported `python3.11` (Python zip functions only).
+    PythonZygote,
+}
+
+impl std::fmt::Display for LauncherKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LauncherKind::Spawner => "spawner",
+            LauncherKind::PythonZygote => "python zygote",
+        })
+    }
+}
+
+/// A running launcher. Dropping it kills it (its children are sandboxes: they are torn down by
+/// their cgroups, not by the launcher's death).
+pub struct Launcher {
+    kind: LauncherKind,
     sock: OwnedFd,
     shared: Arc<Mutex<Shared>>,
     process: Mutex<std::process::Child>,
 }
 
-impl Zygote {
+impl Launcher {
     /// Starts `python` on `runtime_dir/zygote.py` with `library` and waits for `READY`. Blocking.
-    pub fn start(
+    pub fn start_python_zygote(
         python: &Path,
         runtime_dir: &Path,
         library: &Path,
-    ) -> Result<Arc<Zygote>, ZygoteError> {
+    ) -> Result<Arc<Launcher>, LauncherError> {
         if !library.is_file() {
-            return Err(ZygoteError::Protocol(format!(
+            return Err(LauncherError::Protocol(format!(
                 "{} is missing: build the workspace (it is the lamina-worker crate's cdylib)",
                 library.display()
             )));
         }
         let script_path = runtime_dir.join(ZYGOTE_SCRIPT);
-        let script = std::fs::read(&script_path).map_err(|source| ZygoteError::Io {
+        let script = std::fs::read(&script_path).map_err(|source| LauncherError::Io {
             what: format!("read {}", script_path.display()),
             source,
         })?;
@@ -112,6 +136,7 @@ impl Zygote {
         let memfd = library_memfd(library)?;
         let config = serde_json::json!({ "runtime_dir": runtime_dir });
         launch(
+            LauncherKind::PythonZygote,
             cmd,
             Some(script),
             format!("CONFIG {config}").into_bytes(),
@@ -121,8 +146,8 @@ impl Zygote {
 
     /// Starts the spawner: this executable as `__sandbox-init`, told to serve spawn requests
     /// (`spawner.rs`). Its children are sandbox inits for any runtime. Blocking.
-    pub fn start_spawner() -> Result<Arc<Zygote>, ZygoteError> {
-        let exe = std::env::current_exe().map_err(|source| ZygoteError::Io {
+    pub fn start_spawner() -> Result<Arc<Launcher>, LauncherError> {
+        let exe = std::env::current_exe().map_err(|source| LauncherError::Io {
             what: "find the lamina-worker executable".into(),
             source,
         })?;
@@ -132,17 +157,27 @@ impl Zygote {
         cmd.arg("__sandbox-init")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
-        launch(cmd, None, super::spawner::MSG_SPAWNER.to_vec(), None)
+        launch(
+            LauncherKind::Spawner,
+            cmd,
+            None,
+            super::spawner::MSG_SPAWNER.to_vec(),
+            None,
+        )
     }
 
     /// The default paths: `/usr/bin/python3.11`, the runtime dir, the library next to our executable.
-    pub fn start_default(runtime_dir: &Path) -> Result<Arc<Zygote>, ZygoteError> {
-        let exe = std::env::current_exe().map_err(|source| ZygoteError::Io {
+    pub fn start_python_zygote_default(runtime_dir: &Path) -> Result<Arc<Launcher>, LauncherError> {
+        let exe = std::env::current_exe().map_err(|source| LauncherError::Io {
             what: "find the lamina-worker executable".into(),
             source,
         })?;
         let library: PathBuf = exe.with_file_name(ZYGOTE_LIBRARY);
-        Zygote::start(Path::new("/usr/bin/python3.11"), runtime_dir, &library)
+        Launcher::start_python_zygote(Path::new("/usr/bin/python3.11"), runtime_dir, &library)
+    }
+
+    pub fn kind(&self) -> LauncherKind {
+        self.kind
     }
 
     pub fn is_alive(&self) -> bool {
@@ -155,12 +190,12 @@ impl Zygote {
 
     /// Forks a child with `sock` on its fd 3 and `output` on fds 1 and 2; returns its pid and a
     /// watch that gets its exit.
-    pub async fn spawn(&self, sock: &OwnedFd, output: &OwnedFd) -> Result<Spawned, ZygoteError> {
+    pub async fn spawn(&self, sock: &OwnedFd, output: &OwnedFd) -> Result<Spawned, LauncherError> {
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.lock();
             if st.gone {
-                return Err(ZygoteError::Gone);
+                return Err(LauncherError::Gone);
             }
             st.pending.push_back(tx);
             let fds = [sock.as_raw_fd(), output.as_raw_fd()];
@@ -173,21 +208,21 @@ impl Zygote {
             );
             if let Err(e) = sent {
                 st.pending.pop_back();
-                return Err(ZygoteError::Io {
+                return Err(LauncherError::Io {
                     what: "send SPAWN".into(),
                     source: e.into(),
                 });
             }
         }
-        rx.await.map_err(|_| ZygoteError::Gone)?
+        rx.await.map_err(|_| LauncherError::Gone)?
     }
 }
 
-impl Drop for Zygote {
+impl Drop for Launcher {
     fn drop(&mut self) {
         let mut p = self.process.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = p.kill() {
-            tracing::debug!(error = %e, "killing the python zygote");
+            tracing::debug!(error = %e, launcher = %self.kind, "killing the launcher");
         }
         p.wait().ok();
     }
@@ -196,14 +231,15 @@ impl Drop for Zygote {
 /// Spawns `cmd` (environment cleared, cwd `/`, our socketpair end on its fd 3, killed when the
 /// worker dies), writes `stdin` to it, sends `first` and waits for `READY`.
 fn launch(
+    kind: LauncherKind,
     mut cmd: std::process::Command,
     stdin: Option<Vec<u8>>,
     first: Vec<u8>,
     first_fd: Option<OwnedFd>,
-) -> Result<Arc<Zygote>, ZygoteError> {
+) -> Result<Arc<Launcher>, LauncherError> {
     let io = |what: &str| {
         let what = what.to_string();
-        move |source: std::io::Error| ZygoteError::Io { what, source }
+        move |source: std::io::Error| LauncherError::Io { what, source }
     };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
@@ -276,7 +312,7 @@ fn launch(
     let n = nix::sys::socket::recv(ours.as_raw_fd(), &mut buf, MsgFlags::empty())
         .map_err(|e| io("wait for READY")(e.into()))?;
     if &buf[..n] != b"READY" {
-        return Err(ZygoteError::Protocol(format!(
+        return Err(LauncherError::Protocol(format!(
             "{program}: expected READY, got {:?}",
             String::from_utf8_lossy(&buf[..n])
         )));
@@ -288,10 +324,11 @@ fn launch(
     let s = shared.clone();
     std::thread::Builder::new()
         .name("zygote-reader".into())
-        .spawn(move || read_loop(reader, s))
+        .spawn(move || read_loop(kind, reader, s))
         .map_err(io("spawn the zygote reader thread"))?;
     let process = guard.0.take().expect("still owned");
-    Ok(Arc::new(Zygote {
+    Ok(Arc::new(Launcher {
+        kind,
         sock: ours,
         shared,
         process: Mutex::new(process),
@@ -301,8 +338,8 @@ fn launch(
 /// A sealed anonymous copy of `library` (memfd), for the zygote to load: every sandbox's pid 1 and
 /// runtime map it, so once written it is sealed against writes, growing and shrinking (and further
 /// seal changes). Nothing in a sandbox holds an fd to it, and this keeps it so if one ever did.
-fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
-    let io = |what: String| move |source: std::io::Error| ZygoteError::Io { what, source };
+fn library_memfd(library: &Path) -> Result<OwnedFd, LauncherError> {
+    let io = |what: String| move |source: std::io::Error| LauncherError::Io { what, source };
     let bytes = std::fs::read(library).map_err(io(format!("read {}", library.display())))?;
     check_library_build(library, &bytes)?;
     let name = std::ffi::CString::new(ZYGOTE_LIBRARY).expect("no NUL in the library name");
@@ -328,12 +365,12 @@ fn library_memfd(library: &Path) -> Result<OwnedFd, ZygoteError> {
 
 /// Refuses a library that is not from this binary's build (a stale `liblamina_worker.so` left in
 /// the target directory by an older commit, or one built from other sources).
-fn check_library_build(library: &Path, bytes: &[u8]) -> Result<(), ZygoteError> {
+fn check_library_build(library: &Path, bytes: &[u8]) -> Result<(), LauncherError> {
     let marker = BUILD_MARKER.as_bytes();
     if bytes.windows(marker.len()).any(|w| w == marker) {
         return Ok(());
     }
-    Err(ZygoteError::Protocol(format!(
+    Err(LauncherError::Protocol(format!(
         "{} is not from this lamina-worker's build (build id {}): rebuild both with \
          `cargo build --workspace --bins --lib`",
         library.display(),
@@ -356,7 +393,7 @@ fn parse_opt(s: Option<&str>) -> Option<i32> {
     s.and_then(|v| v.parse().ok())
 }
 
-fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
+fn read_loop(kind: LauncherKind, sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
     let mut buf = [0u8; 256];
     loop {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -370,10 +407,10 @@ fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
         };
         let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
         if n == 0 {
-            tracing::warn!("zygote exited: sandboxes start without it");
+            tracing::warn!(launcher = %kind, "launcher exited: sandboxes start without it");
             st.gone = true;
             for tx in st.pending.drain(..) {
-                tx.send(Err(ZygoteError::Gone)).ok();
+                tx.send(Err(LauncherError::Gone)).ok();
             }
             // The children are sandboxes in their own cgroups; without the zygote their exit can no
             // longer be reported: tell their watchers it is unknown.
@@ -400,14 +437,14 @@ fn read_loop(sock: OwnedFd, shared: Arc<Mutex<Shared>>) {
                         tx.send(Ok((pid, erx))).ok();
                     }
                     None => {
-                        tx.send(Err(ZygoteError::Protocol(format!("bad answer {text:?}"))))
+                        tx.send(Err(LauncherError::Protocol(format!("bad answer {text:?}"))))
                             .ok();
                     }
                 }
             }
             Some("FAILED") => {
                 if let Some(tx) = st.pending.pop_front() {
-                    tx.send(Err(ZygoteError::Protocol(text.clone()))).ok();
+                    tx.send(Err(LauncherError::Protocol(text.clone()))).ok();
                 }
             }
             Some("EXIT") => {
@@ -441,7 +478,7 @@ mod tests {
             b"\x7fELF...lamina-worker-build-id:0123456789abcdef00000001;...",
         )
         .unwrap();
-        let err = match Zygote::start(Path::new("/bin/false"), dir.path(), &stale) {
+        let err = match Launcher::start_python_zygote(Path::new("/bin/false"), dir.path(), &stale) {
             Ok(_) => panic!("a stale library was loaded"),
             Err(e) => e.to_string(),
         };
