@@ -397,7 +397,12 @@ async fn throttle<S: QueueStorage>(
 ) -> Result<(), QueueError> {
     inv.throttles += 1;
     inv.last_error = msg;
-    match policy::after_throttle(now_ms(), inv.throttles, expires_at, store.config().time_scale) {
+    match policy::after_throttle(
+        now_ms(),
+        inv.throttles,
+        expires_at,
+        store.config().time_scale,
+    ) {
         Next::RetryAt(at) => store.reschedule(inv, at).await,
         Next::Exhausted | Next::Expired => {
             finish(

@@ -234,21 +234,25 @@ impl QueueStore {
         let mut batch = Batch::new();
         let mut deletes = 0;
         let by_time = self.idempotency_by_time();
-        self.walk_by_time(&by_time, "idempotency time key", |created, key, time_key| {
-            if deletes >= RETENTION_BATCH || created.saturating_add(window) > now {
-                return Ok(false);
-            }
-            // The key may have been reused since (a newer entry): only delete the entry it indexes.
-            if let Some(entry) = self.idempotency().get(key)? {
-                if entry.created_ms == created {
-                    self.idempotency().delete(&mut batch, key);
-                    deletes += 1;
+        self.walk_by_time(
+            &by_time,
+            "idempotency time key",
+            |created, key, time_key| {
+                if deletes >= RETENTION_BATCH || created.saturating_add(window) > now {
+                    return Ok(false);
                 }
-            }
-            by_time.delete(&mut batch, time_key);
-            deletes += 1;
-            Ok(true)
-        })?;
+                // The key may have been reused since (a newer entry): only delete the entry it indexes.
+                if let Some(entry) = self.idempotency().get(key)? {
+                    if entry.created_ms == created {
+                        self.idempotency().delete(&mut batch, key);
+                        deletes += 1;
+                    }
+                }
+                by_time.delete(&mut batch, time_key);
+                deletes += 1;
+                Ok(true)
+            },
+        )?;
         Ok((batch, deletes))
     }
 

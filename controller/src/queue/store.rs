@@ -91,8 +91,8 @@ impl Codec for Framed {
 
     fn decode(v: &[u8]) -> Result<DeadLetter, String> {
         let bad = || "bad framing".to_string();
-        let len = u32::from_le_bytes(v.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?)
-            as usize;
+        let len =
+            u32::from_le_bytes(v.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
         let header = v.get(4..4 + len).ok_or_else(bad)?;
         let mut letter: DeadLetter = serde_json::from_slice(header).map_err(|e| e.to_string())?;
         letter.payload = v[4 + len..].to_vec();
@@ -211,7 +211,14 @@ impl QueueStore {
         let target = (event.function_name.as_str(), event.qualifier.as_str());
         if event.idempotency_key.is_empty() {
             let mut batch = Batch::new();
-            self.enqueue_in(&mut batch, now_ms(), &request_id, target, &event.payload, "")?;
+            self.enqueue_in(
+                &mut batch,
+                now_ms(),
+                &request_id,
+                target,
+                &event.payload,
+                "",
+            )?;
             self.committer.commit(batch).await?;
             self.wake.notify_one();
             return Ok(Enqueued::New(request_id));

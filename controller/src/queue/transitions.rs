@@ -64,8 +64,7 @@ impl QueueStore {
         self.due().put(batch, due_key(now, request_id), &())?;
         self.by_function()
             .put(batch, by_function_key(function_name, now, request_id), &())?;
-        self.invocations()
-            .put(batch, request_id.as_bytes(), &inv)?;
+        self.invocations().put(batch, request_id.as_bytes(), &inv)?;
         if !idempotency_key.is_empty() {
             let entry = IdempotencyEntry {
                 request_id: request_id.to_string(),
@@ -118,14 +117,17 @@ impl QueueStore {
     /// Makes `inv` due again at `at` (a retry or a backoff), ending its lease. Synced.
     pub(super) async fn reschedule(&self, mut inv: Invocation, at: u64) -> Result<(), QueueError> {
         let mut batch = Batch::new();
-        self.leases()
-            .delete(&mut batch, inv.request_id.as_bytes());
+        self.leases().delete(&mut batch, inv.request_id.as_bytes());
         self.move_due_in(&mut batch, &mut inv, State::Retrying, at, now_ms())?;
         self.committer.commit(batch).await
     }
 
     /// The end of an invocation, with its destination, in one synced write.
-    pub(super) async fn finish(&self, mut inv: Invocation, ending: Ending) -> Result<(), QueueError> {
+    pub(super) async fn finish(
+        &self,
+        mut inv: Invocation,
+        ending: Ending,
+    ) -> Result<(), QueueError> {
         let now = now_ms();
         let rid = inv.request_id.clone();
         let mut batch = Batch::new();
@@ -227,9 +229,6 @@ impl QueueStore {
         };
         self.dead_letter_table()
             .put(batch, dlq_key(queue, seq), &letter)?;
-        Ok((
-            Destination::Dlq(queue.to_string()),
-            Some(queue.to_string()),
-        ))
+        Ok((Destination::Dlq(queue.to_string()), Some(queue.to_string())))
     }
 }

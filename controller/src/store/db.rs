@@ -10,7 +10,6 @@ use rocksdb::{ColumnFamily, WriteBatch, WriteOptions, DB};
 
 use super::error::StorageError;
 use super::schema;
-use super::table::{Codec, Table};
 
 /// Whether a write returns before or after it is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +56,6 @@ impl Database {
         &self.inner.path
     }
 
-    /// A typed view of column family `cf` (see [`Table`]).
-    pub fn table<C: Codec>(&self, cf: &'static str) -> Table<'_, C> {
-        Table::new(self, cf)
-    }
-
     pub(super) fn rocks(&self) -> &DB {
         &self.inner.db
     }
@@ -77,7 +71,10 @@ impl Database {
     }
 
     /// Maps an engine error of `op` to a [`StorageError`] naming this database.
-    pub(super) fn failed(&self, op: impl Into<String>) -> impl FnOnce(rocksdb::Error) -> StorageError {
+    pub(super) fn failed(
+        &self,
+        op: impl Into<String>,
+    ) -> impl FnOnce(rocksdb::Error) -> StorageError {
         let (op, path) = (op.into(), self.inner.path.clone());
         move |source| StorageError::Rocks { op, path, source }
     }
@@ -147,7 +144,7 @@ enum Op<'v> {
 
 /// Changes to write atomically. Values may borrow (`'v`) so that a large blob is not copied
 /// before the write; a batch handed to another thread owns its values (`Batch<'static>`).
-/// Tables add to it ([`Table::put`], [`Table::delete`]).
+/// Tables add to it (`Table::put`, `Table::delete`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch<'v> {
     ops: Vec<Op<'v>>,

@@ -66,10 +66,17 @@ mod tests {
         assert_eq!(k, b"f\0\0\0\0\0\0\0\x01\x02");
         assert_eq!(split_u64(&k), Some(("f", 258)));
         assert_eq!(split_u32(&with_u32("lib", 7)), Some(("lib", 7)));
-        assert_eq!(split_u32(&prefix("lib")), None, "a bare prefix is no numbered key");
+        assert_eq!(
+            split_u32(&prefix("lib")),
+            None,
+            "a bare prefix is no numbered key"
+        );
         assert_eq!(split_u64(b"short"), None);
         assert!(prefix("f") < with_u64("f", 0) && with_u64("f", u64::MAX) < prefix_end("f"));
-        assert!(prefix_end("f") < prefix("f-2"), "`f` sorts entirely before `f-2`");
+        assert!(
+            prefix_end("f") < prefix("f-2"),
+            "`f` sorts entirely before `f-2`"
+        );
         assert_eq!(with_bytes("f", b"key"), b"f\0key");
     }
 }

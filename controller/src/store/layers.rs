@@ -10,9 +10,9 @@ use lamina_proto::domain::{LayerVersion, Runtime};
 
 use super::db::{Batch, Durability};
 use super::error::StorageError;
+use super::keys;
 use super::rocks::{apply_counts, RocksStore};
 use super::schema;
-use super::keys;
 use super::table::{BeU32, Json, Start, Table};
 use super::writers::lock;
 use super::StoreError;
@@ -135,9 +135,10 @@ impl LayerStore for RocksStore {
     }
 
     fn list_layer_versions(&self, name: &str) -> Result<Vec<LayerVersion>, StoreError> {
-        Ok(self.layers().values_with_prefix(&keys::prefix(name), |k| {
-            matches!(keys::split_u32(k), Some((n, _)) if n == name)
-        })?)
+        Ok(self.layers().values_with_prefix(
+            &keys::prefix(name),
+            |k| matches!(keys::split_u32(k), Some((n, _)) if n == name),
+        )?)
     }
 
     fn list_layers(&self) -> Result<Vec<LayerVersion>, StoreError> {

@@ -148,8 +148,7 @@ impl LogTable {
                 range.first = new_first;
             }
         }
-        self.db
-            .write(&batch, Durability::Buffered, "append logs")?;
+        self.db.write(&batch, Durability::Buffered, "append logs")?;
         ranges.extend(updated);
         Ok(out)
     }

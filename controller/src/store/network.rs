@@ -177,12 +177,20 @@ impl RocksStore {
         self.db.table(schema::NETWORK)
     }
 
-    fn net_get<T: Serialize + DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, NetworkError> {
+    fn net_get<T: Serialize + DeserializeOwned>(
+        &self,
+        k: &[u8],
+    ) -> Result<Option<T>, NetworkError> {
         Ok(self.net::<T>().get(k)?)
     }
 
-    fn net_scan<T: Serialize + DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, NetworkError> {
-        Ok(self.net::<T>().values_with_prefix(prefix.as_bytes(), |_| true)?)
+    fn net_scan<T: Serialize + DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, NetworkError> {
+        Ok(self
+            .net::<T>()
+            .values_with_prefix(prefix.as_bytes(), |_| true)?)
     }
 
     fn net_put<T: Serialize + DeserializeOwned>(
@@ -204,7 +212,11 @@ impl RocksStore {
             .write(&batch, Durability::Synced, "write network state")?)
     }
 
-    fn must<T: Serialize + DeserializeOwned>(&self, kind: &'static str, id: &str) -> Result<T, NetworkError> {
+    fn must<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        id: &str,
+    ) -> Result<T, NetworkError> {
         let prefix = match kind {
             "vpc" => "vpc",
             "subnet" => "subnet",

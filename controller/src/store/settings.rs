@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::db::Batch;
-use super::keys;
 use super::error::StorageError;
+use super::keys;
 use super::rocks::RocksStore;
 use super::schema;
 use super::table::{Json, Start, Table};

@@ -117,6 +117,17 @@ impl<C: Codec> Entry<'_, '_, C> {
     }
 }
 
+impl Database {
+    /// A typed view of column family `cf` (see [`Table`]).
+    pub fn table<C: Codec>(&self, cf: &'static str) -> Table<'_, C> {
+        Table {
+            db: self,
+            cf,
+            codec: PhantomData,
+        }
+    }
+}
+
 /// Column family `cf` of `db`, values in codec `C`.
 pub struct Table<'db, C> {
     db: &'db Database,
@@ -125,14 +136,6 @@ pub struct Table<'db, C> {
 }
 
 impl<'db, C: Codec> Table<'db, C> {
-    pub(super) fn new(db: &'db Database, cf: &'static str) -> Table<'db, C> {
-        Table {
-            db,
-            cf,
-            codec: PhantomData,
-        }
-    }
-
     pub fn name(&self) -> &'static str {
         self.cf
     }
@@ -176,8 +179,10 @@ impl<'db, C: Codec> Table<'db, C> {
         value: &C::Value,
     ) -> Result<(), StorageError> {
         let key = key.into();
-        let bytes = C::encode(value)
-            .map_err(|e| self.db.corrupt(format!("{} (encoding)", self.describe(&key)), e))?;
+        let bytes = C::encode(value).map_err(|e| {
+            self.db
+                .corrupt(format!("{} (encoding)", self.describe(&key)), e)
+        })?;
         batch.put(self.cf, key, Cow::Owned(bytes));
         Ok(())
     }

@@ -67,26 +67,36 @@ fn put_get_delete_round_trip_and_survive_reopen() {
 #[test]
 fn prefix_scans_stop_at_the_prefix_and_walks_go_both_ways() {
     let (_dir, db) = open();
-    fill(&db, &[b"f\0\x01", b"f\0\x02", b"f-2\0\x01", b"g\0\x01", b"e\0\x09"]);
+    fill(
+        &db,
+        &[b"f\0\x01", b"f\0\x02", b"f-2\0\x01", b"g\0\x01", b"e\0\x09"],
+    );
     let t = db.table::<Json<Item>>(schema::LOGS);
     let values = t.values_with_prefix(b"f\0", |_| true).unwrap();
     assert_eq!(values, [Item { n: 0 }, Item { n: 1 }], "`f-2` is not `f`'s");
-    let only_second = t.values_with_prefix(b"f\0", |k| k.ends_with(b"\x02")).unwrap();
+    let only_second = t
+        .values_with_prefix(b"f\0", |k| k.ends_with(b"\x02"))
+        .unwrap();
     assert_eq!(only_second, [Item { n: 1 }]);
     assert_eq!(
         keys_from(&t, Start::At(b"f\0\x02")),
-        [b"f\0\x02".to_vec(), b"f-2\0\x01".to_vec(), b"g\0\x01".to_vec()]
+        [
+            b"f\0\x02".to_vec(),
+            b"f-2\0\x01".to_vec(),
+            b"g\0\x01".to_vec()
+        ]
     );
     assert_eq!(
         keys_from(&t, Start::Back(b"f\x01")),
-        [b"f\0\x02".to_vec(), b"f\0\x01".to_vec(), b"e\0\x09".to_vec()],
+        [
+            b"f\0\x02".to_vec(),
+            b"f\0\x01".to_vec(),
+            b"e\0\x09".to_vec()
+        ],
         "backwards from the last key <= the bound"
     );
     assert_eq!(keys_from(&t, Start::First).len(), 5);
-    assert_eq!(
-        t.first_key_at(b"f-").unwrap(),
-        Some(b"f-2\0\x01".to_vec())
-    );
+    assert_eq!(t.first_key_at(b"f-").unwrap(), Some(b"f-2\0\x01".to_vec()));
     assert_eq!(
         t.last_key_at_or_before(b"f\0\xff").unwrap(),
         Some(b"f\0\x02".to_vec())
@@ -169,7 +179,8 @@ fn batches_write_atomically_across_families_and_merge() {
         .unwrap();
     assert_eq!(first.size() + second.size(), 4 + b"f".len() + 7);
     first.append(second);
-    db.write_all(&[first], Durability::Synced, "merged").unwrap();
+    db.write_all(&[first], Durability::Synced, "merged")
+        .unwrap();
     assert_eq!(logs.count().unwrap(), 1, "the range went, `g` stayed");
     assert_eq!(functions.get(b"f").unwrap(), Some(Item { n: 9 }));
 
@@ -178,7 +189,11 @@ fn batches_write_atomically_across_families_and_merge() {
     functions
         .put(&mut bad, b"h".as_slice(), &Item { n: 1 })
         .unwrap();
-    bad.put("no_such_family", b"k".to_vec(), Cow::Borrowed(b"v".as_slice()));
+    bad.put(
+        "no_such_family",
+        b"k".to_vec(),
+        Cow::Borrowed(b"v".as_slice()),
+    );
     let err = db.write(&bad, Durability::Synced, "bad").unwrap_err();
     assert!(
         matches!(err, StorageError::MissingColumnFamily { name, .. } if name == "no_such_family"),

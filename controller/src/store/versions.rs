@@ -10,9 +10,9 @@ use lamina_proto::domain::FunctionConfig;
 use serde::{Deserialize, Serialize};
 
 use super::db::Batch;
+use super::keys;
 use super::rocks::{apply_counts, RocksStore};
 use super::schema;
-use super::keys;
 use super::table::{Json, Table};
 use super::writers::lock;
 use super::{SettingsStore, Store, StoreError};
@@ -156,8 +156,10 @@ impl VersionStore for RocksStore {
             }
         }
         let number = counter.last.checked_add(1).ok_or_else(|| {
-            self.db
-                .corrupt(format!("version counter of `{name}`"), "no version number left")
+            self.db.corrupt(
+                format!("version counter of `{name}`"),
+                "no version number left",
+            )
         })?;
         let mut version = latest.clone();
         version.version = number.to_string();
@@ -201,9 +203,10 @@ impl VersionStore for RocksStore {
     }
 
     fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
-        Ok(self.versions().values_with_prefix(&keys::prefix(name), |k| {
-            matches!(keys::split_u32(k), Some((n, _)) if n == name)
-        })?)
+        Ok(self.versions().values_with_prefix(
+            &keys::prefix(name),
+            |k| matches!(keys::split_u32(k), Some((n, _)) if n == name),
+        )?)
     }
 
     fn delete_version(
