@@ -135,7 +135,7 @@ impl RocksStore {
         name: Option<&str>,
         kind: &str,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let prefix = name.map(function_prefix);
+        let prefix = name.map(keys::prefix);
         let start = match &prefix {
             Some(p) => Start::At(p),
             None => Start::First,

@@ -314,7 +314,7 @@ impl<'db, C: Codec> Table<'db, C> {
         }
         self.walk(start, |e| {
             if !within(e.key()) {
-                return Ok(ControlFlow::Break(()));
+                return Ok::<_, E>(ControlFlow::Break(()));
             }
             out.extend(take(e)?);
             Ok(if out.len() < limit {
