@@ -466,3 +466,7 @@ async fn finish_with<S: QueueStorage>(
     };
     store.finish(inv, ending).await
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;
