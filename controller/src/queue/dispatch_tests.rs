@@ -7,7 +7,7 @@ use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::queue::{QueueConfig, State};
+use crate::queue::{Due, QueueConfig, State};
 
 /// Events in a map; every transition recorded.
 #[derive(Default)]
@@ -40,12 +40,7 @@ impl QueueStorage for MemoryQueue {
     fn payload(&self, _: &str) -> Result<Option<Vec<u8>>, QueueError> {
         Ok(Some(b"{}".to_vec()))
     }
-    fn scan_due(
-        &self,
-        now: u64,
-        limit: usize,
-        skip: &HashSet<String>,
-    ) -> Result<(Vec<String>, Option<u64>), QueueError> {
+    fn scan_due(&self, now: u64, limit: usize, skip: &HashSet<String>) -> Result<Due, QueueError> {
         let events = lock(&self.events);
         let mut due: Vec<(u64, String)> = events
             .values()
@@ -112,26 +107,7 @@ async fn retries_then_ends_through_the_storage_transitions() {
         },
         ..MemoryQueue::default()
     });
-    let now = now_ms();
-    let inv = Invocation {
-        request_id: "r1".into(),
-        function_name: "f".into(),
-        state: State::Queued,
-        attempts: 0,
-        function_errors: 0,
-        throttles: 0,
-        enqueued_ms: now,
-        updated_ms: now,
-        finished_ms: 0,
-        due_ms: now,
-        last_error: String::new(),
-        destination: None,
-        idempotency_key: String::new(),
-        condition: None,
-        payload_size: 2,
-        qualifier: String::new(),
-        executed_version: String::new(),
-    };
+    let inv = Invocation::queued("r1", ("f", ""), now_ms(), 2, "");
     lock(&queue.events).insert("r1".into(), inv);
     let stop = CancellationToken::new();
     let task =

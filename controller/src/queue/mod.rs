@@ -29,7 +29,7 @@ mod transitions;
 
 pub use dispatch::{Dispatcher, Invoker, Outcome};
 pub use records::destination_record;
-pub use storage::QueueStorage;
+pub use storage::{Due, QueueStorage};
 pub use store::{DeadLetter, Enqueued, NewEvent, QueueStore};
 pub use transitions::Ending;
 

@@ -10,6 +10,9 @@ use super::store::QueueStore;
 use super::transitions::Ending;
 use super::{Invocation, QueueConfig, QueueError};
 
+/// Due events (request ids, oldest first) and the due time of the next one after them.
+pub type Due = (Vec<String>, Option<u64>);
+
 /// The queue's state as the dispatcher uses it. The plain methods may block (disk): call them
 /// off the async threads; the async ones are the transitions, each one durable write.
 #[tonic::async_trait]
@@ -19,12 +22,7 @@ pub trait QueueStorage: Send + Sync + 'static {
     fn get_config(&self, function: &str) -> Result<Option<EventInvokeConfig>, QueueError>;
     fn payload(&self, request_id: &str) -> Result<Option<Vec<u8>>, QueueError>;
     /// Up to `limit` due events not in `skip`, oldest first, and the due time of the next one.
-    fn scan_due(
-        &self,
-        now: u64,
-        limit: usize,
-        skip: &HashSet<String>,
-    ) -> Result<(Vec<String>, Option<u64>), QueueError>;
+    fn scan_due(&self, now: u64, limit: usize, skip: &HashSet<String>) -> Result<Due, QueueError>;
 
     /// `Running`, attempt counted, due again at `lease_until`; `inv` becomes what was written.
     async fn lease(
@@ -64,12 +62,7 @@ impl QueueStorage for QueueStore {
         QueueStore::payload(self, request_id)
     }
 
-    fn scan_due(
-        &self,
-        now: u64,
-        limit: usize,
-        skip: &HashSet<String>,
-    ) -> Result<(Vec<String>, Option<u64>), QueueError> {
+    fn scan_due(&self, now: u64, limit: usize, skip: &HashSet<String>) -> Result<Due, QueueError> {
         QueueStore::scan_due(self, now, limit, skip)
     }
 

@@ -29,18 +29,16 @@ pub struct Ending {
     pub destination_exists: bool,
 }
 
-impl QueueStore {
-    /// Adds the acceptance of one event to `batch` (shared by invoke, destinations and redrive).
-    pub(super) fn enqueue_in(
-        &self,
-        batch: &mut Batch<'static>,
-        now: u64,
+impl Invocation {
+    /// The record of an event accepted at `now`: queued, due at once.
+    pub fn queued(
         request_id: &str,
         (function_name, qualifier): (&str, &str),
-        payload: &[u8],
+        now: u64,
+        payload_size: u32,
         idempotency_key: &str,
-    ) -> Result<Invocation, QueueError> {
-        let inv = Invocation {
+    ) -> Invocation {
+        Invocation {
             request_id: request_id.to_string(),
             function_name: function_name.to_string(),
             state: State::Queued,
@@ -55,10 +53,31 @@ impl QueueStore {
             destination: None,
             idempotency_key: idempotency_key.to_string(),
             condition: None,
-            payload_size: payload.len() as u32,
+            payload_size,
             qualifier: qualifier.to_string(),
             executed_version: String::new(),
-        };
+        }
+    }
+}
+
+impl QueueStore {
+    /// Adds the acceptance of one event to `batch` (shared by invoke, destinations and redrive).
+    pub(super) fn enqueue_in(
+        &self,
+        batch: &mut Batch<'static>,
+        now: u64,
+        request_id: &str,
+        (function_name, qualifier): (&str, &str),
+        payload: &[u8],
+        idempotency_key: &str,
+    ) -> Result<Invocation, QueueError> {
+        let inv = Invocation::queued(
+            request_id,
+            (function_name, qualifier),
+            now,
+            payload.len() as u32,
+            idempotency_key,
+        );
         self.payloads()
             .put_bytes(batch, request_id.as_bytes(), payload.to_vec());
         self.due().put(batch, due_key(now, request_id), &())?;
