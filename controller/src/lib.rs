@@ -159,7 +159,7 @@ impl Controller {
         make_private(&config.data_dir)?;
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
         let reservations = store.list_reserved_concurrency()?;
-        let queue = QueueStore::open(store.db(), &config.data_dir, config.queue.clone())?;
+        let queue = QueueStore::open(store.db(), config.queue.clone())?;
         let (keys, bootstrap) = if config.auth {
             let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
             (Some(Arc::new(keys)), bootstrap)

@@ -460,12 +460,12 @@ mod tests {
     /// version or alias does release them.
     #[test]
     fn a_failed_store_read_keeps_the_sandboxes_a_deleted_target_releases_them() {
-        use crate::store::StoreError;
-        let transient = ApiError::Store(StoreError::Corrupt {
+        use crate::store::{StorageError, StoreError};
+        let transient = ApiError::Store(StoreError::Storage(StorageError::Corrupt {
             what: "version".into(),
             path: "/data".into(),
             detail: "checksum mismatch".into(),
-        });
+        }));
         assert!(still_resolves(Err(transient)).is_err());
         assert!(still_resolves(Err(ApiError::Internal("store task failed".into()))).is_err());
         for gone in [

@@ -2,57 +2,18 @@
 //! operations that must be atomic) and wait; the thread takes every batch waiting, applies them all
 //! to one RocksDB `WriteBatch`, writes it with `sync = true` (one fsync for the group) and answers
 //! each caller. Each caller's operations are atomic because the whole group is.
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use rocksdb::{WriteBatch, WriteOptions, DB};
 use tokio::sync::oneshot;
 
 use super::QueueError;
+use crate::store::{Batch, Database, Durability};
 
 /// Batches merged into one write at most.
 const MAX_GROUP: usize = 4096;
 /// Bytes merged into one write at most (a group of 1 MB payloads stays reasonable).
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-
-/// One write operation on a column family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    Put {
-        cf: &'static str,
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Delete {
-        cf: &'static str,
-        key: Vec<u8>,
-    },
-}
-
-impl Op {
-    pub fn put(cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Op {
-        Op::Put {
-            cf,
-            key: key.into(),
-            value: value.into(),
-        }
-    }
-
-    pub fn delete(cf: &'static str, key: impl Into<Vec<u8>>) -> Op {
-        Op::Delete {
-            cf,
-            key: key.into(),
-        }
-    }
-
-    fn size(&self) -> usize {
-        match self {
-            Op::Put { key, value, .. } => key.len() + value.len(),
-            Op::Delete { key, .. } => key.len(),
-        }
-    }
-}
 
 enum Reply {
     Async(oneshot::Sender<Result<(), String>>),
@@ -60,7 +21,7 @@ enum Reply {
 }
 
 struct Request {
-    ops: Vec<Op>,
+    batch: Batch<'static>,
     reply: Reply,
 }
 
@@ -89,11 +50,11 @@ impl Drop for CommitterThread {
 }
 
 impl Committer {
-    pub fn start(db: Arc<DB>, path: PathBuf) -> Committer {
+    pub fn start(db: Database) -> Committer {
         let (tx, rx) = mpsc::channel::<Request>();
         let thread = std::thread::Builder::new()
             .name("lamina-queue-commit".into())
-            .spawn(move || run(&db, &path, &rx))
+            .spawn(move || run(&db, &rx))
             .expect("spawn the queue committer thread");
         Committer {
             inner: Arc::new(CommitterThread {
@@ -112,14 +73,14 @@ impl Committer {
             .map_err(|_| QueueError::CommitterGone)
     }
 
-    /// Writes `ops` atomically and durably (synced); returns once they are on disk.
-    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), QueueError> {
-        if ops.is_empty() {
+    /// Writes `batch` atomically and durably (synced); returns once it is on disk.
+    pub async fn commit(&self, batch: Batch<'static>) -> Result<(), QueueError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let (reply, rx) = oneshot::channel();
         self.send(Request {
-            ops,
+            batch,
             reply: Reply::Async(reply),
         })?;
         match rx.await {
@@ -130,13 +91,13 @@ impl Committer {
     }
 
     /// Blocking variant (start-up, blocking threads).
-    pub fn commit_blocking(&self, ops: Vec<Op>) -> Result<(), QueueError> {
-        if ops.is_empty() {
+    pub fn commit_blocking(&self, batch: Batch<'static>) -> Result<(), QueueError> {
+        if batch.is_empty() {
             return Ok(());
         }
         let (reply, rx) = mpsc::channel();
         self.send(Request {
-            ops,
+            batch,
             reply: Reply::Blocking(reply),
         })?;
         match rx.recv() {
@@ -147,29 +108,30 @@ impl Committer {
     }
 }
 
-fn run(db: &DB, path: &std::path::Path, rx: &mpsc::Receiver<Request>) {
-    let mut sync = WriteOptions::default();
-    sync.set_sync(true);
+fn run(db: &Database, rx: &mpsc::Receiver<Request>) {
     while let Ok(first) = rx.recv() {
+        let mut bytes = first.batch.size();
         let mut group = vec![first];
-        let mut bytes: usize = group[0].ops.iter().map(Op::size).sum();
         while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
                 Ok(r) => {
-                    bytes += r.ops.iter().map(Op::size).sum::<usize>();
+                    bytes += r.batch.size();
                     group.push(r);
                 }
                 Err(_) => break,
             }
         }
-        let result = write_group(db, &group, &sync)
-            .map_err(|e| format!("{e} (RocksDB store {})", path.display()));
+        let (batches, replies): (Vec<Batch<'static>>, Vec<Reply>) =
+            group.into_iter().map(|r| (r.batch, r.reply)).unzip();
+        let result = db
+            .write_all(&batches, Durability::Synced, "queue write")
+            .map_err(|e| e.to_string());
         if let Err(e) = &result {
-            tracing::error!(error = %e, requests = group.len(), "queue write failed");
+            tracing::error!(error = %e, requests = replies.len(), "queue write failed");
         }
-        for r in group {
+        for reply in replies {
             // A caller that gave up waiting is fine: its write is done either way.
-            match r.reply {
+            match reply {
                 Reply::Async(tx) => {
                     let _ = tx.send(result.clone());
                 }
@@ -179,27 +141,4 @@ fn run(db: &DB, path: &std::path::Path, rx: &mpsc::Receiver<Request>) {
             }
         }
     }
-}
-
-fn write_group(db: &DB, group: &[Request], sync: &WriteOptions) -> Result<(), String> {
-    let mut batch = WriteBatch::default();
-    for r in group {
-        for op in &r.ops {
-            match op {
-                Op::Put { cf, key, value } => {
-                    let h = db
-                        .cf_handle(cf)
-                        .ok_or_else(|| format!("column family `{cf}` is missing"))?;
-                    batch.put_cf(h, key, value);
-                }
-                Op::Delete { cf, key } => {
-                    let h = db
-                        .cf_handle(cf)
-                        .ok_or_else(|| format!("column family `{cf}` is missing"))?;
-                    batch.delete_cf(h, key);
-                }
-            }
-        }
-    }
-    db.write_opt(batch, sync).map_err(|e| e.to_string())
 }

@@ -4,32 +4,24 @@
 //! the end with its destination).
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use lamina_proto::domain::{Destination, EventInvokeConfig};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::commit::Op;
 use super::policy::{self, Next};
-use super::records::destination_record;
-use super::store::{
-    due_key, lock, QueueStore, CF_DONE, CF_DUE, CF_INVOCATIONS, CF_LEASES, CF_PAYLOADS,
-};
-use super::{Condition, Invocation, QueueError, State};
+use super::storage::QueueStorage;
+use super::store::QueueStore;
+use super::transitions::Ending;
+use super::{now_ms, Condition, Invocation, QueueError};
+use crate::store::writers::lock;
 
 /// Longest sleep of an idle dispatcher (it is woken by new events anyway).
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping dispatcher waits for the deliveries in flight.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// How a delivery ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,8 +68,10 @@ pub trait Invoker: Send + Sync + 'static {
     ) -> Outcome;
 }
 
-pub struct Dispatcher {
-    store: Arc<QueueStore>,
+/// Delivers the events of `S` (the RocksDB [`QueueStore`] unless a test or another backend
+/// names its own).
+pub struct Dispatcher<S: QueueStorage = QueueStore> {
+    store: Arc<S>,
     invoker: Arc<dyn Invoker>,
 }
 
@@ -117,18 +111,18 @@ impl Bucket {
     }
 }
 
-impl Dispatcher {
-    pub fn new(store: Arc<QueueStore>, invoker: Arc<dyn Invoker>) -> Dispatcher {
+impl<S: QueueStorage> Dispatcher<S> {
+    pub fn new(store: Arc<S>, invoker: Arc<dyn Invoker>) -> Dispatcher<S> {
         Dispatcher { store, invoker }
     }
 
     /// Delivers until `shutdown`, then waits a little for the deliveries in flight (those still
     /// running keep their lease and are redelivered after the restart).
     pub async fn run(self, shutdown: CancellationToken) {
-        let concurrency = self.store.config.concurrency.max(1);
+        let concurrency = self.store.config().concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let mut bucket = Bucket::new(self.store.config.dispatch_rate);
+        let mut bucket = Bucket::new(self.store.config().dispatch_rate);
         let mut last_housekeeping = Instant::now();
         let housekeeping_running = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
@@ -159,7 +153,7 @@ impl Dispatcher {
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.store.wake.notified() => {}
+                    _ = self.store.woken() => {}
                     _ = shutdown.cancelled() => break,
                 }
                 continue;
@@ -201,7 +195,7 @@ impl Dispatcher {
                     }
                     lock(&in_flight).remove(&rid);
                     drop(permit);
-                    store.wake.notify_one();
+                    store.wake();
                 });
             }
             if got < want {
@@ -211,7 +205,7 @@ impl Dispatcher {
                     .min(IDLE_WAIT);
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = self.store.wake.notified() => {}
+                    _ = self.store.woken() => {}
                     _ = shutdown.cancelled() => break,
                 }
             }
@@ -237,8 +231,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// One delivery step of event `rid`: expiry check, lease, invocation, outcome.
-pub(super) async fn deliver(
-    store: &Arc<QueueStore>,
+pub(super) async fn deliver<S: QueueStorage>(
+    store: &Arc<S>,
     invoker: &dyn Invoker,
     rid: &str,
 ) -> Result<(), QueueError> {
@@ -259,7 +253,7 @@ pub(super) async fn deliver(
         return Ok(());
     }
     let cfg = cfg.unwrap_or_default();
-    let scale = store.config.time_scale;
+    let scale = store.config().time_scale;
     let expires_at =
         inv.enqueued_ms + policy::max_age(cfg.max_event_age_s, scale).as_millis() as u64;
     let now = now_ms();
@@ -309,24 +303,8 @@ pub(super) async fn deliver(
     fail::fail_point!("queue::before_lease", |_| Err(QueueError::Failpoint(
         "queue::before_lease"
     )));
-    let lease_until = now + (timeout + store.config.lease_headroom).as_millis() as u64;
-    let mut ops = vec![Op::delete(CF_DUE, due_key(inv.due_ms, rid))];
-    inv.state = State::Running;
-    inv.attempts += 1;
-    inv.due_ms = lease_until;
-    inv.updated_ms = now;
-    ops.push(Op::put(CF_DUE, due_key(lease_until, rid), Vec::new()));
-    ops.push(Op::put(
-        CF_LEASES,
-        rid.as_bytes(),
-        lease_until.to_be_bytes().to_vec(),
-    ));
-    ops.push(Op::put(
-        CF_INVOCATIONS,
-        rid.as_bytes(),
-        store.encode_invocation(&inv),
-    ));
-    store.committer.commit(ops).await?;
+    let lease_until = now + (timeout + store.config().lease_headroom).as_millis() as u64;
+    store.lease(&mut inv, now, lease_until).await?;
 
     let (s, id) = (Arc::clone(store), rid.to_string());
     let payload = blocking(move || s.payload(&id)).await?.unwrap_or_default();
@@ -345,7 +323,7 @@ pub(super) async fn deliver(
         } => {
             inv.executed_version = executed_version;
             let record = (request_payload, payload);
-            finish_with(store, invoker, inv, &cfg, Condition::Success, "", &record).await
+            finish_with(store, invoker, inv, &cfg, Condition::Success, "", record).await
         }
         Outcome::FunctionError {
             kind,
@@ -362,7 +340,7 @@ pub(super) async fn deliver(
                 expires_at,
                 scale,
             ) {
-                Next::RetryAt(at) => reschedule(store, inv, at).await,
+                Next::RetryAt(at) => store.reschedule(inv, at).await,
                 Next::Exhausted => {
                     let record = (request_payload, payload);
                     finish_with(
@@ -372,7 +350,7 @@ pub(super) async fn deliver(
                         &cfg,
                         Condition::RetriesExhausted,
                         &kind,
-                        &record,
+                        record,
                     )
                     .await
                 }
@@ -385,7 +363,7 @@ pub(super) async fn deliver(
                         &cfg,
                         Condition::EventAgeExceeded,
                         &kind,
-                        &record,
+                        record,
                     )
                     .await
                 }
@@ -409,8 +387,8 @@ fn error_summary(kind: &str, payload: &[u8]) -> String {
     s
 }
 
-async fn throttle(
-    store: &Arc<QueueStore>,
+async fn throttle<S: QueueStorage>(
+    store: &Arc<S>,
     invoker: &dyn Invoker,
     mut inv: Invocation,
     cfg: &EventInvokeConfig,
@@ -419,8 +397,13 @@ async fn throttle(
 ) -> Result<(), QueueError> {
     inv.throttles += 1;
     inv.last_error = msg;
-    match policy::after_throttle(now_ms(), inv.throttles, expires_at, store.config.time_scale) {
-        Next::RetryAt(at) => reschedule(store, inv, at).await,
+    match policy::after_throttle(
+        now_ms(),
+        inv.throttles,
+        expires_at,
+        store.config().time_scale,
+    ) {
+        Next::RetryAt(at) => store.reschedule(inv, at).await,
         Next::Exhausted | Next::Expired => {
             finish(
                 store,
@@ -436,30 +419,8 @@ async fn throttle(
     }
 }
 
-async fn reschedule(
-    store: &Arc<QueueStore>,
-    mut inv: Invocation,
-    at: u64,
-) -> Result<(), QueueError> {
-    let rid = inv.request_id.clone();
-    let mut ops = vec![
-        Op::delete(CF_DUE, due_key(inv.due_ms, &rid)),
-        Op::delete(CF_LEASES, rid.as_bytes()),
-    ];
-    inv.state = State::Retrying;
-    inv.due_ms = at;
-    inv.updated_ms = now_ms();
-    ops.push(Op::put(CF_DUE, due_key(at, &rid), Vec::new()));
-    ops.push(Op::put(
-        CF_INVOCATIONS,
-        rid.as_bytes(),
-        store.encode_invocation(&inv),
-    ));
-    store.committer.commit(ops).await
-}
-
-async fn finish(
-    store: &Arc<QueueStore>,
+async fn finish<S: QueueStorage>(
+    store: &Arc<S>,
     invoker: &dyn Invoker,
     inv: Invocation,
     cfg: &EventInvokeConfig,
@@ -470,76 +431,42 @@ async fn finish(
     let (s, id) = (Arc::clone(store), inv.request_id.clone());
     let payload = blocking(move || s.payload(&id)).await?.unwrap_or_default();
     let record = (payload, response.to_vec());
-    finish_with(store, invoker, inv, cfg, condition, function_error, &record).await
+    finish_with(store, invoker, inv, cfg, condition, function_error, record).await
 }
 
-/// The end of an invocation, with its destination, in one synced write. `io` = (request payload,
-/// response payload).
-async fn finish_with(
-    store: &Arc<QueueStore>,
+/// The end of an invocation: finds whether a function destination exists, then writes the end
+/// with its destination in one synced write.
+async fn finish_with<S: QueueStorage>(
+    store: &Arc<S>,
     invoker: &dyn Invoker,
-    mut inv: Invocation,
+    inv: Invocation,
     cfg: &EventInvokeConfig,
     condition: Condition,
     function_error: &str,
-    io: &(Vec<u8>, Vec<u8>),
+    (request_payload, response_payload): (Vec<u8>, Vec<u8>),
 ) -> Result<(), QueueError> {
-    let now = now_ms();
-    let rid = inv.request_id.clone();
-    let mut ops = vec![
-        Op::delete(CF_DUE, due_key(inv.due_ms, &rid)),
-        Op::delete(CF_LEASES, rid.as_bytes()),
-        Op::delete(CF_PAYLOADS, rid.as_bytes()),
-    ];
-    let success = condition == Condition::Success;
-    inv.state = if success {
-        State::Succeeded
-    } else {
-        State::Failed
-    };
-    inv.condition = Some(condition);
-    inv.finished_ms = now;
-    inv.updated_ms = now;
-    inv.due_ms = 0;
-    let dest = if success {
+    let destination = if condition == Condition::Success {
         cfg.on_success.clone()
     } else {
         cfg.on_failure.clone()
     };
-    let mut dead_letter_queue = None;
-    let mut wake = false;
-    if let Some(dest) = dest {
-        let exists = match &dest {
-            Destination::Function(name) => {
-                matches!(invoker.function_timeout(name, "").await, Ok(Some(_)))
-            }
-            Destination::Dlq(_) => true,
-        };
-        let record = destination_record(&inv, condition, now, &io.0, function_error, &io.1);
-        let (used, queue) =
-            store.destination_ops(now, &dest, exists, &inv, (&io.0, &record), &mut ops);
-        if !success && matches!(used, Destination::Dlq(_)) {
-            inv.state = State::DeadLettered;
+    let destination_exists = match &destination {
+        Some(Destination::Function(name)) => {
+            matches!(invoker.function_timeout(name, "").await, Ok(Some(_)))
         }
-        wake = matches!(used, Destination::Function(_));
-        inv.destination = Some(used);
-        dead_letter_queue = queue;
-    }
-    ops.push(Op::put(
-        CF_INVOCATIONS,
-        rid.as_bytes(),
-        store.encode_invocation(&inv),
-    ));
-    ops.push(Op::put(CF_DONE, due_key(now, &rid), Vec::new()));
-    store.committer.commit(ops).await?;
-    store
-        .finished
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if let Some(q) = dead_letter_queue {
-        store.committed_dead_letter(&q);
-    }
-    if wake {
-        store.wake.notify_one();
-    }
-    Ok(())
+        _ => true,
+    };
+    let ending = Ending {
+        condition,
+        function_error: function_error.to_string(),
+        request_payload,
+        response_payload,
+        destination,
+        destination_exists,
+    };
+    store.finish(inv, ending).await
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

@@ -3,29 +3,43 @@
 //! dead-letter queues. Key layout and rationale: `store/README.md`; the design: `docs/ARCHITECTURE.md`
 //! ("Invocation path (async)").
 //!
-//! - [`QueueStore`] (`store.rs`, `records.rs`): every state change of an event is one `WriteBatch`,
-//!   written synced through the group committer (`commit.rs`), which merges the batches of concurrent
-//!   callers into one synced write.
+//! - [`QueueStore`] (`store.rs`, `transitions.rs`, `records.rs`, keys in `keys.rs`): the queue's
+//!   tables on the controller's database (`crate::store::table`); every state change of an event is
+//!   one [`crate::store::Batch`] in `transitions.rs`, written synced through the group committer
+//!   (`commit.rs`), which merges the batches of concurrent callers into one synced write.
+//! - [`QueueStorage`] (`storage.rs`): what the dispatcher needs of that state, implemented by
+//!   [`QueueStore`]; the dispatcher touches no column family.
 //! - [`Dispatcher`] (`dispatch.rs`): takes due events, leases them, runs them through an [`Invoker`]
-//!   and writes the outcome; [`policy`] decides retries and backoff.
-use std::path::PathBuf;
-use std::time::Duration;
+//!   and writes the outcome through the transitions; [`policy`] decides retries and backoff.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lamina_proto::domain::Destination;
 use serde::{Deserialize, Serialize};
 
+use crate::store::StorageError;
+
 mod commit;
 mod dispatch;
+mod keys;
 pub mod policy;
 mod records;
+mod storage;
 mod store;
+mod transitions;
 
-pub use dispatch::now_ms;
 pub use dispatch::{Dispatcher, Invoker, Outcome};
 pub use records::destination_record;
-pub use store::{
-    column_family_descriptors, DeadLetter, Enqueued, NewEvent, QueueStore, COLUMN_FAMILIES,
-};
+pub use storage::{Due, QueueStorage};
+pub use store::{DeadLetter, Enqueued, NewEvent, QueueStore};
+pub use transitions::Ending;
+
+/// Milliseconds since the Unix epoch (the queue's clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// The state of an asynchronous invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,20 +159,9 @@ impl Default for QueueConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
-    #[error("column family `{name}` is missing in {path}")]
-    MissingColumnFamily { name: &'static str, path: PathBuf },
-    #[error("RocksDB {op} failed in {path}: {source}")]
-    Rocks {
-        op: &'static str,
-        path: PathBuf,
-        source: rocksdb::Error,
-    },
-    #[error("stored {what} is corrupt in {path}: {detail}")]
-    Corrupt {
-        what: String,
-        path: PathBuf,
-        detail: String,
-    },
+    /// The engine or the stored bytes failed (see [`StorageError`]).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("the queue's committer stopped: restart the controller")]
     CommitterGone,
     #[error("queue task failed: {0}")]

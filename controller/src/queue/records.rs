@@ -1,16 +1,18 @@
 //! Reading side of the queue and housekeeping: invocation listings, dead-letter queues (list, show,
 //! redrive), Lambda's destination record, and the retention of finished records and idempotency keys.
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 
 use lamina_proto::domain::function_arn;
 
-use super::commit::Op;
-use super::store::{
-    dlq_key, lock, split_time_key, unframe, DeadLetter, IdempotencyEntry, QueueStore,
-    CF_BY_FUNCTION, CF_DLQ, CF_DONE, CF_IDEMPOTENCY, CF_IDEMPOTENCY_TIME, CF_INVOCATIONS,
-};
-use super::{Condition, Invocation, QueueError};
+use super::keys::{by_function_key, dlq_key, split_time_key};
+use super::store::{DeadLetter, QueueStore};
+use super::{now_ms, Condition, Invocation, QueueError};
+use crate::store::keys;
+use crate::store::table::{Empty, Start, Table};
+use crate::store::writers::lock;
+use crate::store::{schema, Batch};
 
 /// Deletions per housekeeping write.
 const RETENTION_BATCH: usize = 2000;
@@ -86,21 +88,17 @@ fn rfc3339(ms: u64) -> String {
 }
 
 impl QueueStore {
-    /// Per queue: (next seq, messages), from one scan of `dead_letters`.
+    /// Per queue: (next seq, messages), from one scan of `dead_letters` (keys only).
     pub(super) fn recover_dlq(&self) -> Result<HashMap<String, (u64, u64)>, QueueError> {
         let mut out: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_DLQ)?);
-        it.seek_to_first();
-        while let Some(key) = it.key() {
-            let (queue, seq) = parse_dlq_key(key).ok_or_else(|| {
-                self.corrupt("dead letter key".into(), "expected `queue \\0 seq`")
-            })?;
-            let e = out.entry(queue.to_string()).or_insert((1, 0));
-            e.0 = e.0.max(seq + 1);
-            e.1 += 1;
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan dead letters"))?;
+        self.dead_letter_table().walk(Start::First, |e| {
+            let (queue, seq) = keys::split_u64(e.key())
+                .ok_or_else(|| self.corrupt("dead letter key", "expected `queue \\0 seq`"))?;
+            let entry = out.entry(queue.to_string()).or_insert((1, 0));
+            entry.0 = entry.0.max(seq + 1);
+            entry.1 += 1;
+            Ok::<_, QueueError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
@@ -121,40 +119,20 @@ impl QueueStore {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, QueueError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_DLQ)?);
-        it.seek(dlq_key(queue, after_seq.saturating_add(1)));
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            match parse_dlq_key(k) {
-                Some((q, _)) if q == queue => {}
-                _ => break,
-            }
-            out.push(self.decode_dead_letter(v)?);
-            it.next();
-        }
-        it.status().map_err(self.rocks("read dead letters"))?;
-        Ok(out)
-    }
-
-    fn decode_dead_letter(&self, v: &[u8]) -> Result<DeadLetter, QueueError> {
-        let (header, payload) =
-            unframe(v).ok_or_else(|| self.corrupt("dead letter".into(), "bad framing"))?;
-        let mut d: DeadLetter =
-            serde_json::from_slice(header).map_err(|e| self.corrupt("dead letter".into(), e))?;
-        d.payload = payload.to_vec();
-        Ok(d)
+        let from = dlq_key(queue, after_seq.saturating_add(1));
+        let within = |k: &[u8]| matches!(keys::split_u64(k), Some((q, _)) if q == queue);
+        Ok(self
+            .dead_letter_table()
+            .page(Start::At(&from), limit, within)?)
     }
 
     /// Re-enqueues messages of `queue` (all, or those in `seqs`) as new events of their function and
     /// removes them, in one atomic write. Returns the new request ids.
     pub async fn redrive(&self, queue: &str, seqs: &[u64]) -> Result<Vec<String>, QueueError> {
-        let _guard = self.redrive_lock.lock().await;
+        let _guard = self.redrive_locks.lock(queue.as_bytes()).await;
         let letters = self.dead_letters(queue, 0, usize::MAX)?;
-        let now = super::dispatch::now_ms();
-        let mut ops = Vec::new();
+        let now = now_ms();
+        let mut batch = Batch::new();
         let mut ids = Vec::new();
         for d in letters
             .iter()
@@ -163,12 +141,12 @@ impl QueueStore {
             let rid = uuid::Uuid::new_v4().to_string();
             // To the version or alias the event was first sent to, resolved again now.
             let target = (d.function_name.as_str(), d.qualifier.as_str());
-            let (_, more) = self.enqueue_ops(now, &rid, target, &d.payload, "");
-            ops.extend(more);
-            ops.push(Op::delete(CF_DLQ, dlq_key(queue, d.seq)));
+            self.enqueue_in(&mut batch, now, &rid, target, &d.payload, "")?;
+            self.dead_letter_table()
+                .delete(&mut batch, dlq_key(queue, d.seq));
             ids.push(rid);
         }
-        self.committer.commit(ops).await?;
+        self.committer.commit(batch).await?;
         if let Some(e) = lock(&self.dlq).get_mut(queue) {
             e.1 = e.1.saturating_sub(ids.len() as u64);
         }
@@ -182,26 +160,15 @@ impl QueueStore {
         function_name: &str,
         limit: usize,
     ) -> Result<Vec<Invocation>, QueueError> {
-        let mut prefix = function_name.as_bytes().to_vec();
-        prefix.push(0);
-        let mut end = function_name.as_bytes().to_vec();
-        end.push(1);
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_BY_FUNCTION)?);
-        it.seek_for_prev(&end);
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let Some(k) = it.key() else { break };
-            if !k.starts_with(&prefix) || k.len() < prefix.len() + 8 {
-                break;
-            }
-            let rid = String::from_utf8_lossy(&k[prefix.len() + 8..]).into_owned();
-            if let Some(inv) = self.get(&rid)? {
-                out.push(inv);
-            }
-            it.prev();
-        }
-        it.status().map_err(self.rocks("list invocations"))?;
-        Ok(out)
+        let prefix = keys::prefix(function_name);
+        // Newest first: backwards from the end of the function's range.
+        let end = keys::prefix_end(function_name);
+        let within = |k: &[u8]| k.starts_with(&prefix) && k.len() >= prefix.len() + 8;
+        self.by_function()
+            .page_with(Start::Back(&end), limit, within, |e| {
+                let rid = String::from_utf8_lossy(&e.key()[prefix.len() + 8..]);
+                self.get(&rid)
+            })
     }
 
     /// Finished records kept now.
@@ -214,106 +181,99 @@ impl QueueStore {
     pub async fn housekeeping(&self, now: u64) -> Result<usize, QueueError> {
         let mut removed = 0;
         loop {
-            let ops = self.retention_ops(now)?;
-            if ops.is_empty() {
+            let batch = self.retention_batch(now)?;
+            if batch.is_empty() {
                 break;
             }
-            let n = ops
-                .iter()
-                .filter(|o| matches!(o, Op::Delete { cf, .. } if *cf == CF_DONE))
-                .count();
-            self.committer.commit(ops).await?;
+            let n = batch.deletes_in(schema::INVOCATIONS_DONE);
+            self.committer.commit(batch).await?;
             self.finished.fetch_sub(n as u64, Ordering::Relaxed);
             removed += n;
             if n < RETENTION_BATCH {
                 break;
             }
         }
-        let ops = self.idempotency_expiry_ops(now)?;
-        removed += ops.len() / 2;
-        self.committer.commit(ops).await?;
+        let (batch, deletes) = self.idempotency_expiry_batch(now)?;
+        removed += deletes / 2;
+        self.committer.commit(batch).await?;
         Ok(removed)
     }
 
-    fn retention_ops(&self, now: u64) -> Result<Vec<Op>, QueueError> {
+    fn retention_batch(&self, now: u64) -> Result<Batch<'static>, QueueError> {
         let max_age = self.config.retention_age.as_millis() as u64;
         let mut excess = self
             .finished
             .load(Ordering::Relaxed)
             .saturating_sub(self.config.retention_records);
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_DONE)?);
-        it.seek_to_first();
-        let mut ops = Vec::new();
+        let mut batch = Batch::new();
         let mut n = 0;
-        while let Some(k) = it.key() {
-            if n >= RETENTION_BATCH {
-                break;
-            }
-            let (finished, rid) =
-                split_time_key(k).ok_or_else(|| self.corrupt("done key".into(), "short"))?;
-            if excess == 0 && finished.saturating_add(max_age) > now {
-                break;
+        let done = self.done();
+        self.walk_by_time(&done, "done key", |finished, rid, key| {
+            if n >= RETENTION_BATCH || excess == 0 && finished.saturating_add(max_age) > now {
+                return Ok(false);
             }
             excess = excess.saturating_sub(1);
             let rid = String::from_utf8_lossy(rid).into_owned();
             if let Some(inv) = self.get(&rid)? {
-                ops.push(Op::delete(
-                    CF_BY_FUNCTION,
-                    super::store::by_function_key(&inv.function_name, inv.enqueued_ms, &rid),
-                ));
-                ops.push(Op::delete(CF_INVOCATIONS, rid.as_bytes()));
+                self.by_function().delete(
+                    &mut batch,
+                    by_function_key(&inv.function_name, inv.enqueued_ms, &rid),
+                );
+                self.invocations().delete(&mut batch, rid.as_bytes());
             }
-            ops.push(Op::delete(CF_DONE, k));
+            done.delete(&mut batch, key);
             n += 1;
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan finished records"))?;
-        Ok(ops)
+            Ok(true)
+        })?;
+        Ok(batch)
     }
 
-    fn idempotency_expiry_ops(&self, now: u64) -> Result<Vec<Op>, QueueError> {
+    /// The deletion of idempotency keys past the window, and how many deletes it holds.
+    fn idempotency_expiry_batch(&self, now: u64) -> Result<(Batch<'static>, usize), QueueError> {
         let window = self.config.idempotency_window.as_millis() as u64;
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_IDEMPOTENCY_TIME)?);
-        it.seek_to_first();
-        let mut ops = Vec::new();
-        while let Some(k) = it.key() {
-            if ops.len() >= RETENTION_BATCH {
-                break;
-            }
-            let (created, key) = split_time_key(k)
-                .ok_or_else(|| self.corrupt("idempotency time key".into(), "short"))?;
-            if created.saturating_add(window) > now {
-                break;
-            }
-            // The key may have been reused since (a newer entry): only delete the entry it indexes.
-            if let Some(v) = self
-                .db
-                .get_pinned_cf(self.cf(CF_IDEMPOTENCY)?, key)
-                .map_err(self.rocks("read idempotency key"))?
-            {
-                let e: IdempotencyEntry = serde_json::from_slice(&v)
-                    .map_err(|e| self.corrupt("idempotency entry".into(), e))?;
-                if e.created_ms == created {
-                    ops.push(Op::delete(CF_IDEMPOTENCY, key));
+        let mut batch = Batch::new();
+        let mut deletes = 0;
+        let by_time = self.idempotency_by_time();
+        self.walk_by_time(
+            &by_time,
+            "idempotency time key",
+            |created, key, time_key| {
+                if deletes >= RETENTION_BATCH || created.saturating_add(window) > now {
+                    return Ok(false);
                 }
-            }
-            ops.push(Op::delete(CF_IDEMPOTENCY_TIME, k));
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan idempotency keys"))?;
-        Ok(ops)
+                // The key may have been reused since (a newer entry): only delete the entry it indexes.
+                if let Some(entry) = self.idempotency().get(key)? {
+                    if entry.created_ms == created {
+                        self.idempotency().delete(&mut batch, key);
+                        deletes += 1;
+                    }
+                }
+                by_time.delete(&mut batch, time_key);
+                deletes += 1;
+                Ok(true)
+            },
+        )?;
+        Ok((batch, deletes))
     }
-}
 
-fn parse_dlq_key(key: &[u8]) -> Option<(&str, u64)> {
-    if key.len() < 9 || key[key.len() - 9] != 0 {
-        return None;
+    /// Walks an index keyed `time_be | rest` oldest first: `visit` gets the time, the rest and
+    /// the whole key, and returns `false` to stop.
+    fn walk_by_time(
+        &self,
+        index: &Table<'_, Empty>,
+        what: &str,
+        mut visit: impl FnMut(u64, &[u8], &[u8]) -> Result<bool, QueueError>,
+    ) -> Result<(), QueueError> {
+        index.walk(Start::First, |e| {
+            let (time, rest) =
+                split_time_key(e.key()).ok_or_else(|| self.corrupt(what, "short"))?;
+            Ok(if visit(time, rest, e.key())? {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            })
+        })
     }
-    let (q, rest) = key.split_at(key.len() - 9);
-    Some((
-        std::str::from_utf8(q).ok()?,
-        u64::from_be_bytes(rest[1..].try_into().ok()?),
-    ))
 }
 
 #[cfg(test)]

@@ -1,67 +1,30 @@
-//! The queue's durable state on the controller's RocksDB. Column families and keys: see
-//! `store/README.md`. Invariant: an invocation that is not finished has exactly one `queue_due` key,
-//! `due_ms_be | request_id`, matching its record's `due_ms`, and its payload in `queue_payloads`;
-//! a finished one has neither, and one `invocations_done` key.
+//! The queue's durable state on the controller's database: its tables, opening (counters rebuilt,
+//! leases of the previous process expired), reads, accepting events and event invoke configs.
+//! State transitions of a delivery: `transitions.rs`; listings, dead letters and retention:
+//! `records.rs`. Column families and keys: `store/README.md`. Invariant: an invocation that is
+//! not finished has exactly one `queue_due` key, `due_ms_be | request_id`, matching its record's
+//! `due_ms`, and its payload in `queue_payloads`; a finished one has neither, and one
+//! `invocations_done` key.
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Mutex;
 
-use lamina_proto::domain::{Destination, EventInvokeConfig};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, DB};
+use lamina_proto::domain::EventInvokeConfig;
 use serde::{Deserialize, Serialize};
 
-use super::commit::{Committer, Op};
-use super::{Invocation, QueueConfig, QueueError, State};
-
-pub(super) const CF_INVOCATIONS: &str = "invocations";
-pub(super) const CF_PAYLOADS: &str = "queue_payloads";
-pub(super) const CF_DUE: &str = "queue_due";
-pub(super) const CF_LEASES: &str = "queue_leases";
-pub(super) const CF_BY_FUNCTION: &str = "invocations_by_function";
-pub(super) const CF_DONE: &str = "invocations_done";
-pub(super) const CF_IDEMPOTENCY: &str = "idempotency";
-pub(super) const CF_IDEMPOTENCY_TIME: &str = "idempotency_by_time";
-pub(super) const CF_CONFIGS: &str = "event_invoke_configs";
-pub(super) const CF_DLQ: &str = "dead_letters";
-
-/// The column families the queue needs; `RocksStore::open` opens them with the store's own.
-pub const COLUMN_FAMILIES: [&str; 10] = [
-    CF_INVOCATIONS,
-    CF_PAYLOADS,
-    CF_DUE,
-    CF_LEASES,
-    CF_BY_FUNCTION,
-    CF_DONE,
-    CF_IDEMPOTENCY,
-    CF_IDEMPOTENCY_TIME,
-    CF_CONFIGS,
-    CF_DLQ,
-];
-
-/// Options of the queue's column families: the due index and the leases are FIFO-like (keys are
-/// written once and deleted soon), so files with many deletions are compacted early to keep the
-/// scans from wading through tombstones.
-pub fn column_family_descriptors() -> Vec<ColumnFamilyDescriptor> {
-    COLUMN_FAMILIES
-        .iter()
-        .map(|name| {
-            let mut o = Options::default();
-            o.set_compression_type(DBCompressionType::None);
-            if matches!(*name, CF_DUE | CF_LEASES | CF_PAYLOADS) {
-                o.add_compact_on_deletion_collector_factory(1024, 256, 0.5);
-            }
-            if *name == CF_PAYLOADS {
-                o.set_enable_blob_files(true);
-                o.set_min_blob_size(4096);
-            }
-            ColumnFamilyDescriptor::new(*name, o)
-        })
-        .collect()
-}
+use super::commit::Committer;
+use super::keys::{name_key, split_time_key};
+use super::{now_ms, Invocation, QueueConfig, QueueError, State};
+use crate::store::schema;
+use crate::store::table::{BeU64, Codec, Empty, Json, Raw, Start, Table};
+use crate::store::writers::{lock, KeyedLocks};
+use crate::store::{Batch, Database};
 
 /// Stripes of the idempotency lock: keys that hash to the same stripe are checked one at a time.
 const IDEMPOTENCY_STRIPES: usize = 64;
+/// Stripes of the redrive lock (by dead-letter queue name).
+const REDRIVE_STRIPES: usize = 16;
 
 /// An event to accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +73,33 @@ pub struct DeadLetter {
     pub qualifier: String,
 }
 
+/// A dead letter as stored: `[u32 LE header length][JSON header][payload]`, so the payload
+/// (up to 1 MB, any bytes) is not escaped into the JSON.
+pub(super) struct Framed;
+
+impl Codec for Framed {
+    type Value = DeadLetter;
+
+    fn encode(letter: &DeadLetter) -> Result<Vec<u8>, String> {
+        let header = serde_json::to_vec(letter).map_err(|e| e.to_string())?;
+        let mut v = Vec::with_capacity(4 + header.len() + letter.payload.len());
+        v.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        v.extend_from_slice(&header);
+        v.extend_from_slice(&letter.payload);
+        Ok(v)
+    }
+
+    fn decode(v: &[u8]) -> Result<DeadLetter, String> {
+        let bad = || "bad framing".to_string();
+        let len =
+            u32::from_le_bytes(v.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let header = v.get(4..4 + len).ok_or_else(bad)?;
+        let mut letter: DeadLetter = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+        letter.payload = v[4 + len..].to_vec();
+        Ok(letter)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct IdempotencyEntry {
     pub request_id: String,
@@ -117,103 +107,42 @@ pub(super) struct IdempotencyEntry {
 }
 
 pub struct QueueStore {
-    pub(super) db: Arc<DB>,
-    pub(super) path: PathBuf,
+    pub(super) db: Database,
     pub(super) config: QueueConfig,
     pub(super) committer: Committer,
-    idempotency_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Serialises accepts with the same idempotency key (check, then write in one batch).
+    idempotency_locks: KeyedLocks,
     /// Per dead-letter queue: (next seq, messages).
     pub(super) dlq: Mutex<HashMap<String, (u64, u64)>>,
-    /// Serialises redrives (two redrives of one message must not both enqueue it).
-    pub(super) redrive_lock: tokio::sync::Mutex<()>,
+    /// Serialises redrives of one dead-letter queue (two redrives of one message must not both
+    /// enqueue it).
+    pub(super) redrive_locks: KeyedLocks,
     /// Finished invocation records (rebuilt on open).
     pub(super) finished: AtomicU64,
     /// Wakes the dispatcher: new events, finished deliveries.
     pub(super) wake: tokio::sync::Notify,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(super) fn due_key(due_ms: u64, request_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(8 + request_id.len());
-    k.extend_from_slice(&due_ms.to_be_bytes());
-    k.extend_from_slice(request_id.as_bytes());
-    k
-}
-
-pub(super) fn split_time_key(key: &[u8]) -> Option<(u64, &[u8])> {
-    if key.len() < 8 {
-        return None;
-    }
-    let (t, rest) = key.split_at(8);
-    Some((u64::from_be_bytes(t.try_into().ok()?), rest))
-}
-
-pub(super) fn by_function_key(name: &str, enqueued_ms: u64, request_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 9 + request_id.len());
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&enqueued_ms.to_be_bytes());
-    k.extend_from_slice(request_id.as_bytes());
-    k
-}
-
-pub(super) fn name_key(name: &str, rest: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(name.len() + 1 + rest.len());
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k.extend_from_slice(rest.as_bytes());
-    k
-}
-
-pub(super) fn dlq_key(queue: &str, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(queue.len() + 9);
-    k.extend_from_slice(queue.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// `[u32 LE header length][header][body]`.
-pub(super) fn frame(header: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + header.len() + body.len());
-    v.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    v.extend_from_slice(header);
-    v.extend_from_slice(body);
-    v
-}
-
-pub(super) fn unframe(v: &[u8]) -> Option<(&[u8], &[u8])> {
-    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?) as usize;
-    let header = v.get(4..4 + len)?;
-    Some((header, &v[4 + len..]))
-}
-
 impl QueueStore {
-    /// The queue on `db` (opened with [`COLUMN_FAMILIES`]); rebuilds the in-memory counters and
-    /// expires the leases of the previous controller process: their deliveries are due again now.
-    pub fn open(db: Arc<DB>, path: &Path, config: QueueConfig) -> Result<QueueStore, QueueError> {
-        let committer = Committer::start(Arc::clone(&db), path.to_path_buf());
+    /// The queue on `db`; rebuilds the in-memory counters and expires the leases of the previous
+    /// controller process: their deliveries are due again now.
+    pub fn open(db: Database, config: QueueConfig) -> Result<QueueStore, QueueError> {
+        let committer = Committer::start(db.clone());
         let store = QueueStore {
             db,
-            path: path.to_path_buf(),
             config,
             committer,
-            idempotency_locks: (0..IDEMPOTENCY_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            idempotency_locks: KeyedLocks::new(IDEMPOTENCY_STRIPES),
             dlq: Mutex::new(HashMap::new()),
-            redrive_lock: tokio::sync::Mutex::new(()),
+            redrive_locks: KeyedLocks::new(REDRIVE_STRIPES),
             finished: AtomicU64::new(0),
             wake: tokio::sync::Notify::new(),
         };
         store
             .finished
-            .store(store.count_keys(CF_DONE)?, Ordering::Relaxed);
+            .store(store.done().count()?, Ordering::Relaxed);
         *lock(&store.dlq) = store.recover_dlq()?;
-        store.expire_leases(super::dispatch::now_ms())?;
+        store.expire_leases(now_ms())?;
         Ok(store)
     }
 
@@ -221,172 +150,99 @@ impl QueueStore {
         &self.config
     }
 
-    pub(super) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, QueueError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| QueueError::MissingColumnFamily {
-                name,
-                path: self.path.clone(),
-            })
+    pub(super) fn invocations(&self) -> Table<'_, Json<Invocation>> {
+        self.db.table(schema::INVOCATIONS)
     }
 
-    pub(super) fn rocks(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> QueueError + '_ {
-        move |source| QueueError::Rocks {
-            op,
-            path: self.path.clone(),
-            source,
-        }
+    pub(super) fn payloads(&self) -> Table<'_, Raw> {
+        self.db.table(schema::QUEUE_PAYLOADS)
     }
 
-    pub(super) fn corrupt(&self, what: String, detail: impl ToString) -> QueueError {
-        QueueError::Corrupt {
-            what,
-            path: self.path.clone(),
-            detail: detail.to_string(),
-        }
+    pub(super) fn due(&self) -> Table<'_, Empty> {
+        self.db.table(schema::QUEUE_DUE)
     }
 
-    fn count_keys(&self, cf: &'static str) -> Result<u64, QueueError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(cf)?);
-        it.seek_to_first();
-        let mut n = 0;
-        while it.valid() {
-            n += 1;
-            it.next();
-        }
-        it.status().map_err(self.rocks("count keys"))?;
-        Ok(n)
+    /// Request id -> lease end.
+    pub(super) fn leases(&self) -> Table<'_, BeU64> {
+        self.db.table(schema::QUEUE_LEASES)
     }
 
-    pub(super) fn encode_invocation(&self, inv: &Invocation) -> Vec<u8> {
-        serde_json::to_vec(inv).expect("an invocation record always encodes")
+    pub(super) fn by_function(&self) -> Table<'_, Empty> {
+        self.db.table(schema::INVOCATIONS_BY_FUNCTION)
+    }
+
+    pub(super) fn done(&self) -> Table<'_, Empty> {
+        self.db.table(schema::INVOCATIONS_DONE)
+    }
+
+    pub(super) fn idempotency(&self) -> Table<'_, Json<IdempotencyEntry>> {
+        self.db.table(schema::IDEMPOTENCY)
+    }
+
+    pub(super) fn idempotency_by_time(&self) -> Table<'_, Empty> {
+        self.db.table(schema::IDEMPOTENCY_BY_TIME)
+    }
+
+    fn configs(&self) -> Table<'_, Json<EventInvokeConfig>> {
+        self.db.table(schema::EVENT_INVOKE_CONFIGS)
+    }
+
+    pub(super) fn dead_letter_table(&self) -> Table<'_, Framed> {
+        self.db.table(schema::DEAD_LETTERS)
+    }
+
+    pub(super) fn corrupt(&self, what: impl Into<String>, detail: impl ToString) -> QueueError {
+        self.db.corrupt(what, detail).into()
     }
 
     /// The record of `request_id`, if any.
     pub fn get(&self, request_id: &str) -> Result<Option<Invocation>, QueueError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_INVOCATIONS)?, request_id.as_bytes())
-            .map_err(self.rocks("read invocation"))?
-        {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| self.corrupt(format!("invocation record `{request_id}`"), e)),
-            None => Ok(None),
-        }
+        Ok(self.invocations().get(request_id.as_bytes())?)
     }
 
     pub fn payload(&self, request_id: &str) -> Result<Option<Vec<u8>>, QueueError> {
-        self.db
-            .get_cf(self.cf(CF_PAYLOADS)?, request_id.as_bytes())
-            .map_err(self.rocks("read payload"))
-    }
-
-    /// The operations that accept one event (shared by invoke, destinations and redrive).
-    pub(super) fn enqueue_ops(
-        &self,
-        now: u64,
-        request_id: &str,
-        (function_name, qualifier): (&str, &str),
-        payload: &[u8],
-        idempotency_key: &str,
-    ) -> (Invocation, Vec<Op>) {
-        let inv = Invocation {
-            request_id: request_id.to_string(),
-            function_name: function_name.to_string(),
-            state: State::Queued,
-            attempts: 0,
-            function_errors: 0,
-            throttles: 0,
-            enqueued_ms: now,
-            updated_ms: now,
-            finished_ms: 0,
-            due_ms: now,
-            last_error: String::new(),
-            destination: None,
-            idempotency_key: idempotency_key.to_string(),
-            condition: None,
-            payload_size: payload.len() as u32,
-            qualifier: qualifier.to_string(),
-            executed_version: String::new(),
-        };
-        let mut ops = vec![
-            Op::put(CF_PAYLOADS, request_id.as_bytes(), payload),
-            Op::put(CF_DUE, due_key(now, request_id), Vec::new()),
-            Op::put(
-                CF_BY_FUNCTION,
-                by_function_key(function_name, now, request_id),
-                Vec::new(),
-            ),
-            Op::put(
-                CF_INVOCATIONS,
-                request_id.as_bytes(),
-                self.encode_invocation(&inv),
-            ),
-        ];
-        if !idempotency_key.is_empty() {
-            let entry = IdempotencyEntry {
-                request_id: request_id.to_string(),
-                created_ms: now,
-            };
-            let key = name_key(function_name, idempotency_key);
-            let mut time_key = now.to_be_bytes().to_vec();
-            time_key.extend_from_slice(&key);
-            ops.push(Op::put(
-                CF_IDEMPOTENCY,
-                key,
-                serde_json::to_vec(&entry).expect("idempotency entry encodes"),
-            ));
-            ops.push(Op::put(CF_IDEMPOTENCY_TIME, time_key, Vec::new()));
-        }
-        (inv, ops)
+        Ok(self.payloads().get(request_id.as_bytes())?)
     }
 
     /// Accepts an event: returns once it is on disk (synced), or the first request id of its
     /// idempotency key.
     pub async fn enqueue(&self, event: NewEvent) -> Result<Enqueued, QueueError> {
         let request_id = uuid::Uuid::new_v4().to_string();
+        let target = (event.function_name.as_str(), event.qualifier.as_str());
         if event.idempotency_key.is_empty() {
-            let (_, ops) = self.enqueue_ops(
-                super::dispatch::now_ms(),
+            let mut batch = Batch::new();
+            self.enqueue_in(
+                &mut batch,
+                now_ms(),
                 &request_id,
-                (&event.function_name, &event.qualifier),
+                target,
                 &event.payload,
                 "",
-            );
-            self.committer.commit(ops).await?;
+            )?;
+            self.committer.commit(batch).await?;
             self.wake.notify_one();
             return Ok(Enqueued::New(request_id));
         }
         let key = name_key(&event.function_name, &event.idempotency_key);
-        let stripe = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            key.hash(&mut h);
-            (h.finish() as usize) % IDEMPOTENCY_STRIPES
-        };
-        let _guard = self.idempotency_locks[stripe].lock().await;
-        let now = super::dispatch::now_ms();
-        if let Some(v) = self
-            .db
-            .get_pinned_cf(self.cf(CF_IDEMPOTENCY)?, &key)
-            .map_err(self.rocks("read idempotency key"))?
-        {
-            let entry: IdempotencyEntry = serde_json::from_slice(&v)
-                .map_err(|e| self.corrupt("idempotency entry".to_string(), e))?;
+        let _guard = self.idempotency_locks.lock(&key).await;
+        let now = now_ms();
+        if let Some(entry) = self.idempotency().get(&key)? {
             let window = self.config.idempotency_window.as_millis() as u64;
             if now < entry.created_ms.saturating_add(window) {
                 return Ok(Enqueued::Duplicate(entry.request_id));
             }
         }
-        let (_, ops) = self.enqueue_ops(
+        let mut batch = Batch::new();
+        let idempotency_key = event.idempotency_key.as_str();
+        self.enqueue_in(
+            &mut batch,
             now,
             &request_id,
-            (&event.function_name, &event.qualifier),
+            target,
             &event.payload,
-            &event.idempotency_key,
-        );
-        self.committer.commit(ops).await?;
+            idempotency_key,
+        )?;
+        self.committer.commit(batch).await?;
         self.wake.notify_one();
         Ok(Enqueued::New(request_id))
     }
@@ -399,86 +255,63 @@ impl QueueStore {
         limit: usize,
         skip: &HashSet<String>,
     ) -> Result<(Vec<String>, Option<u64>), QueueError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_DUE)?);
-        it.seek_to_first();
         let mut out = Vec::new();
         let mut next = None;
-        while let Some(key) = it.key() {
+        self.due().walk(Start::First, |e| {
             let (due, rid) =
-                split_time_key(key).ok_or_else(|| self.corrupt("queue_due key".into(), "short"))?;
+                split_time_key(e.key()).ok_or_else(|| self.corrupt("queue_due key", "short"))?;
             if due > now {
                 next = Some(due);
-                break;
+                return Ok::<_, QueueError>(ControlFlow::Break(()));
             }
             let rid = String::from_utf8_lossy(rid).into_owned();
             if !skip.contains(&rid) {
                 if out.len() >= limit {
                     next = Some(due);
-                    break;
+                    return Ok(ControlFlow::Break(()));
                 }
                 out.push(rid);
             }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan due events"))?;
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok((out, next))
     }
 
     /// Events waiting (not finished).
     pub fn pending(&self) -> Result<u64, QueueError> {
-        self.count_keys(CF_DUE)
+        Ok(self.due().count()?)
     }
 
     /// Deliveries of the previous controller process are over (nothing will answer them): make them
     /// due now. Their attempt was counted when the lease was written.
     fn expire_leases(&self, now: u64) -> Result<(), QueueError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_LEASES)?);
-        it.seek_to_first();
-        let mut ops = Vec::new();
+        let mut batch = Batch::new();
         let mut n = 0;
-        while let Some(key) = it.key() {
-            let rid = String::from_utf8_lossy(key).into_owned();
-            ops.push(Op::delete(CF_LEASES, key));
+        let leases = self.leases();
+        leases.walk(Start::First, |e| {
+            let rid = String::from_utf8_lossy(e.key()).into_owned();
+            leases.delete(&mut batch, e.key());
             if let Some(mut inv) = self.get(&rid)? {
                 if !inv.state.is_terminal() {
-                    ops.push(Op::delete(CF_DUE, due_key(inv.due_ms, &rid)));
-                    inv.state = State::Retrying;
-                    inv.due_ms = now;
-                    inv.updated_ms = now;
                     inv.last_error =
                         "delivery interrupted: the controller stopped during it".to_string();
-                    ops.push(Op::put(CF_DUE, due_key(now, &rid), Vec::new()));
-                    ops.push(Op::put(
-                        CF_INVOCATIONS,
-                        rid.as_bytes(),
-                        self.encode_invocation(&inv),
-                    ));
+                    self.move_due_in(&mut batch, &mut inv, State::Retrying, now, now)?;
                     n += 1;
                 }
             }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan leases"))?;
+            Ok::<_, QueueError>(ControlFlow::Continue(()))
+        })?;
         if n > 0 {
             tracing::info!(
                 deliveries = n,
                 "expiring the leases of the previous controller process: redelivering"
             );
         }
-        self.committer.commit_blocking(ops)
+        self.committer.commit_blocking(batch)
     }
 
     pub fn get_config(&self, name: &str) -> Result<Option<EventInvokeConfig>, QueueError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(CF_CONFIGS)?, name.as_bytes())
-            .map_err(self.rocks("read event invoke config"))?
-        {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| self.corrupt(format!("event invoke config of `{name}`"), e)),
-            None => Ok(None),
-        }
+        Ok(self.configs().get(name.as_bytes())?)
     }
 
     pub async fn put_config(
@@ -486,96 +319,14 @@ impl QueueStore {
         name: &str,
         config: &EventInvokeConfig,
     ) -> Result<(), QueueError> {
-        let v = serde_json::to_vec(config).expect("event invoke config encodes");
-        self.committer
-            .commit(vec![Op::put(CF_CONFIGS, name.as_bytes(), v)])
-            .await
+        let mut batch = Batch::new();
+        self.configs().put(&mut batch, name.as_bytes(), config)?;
+        self.committer.commit(batch).await
     }
 
     pub async fn delete_config(&self, name: &str) -> Result<(), QueueError> {
-        self.committer
-            .commit(vec![Op::delete(CF_CONFIGS, name.as_bytes())])
-            .await
-    }
-
-    /// Destination operations for the end of `inv`: a new event for a function destination, or a
-    /// dead letter. Returns the destination actually used (a missing destination function falls
-    /// back to the default dead-letter queue).
-    pub(super) fn destination_ops(
-        &self,
-        now: u64,
-        dest: &Destination,
-        function_exists: bool,
-        inv: &Invocation,
-        (payload, record): (&[u8], &str),
-        ops: &mut Vec<Op>,
-    ) -> (Destination, Option<String>) {
-        match dest {
-            Destination::Function(name) if function_exists => {
-                let rid = uuid::Uuid::new_v4().to_string();
-                let (_, more) = self.enqueue_ops(now, &rid, (name, ""), record.as_bytes(), "");
-                ops.extend(more);
-                (dest.clone(), None)
-            }
-            Destination::Function(_) => {
-                let fallback =
-                    Destination::Dlq(lamina_proto::domain::DEFAULT_FAILURE_DLQ.to_string());
-                let q = self.dead_letter_ops(now, &fallback, inv, payload, record, ops);
-                (fallback, q)
-            }
-            Destination::Dlq(_) => {
-                let q = self.dead_letter_ops(now, dest, inv, payload, record, ops);
-                (dest.clone(), q)
-            }
-        }
-    }
-
-    /// Appends a dead letter; returns the queue name (its count is raised by [`Self::committed_dead_letter`]
-    /// once the write is durable).
-    fn dead_letter_ops(
-        &self,
-        now: u64,
-        dest: &Destination,
-        inv: &Invocation,
-        payload: &[u8],
-        record: &str,
-        ops: &mut Vec<Op>,
-    ) -> Option<String> {
-        let Destination::Dlq(queue) = dest else {
-            return None;
-        };
-        let seq = {
-            let mut dlq = lock(&self.dlq);
-            let e = dlq.entry(queue.clone()).or_insert((1, 0));
-            let seq = e.0;
-            e.0 += 1;
-            seq
-        };
-        let letter = DeadLetter {
-            seq,
-            request_id: inv.request_id.clone(),
-            function_name: inv.function_name.clone(),
-            condition: inv
-                .condition
-                .map(|c| c.as_str().to_string())
-                .unwrap_or_default(),
-            error: inv.last_error.clone(),
-            attempts: inv.attempts,
-            timestamp_ms: now,
-            record: record.to_string(),
-            payload: Vec::new(),
-            qualifier: inv.qualifier.clone(),
-        };
-        let header = serde_json::to_vec(&letter).expect("dead letter encodes");
-        ops.push(Op::put(
-            CF_DLQ,
-            dlq_key(queue, seq),
-            frame(&header, payload),
-        ));
-        Some(queue.clone())
-    }
-
-    pub(super) fn committed_dead_letter(&self, queue: &str) {
-        lock(&self.dlq).entry(queue.to_string()).or_insert((1, 0)).1 += 1;
+        let mut batch = Batch::new();
+        self.configs().delete(&mut batch, name.as_bytes());
+        self.committer.commit(batch).await
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use lamina_proto::domain::{Alias, FunctionConfig};
 
-use super::rocks::lock;
+use super::writers::lock;
 
 /// Past this many records the cache starts over (a bound on memory; the hot ones come back at
 /// their next read).

@@ -4,14 +4,18 @@
 //! (also after every version was deleted). A layer version uses its zip blob like a function does;
 //! a function that attaches it counts as another user of the same blob (`FunctionConfig::layers`),
 //! so deleting the layer version never takes the zip from a function that runs it (as in Lambda).
+use std::ops::ControlFlow;
+
 use lamina_proto::domain::{LayerVersion, Runtime};
-use rocksdb::WriteBatch;
 
-use super::rocks::{apply_counts, lock, RocksStore};
-use super::settings::{function_prefix, function_prefix_end, parse_version_key, version_key};
+use super::db::{Batch, Durability};
+use super::error::StorageError;
+use super::keys;
+use super::rocks::{apply_counts, RocksStore};
+use super::schema;
+use super::table::{BeU32, Json, Start, Table};
+use super::writers::lock;
 use super::StoreError;
-
-pub(super) const CF_LAYERS: &str = "layers";
 
 /// What `publish_layer_version` stores (the store assigns the number).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,49 +57,23 @@ pub trait LayerStore {
 }
 
 impl RocksStore {
-    fn layers_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.cf(CF_LAYERS)
+    fn layers(&self) -> Table<'_, Json<LayerVersion>> {
+        self.db.table(schema::LAYERS)
     }
 
-    fn decode_layer(&self, key: &[u8], value: &[u8]) -> Result<LayerVersion, StoreError> {
-        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-            what: format!("layer version {:?}", String::from_utf8_lossy(key)),
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })
-    }
-
-    fn layer_counter(&self, name: &str) -> Result<u32, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.layers_cf()?, function_prefix(name))
-            .map_err(self.rocks("read layer counter"))?
-        {
-            Some(v) if v.len() == 4 => Ok(u32::from_be_bytes(
-                v.as_ref().try_into().expect("length checked"),
-            )),
-            Some(_) => Err(StoreError::Corrupt {
-                what: format!("layer counter of `{name}`"),
-                path: self.path().to_path_buf(),
-                detail: "expected a 4-byte big-endian number".to_string(),
-            }),
-            None => Ok(0),
-        }
+    /// The same family's counters (`name \0`: the highest number ever published).
+    fn layer_counters(&self) -> Table<'_, BeU32> {
+        self.db.table(schema::LAYERS)
     }
 
     /// The zip digest of every layer version (for the blob reference counts at open).
     pub(super) fn all_layer_code_digests(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.layers_cf()?);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if parse_version_key(k).is_some() {
-                out.push(self.decode_layer(k, v)?.code_sha256);
-            }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan layers"))?;
-        Ok(out)
+        Ok(self
+            .layers()
+            .values_with_prefix(b"", |k| keys::split_u32(k).is_some())?
+            .into_iter()
+            .map(|l| l.code_sha256)
+            .collect())
     }
 }
 
@@ -107,12 +85,15 @@ impl LayerStore for RocksStore {
     ) -> Result<LayerVersion, StoreError> {
         let mut refs = lock(&self.blob_refs);
         let number = self
-            .layer_counter(&layer.name)?
+            .layer_counters()
+            .get(&keys::prefix(&layer.name))?
+            .unwrap_or(0)
             .checked_add(1)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("layer counter of `{}`", layer.name),
-                path: self.path().to_path_buf(),
-                detail: "no version number left".to_string(),
+            .ok_or_else(|| {
+                self.db.corrupt(
+                    format!("layer counter of `{}`", layer.name),
+                    "no version number left",
+                )
             })?;
         let version = LayerVersion {
             name: layer.name.clone(),
@@ -126,16 +107,8 @@ impl LayerStore for RocksStore {
             license_info: layer.license_info.clone(),
             compatible_architectures: layer.compatible_architectures.clone(),
         };
-        let mut batch = WriteBatch::default();
-        let mut stored_now = None;
-        if !self.blob_exists(&layer.code_sha256)? {
-            batch.put_cf(
-                self.cf(super::rocks::CF_BLOBS)?,
-                layer.code_sha256.as_bytes(),
-                zip,
-            );
-            stored_now = Some(layer.code_sha256.as_str());
-        }
+        let mut batch = Batch::new();
+        let stored_now = self.store_blob_in(&mut batch, &layer.code_sha256, zip)?;
         let counts = self.plan_refs(
             &refs,
             std::slice::from_ref(&layer.code_sha256),
@@ -143,20 +116,12 @@ impl LayerStore for RocksStore {
             stored_now,
             &mut batch,
         )?;
-        let value = serde_json::to_vec(&version).map_err(|e| StoreError::Corrupt {
-            what: format!("layer version {} (encoding)", version.arn()),
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        batch.put_cf(self.layers_cf()?, version_key(&layer.name, number), value);
-        batch.put_cf(
-            self.layers_cf()?,
-            function_prefix(&layer.name),
-            number.to_be_bytes(),
-        );
+        self.layers()
+            .put(&mut batch, keys::with_u32(&layer.name, number), &version)?;
+        self.layer_counters()
+            .put(&mut batch, keys::prefix(&layer.name), &number)?;
         self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("publish layer version"))?;
+            .write(&batch, Durability::Synced, "publish layer version")?;
         apply_counts(&mut refs, counts);
         Ok(version)
     }
@@ -166,51 +131,29 @@ impl LayerStore for RocksStore {
         name: &str,
         version: u32,
     ) -> Result<Option<LayerVersion>, StoreError> {
-        let key = version_key(name, version);
-        match self
-            .db
-            .get_pinned_cf(self.layers_cf()?, &key)
-            .map_err(self.rocks("read layer version"))?
-        {
-            Some(v) => Ok(Some(self.decode_layer(&key, &v)?)),
-            None => Ok(None),
-        }
+        Ok(self.layers().get(&keys::with_u32(name, version))?)
     }
 
     fn list_layer_versions(&self, name: &str) -> Result<Vec<LayerVersion>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.layers_cf()?);
-        let end = function_prefix_end(name);
-        it.seek(function_prefix(name));
-        let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k >= end.as_slice() {
-                break;
-            }
-            if matches!(parse_version_key(k), Some((n, _)) if n == name) {
-                out.push(self.decode_layer(k, v)?);
-            }
-            it.next();
-        }
-        it.status().map_err(self.rocks("list layer versions"))?;
-        Ok(out)
+        Ok(self.layers().values_with_prefix(
+            &keys::prefix(name),
+            |k| matches!(keys::split_u32(k), Some((n, _)) if n == name),
+        )?)
     }
 
     fn list_layers(&self) -> Result<Vec<LayerVersion>, StoreError> {
         let mut out: Vec<LayerVersion> = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.layers_cf()?);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if parse_version_key(k).is_some() {
-                let layer = self.decode_layer(k, v)?;
+        self.layers().walk(Start::First, |e| {
+            if keys::split_u32(e.key()).is_some() {
+                let layer = e.value()?;
                 // Keys sort by name, then version: the last one of a name is its newest.
                 match out.last_mut() {
                     Some(last) if last.name == layer.name => *last = layer,
                     _ => out.push(layer),
                 }
             }
-            it.next();
-        }
-        it.status().map_err(self.rocks("list layers"))?;
+            Ok::<_, StorageError>(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
@@ -223,8 +166,9 @@ impl LayerStore for RocksStore {
         let Some(current) = self.get_layer_version(name, version)? else {
             return Ok(None);
         };
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.layers_cf()?, version_key(name, version));
+        let mut batch = Batch::new();
+        self.layers()
+            .delete(&mut batch, keys::with_u32(name, version));
         let counts = self.plan_refs(
             &refs,
             &[],
@@ -233,8 +177,7 @@ impl LayerStore for RocksStore {
             &mut batch,
         )?;
         self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("delete layer version"))?;
+            .write(&batch, Durability::Synced, "delete layer version")?;
         apply_counts(&mut refs, counts);
         Ok(Some(current))
     }

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::logs::LogTable;
-use super::rocks::lock;
+use super::writers::lock;
 use super::{NewLogEvent, StoreError};
 
 /// Entries (one invocation's lines each) that may wait for the writer.

@@ -1,25 +1,39 @@
-//! Durable state of the controller behind the [`Store`] trait: function records, code blobs and
-//! function logs. [`RocksStore`] is the embedded implementation; an etcd-backed one can come later.
-//! What is stored, the key layout and what is rebuilt on start: `store/README.md`.
+//! Durable state of the controller behind traits, one per kind of state: [`Store`] (function
+//! records, code blobs, function logs), [`VersionStore`], [`SettingsStore`] (aliases, concurrency,
+//! tags), [`LayerStore`], [`NetworkStore`], and the async queue's `queue::QueueStorage`.
+//! [`RocksStore`] (and `queue::QueueStore`) are the embedded implementations on one RocksDB
+//! [`Database`]; a replicated backend implements the same traits.
+//!
+//! The storage layer under them: [`schema`] (every column family and its options), [`table`]
+//! (typed column families: get, put, delete, scans — the one iterator loop), [`Batch`] (atomic
+//! writes with an explicit [`Durability`]), [`StorageError`], [`writers`] (how writers are
+//! serialised). What is stored, the key layout and what is rebuilt on start: `store/README.md`.
 //!
 //! Every method may block (disk, fsync): call them from `tokio::task::spawn_blocking`, except the
 //! `*_in_memory` reads and `try_queue_logs`, which never block (the invocation path calls them on
 //! the async threads).
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use lamina_proto::domain::{Alias, FunctionConfig};
 use serde::{Deserialize, Serialize};
 
 mod cache;
+mod db;
+mod error;
+pub mod keys;
 mod layers;
 mod log_writer;
 mod logs;
 pub mod network;
 mod rocks;
+pub mod schema;
 mod settings;
+pub mod table;
 mod versions;
+pub mod writers;
 
+pub use db::{Batch, Database, Durability};
+pub use error::StorageError;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
 pub use rocks::RocksStore;
@@ -46,30 +60,9 @@ pub struct NewLogEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the data directory {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot open the RocksDB store at {path}: {source} (is another lamina-controller using this --data-dir?)")]
-    Open {
-        path: PathBuf,
-        source: rocksdb::Error,
-    },
-    #[error("RocksDB {op} failed in {path}: {source}")]
-    Rocks {
-        op: &'static str,
-        path: PathBuf,
-        source: rocksdb::Error,
-    },
-    #[error("stored {what} is corrupt in {path}: {detail}")]
-    Corrupt {
-        what: String,
-        path: PathBuf,
-        detail: String,
-    },
-    #[error("column family `{name}` is missing in {path}")]
-    MissingColumnFamily { name: &'static str, path: PathBuf },
+    /// The engine or the stored bytes failed (see [`StorageError`]).
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("function `{0}` already exists")]
     FunctionExists(String),
     #[error("function `{0}` not found")]

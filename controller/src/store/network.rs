@@ -10,14 +10,17 @@ use lamina_proto::network::{
     Direction, Ipv4Cidr, Lease, NetnsAttachment, RuleTarget, SecurityGroup, SgRule, Subnet, Vpc,
     VpcConfig, POOL_OWNER,
 };
-use rocksdb::WriteBatch;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::rocks::{lock, RocksStore};
+use super::db::{Batch, Durability};
+use super::error::StorageError;
+use super::rocks::RocksStore;
+use super::schema;
+use super::table::{Json, Table};
+use super::writers::lock;
 use super::{Store, StoreError, VersionStore};
 
-pub(super) const CF_NETWORK: &str = "network";
 /// First VXLAN network identifier handed out (the counter lives at `meta/vni`).
 const FIRST_VNI: u32 = 1000;
 
@@ -38,6 +41,12 @@ pub enum NetworkError {
     },
     #[error("subnet `{subnet}` ({cidr}) has no free address left")]
     Exhausted { subnet: String, cidr: Ipv4Cidr },
+}
+
+impl From<StorageError> for NetworkError {
+    fn from(e: StorageError) -> NetworkError {
+        NetworkError::Store(e.into())
+    }
 }
 
 /// Creates a fresh id `prefix-xxxxxxxx`.
@@ -152,11 +161,7 @@ impl RocksStore {
                     .map(|id| ("security group", "sg", id)),
             );
         for (kind, prefix, id) in named {
-            let found = self
-                .db
-                .get_pinned_cf(self.net_cf()?, key(prefix, id))
-                .map_err(self.rocks("read network state"))?;
-            if found.is_none() {
+            if !self.net::<serde_json::Value>().contains(&key(prefix, id))? {
                 return Err(StoreError::VpcTargetGone {
                     function: config.spec.name.clone(),
                     kind,
@@ -167,69 +172,51 @@ impl RocksStore {
         Ok(())
     }
 
-    fn net_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.cf(CF_NETWORK)
+    /// The network family, values decoded as `T` (each kind of record has its own type).
+    fn net<T: Serialize + DeserializeOwned>(&self) -> Table<'_, Json<T>> {
+        self.db.table(schema::NETWORK)
     }
 
-    fn net_get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, NetworkError> {
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(self.net_cf()?, k)
-            .map_err(self.rocks("read network state"))?
-        else {
-            return Ok(None);
-        };
-        self.net_decode(k, &bytes).map(Some)
-    }
-
-    fn net_decode<T: DeserializeOwned>(&self, k: &[u8], v: &[u8]) -> Result<T, NetworkError> {
-        serde_json::from_slice(v).map_err(|e| {
-            NetworkError::Store(StoreError::Corrupt {
-                what: format!("network record `{}`", String::from_utf8_lossy(k)),
-                path: self.path().to_path_buf(),
-                detail: e.to_string(),
-            })
-        })
-    }
-
-    fn net_scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>, NetworkError> {
-        let mut it = self.db.raw_iterator_cf(self.net_cf()?);
-        it.seek(prefix.as_bytes());
-        let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            out.push(self.net_decode(k, v)?);
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan network state"))?;
-        Ok(out)
-    }
-
-    fn net_put<T: Serialize>(
+    fn net_get<T: Serialize + DeserializeOwned>(
         &self,
-        batch: &mut WriteBatch,
+        k: &[u8],
+    ) -> Result<Option<T>, NetworkError> {
+        Ok(self.net::<T>().get(k)?)
+    }
+
+    fn net_scan<T: Serialize + DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<T>, NetworkError> {
+        Ok(self
+            .net::<T>()
+            .values_with_prefix(prefix.as_bytes(), |_| true)?)
+    }
+
+    fn net_put<T: Serialize + DeserializeOwned>(
+        &self,
+        batch: &mut Batch<'_>,
         k: &[u8],
         v: &T,
     ) -> Result<(), NetworkError> {
-        let bytes = serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
-            what: format!("network record `{}`", String::from_utf8_lossy(k)),
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })?;
-        batch.put_cf(self.net_cf()?, k, bytes);
-        Ok(())
+        Ok(self.net::<T>().put(batch, k, v)?)
     }
 
-    fn net_write(&self, batch: WriteBatch) -> Result<(), NetworkError> {
-        self.db
-            .write_opt(batch, &RocksStore::synced())
-            .map_err(self.rocks("write network state"))?;
-        Ok(())
+    fn net_delete(&self, batch: &mut Batch<'_>, k: &[u8]) {
+        self.net::<serde_json::Value>().delete(batch, k);
     }
 
-    fn must<T: DeserializeOwned>(&self, kind: &'static str, id: &str) -> Result<T, NetworkError> {
+    fn net_write(&self, batch: Batch<'_>) -> Result<(), NetworkError> {
+        Ok(self
+            .db
+            .write(&batch, Durability::Synced, "write network state")?)
+    }
+
+    fn must<T: Serialize + DeserializeOwned>(
+        &self,
+        kind: &'static str,
+        id: &str,
+    ) -> Result<T, NetworkError> {
         let prefix = match kind {
             "vpc" => "vpc",
             "subnet" => "subnet",
@@ -294,7 +281,7 @@ impl NetworkStore for RocksStore {
             description: description.to_string(),
             created_ms: now_ms,
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.net_put(&mut batch, b"meta/vni", &(vni + 1))?;
         self.net_put(&mut batch, &key("vpc", &vpc.id), &vpc)?;
         self.net_write(batch)?;
@@ -328,8 +315,8 @@ impl NetworkStore for RocksStore {
                 "delete its security groups first",
             ));
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.net_cf()?, key("vpc", id));
+        let mut batch = Batch::new();
+        self.net_delete(&mut batch, &key("vpc", id));
         self.net_write(batch)
     }
 
@@ -363,7 +350,7 @@ impl NetworkStore for RocksStore {
             cidr,
             created_ms: now_ms,
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.net_put(&mut batch, &key("subnet", &subnet.id), &subnet)?;
         self.net_write(batch)?;
         Ok(subnet)
@@ -410,11 +397,11 @@ impl NetworkStore for RocksStore {
             ));
         }
         // Nothing uses it: the addresses workers keep pooled for it go with it.
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         for l in self.list_leases()?.iter().filter(|l| l.subnet_id == id) {
-            batch.delete_cf(self.net_cf()?, lease_key(id, l.address));
+            self.net_delete(&mut batch, &lease_key(id, l.address));
         }
-        batch.delete_cf(self.net_cf()?, key("subnet", id));
+        self.net_delete(&mut batch, &key("subnet", id));
         self.net_write(batch)
     }
 
@@ -447,7 +434,7 @@ impl NetworkStore for RocksStore {
             created_ms: now_ms,
         };
         g.default_rules();
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.net_put(&mut batch, &key("sg", &g.id), &g)?;
         self.net_write(batch)?;
         Ok(g)
@@ -506,15 +493,15 @@ impl NetworkStore for RocksStore {
                 "revoke that rule first",
             ));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         for l in self
             .list_leases()?
             .iter()
             .filter(|l| l.owner == POOL_OWNER && l.security_group_ids.iter().any(|g| g == id))
         {
-            batch.delete_cf(self.net_cf()?, lease_key(&l.subnet_id, l.address));
+            self.net_delete(&mut batch, &lease_key(&l.subnet_id, l.address));
         }
-        batch.delete_cf(self.net_cf()?, key("sg", id));
+        self.net_delete(&mut batch, &key("sg", id));
         self.net_write(batch)
     }
 
@@ -553,7 +540,7 @@ impl NetworkStore for RocksStore {
                 )))
             }
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.net_put(&mut batch, &key("sg", id), &g)?;
         self.net_write(batch)?;
         Ok(g)
@@ -611,7 +598,7 @@ impl NetworkStore for RocksStore {
             vpc_id,
             created_ms: now_ms,
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         self.net_put(&mut batch, &key("eni", &a.id), &a)?;
         self.net_put(
             &mut batch,
@@ -635,9 +622,9 @@ impl NetworkStore for RocksStore {
     fn detach_netns(&self, id: &str) -> Result<(), NetworkError> {
         let _w = lock(&self.network_writers);
         let a: NetnsAttachment = self.must("netns attachment", id)?;
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.net_cf()?, key("eni", id));
-        batch.delete_cf(self.net_cf()?, lease_key(&a.subnet_id, a.address));
+        let mut batch = Batch::new();
+        self.net_delete(&mut batch, &key("eni", id));
+        self.net_delete(&mut batch, &lease_key(&a.subnet_id, a.address));
         self.net_write(batch)
     }
 
@@ -650,7 +637,7 @@ impl NetworkStore for RocksStore {
     ) -> Result<Vec<Ipv4Addr>, NetworkError> {
         let _w = lock(&self.network_writers);
         let addrs = self.lease_locked(worker_id, subnet_id, groups, count, POOL_OWNER)?;
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         for a in &addrs {
             self.net_put(
                 &mut batch,
@@ -674,14 +661,14 @@ impl NetworkStore for RocksStore {
         addresses: &[Ipv4Addr],
     ) -> Result<usize, NetworkError> {
         let _w = lock(&self.network_writers);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let mut n = 0;
         for l in self.list_leases()? {
             if l.worker_id == worker_id
                 && l.owner == POOL_OWNER
                 && (addresses.is_empty() || addresses.contains(&l.address))
             {
-                batch.delete_cf(self.net_cf()?, lease_key(&l.subnet_id, l.address));
+                self.net_delete(&mut batch, &lease_key(&l.subnet_id, l.address));
                 n += 1;
             }
         }

@@ -1,23 +1,24 @@
 //! The RocksDB implementation of [`Store`]. Key layout and rationale: `README.md` next to this file.
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use lamina_proto::domain::{Alias, FunctionConfig};
-use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions, DB,
-};
 
 use super::cache::ConfigCache;
+use super::db::{Batch, Database, Durability};
+use super::error::StorageError;
+use super::keys;
 use super::log_writer::LogWriter;
-use super::logs::{log_prefix, log_prefix_end, LogTable, CF_LOGS};
+use super::logs::LogTable;
+use super::schema;
+use super::table::{Codec, Json, Raw, Start, Table};
+use super::writers::lock;
 use super::{LogEvent, NewLogEvent, Store, StoreError};
 
-const CF_FUNCTIONS: &str = "functions";
-pub(super) const CF_BLOBS: &str = "blobs";
 pub struct RocksStore {
-    pub(super) db: Arc<DB>,
-    path: PathBuf,
+    pub(super) db: Database,
     /// Serialises function and blob writers; holds how many functions use each blob (by sha256).
     pub(super) blob_refs: Mutex<HashMap<String, usize>>,
     /// Serialises network writers (and keeps their in-use checks true until the write lands);
@@ -31,53 +32,15 @@ pub struct RocksStore {
     pub(super) log_writer: LogWriter,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these maps inconsistent with the database in a
-    // way that matters more than stopping: keep serving.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 impl RocksStore {
     /// Opens (creating if needed) the store in `dir`, keeping at most `log_retention` log events per
     /// function (at least 1). Rebuilds the in-memory indexes and deletes unreferenced blobs.
     pub fn open(dir: &Path, log_retention: u64) -> Result<RocksStore, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        opts.set_compression_type(DBCompressionType::None);
-        let mut blob_opts = Options::default();
-        blob_opts.set_compression_type(DBCompressionType::None);
-        // Code zips are large and already compressed: keep them out of the LSM tree's compactions.
-        blob_opts.set_enable_blob_files(true);
-        blob_opts.set_min_blob_size(4096);
-        let mut cfs = vec![
-            ColumnFamilyDescriptor::new(CF_FUNCTIONS, opts.clone()),
-            ColumnFamilyDescriptor::new(CF_BLOBS, blob_opts),
-            ColumnFamilyDescriptor::new(CF_LOGS, opts.clone()),
-            ColumnFamilyDescriptor::new(super::settings::CF_SETTINGS, opts.clone()),
-            ColumnFamilyDescriptor::new(super::versions::CF_VERSIONS, opts.clone()),
-            ColumnFamilyDescriptor::new(super::layers::CF_LAYERS, opts.clone()),
-            ColumnFamilyDescriptor::new(super::network::CF_NETWORK, opts.clone()),
-        ];
-        // The async queue lives in the same database (its own column families): see `queue/`.
-        cfs.extend(crate::queue::column_family_descriptors());
-        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let db = Arc::new(db);
-        let logs = Arc::new(LogTable::open(
-            Arc::clone(&db),
-            dir.to_path_buf(),
-            log_retention,
-        )?);
+        // Every column family, the async queue's too (`schema.rs`).
+        let db = Database::open(dir)?;
+        let logs = Arc::new(LogTable::open(db.clone(), log_retention)?);
         let store = RocksStore {
             db,
-            path: dir.to_path_buf(),
             blob_refs: Mutex::new(HashMap::new()),
             network_writers: Mutex::new(()),
             cache: ConfigCache::default(),
@@ -91,65 +54,30 @@ impl RocksStore {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
     /// The database, shared with the async queue (`queue::QueueStore`).
-    pub fn db(&self) -> Arc<DB> {
-        Arc::clone(&self.db)
+    pub fn db(&self) -> Database {
+        self.db.clone()
     }
 
-    pub(super) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
-        self.db
-            .cf_handle(name)
-            .ok_or_else(|| StoreError::MissingColumnFamily {
-                name,
-                path: self.path.clone(),
-            })
+    pub(super) fn functions(&self) -> Table<'_, Json<FunctionConfig>> {
+        self.db.table(schema::FUNCTIONS)
     }
 
-    pub(super) fn rocks(&self, op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError + '_ {
-        move |source| StoreError::Rocks {
-            op,
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn decode_function(&self, key: &[u8], value: &[u8]) -> Result<FunctionConfig, StoreError> {
-        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-            what: format!("function record `{}`", String::from_utf8_lossy(key)),
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })
-    }
-
-    fn encode_function(&self, config: &FunctionConfig) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(config).map_err(|e| StoreError::Corrupt {
-            what: format!("function record `{}` (encoding)", config.spec.name),
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })
-    }
-
-    pub(super) fn synced() -> WriteOptions {
-        let mut w = WriteOptions::default();
-        w.set_sync(true);
-        w
+    pub(super) fn blobs(&self) -> Table<'_, Raw> {
+        self.db.table(schema::BLOBS)
     }
 
     fn count_blob_refs(&self) -> Result<HashMap<String, usize>, StoreError> {
         let mut refs = HashMap::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_FUNCTIONS)?, rocksdb::IteratorMode::Start)
-        {
-            let (k, v) = item.map_err(self.rocks("scan functions"))?;
-            let f = self.decode_function(&k, &v)?;
-            for sha256 in f.blob_digests() {
+        self.functions().walk(Start::First, |e| {
+            for sha256 in e.value()?.blob_digests() {
                 *refs.entry(sha256).or_insert(0) += 1;
             }
-        }
+            Ok::<_, StorageError>(ControlFlow::Continue(()))
+        })?;
         // Published versions use their blobs like functions do, and layer versions their zip.
         for sha256 in self
             .all_version_code_digests()?
@@ -162,24 +90,19 @@ impl RocksStore {
     }
 
     fn delete_orphan_blobs(&self, refs: &HashMap<String, usize>) -> Result<(), StoreError> {
-        let cf = self.cf(CF_BLOBS)?;
-        let mut it = self.db.raw_iterator_cf(cf);
-        it.seek_to_first();
-        let mut batch = WriteBatch::default();
-        while let Some(key) = it.key() {
-            let sha = String::from_utf8_lossy(key);
+        let blobs = self.blobs();
+        let mut batch = Batch::new();
+        // Keys only: the zips themselves are not read.
+        blobs.walk(Start::First, |e| {
+            let sha = String::from_utf8_lossy(e.key());
             if !refs.contains_key(sha.as_ref()) {
                 tracing::info!(sha256 = %sha, "deleting a code blob no function uses");
-                batch.delete_cf(cf, key);
+                blobs.delete(&mut batch, e.key());
             }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan blobs"))?;
-        if !batch.is_empty() {
-            self.db
-                .write_opt(batch, &Self::synced())
-                .map_err(self.rocks("delete orphan blobs"))?;
-        }
+            Ok::<_, StorageError>(ControlFlow::Continue(()))
+        })?;
+        self.db
+            .write(&batch, Durability::Synced, "delete orphan blobs")?;
         Ok(())
     }
 
@@ -194,7 +117,7 @@ impl RocksStore {
         added: &[String],
         released: &[String],
         stored_now: Option<&str>,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
     ) -> Result<Vec<(String, usize)>, StoreError> {
         let mut counts: HashMap<&str, usize> = HashMap::new();
         for d in added.iter().chain(released) {
@@ -214,7 +137,7 @@ impl RocksStore {
         }
         for (d, n) in &counts {
             if *n == 0 {
-                batch.delete_cf(self.cf(CF_BLOBS)?, d.as_bytes());
+                self.blobs().delete(batch, d.as_bytes());
             }
         }
         Ok(counts
@@ -223,26 +146,53 @@ impl RocksStore {
             .collect())
     }
 
+    /// Adds `code` under `sha256` to `batch` unless it is stored already; returns the digest
+    /// when it did (the `stored_now` of [`Self::plan_refs`]).
+    pub(super) fn store_blob_in<'v>(
+        &self,
+        batch: &mut Batch<'v>,
+        sha256: &'v str,
+        code: &'v [u8],
+    ) -> Result<Option<&'v str>, StoreError> {
+        if self.blob_exists(sha256)? {
+            return Ok(None);
+        }
+        self.blobs().put_bytes(batch, sha256.as_bytes(), code);
+        Ok(Some(sha256))
+    }
+
     /// Stores blobs that are not stored yet, without users: the next create or update refers to
     /// them (an image's layers and manifest). Until then they count as orphans (removed at open).
     fn put_unused_blobs(&self, blobs: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
         let _refs = lock(&self.blob_refs);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         for (sha256, bytes) in blobs {
-            if !self.blob_exists(sha256)? {
-                batch.put_cf(self.cf(CF_BLOBS)?, sha256.as_bytes(), bytes);
-            }
+            self.store_blob_in(&mut batch, sha256, bytes)?;
         }
-        self.db
-            .write_opt(batch, &Self::synced())
-            .map_err(self.rocks("store blobs"))
+        Ok(self.db.write(&batch, Durability::Synced, "store blobs")?)
+    }
+
+    /// Adds `$LATEST`'s record to `batch`; returns its encoding (for [`Self::cache_written`]).
+    fn put_function_in(
+        &self,
+        batch: &mut Batch<'_>,
+        config: &FunctionConfig,
+    ) -> Result<Vec<u8>, StoreError> {
+        let name = &config.spec.name;
+        let encoded = Json::<FunctionConfig>::encode(config).map_err(|e| {
+            self.db
+                .corrupt(format!("function record `{name}` (encoding)"), e)
+        })?;
+        self.functions()
+            .put_bytes(batch, name.as_bytes(), encoded.clone());
+        Ok(encoded)
     }
 
     /// Caches `$LATEST`'s record just written (`encoded`), under the writers' lock: the first
     /// invocation after a deploy finds it without a read. A record that does not decode is left
     /// to the next read, which reports it.
     fn cache_written(&self, name: &str, encoded: &[u8]) {
-        if let Ok(f) = self.decode_function(name.as_bytes(), encoded) {
+        if let Ok(f) = Json::<FunctionConfig>::decode(encoded) {
             self.cache
                 .offer_latest(self.cache.generation(), name, Arc::new(f));
         }
@@ -254,24 +204,29 @@ impl RocksStore {
             return Ok(Some(f));
         }
         let seen = self.cache.generation();
-        let Some(v) = self
-            .db
-            .get_pinned_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes())
-            .map_err(self.rocks("read function"))?
-        else {
+        let Some(f) = self.functions().get(name.as_bytes())? else {
             return Ok(None);
         };
-        let f = Arc::new(self.decode_function(name.as_bytes(), &v)?);
+        let f = Arc::new(f);
         self.cache.offer_latest(seen, name, Arc::clone(&f));
         Ok(Some(f))
     }
 
     pub(super) fn blob_exists(&self, sha256: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_BLOBS)?, sha256.as_bytes())
-            .map_err(self.rocks("read blob"))?
-            .is_some())
+        Ok(self.blobs().contains(sha256.as_bytes())?)
+    }
+
+    /// Writes a function writer's batch (synced) and invalidates the function's cached records
+    /// whether or not the write landed.
+    pub(super) fn write_function_batch(
+        &self,
+        name: &str,
+        batch: &Batch<'_>,
+        op: &str,
+    ) -> Result<(), StoreError> {
+        let written = self.db.write(batch, Durability::Synced, op);
+        self.cache.invalidate(name);
+        Ok(written?)
     }
 }
 
@@ -305,20 +260,10 @@ impl Store for RocksStore {
     }
 
     fn list_functions(&self, after: &str, limit: usize) -> Result<Vec<FunctionConfig>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.cf(CF_FUNCTIONS)?);
-        it.seek(after.as_bytes());
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            if k != after.as_bytes() {
-                out.push(self.decode_function(k, v)?);
-            }
-            it.next();
-        }
-        it.status().map_err(self.rocks("list functions"))?;
-        Ok(out)
+        // The smallest key after `after` is `after \0`.
+        let mut from = after.as_bytes().to_vec();
+        from.push(0);
+        Ok(self.functions().page(Start::At(&from), limit, |_| true)?)
     }
 
     fn create_function(&self, config: &FunctionConfig, code: &[u8]) -> Result<(), StoreError> {
@@ -328,19 +273,12 @@ impl Store for RocksStore {
         if self.get_function(name)?.is_some() {
             return Err(StoreError::FunctionExists(name.clone()));
         }
-        let mut batch = WriteBatch::default();
-        let mut stored_now = None;
-        if !self.blob_exists(&config.code_sha256)? {
-            batch.put_cf(self.cf(CF_BLOBS)?, config.code_sha256.as_bytes(), code);
-            stored_now = Some(config.code_sha256.as_str());
-        }
+        let mut batch = Batch::new();
+        let stored_now = self.store_blob_in(&mut batch, &config.code_sha256, code)?;
         // Layer and image blobs must be stored already (by their layer version, or `put_blobs`).
         let counts = self.plan_refs(&refs, &config.blob_digests(), &[], stored_now, &mut batch)?;
-        let encoded = self.encode_function(config)?;
-        batch.put_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes(), &encoded);
-        let written = self.db.write_opt(batch, &Self::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("create function"))?;
+        let encoded = self.put_function_in(&mut batch, config)?;
+        self.write_function_batch(name, &batch, "create function")?;
         self.cache_written(name, &encoded);
         apply_counts(&mut refs, counts);
         Ok(())
@@ -365,18 +303,16 @@ impl Store for RocksStore {
             });
         }
         let (old, new) = (&current.code_sha256, &config.code_sha256);
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let mut stored_now = None;
         if old != new {
-            let code = code.ok_or_else(|| StoreError::Corrupt {
-                what: format!("update of function `{name}`"),
-                path: self.path.clone(),
-                detail: "the code digest changed but no code was given".to_string(),
+            let code = code.ok_or_else(|| {
+                self.db.corrupt(
+                    format!("update of function `{name}`"),
+                    "the code digest changed but no code was given",
+                )
             })?;
-            if !self.blob_exists(new)? {
-                batch.put_cf(self.cf(CF_BLOBS)?, new.as_bytes(), code);
-                stored_now = Some(new.as_str());
-            }
+            stored_now = self.store_blob_in(&mut batch, new, code)?;
         }
         let counts = self.plan_refs(
             &refs,
@@ -385,11 +321,8 @@ impl Store for RocksStore {
             stored_now,
             &mut batch,
         )?;
-        let encoded = self.encode_function(config)?;
-        batch.put_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes(), &encoded);
-        let written = self.db.write_opt(batch, &Self::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("update function"))?;
+        let encoded = self.put_function_in(&mut batch, config)?;
+        self.write_function_batch(name, &batch, "update function")?;
         self.cache_written(name, &encoded);
         apply_counts(&mut refs, counts);
         Ok(())
@@ -404,22 +337,18 @@ impl Store for RocksStore {
             return Ok(None);
         };
         let mut logs = self.logs.lock_ranges();
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_FUNCTIONS)?, name.as_bytes());
-        batch.delete_range_cf(self.cf(CF_LOGS)?, log_prefix(name), log_prefix_end(name));
-        batch.delete_range_cf(
-            self.cf(super::settings::CF_SETTINGS)?,
-            super::settings::function_prefix(name),
-            super::settings::function_prefix_end(name),
-        );
+        let mut batch = Batch::new();
+        self.functions().delete(&mut batch, name.as_bytes());
+        self.logs
+            .table()
+            .delete_range(&mut batch, keys::prefix(name), keys::prefix_end(name));
+        self.delete_settings_in(name, &mut batch);
         // The blobs of $LATEST and of every version, released together: a blob goes when these
         // were its last users.
         let mut users = self.delete_versions_in(name, &mut batch)?;
         users.extend(current.blob_digests());
         let counts = self.plan_refs(&refs, &[], &users, None, &mut batch)?;
-        let written = self.db.write_opt(batch, &Self::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("delete function"))?;
+        self.write_function_batch(name, &batch, "delete function")?;
         apply_counts(&mut refs, counts);
         logs.remove(name);
         Ok(Some(current))
@@ -430,9 +359,7 @@ impl Store for RocksStore {
     }
 
     fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.db
-            .get_cf(self.cf(CF_BLOBS)?, sha256.as_bytes())
-            .map_err(self.rocks("read blob"))
+        Ok(self.blobs().get(sha256.as_bytes())?)
     }
 
     fn append_logs(

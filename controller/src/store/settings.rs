@@ -2,17 +2,21 @@
 //! concurrency configurations and tags. One column family, `function_settings`, keyed `name \0 kind \0 id`,
 //! so all settings of a function form one range, deleted with the function in its batch.
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use lamina_proto::domain::{Alias, ProvisionedConfig};
-use rocksdb::{WriteBatch, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::rocks::{lock, RocksStore};
+use super::db::Batch;
+use super::error::StorageError;
+use super::keys;
+use super::rocks::RocksStore;
+use super::schema;
+use super::table::{Json, Start, Table};
+use super::writers::lock;
 use super::{Store, StoreError};
-
-pub(super) const CF_SETTINGS: &str = "function_settings";
 
 const KIND_ALIAS: &str = "alias";
 const KIND_CONCURRENCY: &str = "concurrency";
@@ -64,40 +68,8 @@ pub trait SettingsStore {
     fn get_tags(&self, function: &str) -> Result<BTreeMap<String, String>, StoreError>;
 }
 
-/// `name \0`: the start of every setting key of `name` (names never contain control bytes).
-pub(super) fn function_prefix(name: &str) -> Vec<u8> {
-    let mut k = name.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-/// `name \x01`: the first key after every setting key of `name`.
-pub(super) fn function_prefix_end(name: &str) -> Vec<u8> {
-    let mut k = name.as_bytes().to_vec();
-    k.push(1);
-    k
-}
-
-/// `name \0 version_be`: the key of a numbered record of `name` (a function version, a layer
-/// version); `name \0` alone holds the counter.
-pub(super) fn version_key(name: &str, version: u32) -> Vec<u8> {
-    let mut k = function_prefix(name);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-/// Splits `name \0 version_be`; `None` for a counter key (`name \0`) or anything else.
-pub(super) fn parse_version_key(k: &[u8]) -> Option<(&str, u32)> {
-    if k.len() < 5 || k[k.len() - 5] != 0 {
-        return None;
-    }
-    let (name, rest) = k.split_at(k.len() - 5);
-    let n = u32::from_be_bytes(rest[1..].try_into().ok()?);
-    Some((std::str::from_utf8(name).ok()?, n))
-}
-
 fn key(name: &str, kind: &str, id: &str) -> Vec<u8> {
-    let mut k = function_prefix(name);
+    let mut k = keys::prefix(name);
     k.extend_from_slice(kind.as_bytes());
     k.push(0);
     k.extend_from_slice(id.as_bytes());
@@ -112,11 +84,21 @@ fn parse_key(k: &[u8]) -> Option<(&str, &str, &str)> {
 }
 
 impl RocksStore {
-    fn settings_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.cf(CF_SETTINGS)
+    /// The settings family, values decoded as `T` (each kind has its own type).
+    fn settings<T: Serialize + DeserializeOwned>(&self) -> Table<'_, Json<T>> {
+        self.db.table(schema::SETTINGS)
     }
 
-    fn put_setting<T: Serialize>(
+    /// Adds the deletion of every setting of `name` to `batch` (the function goes).
+    pub(super) fn delete_settings_in(&self, name: &str, batch: &mut Batch<'_>) {
+        self.settings::<serde_json::Value>().delete_range(
+            batch,
+            keys::prefix(name),
+            keys::prefix_end(name),
+        );
+    }
+
+    fn put_setting<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
         kind: &str,
@@ -129,100 +111,59 @@ impl RocksStore {
         if self.get_function(name)?.is_none() {
             return Err(StoreError::FunctionNotFound(name.to_string()));
         }
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let k = key(name, kind, id);
         match value {
-            Some(v) => {
-                let bytes = serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
-                    what: format!("{kind} `{id}` of function `{name}`"),
-                    path: self.path().to_path_buf(),
-                    detail: e.to_string(),
-                })?;
-                batch.put_cf(self.settings_cf()?, k, bytes);
-            }
-            None => batch.delete_cf(self.settings_cf()?, k),
+            Some(v) => self.settings::<T>().put(&mut batch, k, v)?,
+            None => self.settings::<T>().delete(&mut batch, k),
         }
-        let written = self.db.write_opt(batch, &RocksStore::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("write function setting"))
+        self.write_function_batch(name, &batch, "write function setting")
     }
 
-    fn get_setting<T: DeserializeOwned>(
+    fn get_setting<T: Serialize + DeserializeOwned>(
         &self,
         name: &str,
         kind: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let Some(bytes) = self
-            .db
-            .get_pinned_cf(self.settings_cf()?, key(name, kind, id))
-            .map_err(self.rocks("read function setting"))?
-        else {
-            return Ok(None);
-        };
-        self.decode_setting(name, kind, id, &bytes).map(Some)
-    }
-
-    fn decode_setting<T: DeserializeOwned>(
-        &self,
-        name: &str,
-        kind: &str,
-        id: &str,
-        bytes: &[u8],
-    ) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-            what: format!("{kind} `{id}` of function `{name}`"),
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })
+        Ok(self.settings::<T>().get(&key(name, kind, id))?)
     }
 
     /// Settings of `kind`, of one function or of all, in key order.
-    fn scan_settings<T: DeserializeOwned>(
+    fn scan_settings<T: Serialize + DeserializeOwned>(
         &self,
         name: Option<&str>,
         kind: &str,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let db: &DB = &self.db;
-        let mut it = db.raw_iterator_cf(self.settings_cf()?);
-        let end = name.map(function_prefix_end);
-        match name {
-            Some(n) => it.seek(function_prefix(n)),
-            None => it.seek_to_first(),
-        }
+        let prefix = name.map(keys::prefix);
+        let start = match &prefix {
+            Some(p) => Start::At(p),
+            None => Start::First,
+        };
         let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if end.as_deref().is_some_and(|e| k >= e) {
-                break;
+        self.settings::<T>().walk(start, |e| {
+            if prefix.as_deref().is_some_and(|p| !e.key().starts_with(p)) {
+                return Ok::<_, StorageError>(ControlFlow::Break(()));
             }
-            if let Some((function, k_kind, id)) = parse_key(k) {
+            if let Some((function, k_kind, _)) = parse_key(e.key()) {
                 if k_kind == kind {
-                    out.push((
-                        function.to_string(),
-                        self.decode_setting(function, kind, id, v)?,
-                    ));
+                    out.push((function.to_string(), e.value()?));
                 }
             }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan function settings"))?;
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(out)
     }
 
     fn delete_setting(&self, name: &str, kind: &str, id: &str) -> Result<bool, StoreError> {
         let _writers = lock(&self.blob_refs);
         let k = key(name, kind, id);
-        let present = self
-            .db
-            .get_pinned_cf(self.settings_cf()?, &k)
-            .map_err(self.rocks("read function setting"))?
-            .is_some();
+        let settings = self.settings::<serde_json::Value>();
+        let present = settings.contains(&k)?;
         if present {
-            let mut batch = WriteBatch::default();
-            batch.delete_cf(self.settings_cf()?, k);
-            let written = self.db.write_opt(batch, &RocksStore::synced());
-            self.cache.invalidate(name);
-            written.map_err(self.rocks("delete function setting"))?;
+            let mut batch = Batch::new();
+            settings.delete(&mut batch, k);
+            self.write_function_batch(name, &batch, "delete function setting")?;
         }
         Ok(present)
     }

@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use lamina_proto::domain::FunctionConfig;
-use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::rocks::{apply_counts, lock, RocksStore};
-use super::settings::{function_prefix, function_prefix_end, parse_version_key, version_key};
+use super::db::Batch;
+use super::keys;
+use super::rocks::{apply_counts, RocksStore};
+use super::schema;
+use super::table::{Json, Table};
+use super::writers::lock;
 use super::{SettingsStore, Store, StoreError};
-
-pub(super) const CF_VERSIONS: &str = "versions";
 
 /// What `publish_version` needs besides the function's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,54 +76,30 @@ pub fn parse_version_number(s: &str) -> Option<u32> {
 }
 
 impl RocksStore {
-    fn versions_cf(&self) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.cf(CF_VERSIONS)
+    fn versions(&self) -> Table<'_, Json<FunctionConfig>> {
+        self.db.table(schema::VERSIONS)
     }
 
-    fn decode_version(&self, key: &[u8], value: &[u8]) -> Result<FunctionConfig, StoreError> {
-        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
-            what: format!("version record {:?}", String::from_utf8_lossy(key)),
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })
-    }
-
-    fn encode<T: Serialize>(&self, what: String, value: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|e| StoreError::Corrupt {
-            what,
-            path: self.path().to_path_buf(),
-            detail: e.to_string(),
-        })
+    /// The same family's counters (`name \0`).
+    fn version_counters(&self) -> Table<'_, Json<PublishCounter>> {
+        self.db.table(schema::VERSIONS)
     }
 
     fn read_counter(&self, name: &str) -> Result<PublishCounter, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.versions_cf()?, function_prefix(name))
-            .map_err(self.rocks("read version counter"))?
-        {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                what: format!("version counter of `{name}`"),
-                path: self.path().to_path_buf(),
-                detail: e.to_string(),
-            }),
-            None => Ok(PublishCounter::default()),
-        }
+        Ok(self
+            .version_counters()
+            .get(&keys::prefix(name))?
+            .unwrap_or_default())
     }
 
     /// Every stored version of every function (for the blob reference counts at open).
     pub(super) fn all_version_code_digests(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut it = self.db.raw_iterator_cf(self.versions_cf()?);
-        it.seek_to_first();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if parse_version_key(k).is_some() {
-                out.extend(self.decode_version(k, v)?.blob_digests());
-            }
-            it.next();
-        }
-        it.status().map_err(self.rocks("scan versions"))?;
-        Ok(out)
+        Ok(self
+            .versions()
+            .values_with_prefix(b"", |k| keys::split_u32(k).is_some())?
+            .into_iter()
+            .flat_map(|v| v.blob_digests())
+            .collect())
     }
 
     /// Adds the deletion of every version (and the counter) of `name` to `batch`; returns the
@@ -130,18 +107,15 @@ impl RocksStore {
     pub(super) fn delete_versions_in(
         &self,
         name: &str,
-        batch: &mut WriteBatch,
+        batch: &mut Batch<'_>,
     ) -> Result<Vec<String>, StoreError> {
         let digests = self
             .list_versions(name)?
             .into_iter()
             .flat_map(|v| v.blob_digests())
             .collect();
-        batch.delete_range_cf(
-            self.versions_cf()?,
-            function_prefix(name),
-            function_prefix_end(name),
-        );
+        self.versions()
+            .delete_range(batch, keys::prefix(name), keys::prefix_end(name));
         Ok(digests)
     }
 }
@@ -181,14 +155,12 @@ impl VersionStore for RocksStore {
                 });
             }
         }
-        let number = counter
-            .last
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Corrupt {
-                what: format!("version counter of `{name}`"),
-                path: self.path().to_path_buf(),
-                detail: "no version number left".to_string(),
-            })?;
+        let number = counter.last.checked_add(1).ok_or_else(|| {
+            self.db.corrupt(
+                format!("version counter of `{name}`"),
+                "no version number left",
+            )
+        })?;
         let mut version = latest.clone();
         version.version = number.to_string();
         version.revision_id = req.new_revision_id.clone();
@@ -201,21 +173,13 @@ impl VersionStore for RocksStore {
             source_code_sha256: latest.code_sha256.clone(),
             source_spec: Some(latest.spec.clone()),
         };
-        let mut batch = WriteBatch::default();
+        let mut batch = Batch::new();
         let counts = self.plan_refs(&refs, &version.blob_digests(), &[], None, &mut batch)?;
-        batch.put_cf(
-            self.versions_cf()?,
-            version_key(name, number),
-            self.encode(format!("version {number} of `{name}`"), &version)?,
-        );
-        batch.put_cf(
-            self.versions_cf()?,
-            function_prefix(name),
-            self.encode(format!("version counter of `{name}`"), &new_counter)?,
-        );
-        let written = self.db.write_opt(batch, &RocksStore::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("publish version"))?;
+        self.versions()
+            .put(&mut batch, keys::with_u32(name, number), &version)?;
+        self.version_counters()
+            .put(&mut batch, keys::prefix(name), &new_counter)?;
+        self.write_function_batch(name, &batch, "publish version")?;
         apply_counts(&mut refs, counts);
         Ok(Published {
             config: version,
@@ -228,14 +192,8 @@ impl VersionStore for RocksStore {
             return Ok(Some(c.as_ref().clone()));
         }
         let seen = self.cache.generation();
-        let key = version_key(name, version);
-        match self
-            .db
-            .get_pinned_cf(self.versions_cf()?, &key)
-            .map_err(self.rocks("read version"))?
-        {
-            Some(v) => {
-                let config = self.decode_version(&key, &v)?;
+        match self.versions().get(&keys::with_u32(name, version))? {
+            Some(config) => {
                 self.cache
                     .offer_version(seen, name, version, Arc::new(config.clone()));
                 Ok(Some(config))
@@ -245,21 +203,10 @@ impl VersionStore for RocksStore {
     }
 
     fn list_versions(&self, name: &str) -> Result<Vec<FunctionConfig>, StoreError> {
-        let mut it = self.db.raw_iterator_cf(self.versions_cf()?);
-        let end = function_prefix_end(name);
-        it.seek(function_prefix(name));
-        let mut out = Vec::new();
-        while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if k >= end.as_slice() {
-                break;
-            }
-            if matches!(parse_version_key(k), Some((n, _)) if n == name) {
-                out.push(self.decode_version(k, v)?);
-            }
-            it.next();
-        }
-        it.status().map_err(self.rocks("list versions"))?;
-        Ok(out)
+        Ok(self.versions().values_with_prefix(
+            &keys::prefix(name),
+            |k| matches!(keys::split_u32(k), Some((n, _)) if n == name),
+        )?)
     }
 
     fn delete_version(
@@ -281,12 +228,11 @@ impl VersionStore for RocksStore {
                 alias: alias.name,
             });
         }
-        let mut batch = WriteBatch::default();
-        batch.delete_cf(self.versions_cf()?, version_key(name, version));
+        let mut batch = Batch::new();
+        self.versions()
+            .delete(&mut batch, keys::with_u32(name, version));
         let counts = self.plan_refs(&refs, &[], &current.blob_digests(), None, &mut batch)?;
-        let written = self.db.write_opt(batch, &RocksStore::synced());
-        self.cache.invalidate(name);
-        written.map_err(self.rocks("delete version"))?;
+        self.write_function_batch(name, &batch, "delete version")?;
         apply_counts(&mut refs, counts);
         Ok(Some(current))
     }

@@ -92,7 +92,7 @@ pub fn open(dir: &Path, config: QueueConfig) -> Arc<QueueStore> {
     loop {
         match RocksStore::open(dir, 100) {
             Ok(store) => {
-                return Arc::new(QueueStore::open(store.db(), dir, config).expect("open queue"))
+                return Arc::new(QueueStore::open(store.db(), config).expect("open queue"))
             }
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
