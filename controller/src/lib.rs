@@ -38,10 +38,10 @@ pub mod store;
 mod worker_clients;
 
 use api::{AuthService, ClusterService, FunctionsService};
-use context::Context;
-use invocation::WorkerInvoker;
 use auth::{AuthError, Bootstrap, KeyStore};
 use concurrency::{ConcurrencyConfig, Limiter};
+use context::Context;
+use invocation::WorkerInvoker;
 use lamina_proto::auth::{Authenticated, KeyLookup, ServerGuard, StaticKey};
 use lamina_proto::guard::GRPC_SMALL_BODY_BYTES;
 use lamina_proto::v1::auth_server::AuthServer;

@@ -189,9 +189,10 @@ fn still_resolves(
 ) -> Result<Option<FunctionConfig>, ProvisionedError> {
     match resolved {
         Ok(v) => Ok(Some(v)),
-        Err(ProvisionedError::NotProvisionable(_) | ProvisionedError::Store(StoreError::FunctionNotFound(_))) => {
-            Ok(None)
-        }
+        Err(
+            ProvisionedError::NotProvisionable(_)
+            | ProvisionedError::Store(StoreError::FunctionNotFound(_)),
+        ) => Ok(None),
         Err(ProvisionedError::Resolve(e)) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
@@ -438,7 +439,9 @@ mod tests {
         };
         assert!(still_resolves(Err(ProvisionedError::Store(corrupt()))).is_err());
         assert!(still_resolves(Err(ResolveError::Store(corrupt()).into())).is_err());
-        assert!(still_resolves(Err(ProvisionedError::Internal("store task failed".into()))).is_err());
+        assert!(
+            still_resolves(Err(ProvisionedError::Internal("store task failed".into()))).is_err()
+        );
         for gone in [
             ResolveError::FunctionNotFound("f".into()),
             ResolveError::Version(VersionError::VersionNotFound {

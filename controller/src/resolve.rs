@@ -342,9 +342,9 @@ impl Target {
                 primary,
                 additional,
                 ..
-            } => additional
-                .as_ref()
-                .map_or(timeout(primary), |(extra, _)| timeout(primary).max(timeout(extra))),
+            } => additional.as_ref().map_or(timeout(primary), |(extra, _)| {
+                timeout(primary).max(timeout(extra))
+            }),
         }
     }
 }

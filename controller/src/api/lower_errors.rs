@@ -31,7 +31,9 @@ impl From<WorkerError> for ApiError {
                 address,
                 detail,
             },
-            WorkerError::Timeout { worker_id, after } => ApiError::WorkerTimeout { worker_id, after },
+            WorkerError::Timeout { worker_id, after } => {
+                ApiError::WorkerTimeout { worker_id, after }
+            }
             WorkerError::Status { worker_id, status } => ApiError::Worker { worker_id, status },
         }
     }
@@ -110,6 +112,9 @@ mod tests {
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.metadata().get(crate::api::THROTTLE_REASON_KEY).is_some());
         let s = status(ResolveError::FunctionNotFound("f".into()).into());
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "function `f` not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "function `f` not found")
+        );
     }
 }

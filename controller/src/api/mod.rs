@@ -13,25 +13,25 @@ use crate::store::{Store, StoreError};
 
 mod auth;
 mod cluster;
-mod lower_errors;
 pub(crate) mod concurrency;
 pub(crate) mod events;
 pub(crate) mod functions;
 pub(crate) mod images;
 pub(crate) mod invoke;
 pub(crate) mod layers;
+mod lower_errors;
 pub(crate) mod network;
 pub(crate) mod provisioned;
 pub(crate) mod stream;
 pub(crate) mod versions;
 
+/// The services' context (`crate::context`), under the name the services know it by.
+pub(crate) use crate::context::{now_ms, Context as Shared};
+pub use crate::worker_clients::WorkerClients;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use functions::FunctionsService;
 pub use network::NetworkService;
-/// The services' context (`crate::context`), under the name the services know it by.
-pub(crate) use crate::context::{now_ms, Context as Shared};
-pub use crate::worker_clients::WorkerClients;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

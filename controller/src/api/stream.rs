@@ -11,7 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{ApiError, Shared};
-use crate::invocation::{self, log_tail, Call, ChunkSink, LOG_TAIL_BYTES};
+use crate::invocation::{self, log_tail, Call, ChunkSink, InvocationError, LOG_TAIL_BYTES};
+use crate::worker_clients::WorkerError;
 
 /// Events buffered towards the caller before the worker's stream waits.
 const OUT_BUFFER: usize = 16;
@@ -88,6 +89,8 @@ pub(crate) async fn invoke_with_response_stream(
                 worker_id,
                 tail,
             )),
+            // A status the worker sent mid-stream ends the caller's stream as it was sent.
+            Err(InvocationError::Worker(WorkerError::Status { status, .. })) => Err(*status),
             Err(e) => Err(Status::from(ApiError::from(e))),
         };
         let _ = sink.0.send(last).await;

@@ -8,10 +8,8 @@ use lamina_proto::v1;
 use lamina_proto::validate;
 
 use super::{now_ms, ApiError, Shared};
-pub(crate) use crate::resolve::{
-    alias_name, lookup, lookup_in, resolve, Qualifier, Resolved, Target,
-};
-pub use crate::resolve::{ResolveError, VersionError};
+pub use crate::resolve::VersionError;
+use crate::resolve::{alias_name, lookup, Qualifier};
 use crate::store::{parse_version_number, PublishRequest, Store, StoreError};
 
 /// Alias writers (create, update, delete) and version deletion take this lock, so "the alias does

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use lamina_proto::v1::{self, worker_invoke_stream_message::Event as WorkerEvent};
 
-use super::{store_log, Call, InvocationError, Prepared};
 use super::logs::new_trace_id;
+use super::{store_log, Call, InvocationError, Prepared};
 use crate::context::{now_ms, Context};
 use crate::worker_clients::{worker_down, WorkerError};
 
@@ -157,14 +157,5 @@ impl Streaming {
         let name = &self.prepared.resolved.config.spec.name;
         store_log(ctx, name, &self.request_id, &done).await;
         Ok(done)
-    }
-
-    pub fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    /// The invocation's version and worker.
-    pub fn prepared(&self) -> &Prepared {
-        &self.prepared
     }
 }

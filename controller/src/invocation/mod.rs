@@ -9,7 +9,7 @@
 //!    placement on a worker (waiting up to `placement_wait` for a cold-start slot). The
 //!    [`Prepared`] invocation gives both back when it is dropped, whatever happens in between;
 //! 3. **call**: [`Prepared::call`] waits for the whole response (a buffered sink),
-//!    [`Prepared::start_stream`] + [`Streaming::run`] pass each chunk to a [`ChunkSink`] as it
+//!    [`Prepared::start_stream`] + `Streaming::run` pass each chunk to a [`ChunkSink`] as it
 //!    arrives. Both watch the worker's heartbeats, so a lost worker ends the call early, and
 //!    classify a failed call's status in one place (`WorkerError::classify`);
 //! 4. **log**: the invocation's log lines are queued for the store's log writer.
@@ -17,7 +17,7 @@
 //! The async path adds the durable queue in front: `api::events::enqueue` writes the event
 //! (synced) before the caller gets 202; the dispatcher leases it for the resolved versions'
 //! timeout ([`WorkerInvoker`]'s `function_timeout`) and runs it through the same steps,
-//! turning the result into the queue's `Outcome` ([`outcome`]).
+//! turning the result into the queue's `Outcome` (`delivery::outcome`).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +35,9 @@ mod logs;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use call::{ChunkSink, Streaming};
-pub(crate) use delivery::{outcome, WorkerInvoker};
-pub(crate) use logs::{log_tail, new_trace_id, store_log, LOG_TAIL_BYTES};
+pub(crate) use call::ChunkSink;
+pub(crate) use delivery::WorkerInvoker;
+pub(crate) use logs::{log_tail, store_log, LOG_TAIL_BYTES};
 
 /// Headroom on top of the function timeout for the gRPC call: a cold start (code fetch, unzip,
 /// sandbox start) happens before the function's own clock starts.
@@ -81,7 +81,10 @@ pub(crate) struct Prepared {
 }
 
 /// Takes a concurrency permit for `resolved` and places it on a worker.
-pub(crate) async fn prepare(ctx: &Context, resolved: Resolved) -> Result<Prepared, InvocationError> {
+pub(crate) async fn prepare(
+    ctx: &Context,
+    resolved: Resolved,
+) -> Result<Prepared, InvocationError> {
     let spec = &resolved.config.spec;
     // Held until the invocation is over: it counts against the function's reservation or the
     // unreserved pool (over it: throttled at once).
@@ -120,11 +123,6 @@ async fn place(ctx: &Context, config: &FunctionConfig) -> Result<Placement, Invo
 }
 
 impl Prepared {
-    /// The version that runs.
-    pub fn resolved(&self) -> &Resolved {
-        &self.resolved
-    }
-
     /// The worker it runs on.
     pub fn placement(&self) -> &Placement {
         &self.placement

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use super::delivery::outcome;
 use super::*;
 use crate::queue::{Invoker, Outcome};
 use crate::store::{RocksStore, Store};
@@ -229,13 +230,16 @@ async fn a_function_error_is_a_response_and_a_function_error_outcome() {
             kind,
             executed_version,
             ..
-        } => assert_eq!((kind.as_str(), executed_version.as_str()), ("Unhandled", "$LATEST")),
+        } => assert_eq!(
+            (kind.as_str(), executed_version.as_str()),
+            ("Unhandled", "$LATEST")
+        ),
         other => panic!("not a function error: {other:?}"),
     }
 }
 
 #[tokio::test]
-async fn a_worker_without_room_throttles_a_delivery_and_is_resource_exhausted_to_a_caller() {
+async fn a_worker_without_room_and_the_concurrency_limit_throttle() {
     let f = fixture(LONG, 10, true).await;
     let invoker = WorkerInvoker {
         ctx: Arc::clone(&f.ctx),
@@ -247,14 +251,19 @@ async fn a_worker_without_room_throttles_a_delivery_and_is_resource_exhausted_to
     assert_eq!(f.ctx.limiter.in_flight("f"), 0);
     let mut p = prepared(&f.ctx).await.unwrap();
     let e = p.call(&f.ctx, call("full")).await.unwrap_err();
-    assert!(matches!(&e, InvocationError::Worker(w) if w.is_worker_full()), "{e}");
+    assert!(
+        matches!(&e, InvocationError::Worker(w) if w.is_worker_full()),
+        "{e}"
+    );
     // Over the concurrency limit it is throttled before a worker is chosen.
     let f = fixture(LONG, 1, true).await;
     let held = prepared(&f.ctx).await.unwrap();
     let e = prepared(&f.ctx).await.err().expect("over the limit");
     assert!(matches!(e, InvocationError::Throttled(_)), "{e}");
     drop(held);
-    prepared(&f.ctx).await.expect("the dropped invocation gave its permit back");
+    prepared(&f.ctx)
+        .await
+        .expect("the dropped invocation gave its permit back");
 }
 
 #[tokio::test]
@@ -264,9 +273,19 @@ async fn a_worker_lost_during_the_call_ends_it_early() {
     let mut p = prepared(&f.ctx).await.unwrap();
     let started = Instant::now();
     let e = p.call(&f.ctx, call("hang")).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-    assert!(e.to_string().contains("was lost during the invocation"), "{e}");
-    assert!(matches!(outcome(Err(e), String::new()), Outcome::SystemError(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.to_string().contains("was lost during the invocation"),
+        "{e}"
+    );
+    assert!(matches!(
+        outcome(Err(e), String::new()),
+        Outcome::SystemError(_)
+    ));
     assert_eq!(f.ctx.limiter.in_flight("f"), 1);
     drop(p);
     assert_eq!(f.ctx.limiter.in_flight("f"), 0);
@@ -349,6 +368,9 @@ async fn a_streamed_call_passes_the_chunks_in_order_then_ends() {
         .await
         .err()
         .expect("refused");
-    assert!(matches!(&e, InvocationError::Worker(w) if w.is_worker_full()), "{e}");
+    assert!(
+        matches!(&e, InvocationError::Worker(w) if w.is_worker_full()),
+        "{e}"
+    );
     assert_eq!(f.ctx.limiter.in_flight("f"), 0);
 }
