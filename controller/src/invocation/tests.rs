@@ -24,27 +24,28 @@ type Answer = Result<Response<v1::WorkerInvokeResponse>, Status>;
 fn answer(payload: &[u8]) -> impl std::future::Future<Output = Answer> + Send {
     let payload = payload.to_vec();
     async move {
-        let ok = |function_error: &str, payload: &[u8]| {
-            Ok(Response::new(v1::WorkerInvokeResponse {
-                payload: payload.to_vec(),
-                function_error: function_error.to_string(),
-                logs: "START\nhello\nEND\n".to_string(),
-                ..Default::default()
-            }))
+        let response = |function_error: &str, payload: &[u8]| v1::WorkerInvokeResponse {
+            payload: payload.to_vec(),
+            function_error: function_error.to_string(),
+            logs: "START\nhello\nEND\n".to_string(),
+            ..Default::default()
         };
-        match payload.as_slice() {
-            b"\"ok\"" => ok("", b"\"done\""),
-            b"\"fail\"" => ok("Unhandled", br#"{"errorType":"Boom","errorMessage":"x"}"#),
-            b"\"full\"" => Err(Status::resource_exhausted("no memory left")),
+        let response = match payload.as_slice() {
+            b"\"ok\"" => response("", b"\"done\""),
+            b"\"fail\"" => response("Unhandled", br#"{"errorType":"Boom","errorMessage":"x"}"#),
+            b"\"full\"" => return Err(Status::resource_exhausted("no memory left")),
             b"\"hang\"" => {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                ok("", b"late")
+                response("", b"late")
             }
-            other => Err(Status::invalid_argument(format!(
-                "unexpected payload {}",
-                String::from_utf8_lossy(other)
-            ))),
-        }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unexpected payload {}",
+                    String::from_utf8_lossy(other)
+                )))
+            }
+        };
+        Ok(Response::new(response))
     }
 }
 
