@@ -21,19 +21,27 @@ pub mod api;
 pub mod auth;
 pub mod code;
 pub mod concurrency;
+mod context;
 pub mod image;
+mod invocation;
+mod netns_allowlist;
 pub mod network;
 pub mod placement;
 pub mod provisioned;
 pub mod queue;
+mod reconcile;
 pub mod registry;
+mod resolve;
 pub mod rest;
 pub mod retire;
 pub mod store;
+mod worker_clients;
 
-use api::{AuthService, ClusterService, FunctionsService, Shared, WorkerClients, WorkerInvoker};
+use api::{AuthService, ClusterService, FunctionsService};
 use auth::{AuthError, Bootstrap, KeyStore};
 use concurrency::{ConcurrencyConfig, Limiter};
+use context::Context;
+use invocation::WorkerInvoker;
 use lamina_proto::auth::{Authenticated, KeyLookup, ServerGuard, StaticKey};
 use lamina_proto::guard::GRPC_SMALL_BODY_BYTES;
 use lamina_proto::v1::auth_server::AuthServer;
@@ -148,7 +156,7 @@ pub fn make_private(dir: &std::path::Path) -> Result<(), ControllerError> {
 
 /// A controller ready to serve: its store is open.
 pub struct Controller {
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     keys: Option<Arc<KeyStore>>,
     bootstrap: Bootstrap,
 }
@@ -173,7 +181,7 @@ impl Controller {
         controller.bootstrap = bootstrap;
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
-            .workers = WorkerClients::new(cluster);
+            .workers = worker_clients::WorkerClients::new(cluster);
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .queue = Some(Arc::new(queue));
@@ -191,13 +199,13 @@ impl Controller {
             Err(e) => tracing::error!(error = %e, "cannot read reserved concurrency"),
         }
         Controller {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Context {
                 store,
                 registry: Arc::new(Registry::with_cold_start_limit(
                     config.worker_timeout,
                     c.cold_starts_per_worker,
                 )),
-                workers: WorkerClients::default(),
+                workers: worker_clients::WorkerClients::default(),
                 heartbeat_interval: config.heartbeat_interval,
                 queue: None,
                 limiter,
@@ -286,7 +294,7 @@ impl Controller {
         let incoming = lamina_proto::net::nodelay_incoming(listener);
         let dispatcher = self.shared.queue.as_ref().map(|q| {
             let invoker = Arc::new(WorkerInvoker {
-                shared: Arc::clone(&self.shared),
+                ctx: Arc::clone(&self.shared),
             });
             tokio::spawn(Dispatcher::new(Arc::clone(q), invoker).run(shutdown.clone()))
         });

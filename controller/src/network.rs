@@ -8,62 +8,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_proto::v1;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiError, Shared};
+use crate::context::Context;
+pub use crate::netns_allowlist::NetnsAllowlist;
+pub use crate::reconcile::NetworkSync;
 use crate::registry::UpWorker;
 use crate::store::{NetworkError, Store};
 
 /// How long a round waits for one worker to take its state.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Wakes the reconciler after a change.
-#[derive(Default)]
-pub struct NetworkSync {
-    pub changed: Notify,
-}
-
-/// The network namespaces an operator lets admins attach to a VPC (`--attachable-netns`): names
-/// of `/run/netns/NAME`, or patterns where `*` stands for any run of characters. Empty: none (a
-/// VPC reaches no host namespace unless the operator says which).
-#[derive(Debug, Clone, Default)]
-pub struct NetnsAllowlist(Vec<String>);
-
-impl NetnsAllowlist {
-    pub fn new(patterns: &[String]) -> NetnsAllowlist {
-        NetnsAllowlist(
-            patterns
-                .iter()
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect(),
-        )
-    }
-
-    pub fn allows(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
-    }
-
-    /// The patterns, for an error message.
-    pub fn describe(&self) -> String {
-        if self.0.is_empty() {
-            "none: start the controller with --attachable-netns NAME[,NAME...]".to_string()
-        } else {
-            self.0.join(",")
-        }
-    }
-}
-
-/// `*` matches any run of characters; every other character itself.
-fn glob_match(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| glob_match(rest, &s[i..])),
-        Some((c, rest)) => s.first() == Some(c) && glob_match(rest, &s[1..]),
-    }
+/// Why a worker's network state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkSyncError {
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The host part of a worker's `host:port` address, when it is an IPv4 address other than
@@ -134,16 +96,15 @@ pub fn peers_of(workers: &[UpWorker], worker_id: &str) -> Vec<String> {
 
 /// The state of one worker, read off the async threads.
 pub(crate) async fn worker_state(
-    shared: &Shared,
+    shared: &Context,
     worker_id: &str,
-) -> Result<v1::NetworkState, ApiError> {
+) -> Result<v1::NetworkState, NetworkSyncError> {
     let peers = peers_of(&shared.registry.up_workers(), worker_id);
     let store = Arc::clone(&shared.store);
     let id = worker_id.to_string();
     let mut state = tokio::task::spawn_blocking(move || state_for(store.as_ref(), &id, peers))
         .await
-        .map_err(|e| ApiError::Internal(format!("network task failed: {e}")))?
-        .map_err(ApiError::from)?;
+        .map_err(|e| NetworkSyncError::Internal(format!("network task failed: {e}")))??;
     // An attachment made before the operator's allowlist (or before a namespace left it) is not
     // plumbed: the worker unplugs it.
     state.attachments.retain(|a| {
@@ -157,7 +118,7 @@ pub(crate) async fn worker_state(
 }
 
 /// Sends every `Up` worker its state now (each bounded by `SEND_TIMEOUT`).
-pub(crate) async fn round(shared: &Shared) {
+pub(crate) async fn round(shared: &Context) {
     let workers = shared.registry.up_workers();
     let sends = workers.iter().map(|w| async move {
         let state = match worker_state(shared, &w.worker_id).await {
@@ -186,7 +147,7 @@ pub(crate) async fn round(shared: &Shared) {
 }
 
 /// Runs rounds every `shared.heartbeat_interval` and after every change until `shutdown`.
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Context>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(shared.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -223,18 +184,5 @@ mod tests {
             w("c", "127.0.0.1:2"),
         ];
         assert_eq!(peers_of(&ws, "a"), ["10.0.0.2"]);
-    }
-
-    #[test]
-    fn the_netns_allowlist_matches_names_and_globs_and_is_empty_by_default() {
-        let none = NetnsAllowlist::default();
-        assert!(!none.allows("db"));
-        let l = NetnsAllowlist::new(&["db".into(), "lamdb-*".into(), " ".into()]);
-        assert!(l.allows("db"));
-        assert!(!l.allows("db2"));
-        assert!(l.allows("lamdb-1234"));
-        assert!(l.allows("lamdb-"));
-        assert!(!l.allows("xlamdb-1"));
-        assert!(!l.allows(""));
     }
 }

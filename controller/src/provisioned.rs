@@ -17,22 +17,36 @@
 //! 3. send every `Up` worker its complete set (idempotent; the worker starts what it lacks and
 //!    turns extras into ordinary warm sandboxes).
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_proto::domain::{FunctionConfig, ProvisionedConfig};
 use lamina_proto::v1;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{versions, ApiError, Shared};
+use crate::context::Context;
+pub use crate::reconcile::{Assignment, Provisioning, RevisionKey};
 use crate::registry::UpWorker;
+use crate::resolve::{lookup_in, ResolveError, Target};
+use crate::store::StoreError;
 
 /// How long a round waits for one worker to take its set.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One provisioned version: (function name, revision id).
-pub type RevisionKey = (String, String);
+/// Why a configuration does not resolve, or a round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionedError {
+    /// The qualifier names `$LATEST` (or nothing): only a published version or an alias can be
+    /// provisioned.
+    #[error("{0}")]
+    NotProvisionable(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
 
 /// What one version needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,9 +55,6 @@ pub struct Demand {
     pub memory_mb: u32,
     pub count: u32,
 }
-
-/// Per version: worker id -> sandboxes.
-pub type Assignment = BTreeMap<RevisionKey, BTreeMap<String, u32>>;
 
 /// The outcome of [`assign`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,57 +139,23 @@ pub fn assign(demands: &[Demand], workers: &[UpWorker], previous: &Assignment) -
     out
 }
 
-#[derive(Debug, Default)]
-struct RoundState {
-    assignment: Assignment,
-    unplaced: BTreeMap<RevisionKey, u32>,
-}
-
-/// The reconciler's shared state: a change signal and the latest round's result.
-#[derive(Debug, Default)]
-pub struct Provisioning {
-    changed: Notify,
-    state: Mutex<RoundState>,
-}
-
-impl Provisioning {
-    fn lock(&self) -> MutexGuard<'_, RoundState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A configuration, function, version or alias changed: run a round now.
-    pub fn changed(&self) {
-        self.changed.notify_one();
-    }
-
-    /// Sandboxes of `key` the latest round could place nowhere.
-    pub fn unplaced(&self, key: &RevisionKey) -> u32 {
-        self.lock().unplaced.get(key).copied().unwrap_or(0)
-    }
-
-    /// The latest round's assignment of `key` (worker id -> sandboxes).
-    pub fn assigned(&self, key: &RevisionKey) -> BTreeMap<String, u32> {
-        self.lock().assignment.get(key).cloned().unwrap_or_default()
-    }
-}
-
 /// The version a configuration provisions: a version's own, an alias's primary. `$LATEST` (and
 /// anything else) is refused. Blocking: call it off the async threads.
 pub(crate) fn resolve_in(
     store: &dyn crate::store::Store,
     function: &str,
     qualifier: &str,
-) -> Result<FunctionConfig, ApiError> {
+) -> Result<FunctionConfig, ProvisionedError> {
     if qualifier.is_empty() || qualifier == lamina_proto::domain::LATEST {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ProvisionedError::NotProvisionable(format!(
             "qualifier must name a published version or an alias of function `{function}`, got \
              {qualifier:?}: $LATEST cannot have provisioned concurrency (publish a version)"
         )));
     }
-    match versions::lookup_in(store, function, qualifier)? {
-        versions::Target::Version(c) => Ok(c),
-        versions::Target::Alias { primary, .. } => Ok(primary),
-        versions::Target::Latest(_) => Err(ApiError::BadRequest(format!(
+    match lookup_in(store, function, qualifier)? {
+        Target::Version(c) => Ok(c),
+        Target::Alias { primary, .. } => Ok(primary),
+        Target::Latest(_) => Err(ProvisionedError::NotProvisionable(format!(
             "qualifier {qualifier:?} of function `{function}` names $LATEST, which cannot have \
              provisioned concurrency"
         ))),
@@ -187,8 +164,8 @@ pub(crate) fn resolve_in(
 
 /// Every stored configuration with the version it provisions now (`None`: it resolves no more).
 async fn resolved_configs(
-    shared: &Shared,
-) -> Result<Vec<(ProvisionedConfig, Option<FunctionConfig>)>, ApiError> {
+    shared: &Context,
+) -> Result<Vec<(ProvisionedConfig, Option<FunctionConfig>)>, ProvisionedError> {
     let store = Arc::clone(&shared.store);
     tokio::task::spawn_blocking(move || {
         let configs = store.list_provisioned(None)?;
@@ -201,34 +178,28 @@ async fn resolved_configs(
         Ok(out)
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
+    .map_err(|e| ProvisionedError::Internal(format!("store task failed: {e}")))?
 }
 
 /// `None` when a configuration's target is gone (function, version or alias deleted: its sandboxes
 /// are released); any other failure (a store read that failed) ends the round with an error, so
 /// that the workers keep the sandboxes they have instead of being told to release them.
 fn still_resolves(
-    resolved: Result<FunctionConfig, ApiError>,
-) -> Result<Option<FunctionConfig>, ApiError> {
-    use versions::VersionError;
+    resolved: Result<FunctionConfig, ProvisionedError>,
+) -> Result<Option<FunctionConfig>, ProvisionedError> {
     match resolved {
         Ok(v) => Ok(Some(v)),
         Err(
-            ApiError::FunctionNotFound(_)
-            | ApiError::Store(crate::store::StoreError::FunctionNotFound(_))
-            | ApiError::BadRequest(_)
-            | ApiError::Version(
-                VersionError::VersionNotFound { .. }
-                | VersionError::AliasNotFound { .. }
-                | VersionError::BadQualifier { .. },
-            ),
+            ProvisionedError::NotProvisionable(_)
+            | ProvisionedError::Store(StoreError::FunctionNotFound(_)),
         ) => Ok(None),
+        Err(ProvisionedError::Resolve(e)) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// One round: resolve, assign, send.
-pub(crate) async fn round(shared: &Shared) -> Result<(), ApiError> {
+pub(crate) async fn round(shared: &Context) -> Result<(), ProvisionedError> {
     let configs = resolved_configs(shared).await?;
     let mut demands: BTreeMap<RevisionKey, Demand> = BTreeMap::new();
     let mut versions: HashMap<RevisionKey, FunctionConfig> = HashMap::new();
@@ -270,7 +241,7 @@ pub(crate) async fn round(shared: &Shared) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn send(shared: &Shared, w: &UpWorker, targets: Vec<v1::ProvisionedTarget>) {
+async fn send(shared: &Context, w: &UpWorker, targets: Vec<v1::ProvisionedTarget>) {
     let count = targets.len();
     let result = tokio::time::timeout(
         SEND_TIMEOUT,
@@ -291,14 +262,14 @@ async fn send(shared: &Shared, w: &UpWorker, targets: Vec<v1::ProvisionedTarget>
 }
 
 /// Runs rounds every `shared.heartbeat_interval` and after every change until `shutdown`.
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Context>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(shared.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
-            () = shared.provisioning.changed.notified() => {}
+            () = shared.provisioning.next_change() => {}
         }
         if let Err(e) = round(&shared).await {
             tracing::warn!(error = %e, "provisioned concurrency round failed");
@@ -312,7 +283,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 /// that their init fails or they fit on no worker (the reconciler keeps trying), else
 /// `IN_PROGRESS`.
 pub(crate) fn status(
-    shared: &Shared,
+    shared: &Context,
     config: &ProvisionedConfig,
     version: Option<&FunctionConfig>,
 ) -> v1::ProvisionedConcurrencyConfig {
@@ -460,26 +431,34 @@ mod tests {
     /// version or alias does release them.
     #[test]
     fn a_failed_store_read_keeps_the_sandboxes_a_deleted_target_releases_them() {
-        use crate::store::{StorageError, StoreError};
-        let transient = ApiError::Store(StoreError::Storage(StorageError::Corrupt {
-            what: "version".into(),
-            path: "/data".into(),
-            detail: "checksum mismatch".into(),
-        }));
-        assert!(still_resolves(Err(transient)).is_err());
-        assert!(still_resolves(Err(ApiError::Internal("store task failed".into()))).is_err());
+        use crate::resolve::VersionError;
+        use crate::store::StorageError;
+        let corrupt = || {
+            StoreError::Storage(StorageError::Corrupt {
+                what: "version".into(),
+                path: "/data".into(),
+                detail: "checksum mismatch".into(),
+            })
+        };
+        assert!(still_resolves(Err(ProvisionedError::Store(corrupt()))).is_err());
+        assert!(still_resolves(Err(ResolveError::Store(corrupt()).into())).is_err());
+        assert!(
+            still_resolves(Err(ProvisionedError::Internal("store task failed".into()))).is_err()
+        );
         for gone in [
-            ApiError::FunctionNotFound("f".into()),
-            ApiError::Version(versions::VersionError::VersionNotFound {
+            ResolveError::FunctionNotFound("f".into()),
+            ResolveError::Version(VersionError::VersionNotFound {
                 name: "f".into(),
                 version: "3".into(),
             }),
-            ApiError::Version(versions::VersionError::AliasNotFound {
+            ResolveError::Version(VersionError::AliasNotFound {
                 name: "f".into(),
                 alias: "live".into(),
             }),
         ] {
-            assert!(matches!(still_resolves(Err(gone)), Ok(None)));
+            assert!(matches!(still_resolves(Err(gone.into())), Ok(None)));
         }
+        let latest = ProvisionedError::NotProvisionable("$LATEST".into());
+        assert!(matches!(still_resolves(Err(latest)), Ok(None)));
     }
 }

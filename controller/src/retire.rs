@@ -8,41 +8,19 @@
 //! heartbeat: the answer names the functions of reported sandboxes whose revision is gone
 //! ([`stale_in_heartbeat`]). A store read that fails retires nothing.
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_proto::v1;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Shared;
+use crate::context::Context;
+pub use crate::reconcile::Retiring;
 use crate::registry::UpWorker;
 use crate::store::{Store, StoreError};
 
 /// How long the call waits for one worker.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Functions whose revisions changed, waiting for the task.
-#[derive(Debug, Default)]
-pub struct Retiring {
-    pending: Mutex<BTreeSet<String>>,
-    changed: Notify,
-}
-
-impl Retiring {
-    /// A revision of `function` ended (store write done): tell the workers.
-    pub fn function_changed(&self, function: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(function.to_string());
-        self.changed.notify_one();
-    }
-
-    fn take(&self) -> BTreeSet<String> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
 
 /// The revisions of `function` that exist: `$LATEST`'s and every published version's (none when
 /// the function is gone).
@@ -86,21 +64,14 @@ pub fn stale_in_heartbeat(
     Ok(out)
 }
 
-async fn send(shared: &Shared, w: &UpWorker, req: v1::RetireSandboxesRequest) {
+async fn send(shared: &Context, w: &UpWorker, req: v1::RetireSandboxesRequest) {
     let function = req.function_name.clone();
-    let call = async {
-        let mut client = shared.workers.client(&w.worker_id, &w.address)?;
-        client
-            .retire_sandboxes(req)
-            .await
-            .map_err(|status| crate::api::ApiError::Worker {
-                worker_id: w.worker_id.clone(),
-                status: Box::new(status),
-            })
-    };
+    let call = shared
+        .workers
+        .retire_sandboxes(&w.worker_id, &w.address, req);
     match tokio::time::timeout(SEND_TIMEOUT, call).await {
         Ok(Ok(resp)) => {
-            let retired = resp.get_ref().retired;
+            let retired = resp.retired;
             if retired > 0 {
                 tracing::info!(worker_id = %w.worker_id, function, retired, "stale sandboxes retired");
             }
@@ -115,15 +86,21 @@ async fn send(shared: &Shared, w: &UpWorker, req: v1::RetireSandboxesRequest) {
 }
 
 /// Tells the `Up` workers about every changed function, until `shutdown`.
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Context>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = shared.retiring.changed.notified() => {}
+            () = shared.retiring.next_change() => {}
         }
         for function in shared.retiring.take() {
             let f = function.clone();
-            let live = match shared.store(move |s| live_revisions(s, &f)).await {
+            let store = Arc::clone(&shared.store);
+            let read = tokio::task::spawn_blocking(move || live_revisions(store.as_ref(), &f));
+            let read = match read.await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("internal error: store task failed: {e}")),
+            };
+            let live = match read {
                 Ok(live) => live,
                 Err(e) => {
                     tracing::warn!(function, error = %e, "cannot read the function's revisions: its stale sandboxes go with the next heartbeats");

@@ -1,7 +1,7 @@
 //! The tonic services: `Functions` (users, `functions.rs` + `invoke.rs`) and `Cluster` (workers,
 //! `cluster.rs`). Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lamina_proto::validate::ValidationError;
 use tonic::{Code, Status};
@@ -9,7 +9,6 @@ use tonic::{Code, Status};
 use crate::code::CodeError;
 use crate::concurrency::{ConcurrencyError, ThrottleReason};
 use crate::queue::{QueueError, QueueStore};
-use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 
 mod auth;
@@ -20,16 +19,18 @@ pub(crate) mod functions;
 pub(crate) mod images;
 pub(crate) mod invoke;
 pub(crate) mod layers;
+mod lower_errors;
 pub(crate) mod network;
 pub(crate) mod provisioned;
 pub(crate) mod stream;
 pub(crate) mod versions;
 
+/// The services' context (`crate::context`), under the name the services know it by.
+pub(crate) use crate::context::{now_ms, Context as Shared};
+pub use crate::worker_clients::WorkerClients;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use functions::FunctionsService;
-pub use invoke::WorkerClients;
-pub(crate) use invoke::WorkerInvoker;
 pub use network::NetworkService;
 
 #[derive(Debug, thiserror::Error)]
@@ -177,33 +178,6 @@ impl ApiError {
     }
 }
 
-/// What the services share.
-pub(crate) struct Shared {
-    pub store: Arc<dyn Store>,
-    pub registry: Arc<Registry>,
-    pub workers: WorkerClients,
-    pub heartbeat_interval: Duration,
-    /// The async queue (`None` on a store without one: EVENT invocations are refused).
-    pub queue: Option<Arc<QueueStore>>,
-    /// Reserved concurrency and the cluster-wide limit.
-    pub limiter: crate::concurrency::Limiter,
-    /// How long an invocation waits for a cold-start slot before it is throttled.
-    pub placement_wait: Duration,
-    /// The provisioned-concurrency reconciler's state.
-    pub provisioning: Arc<crate::provisioned::Provisioning>,
-    /// Functions whose revisions ended: their stale sandboxes go (see `retire.rs`).
-    pub retiring: Arc<crate::retire::Retiring>,
-    /// Wakes the VPC network reconciler.
-    pub network: Arc<crate::network::NetworkSync>,
-    /// The largest container-image upload (`--max-image-bytes`).
-    pub max_image_bytes: u64,
-    /// The budget of request bytes not yet authenticated and the replay cache, shared by the
-    /// gRPC services and the REST front.
-    pub guard: lamina_proto::auth::ServerGuard,
-    /// Network namespaces an admin may attach to a VPC (`--attachable-netns`; empty: none).
-    pub attachable_netns: crate::network::NetnsAllowlist,
-}
-
 impl Shared {
     /// Runs a store call off the async threads (it may fsync).
     pub async fn store<T, F>(&self, f: F) -> Result<T, ApiError>
@@ -236,13 +210,6 @@ impl Shared {
             .map_err(|e| ApiError::Internal(format!("queue task failed: {e}")))?
             .map_err(ApiError::from)
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -3,21 +3,16 @@
 //! `Worker.InvokeStream`; each chunk the runtime streams is passed to the caller as it arrives, and
 //! one `InvokeComplete` ends the stream (error type and body when the function failed, the log tail).
 use std::sync::Arc;
-use std::time::Duration;
 
-use lamina_proto::v1::{
-    self, invoke_with_response_stream_response::Event as OutEvent,
-    worker_invoke_stream_message::Event as WorkerEvent,
-};
+use lamina_proto::v1::{self, invoke_with_response_stream_response::Event as OutEvent};
 use lamina_proto::validate;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Status};
+use tonic::Status;
 
-use super::invoke::{
-    log_tail, new_trace_id, place, store_log, worker_down, COLD_START_HEADROOM, LOG_TAIL_BYTES,
-};
-use super::{now_ms, ApiError, Shared};
+use super::{ApiError, Shared};
+use crate::invocation::{self, log_tail, Call, ChunkSink, InvocationError, LOG_TAIL_BYTES};
+use crate::worker_clients::WorkerError;
 
 /// Events buffered towards the caller before the worker's stream waits.
 const OUT_BUFFER: usize = 16;
@@ -32,6 +27,22 @@ pub(crate) struct Started {
     pub events: InvokeStream,
 }
 
+/// The caller's side of the stream: each chunk as a `PayloadChunk` event.
+struct ToCaller(mpsc::Sender<Result<v1::InvokeWithResponseStreamResponse, Status>>);
+
+#[tonic::async_trait]
+impl ChunkSink for ToCaller {
+    async fn chunk(&mut self, chunk: Vec<u8>) {
+        // A caller that went away: the pipeline reads on, so the log is stored.
+        let _ = self
+            .0
+            .send(Ok(v1::InvokeWithResponseStreamResponse {
+                event: Some(OutEvent::PayloadChunk(chunk)),
+            }))
+            .await;
+    }
+}
+
 /// Checks, places and starts the invocation; the returned stream carries its chunks and its end.
 /// Errors before the function runs (not found, throttled, no worker) are returned here, as for
 /// `Invoke`; a worker lost on the way ends the stream with an error status.
@@ -39,7 +50,7 @@ pub(crate) async fn invoke_with_response_stream(
     shared: Arc<Shared>,
     r: v1::InvokeRequest,
 ) -> Result<Started, ApiError> {
-    let resolved = super::versions::resolve(&shared, &r.function_name, &r.qualifier).await?;
+    let resolved = crate::resolve::resolve(&shared, &r.function_name, &r.qualifier).await?;
     validate::sync_payload(r.payload.len())?;
     if r.invocation_type != v1::InvocationType::RequestResponse as i32 {
         return Err(ApiError::BadRequest(format!(
@@ -47,134 +58,44 @@ pub(crate) async fn invoke_with_response_stream(
             r.invocation_type
         )));
     }
-    let config = resolved.config;
-    let spec = &config.spec;
-    let permit = shared.limiter.acquire(&spec.name)?;
-    let placement = place(&shared, &config).await?;
+    let executed_version = resolved.executed_version.clone();
+    let prepared = invocation::prepare(&shared, resolved).await?;
     let request_id = uuid::Uuid::new_v4().to_string();
-    let worker_id = placement.worker_id.clone();
-    let timeout = Duration::from_secs(u64::from(spec.timeout_s));
-    let mut client = match shared.workers.client(&worker_id, &placement.address) {
-        Ok(c) => c,
-        Err(e) => {
-            shared.registry.finish(&placement, false);
-            return Err(e);
-        }
-    };
-    let mut request = tonic::Request::new(v1::WorkerInvokeRequest {
+    let worker_id = prepared.placement().worker_id.clone();
+    let call = Call {
         request_id: request_id.clone(),
-        function: Some((&config).into()),
         payload: if r.payload.is_empty() {
             b"{}".to_vec()
         } else {
             r.payload
         },
-        // When this call stops waiting: the worker refuses or stops the work past it.
-        deadline_ms: now_ms() + (timeout + COLD_START_HEADROOM).as_millis() as u64,
         client_context: r.client_context,
-        trace_id: new_trace_id(),
-        invoked_function_arn: resolved.invoked_arn.clone(),
-    });
-    request.set_timeout(timeout + COLD_START_HEADROOM);
-    let address = placement.address.clone();
-    let unavailable = move |worker_id: &str, detail: &str| ApiError::WorkerUnavailable {
-        worker_id: worker_id.to_string(),
-        address: address.clone(),
-        detail: detail.to_string(),
     };
-    let mut upstream = match client.invoke_stream(request).await {
-        Ok(s) => s.into_inner(),
-        Err(status) => {
-            shared.registry.finish(&placement, false);
-            return Err(match status.code() {
-                Code::Unavailable | Code::Unknown | Code::Cancelled => {
-                    if std::error::Error::source(&status).is_some() {
-                        shared
-                            .registry
-                            .mark_unreachable(&worker_id, status.message());
-                    }
-                    unavailable(&worker_id, status.message())
-                }
-                _ => ApiError::Worker {
-                    worker_id: worker_id.clone(),
-                    status: Box::new(status),
-                },
-            });
-        }
-    };
+    let streaming = prepared.start_stream(&shared, call).await?;
     let (tx, rx) = mpsc::channel(OUT_BUFFER);
     let tail = r.log_type == v1::LogType::Tail as i32;
-    let executed_version = resolved.executed_version;
-    let started_id = request_id.clone();
-    let started_version = executed_version.clone();
-    tokio::spawn(async move {
-        // Held until the stream is over, like a synchronous invocation's.
-        let _permit = permit;
-        let check_every = shared
-            .heartbeat_interval
-            .clamp(Duration::from_millis(100), Duration::from_secs(1));
-        let down = worker_down(&shared.registry, &worker_id, check_every);
-        tokio::pin!(down);
-        let ended: Result<v1::WorkerInvokeResponse, Status> = loop {
-            let msg = tokio::select! {
-                m = upstream.message() => m,
-                () = &mut down => break Err(Status::from(unavailable(
-                    &worker_id,
-                    "it was lost during the invocation (missed heartbeats or a broken connection)",
-                ))),
-            };
-            match msg {
-                Ok(Some(v1::WorkerInvokeStreamMessage {
-                    event: Some(WorkerEvent::Chunk(chunk)),
-                })) => {
-                    // A caller that went away: read on, so the log is stored.
-                    let _ = tx
-                        .send(Ok(v1::InvokeWithResponseStreamResponse {
-                            event: Some(OutEvent::PayloadChunk(chunk)),
-                        }))
-                        .await;
-                }
-                Ok(Some(v1::WorkerInvokeStreamMessage {
-                    event: Some(WorkerEvent::Done(done)),
-                })) => break Ok(done),
-                Ok(Some(v1::WorkerInvokeStreamMessage { event: None })) => {}
-                Ok(None) => {
-                    break Err(Status::from(unavailable(
-                        &worker_id,
-                        "its stream ended without the end of the invocation",
-                    )))
-                }
-                Err(status) => {
-                    if std::error::Error::source(&status).is_some() {
-                        shared
-                            .registry
-                            .mark_unreachable(&worker_id, status.message());
-                    }
-                    break Err(status);
-                }
-            }
-        };
-        shared.registry.finish(&placement, ended.is_ok());
-        let last = match ended {
-            Ok(done) => {
-                store_log(&shared, &config.spec.name, &request_id, &done).await;
-                Ok(complete(
-                    done,
-                    request_id,
-                    executed_version,
-                    worker_id.clone(),
-                    tail,
-                ))
-            }
-            Err(status) => Err(status),
-        };
-        let _ = tx.send(last).await;
-    });
-    Ok(Started {
-        request_id: started_id,
-        executed_version: started_version,
+    let started = Started {
+        request_id: request_id.clone(),
+        executed_version: executed_version.clone(),
         events: ReceiverStream::new(rx),
-    })
+    };
+    tokio::spawn(async move {
+        let mut sink = ToCaller(tx);
+        let last = match streaming.run(&shared, &mut sink).await {
+            Ok(done) => Ok(complete(
+                done,
+                request_id,
+                executed_version,
+                worker_id,
+                tail,
+            )),
+            // A status the worker sent mid-stream ends the caller's stream as it was sent.
+            Err(InvocationError::Worker(WorkerError::Status { status, .. })) => Err(*status),
+            Err(e) => Err(Status::from(ApiError::from(e))),
+        };
+        let _ = sink.0.send(last).await;
+    });
+    Ok(started)
 }
 
 /// The `InvokeComplete` event of a finished invocation.
