@@ -67,8 +67,15 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::PutProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        let r = request.into_inner();
         Ok(Response::new(
-            provisioned::put_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+            provisioned::put_provisioned_concurrency(
+                &self.shared,
+                r.function_name,
+                r.qualifier,
+                r.provisioned_concurrent_executions,
+            )
+            .await?,
         ))
     }
 
@@ -76,8 +83,10 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::GetProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        let r = request.into_inner();
         Ok(Response::new(
-            provisioned::get_provisioned_concurrency(&self.shared, request.into_inner()).await?,
+            provisioned::get_provisioned_concurrency(&self.shared, &r.function_name, &r.qualifier)
+                .await?,
         ))
     }
 
@@ -85,17 +94,19 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::ListProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ListProvisionedConcurrencyResponse>, Status> {
-        Ok(Response::new(
-            provisioned::list_provisioned_concurrency(&self.shared, request.into_inner()).await?,
-        ))
+        let name = request.into_inner().function_name;
+        Ok(Response::new(v1::ListProvisionedConcurrencyResponse {
+            configs: provisioned::list_for(&self.shared, &name).await?,
+        }))
     }
 
     async fn delete_provisioned_concurrency(
         &self,
         request: Request<v1::DeleteProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
-        Ok(Response::new(
-            provisioned::delete_provisioned_concurrency(&self.shared, request.into_inner()).await?,
-        ))
+        let r = request.into_inner();
+        provisioned::delete_provisioned_concurrency(&self.shared, r.function_name, r.qualifier)
+            .await?;
+        Ok(Response::new(v1::DeleteProvisionedConcurrencyResponse {}))
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -143,6 +143,8 @@ fn routes(state: Arc<RestState>) -> Router {
                 .delete(concurrency::delete_provisioned),
         )
         .fallback(unknown_operation)
+        // The front read the body within the route's limit already.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

@@ -293,7 +293,7 @@ impl Services {
             };
             let service = self.services.iter().find(|s| {
                 matches!(s.protocol, Protocol::AwsJson1_0 | Protocol::AwsJson1_1)
-                    && s.prefixes.contains(&prefix)
+                    && s.prefixes.iter().any(|p| *p == prefix)
             });
             return match service {
                 Some(service) => Route::Json {

@@ -2,7 +2,6 @@
 //! the body limits, and the error shapes botocore parses for each protocol.
 use std::sync::Mutex;
 
-use axum::routing::get;
 use futures::FutureExt;
 use http_body_util::BodyExt;
 
@@ -41,7 +40,7 @@ fn rest_service(prefixes: &'static [&'static str], answer: &'static str) -> Serv
         protocol: Protocol::RestJson,
         prefixes,
         handler: Handler::Routes {
-            router: Router::new().fallback(get(move || async move { answer })),
+            router: Router::new().fallback(move || async move { answer }),
             body_limit: Arc::new(|_: &Method, path: &str| path.len()),
         },
     }
@@ -171,7 +170,7 @@ async fn a_query_request_goes_to_the_service_it_is_signed_for() {
             uri,
             &[
                 ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
-                ("authorization", &auth),
+                ("authorization", auth.as_str()),
             ],
         )
     };
@@ -189,7 +188,7 @@ async fn a_query_request_goes_to_the_service_it_is_signed_for() {
     let p = request(
         Method::GET,
         "/?Action=Echo&Version=2010-03-31",
-        &[("authorization", &auth)],
+        &[("authorization", auth.as_str())],
     );
     assert_eq!(dispatch(&s, p, "").await.status(), StatusCode::OK);
     assert_eq!(query.seen.lock().unwrap().len(), 2);
@@ -220,7 +219,7 @@ async fn unknown_query_services_and_actions_get_invalid_action_in_xml() {
     let form = ("content-type", "application/x-www-form-urlencoded");
     // A service Lamina does not serve (signed for `sqs` in the query protocol: no handler).
     let auth = signed_for("sqs");
-    let p = request(Method::POST, "/", &[form, ("authorization", &auth)]);
+    let p = request(Method::POST, "/", &[form, ("authorization", auth.as_str())]);
     let r = dispatch(&s, p, "Action=ListQueues&Version=2012-11-05").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()["content-type"], "text/xml");
@@ -229,13 +228,13 @@ async fn unknown_query_services_and_actions_get_invalid_action_in_xml() {
     assert!(message.contains("\"sqs\""), "{message}");
     // An action the service does not have; the message is escaped, not injected.
     let auth = signed_for("sns");
-    let p = request(Method::POST, "/", &[form, ("authorization", &auth)]);
+    let p = request(Method::POST, "/", &[form, ("authorization", auth.as_str())]);
     let r = dispatch(&s, p, "Action=%3CPublish%3E&Version=2010-03-31").await;
     let (code, message) = query_error(&body_of(r).await);
     assert_eq!(code, "InvalidAction");
     assert!(message.contains("<Publish>"), "{message}");
     // No action at all.
-    let p = request(Method::POST, "/", &[form, ("authorization", &auth)]);
+    let p = request(Method::POST, "/", &[form, ("authorization", auth.as_str())]);
     let r = dispatch(&s, p, "Version=2010-03-31").await;
     assert_eq!(query_error(&body_of(r).await).0, "MissingAction");
     assert!(query.seen.lock().unwrap().is_empty(), "nothing was dispatched");

@@ -175,12 +175,7 @@ pub(super) async fn put_provisioned(
     let count = r
         .provisioned_concurrent_executions
         .ok_or_else(|| RestError::invalid("ProvisionedConcurrentExecutions is required (>= 1)"))?;
-    let req = v1::PutProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-        provisioned_concurrent_executions: count,
-    };
-    let c = put_provisioned_concurrency(&st.shared, req).await?;
+    let c = put_provisioned_concurrency(&st.shared, function_name, qualifier, count).await?;
     Ok((StatusCode::ACCEPTED, Json(provisioned_json(&c))).into_response())
 }
 
@@ -200,11 +195,7 @@ pub(super) async fn get_provisioned(
         return list_provisioned(&st.shared, &name, &query).await.map(Json);
     }
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
-    let req = v1::GetProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-    };
-    let c = get_provisioned_concurrency(&st.shared, req).await?;
+    let c = get_provisioned_concurrency(&st.shared, &function_name, &qualifier).await?;
     Ok(Json(provisioned_json(&c)))
 }
 
@@ -263,11 +254,7 @@ pub(super) async fn delete_provisioned(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
-    let req = v1::DeleteProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-    };
-    delete_provisioned_concurrency(&st.shared, req).await?;
+    delete_provisioned_concurrency(&st.shared, function_name, qualifier).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
