@@ -209,7 +209,12 @@ impl Client {
                 marker: marker.clone(),
                 max_items: LIST_PAGE_SIZE,
             };
-            let page = self.functions.clone().list_functions(req).await?.into_inner();
+            let page = self
+                .functions
+                .clone()
+                .list_functions(req)
+                .await?
+                .into_inner();
             all.extend(page.functions);
             if page.next_marker.is_empty() {
                 return Ok(all);

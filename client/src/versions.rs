@@ -33,7 +33,12 @@ impl Client {
         &self,
         req: v1::PublishVersionRequest,
     ) -> Result<v1::FunctionConfiguration, Error> {
-        Ok(self.versions.clone().publish_version(req).await?.into_inner())
+        Ok(self
+            .versions
+            .clone()
+            .publish_version(req)
+            .await?
+            .into_inner())
     }
 
     /// `$LATEST` first, then the published versions in ascending order.

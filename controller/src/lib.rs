@@ -340,11 +340,7 @@ impl Controller {
                         Arc::clone(&users),
                         g(),
                     ))
-                    .add_service(Authenticated::with_guard(
-                        versions,
-                        Arc::clone(&users),
-                        g(),
-                    ))
+                    .add_service(Authenticated::with_guard(versions, Arc::clone(&users), g()))
                     .add_service(Authenticated::with_guard(
                         concurrency_api,
                         Arc::clone(&users),

@@ -47,7 +47,8 @@ async fn a_delivery_lease_covers_the_timeout_of_the_version_it_runs() {
     .await
     .unwrap();
     let v1 = c
-        .versions.publish_version(v1::PublishVersionRequest {
+        .versions
+        .publish_version(v1::PublishVersionRequest {
             function_name: "f".into(),
             ..Default::default()
         })
@@ -76,7 +77,8 @@ async fn a_delivery_lease_covers_the_timeout_of_the_version_it_runs() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let done = loop {
         let inv = c
-            .events.get_invocation(v1::GetInvocationRequest {
+            .events
+            .get_invocation(v1::GetInvocationRequest {
                 request_id: accepted.request_id.clone(),
             })
             .await

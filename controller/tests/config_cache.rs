@@ -149,7 +149,8 @@ impl Setup {
 
     async fn publish(&mut self) -> String {
         self.c
-            .versions.publish_version(v1::PublishVersionRequest {
+            .versions
+            .publish_version(v1::PublishVersionRequest {
                 function_name: "f".into(),
                 ..Default::default()
             })
@@ -161,7 +162,8 @@ impl Setup {
 
     async fn update_alias(&mut self, version: &str, weights: &[(&str, f64)]) {
         self.c
-            .versions.update_alias(v1::UpdateAliasRequest {
+            .versions
+            .update_alias(v1::UpdateAliasRequest {
                 function_name: "f".into(),
                 name: "live".into(),
                 function_version: Some(version.into()),
@@ -244,14 +246,15 @@ async fn every_write_shows_in_the_next_invocation() {
     assert_eq!((one.as_str(), two.as_str()), ("1", "2"));
     assert_eq!(s.invoke("1").await.unwrap().memory_size_mb, 128);
     assert_eq!(s.invoke("2").await.unwrap().memory_size_mb, 640);
-    s.c.versions.create_alias(v1::CreateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        function_version: "1".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    s.c.versions
+        .create_alias(v1::CreateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            function_version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(s.invoke("live").await.unwrap().version, "1");
     s.update_alias("2", &[]).await;
     assert_eq!(s.invoke("live").await.unwrap().version, "2");
@@ -263,12 +266,13 @@ async fn every_write_shows_in_the_next_invocation() {
     for _ in 0..40 {
         assert_eq!(s.invoke("live").await.unwrap().version, "1");
     }
-    s.c.versions.delete_alias(v1::DeleteAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-    })
-    .await
-    .unwrap();
+    s.c.versions
+        .delete_alias(v1::DeleteAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+        })
+        .await
+        .unwrap();
     assert_status(s.invoke("live").await, Code::NotFound, "alias `live`");
     s.c.delete_function(v1::DeleteFunctionRequest {
         function_name: "f".into(),
@@ -280,18 +284,20 @@ async fn every_write_shows_in_the_next_invocation() {
     assert_eq!(s.invoke("1").await.unwrap().memory_size_mb, 128);
 
     // Reserved concurrency 0 throttles the next invocation; removing it lets it through.
-    s.c.concurrency.put_function_concurrency(v1::PutFunctionConcurrencyRequest {
-        function_name: "f".into(),
-        reserved_concurrent_executions: 0,
-    })
-    .await
-    .unwrap();
+    s.c.concurrency
+        .put_function_concurrency(v1::PutFunctionConcurrencyRequest {
+            function_name: "f".into(),
+            reserved_concurrent_executions: 0,
+        })
+        .await
+        .unwrap();
     assert_status(s.invoke("").await, Code::ResourceExhausted, "Reserved");
-    s.c.concurrency.delete_function_concurrency(v1::DeleteFunctionConcurrencyRequest {
-        function_name: "f".into(),
-    })
-    .await
-    .unwrap();
+    s.c.concurrency
+        .delete_function_concurrency(v1::DeleteFunctionConcurrencyRequest {
+            function_name: "f".into(),
+        })
+        .await
+        .unwrap();
     s.invoke("").await.unwrap();
 
     // Deleted: not found at once (also its versions); created again: the new configuration.

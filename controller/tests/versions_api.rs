@@ -273,7 +273,8 @@ async fn publish_list_and_get_versions() {
     assert_eq!(v2.code_sha256, latest2.code_sha256);
 
     let listed = c
-        .versions.list_versions(v1::ListVersionsRequest {
+        .versions
+        .list_versions(v1::ListVersionsRequest {
             function_name: "f".into(),
         })
         .await
@@ -397,11 +398,12 @@ async fn aliases_are_validated_and_keep_their_versions() {
         assert_status(r, code, needle);
         // Nothing was stored.
         assert_status(
-            c.versions.get_alias(v1::GetAliasRequest {
-                function_name: "f".into(),
-                name,
-            })
-            .await,
+            c.versions
+                .get_alias(v1::GetAliasRequest {
+                    function_name: "f".into(),
+                    name,
+                })
+                .await,
             Code::NotFound,
             "no alias",
         );
@@ -415,7 +417,8 @@ async fn aliases_are_validated_and_keep_their_versions() {
     );
 
     let live = c
-        .versions.create_alias(alias("live", "1", &[("2", 0.25)]))
+        .versions
+        .create_alias(alias("live", "1", &[("2", 0.25)]))
         .await
         .unwrap()
         .into_inner();
@@ -429,9 +432,13 @@ async fn aliases_are_validated_and_keep_their_versions() {
         Code::AlreadyExists,
         "already has an alias `live`",
     );
-    c.versions.create_alias(alias("beta", "$LATEST", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("beta", "$LATEST", &[]))
+        .await
+        .unwrap();
     let names: Vec<String> = c
-        .versions.list_aliases(v1::ListAliasesRequest {
+        .versions
+        .list_aliases(v1::ListAliasesRequest {
             function_name: "f".into(),
         })
         .await
@@ -498,7 +505,8 @@ async fn aliases_are_validated_and_keep_their_versions() {
         "another one",
     );
     let updated = c
-        .versions.update_alias(v1::UpdateAliasRequest {
+        .versions
+        .update_alias(v1::UpdateAliasRequest {
             function_name: "f".into(),
             name: "live".into(),
             function_version: Some("2".into()),
@@ -522,28 +530,31 @@ async fn aliases_are_validated_and_keep_their_versions() {
     delete(&mut c, "1").await.unwrap();
     assert_status(get(&mut c, "1").await, Code::NotFound, "no version 1");
     assert_status(
-        c.versions.update_alias(v1::UpdateAliasRequest {
-            function_name: "f".into(),
-            name: "live".into(),
-            function_version: Some("1".into()),
-            ..Default::default()
-        })
-        .await,
+        c.versions
+            .update_alias(v1::UpdateAliasRequest {
+                function_name: "f".into(),
+                name: "live".into(),
+                function_version: Some("1".into()),
+                ..Default::default()
+            })
+            .await,
         Code::NotFound,
         "no version 1",
     );
-    c.versions.delete_alias(v1::DeleteAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-    })
-    .await
-    .unwrap();
-    assert_status(
-        c.versions.delete_alias(v1::DeleteAliasRequest {
+    c.versions
+        .delete_alias(v1::DeleteAliasRequest {
             function_name: "f".into(),
             name: "live".into(),
         })
-        .await,
+        .await
+        .unwrap();
+    assert_status(
+        c.versions
+            .delete_alias(v1::DeleteAliasRequest {
+                function_name: "f".into(),
+                name: "live".into(),
+            })
+            .await,
         Code::NotFound,
         "no alias `live`",
     );
@@ -557,7 +568,8 @@ async fn aliases_are_validated_and_keep_their_versions() {
     .await
     .unwrap();
     let fresh = c
-        .versions.list_aliases(v1::ListAliasesRequest {
+        .versions
+        .list_aliases(v1::ListAliasesRequest {
             function_name: "f".into(),
         })
         .await
@@ -565,7 +577,8 @@ async fn aliases_are_validated_and_keep_their_versions() {
         .into_inner();
     assert!(fresh.aliases.is_empty());
     let versions = c
-        .versions.list_versions(v1::ListVersionsRequest {
+        .versions
+        .list_versions(v1::ListVersionsRequest {
             function_name: "f".into(),
         })
         .await
@@ -585,7 +598,10 @@ async fn invocations_run_the_version_the_qualifier_names() {
     let v1 = publish(&mut c, publish_f()).await.unwrap();
     let latest = update_code(&mut c, b"v2").await;
     let v2 = publish(&mut c, publish_f()).await.unwrap();
-    c.versions.create_alias(alias("live", "1", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("live", "1", &[]))
+        .await
+        .unwrap();
 
     use v1::InvocationType::{DryRun, RequestResponse};
     for (qualifier, version, revision, arn) in [
@@ -647,16 +663,17 @@ async fn invocations_run_the_version_the_qualifier_names() {
 
     // A weighted alias sends both versions invocations (0.5 each: missing one in 60 tries has
     // probability 2^-59).
-    c.versions.update_alias(v1::UpdateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        routing_config: Some(v1::RoutingConfig {
-            additional_version_weights: [("2".to_string(), 0.5)].into(),
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.versions
+        .update_alias(v1::UpdateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            routing_config: Some(v1::RoutingConfig {
+                additional_version_weights: [("2".to_string(), 0.5)].into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut ran = std::collections::BTreeMap::new();
     for _ in 0..60 {
         let r = invoke(&mut c, "live", RequestResponse, b"{}")
@@ -679,15 +696,12 @@ async fn invocations_run_the_version_the_qualifier_names() {
     run.stop();
 }
 
-async fn wait_for_state(
-    c: &mut UserApi,
-    request_id: &str,
-    state: &str,
-) -> v1::Invocation {
+async fn wait_for_state(c: &mut UserApi, request_id: &str, state: &str) -> v1::Invocation {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let inv = c
-            .events.get_invocation(v1::GetInvocationRequest {
+            .events
+            .get_invocation(v1::GetInvocationRequest {
                 request_id: request_id.to_string(),
             })
             .await
@@ -712,7 +726,10 @@ async fn async_invocations_resolve_the_qualifier_at_each_delivery() {
     publish(&mut c, publish_f()).await.unwrap();
     update_code(&mut c, b"v2").await;
     publish(&mut c, publish_f()).await.unwrap();
-    c.versions.create_alias(alias("live", "1", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("live", "1", &[]))
+        .await
+        .unwrap();
 
     use v1::InvocationType::Event;
     assert_status(
@@ -733,14 +750,15 @@ async fn async_invocations_resolve_the_qualifier_at_each_delivery() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.versions.update_alias(v1::UpdateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        function_version: Some("2".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.versions
+        .update_alias(v1::UpdateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            function_version: Some("2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     worker.gate.add_permits(1);
     let done = wait_for_state(&mut c, &accepted.request_id, "Succeeded").await;
     assert_eq!((done.attempts, done.function_errors), (2, 1));

@@ -152,7 +152,10 @@ fn grpc_cluster_and_worker_routes_refuse_forged_requests() {
         let mut v = v1::versions_client::VersionsClient::new(
             forged(&cluster.endpoint, &admin, Forgery::Honest).await?,
         );
-        assert_eq!(v.list_versions(list()).await?.into_inner().versions.len(), 1);
+        assert_eq!(
+            v.list_versions(list()).await?.into_inner().versions.len(),
+            1
+        );
         for how in FORGERIES {
             let mut v = v1::versions_client::VersionsClient::new(
                 forged(&cluster.endpoint, &admin, how).await?,

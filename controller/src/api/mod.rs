@@ -38,15 +38,15 @@ pub use cluster::ClusterService;
 pub use concurrency_service::ConcurrencyService;
 pub use events_service::EventsService;
 pub use functions_service::FunctionsService;
-pub use layers_service::LayersService;
-pub use versions_service::VersionsService;
+pub use invoke::WorkerClients;
+pub(crate) use invoke::WorkerInvoker;
 pub use lamina_proto::v1::{
     concurrency_server::ConcurrencyServer, events_server::EventsServer,
     layers_server::LayersServer, versions_server::VersionsServer,
 };
-pub use invoke::WorkerClients;
-pub(crate) use invoke::WorkerInvoker;
+pub use layers_service::LayersService;
 pub use network::NetworkService;
+pub use versions_service::VersionsService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

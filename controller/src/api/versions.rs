@@ -545,7 +545,10 @@ impl From<v1::UpdateAliasRequest> for AliasUpdate {
             function_name: r.function_name,
             name: r.name,
             function_version: r.function_version,
-            additional_version_weights: r.routing_config.is_some().then(|| weights(r.routing_config)),
+            additional_version_weights: r
+                .routing_config
+                .is_some()
+                .then(|| weights(r.routing_config)),
             description: r.description,
             expected_revision_id: Some(r.revision_id).filter(|s| !s.is_empty()),
         }

@@ -357,8 +357,7 @@ async fn update_configuration(
         tracing_mode: r.tracing_config.map(|t| t.mode.unwrap_or_default()),
         ..Default::default()
     };
-    let config =
-        functions::update_configuration(&st.shared, &name, update, r.revision_id).await?;
+    let config = functions::update_configuration(&st.shared, &name, update, r.revision_id).await?;
     Ok(Json(config_json(&config)))
 }
 

@@ -356,11 +356,7 @@ impl Services {
     }
 
     /// Hands a request whose signature and body were checked to its service.
-    pub async fn dispatch(
-        route: Route<'_>,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> Response {
+    pub async fn dispatch(route: Route<'_>, parts: http::request::Parts, body: Bytes) -> Response {
         let protocol = route.protocol();
         match route {
             Route::Rest(Service {
@@ -428,7 +424,10 @@ impl Services {
             }
             // A service whose handler does not fit its protocol (a registry mistake).
             Route::Rest(s) | Route::Json { service: s, .. } | Route::Query(s) => {
-                tracing::error!(service = s.signing_name, "service registered with the wrong handler");
+                tracing::error!(
+                    service = s.signing_name,
+                    "service registered with the wrong handler"
+                );
                 protocol.error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "ServiceException",

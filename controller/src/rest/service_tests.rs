@@ -135,8 +135,16 @@ async fn unknown_json_services_and_operations_get_unknown_operation_exception() 
     let json = Arc::new(Echo::default());
     let s = registry(Arc::clone(&json), Arc::default());
     for (target, content_type, mentions) in [
-        ("AmazonSQS.SendMessage", "application/x-amz-json-1.0", "SendMessage"),
-        ("secretsmanager.GetSecretValue", "application/x-amz-json-1.1", "secretsmanager"),
+        (
+            "AmazonSQS.SendMessage",
+            "application/x-amz-json-1.0",
+            "SendMessage",
+        ),
+        (
+            "secretsmanager.GetSecretValue",
+            "application/x-amz-json-1.1",
+            "secretsmanager",
+        ),
         ("NoDot", "application/x-amz-json-1.1", "NoDot"),
     ] {
         let p = request(
@@ -147,16 +155,16 @@ async fn unknown_json_services_and_operations_get_unknown_operation_exception() 
         let r = dispatch(&s, p, "{}").await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{target}");
         assert_eq!(r.headers()["content-type"], content_type, "{target}");
-        assert_eq!(
-            r.headers()["x-amzn-errortype"],
-            "UnknownOperationException"
-        );
+        assert_eq!(r.headers()["x-amzn-errortype"], "UnknownOperationException");
         let body: serde_json::Value = serde_json::from_str(&body_of(r).await).unwrap();
         assert_eq!(body["__type"], "UnknownOperationException", "{target}");
         let message = body["message"].as_str().unwrap();
         assert!(message.contains(mentions), "{target}: {message}");
     }
-    assert!(json.seen.lock().unwrap().is_empty(), "nothing was dispatched");
+    assert!(
+        json.seen.lock().unwrap().is_empty(),
+        "nothing was dispatched"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +177,10 @@ async fn a_query_request_goes_to_the_service_it_is_signed_for() {
             Method::POST,
             uri,
             &[
-                ("content-type", "application/x-www-form-urlencoded; charset=utf-8"),
+                (
+                    "content-type",
+                    "application/x-www-form-urlencoded; charset=utf-8",
+                ),
                 ("authorization", auth.as_str()),
             ],
         )
@@ -237,7 +248,10 @@ async fn unknown_query_services_and_actions_get_invalid_action_in_xml() {
     let p = request(Method::POST, "/", &[form, ("authorization", auth.as_str())]);
     let r = dispatch(&s, p, "Version=2010-03-31").await;
     assert_eq!(query_error(&body_of(r).await).0, "MissingAction");
-    assert!(query.seen.lock().unwrap().is_empty(), "nothing was dispatched");
+    assert!(
+        query.seen.lock().unwrap().is_empty(),
+        "nothing was dispatched"
+    );
 }
 
 #[tokio::test]

@@ -94,8 +94,7 @@ pub async fn user_api(addr: SocketAddr) -> UserApi {
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
         versions: VersionsClient::new(channel.clone()),
         concurrency: ConcurrencyClient::new(channel.clone()),
-        events: EventsClient::new(channel)
-            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        events: EventsClient::new(channel).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
     }
 }
 
