@@ -13,9 +13,8 @@ use std::time::Duration;
 use common::*;
 use lamina_controller::store::{RocksStore, Store};
 use lamina_controller::{Controller, ControllerConfig};
-use lamina_proto::v1::{self, functions_client::FunctionsClient, update_function_code_request};
+use lamina_proto::v1::{self, update_function_code_request};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Answers every invocation and remembers the configuration it was sent, by request id.
