@@ -170,12 +170,15 @@ pub trait Operations: Send + Sync {
     fn call(&self, operation: String, request: OperationRequest) -> BoxFuture<'static, Response>;
 }
 
+/// The largest body of a rest route, by method and path.
+pub type BodyLimit = Arc<dyn Fn(&Method, &str) -> usize + Send + Sync>;
+
 /// How a service's requests reach it.
 pub enum Handler {
     /// rest-json and rest-xml: routes by method and path, with each route's body limit.
     Routes {
         router: Router,
-        body_limit: Arc<dyn Fn(&Method, &str) -> usize + Send + Sync>,
+        body_limit: BodyLimit,
     },
     /// AWS JSON (by `X-Amz-Target`) and query (by `Action`).
     Operations(Arc<dyn Operations>),
@@ -296,7 +299,7 @@ impl Services {
             };
             let service = self.services.iter().find(|s| {
                 matches!(s.protocol, Protocol::AwsJson1_0 | Protocol::AwsJson1_1)
-                    && s.prefixes.iter().any(|p| *p == prefix)
+                    && s.prefixes.contains(&prefix)
             });
             return match service {
                 Some(service) => Route::Json {

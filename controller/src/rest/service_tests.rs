@@ -7,10 +7,13 @@ use http_body_util::BodyExt;
 
 use super::*;
 
+/// What `Echo` was given: the operation, the form parameters and the body.
+type Seen = (String, Vec<(String, String)>, Vec<u8>);
+
 /// An AWS JSON or query service that serves `Echo` and records what it was given.
 #[derive(Default)]
 struct Echo {
-    seen: Mutex<Vec<(String, Vec<(String, String)>, Vec<u8>)>>,
+    seen: Mutex<Vec<Seen>>,
 }
 
 impl Operations for Echo {
