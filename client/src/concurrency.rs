@@ -14,7 +14,7 @@ impl Client {
             reserved_concurrent_executions: reserved,
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .put_function_concurrency(req)
             .await?
@@ -30,7 +30,7 @@ impl Client {
             function_name: name.to_string(),
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .get_function_concurrency(req)
             .await?
@@ -46,7 +46,7 @@ impl Client {
             function_name: name.to_string(),
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .delete_function_concurrency(req)
             .await?
@@ -56,7 +56,7 @@ impl Client {
     /// The cluster-wide limit, what reservations leave unreserved, and invocations in flight.
     pub async fn get_account_settings(&self) -> Result<v1::AccountSettings, Error> {
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .get_account_settings(v1::GetAccountSettingsRequest {})
             .await?
@@ -76,7 +76,7 @@ impl Client {
             provisioned_concurrent_executions: count,
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .put_provisioned_concurrency(req)
             .await?
@@ -94,7 +94,7 @@ impl Client {
             qualifier: qualifier.to_string(),
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .get_provisioned_concurrency(req)
             .await?
@@ -110,7 +110,7 @@ impl Client {
             function_name: name.to_string(),
         };
         Ok(self
-            .inner
+            .concurrency
             .clone()
             .list_provisioned_concurrency(req)
             .await?
@@ -128,7 +128,7 @@ impl Client {
             function_name: name.to_string(),
             qualifier: qualifier.to_string(),
         };
-        self.inner
+        self.concurrency
             .clone()
             .delete_provisioned_concurrency(req)
             .await?;

@@ -29,7 +29,7 @@ impl Client {
         );
         drop(zip);
         let resp = self
-            .inner
+            .layers
             .clone()
             .publish_layer_version(tokio_stream::iter(messages))
             .await?;
@@ -39,7 +39,7 @@ impl Client {
     /// Every layer with its newest version, by name.
     pub async fn list_layers(&self) -> Result<Vec<v1::LayerVersion>, Error> {
         Ok(self
-            .inner
+            .layers
             .clone()
             .list_layers(v1::ListLayersRequest {})
             .await?
@@ -50,7 +50,7 @@ impl Client {
     /// The versions of layer `name`, newest first.
     pub async fn list_layer_versions(&self, name: &str) -> Result<Vec<v1::LayerVersion>, Error> {
         Ok(self
-            .inner
+            .layers
             .clone()
             .list_layer_versions(v1::ListLayerVersionsRequest {
                 layer_name: name.to_string(),
@@ -67,7 +67,7 @@ impl Client {
         version: u32,
     ) -> Result<v1::LayerVersion, Error> {
         Ok(self
-            .inner
+            .layers
             .clone()
             .get_layer_version(v1::GetLayerVersionRequest {
                 layer_name: name_or_arn.to_string(),
@@ -80,7 +80,7 @@ impl Client {
     /// Deletes one layer version (by name and number, or ARN with `version` 0). Functions that
     /// attached it keep their copy.
     pub async fn delete_layer_version(&self, name_or_arn: &str, version: u32) -> Result<(), Error> {
-        self.inner
+        self.layers
             .clone()
             .delete_layer_version(v1::DeleteLayerVersionRequest {
                 layer_name: name_or_arn.to_string(),

@@ -1,4 +1,5 @@
-//! The typed Rust SDK for Lamina's gRPC API (`lamina.v1.Functions`). `fnctl` is built on it, and so are
+//! The typed Rust SDK for Lamina's gRPC API (`lamina.v1`: `Functions`, `Versions`, `Concurrency`,
+//! `Events`, `Layers`, `Network`, `Auth`). `fnctl` is built on it, and so are
 //! the end-to-end tests.
 //!
 //! ```no_run
@@ -39,7 +40,11 @@ pub use stream::{InvokeStream, StreamEvent};
 pub use tonic::{Code, Status};
 
 use v1::auth_client::AuthClient;
+use v1::concurrency_client::ConcurrencyClient;
+use v1::events_client::EventsClient;
 use v1::functions_client::FunctionsClient;
+use v1::layers_client::LayersClient;
+use v1::versions_client::VersionsClient;
 
 /// Size of the `code_chunk` messages streamed by [`Client::create_function`] and
 /// [`Client::update_function_code`].
@@ -51,7 +56,11 @@ const LIST_PAGE_SIZE: u32 = 50;
 /// A connection to a Lamina controller. Cheap to clone: clones share the underlying HTTP/2 channel.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: FunctionsClient<SignedChannel>,
+    functions: FunctionsClient<SignedChannel>,
+    versions: VersionsClient<SignedChannel>,
+    concurrency: ConcurrencyClient<SignedChannel>,
+    events: EventsClient<SignedChannel>,
+    layers: LayersClient<SignedChannel>,
     auth: AuthClient<SignedChannel>,
     network: lamina_proto::v1::network_client::NetworkClient<SignedChannel>,
     endpoint: String,
@@ -90,11 +99,23 @@ impl Client {
             .await
             .map_err(connect_err)?;
         let channel = Signed::new(channel, creds);
-        let inner = FunctionsClient::new(channel.clone())
-            .max_decoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES)
-            .max_encoding_message_size(lamina_proto::MAX_GRPC_MESSAGE_BYTES);
+        let max = lamina_proto::MAX_GRPC_MESSAGE_BYTES;
         Ok(Client {
-            inner,
+            functions: FunctionsClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            versions: VersionsClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            concurrency: ConcurrencyClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            events: EventsClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            layers: LayersClient::new(channel.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             network: lamina_proto::v1::network_client::NetworkClient::new(channel.clone()),
             auth: AuthClient::new(channel),
             endpoint: uri,
@@ -125,7 +146,7 @@ impl Client {
         );
         drop(zip);
         let resp = self
-            .inner
+            .functions
             .clone()
             .create_function(tokio_stream::iter(messages))
             .await?;
@@ -150,7 +171,7 @@ impl Client {
         );
         drop(zip);
         let resp = self
-            .inner
+            .functions
             .clone()
             .update_function_code(tokio_stream::iter(messages))
             .await?;
@@ -163,7 +184,7 @@ impl Client {
         req: v1::UpdateFunctionConfigurationRequest,
     ) -> Result<v1::FunctionConfiguration, Error> {
         let resp = self
-            .inner
+            .functions
             .clone()
             .update_function_configuration(req)
             .await?;
@@ -176,7 +197,7 @@ impl Client {
             function_name: name.to_string(),
             qualifier: String::new(),
         };
-        Ok(self.inner.clone().get_function(req).await?.into_inner())
+        Ok(self.functions.clone().get_function(req).await?.into_inner())
     }
 
     /// Every function, in the controller's order (by name), following the pages.
@@ -188,7 +209,12 @@ impl Client {
                 marker: marker.clone(),
                 max_items: LIST_PAGE_SIZE,
             };
-            let page = self.inner.clone().list_functions(req).await?.into_inner();
+            let page = self
+                .functions
+                .clone()
+                .list_functions(req)
+                .await?
+                .into_inner();
             all.extend(page.functions);
             if page.next_marker.is_empty() {
                 return Ok(all);
@@ -208,13 +234,13 @@ impl Client {
             function_name: name.to_string(),
             qualifier: String::new(),
         };
-        self.inner.clone().delete_function(req).await?;
+        self.functions.clone().delete_function(req).await?;
         Ok(())
     }
 
     /// Invokes a function. A function error is not an `Err`: it is `function_error` in the response.
     pub async fn invoke(&self, req: v1::InvokeRequest) -> Result<v1::InvokeResponse, Error> {
-        Ok(self.inner.clone().invoke(req).await?.into_inner())
+        Ok(self.functions.clone().invoke(req).await?.into_inner())
     }
 
     /// Log events of function `name` with `seq > after_seq`, at most `limit` (0 = the server's default).
@@ -229,7 +255,7 @@ impl Client {
             after_seq,
             limit,
         };
-        Ok(self.inner.clone().get_logs(req).await?.into_inner())
+        Ok(self.functions.clone().get_logs(req).await?.into_inner())
     }
 
     /// Queues an asynchronous invocation (invocation type EVENT). The answer (202, `request_id`)
@@ -248,7 +274,7 @@ impl Client {
             idempotency_key: idempotency_key.unwrap_or_default().to_string(),
             ..Default::default()
         };
-        Ok(self.inner.clone().invoke(req).await?.into_inner())
+        Ok(self.functions.clone().invoke(req).await?.into_inner())
     }
 
     /// Replaces function `req.function_name`'s async settings (unset fields take the defaults).
@@ -257,7 +283,7 @@ impl Client {
         req: v1::PutFunctionEventInvokeConfigRequest,
     ) -> Result<v1::FunctionEventInvokeConfig, Error> {
         let resp = self
-            .inner
+            .events
             .clone()
             .put_function_event_invoke_config(req)
             .await?;
@@ -273,7 +299,7 @@ impl Client {
             function_name: name.to_string(),
         };
         let resp = self
-            .inner
+            .events
             .clone()
             .get_function_event_invoke_config(req)
             .await?;
@@ -285,7 +311,7 @@ impl Client {
         let req = v1::GetInvocationRequest {
             request_id: request_id.to_string(),
         };
-        Ok(self.inner.clone().get_invocation(req).await?.into_inner())
+        Ok(self.events.clone().get_invocation(req).await?.into_inner())
     }
 
     /// Async invocations of function `name`, newest first (`limit` 0 = the server's default).
@@ -298,14 +324,14 @@ impl Client {
             function_name: name.to_string(),
             limit,
         };
-        let resp = self.inner.clone().list_invocations(req).await?;
+        let resp = self.events.clone().list_invocations(req).await?;
         Ok(resp.into_inner().invocations)
     }
 
     /// Lamina's dead-letter queues and their message counts.
     pub async fn list_dead_letter_queues(&self) -> Result<Vec<v1::DeadLetterQueue>, Error> {
         let resp = self
-            .inner
+            .events
             .clone()
             .list_dead_letter_queues(v1::ListDeadLetterQueuesRequest {})
             .await?;
@@ -324,7 +350,7 @@ impl Client {
             after_seq,
             limit,
         };
-        let resp = self.inner.clone().list_dead_letters(req).await?;
+        let resp = self.events.clone().list_dead_letters(req).await?;
         Ok(resp.into_inner().messages)
     }
 
@@ -338,7 +364,7 @@ impl Client {
             queue: queue.to_string(),
             seqs,
         };
-        let resp = self.inner.clone().redrive_dead_letters(req).await?;
+        let resp = self.events.clone().redrive_dead_letters(req).await?;
         Ok(resp.into_inner().request_ids)
     }
 
@@ -377,7 +403,7 @@ impl Client {
     /// The workers the controller knows.
     pub async fn list_workers(&self) -> Result<Vec<v1::WorkerInfo>, Error> {
         let resp = self
-            .inner
+            .functions
             .clone()
             .list_workers(v1::ListWorkersRequest {})
             .await?;

@@ -46,7 +46,7 @@ impl Client {
         req: v1::InvokeRequest,
     ) -> Result<InvokeStream, Error> {
         let inner = self
-            .inner
+            .functions
             .clone()
             .invoke_with_response_stream(req)
             .await?

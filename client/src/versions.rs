@@ -33,7 +33,12 @@ impl Client {
         &self,
         req: v1::PublishVersionRequest,
     ) -> Result<v1::FunctionConfiguration, Error> {
-        Ok(self.inner.clone().publish_version(req).await?.into_inner())
+        Ok(self
+            .versions
+            .clone()
+            .publish_version(req)
+            .await?
+            .into_inner())
     }
 
     /// `$LATEST` first, then the published versions in ascending order.
@@ -42,7 +47,7 @@ impl Client {
             function_name: name.to_string(),
         };
         Ok(self
-            .inner
+            .versions
             .clone()
             .list_versions(req)
             .await?
@@ -66,12 +71,12 @@ impl Client {
             routing_config: Some(routing(additional_version_weights)),
             description: description.to_string(),
         };
-        Ok(self.inner.clone().create_alias(req).await?.into_inner())
+        Ok(self.versions.clone().create_alias(req).await?.into_inner())
     }
 
     /// Changes the fields of `req` that are set (a present `routing_config` replaces the weights).
     pub async fn update_alias(&self, req: v1::UpdateAliasRequest) -> Result<v1::Alias, Error> {
-        Ok(self.inner.clone().update_alias(req).await?.into_inner())
+        Ok(self.versions.clone().update_alias(req).await?.into_inner())
     }
 
     pub async fn get_alias(&self, name: &str, alias: &str) -> Result<v1::Alias, Error> {
@@ -79,7 +84,7 @@ impl Client {
             function_name: name.to_string(),
             name: alias.to_string(),
         };
-        Ok(self.inner.clone().get_alias(req).await?.into_inner())
+        Ok(self.versions.clone().get_alias(req).await?.into_inner())
     }
 
     /// The aliases of `name`, by name.
@@ -88,7 +93,7 @@ impl Client {
             function_name: name.to_string(),
         };
         Ok(self
-            .inner
+            .versions
             .clone()
             .list_aliases(req)
             .await?
@@ -101,7 +106,7 @@ impl Client {
             function_name: name.to_string(),
             name: alias.to_string(),
         };
-        self.inner.clone().delete_alias(req).await?;
+        self.versions.clone().delete_alias(req).await?;
         Ok(())
     }
 
@@ -115,7 +120,7 @@ impl Client {
             function_name: name.to_string(),
             qualifier: qualifier.to_string(),
         };
-        Ok(self.inner.clone().get_function(req).await?.into_inner())
+        Ok(self.functions.clone().get_function(req).await?.into_inner())
     }
 
     /// Deletes one published version of `name` (refused while an alias routes to it).
@@ -124,7 +129,7 @@ impl Client {
             function_name: name.to_string(),
             qualifier: version.to_string(),
         };
-        self.inner.clone().delete_function(req).await?;
+        self.functions.clone().delete_function(req).await?;
         Ok(())
     }
 

@@ -1,11 +1,12 @@
-//! The client against a small in-process `Functions` server over real loopback gRPC: checks what goes
-//! over the wire (chunking of code, paging of lists, status mapping), not the controller's logic.
+//! The client against small in-process `Functions` and `Events` servers over real loopback gRPC:
+//! checks what goes over the wire (chunking of code, paging of lists, status mapping), not the controller's logic.
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use lamina_client::{v1, Client, Error};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
+use v1::events_server::{Events, EventsServer};
 use v1::functions_server::{Functions, FunctionsServer};
 
 #[derive(Default)]
@@ -209,6 +210,40 @@ impl Functions for Server {
         }))
     }
 
+    async fn get_logs(
+        &self,
+        req: Request<v1::GetLogsRequest>,
+    ) -> Result<Response<v1::GetLogsResponse>, Status> {
+        let req = req.into_inner();
+        let events: Vec<_> = (req.after_seq + 1..=5)
+            .map(|seq| v1::LogEvent {
+                seq,
+                message: format!("line {seq}"),
+                ..Default::default()
+            })
+            .collect();
+        Ok(Response::new(v1::GetLogsResponse {
+            events,
+            last_seq: 5,
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        Ok(Response::new(v1::ListWorkersResponse {
+            workers: vec![v1::WorkerInfo {
+                worker_id: "w1".into(),
+                ..Default::default()
+            }],
+        }))
+    }
+}
+
+/// The asynchronous-invocation calls, on their own service (`Events`) as in the controller.
+#[tonic::async_trait]
+impl Events for Server {
     async fn put_function_event_invoke_config(
         &self,
         req: Request<v1::PutFunctionEventInvokeConfigRequest>,
@@ -296,176 +331,6 @@ impl Functions for Server {
             request_ids: r.seqs.iter().map(|s| format!("{}-{s}", r.queue)).collect(),
         }))
     }
-
-    async fn get_logs(
-        &self,
-        req: Request<v1::GetLogsRequest>,
-    ) -> Result<Response<v1::GetLogsResponse>, Status> {
-        let req = req.into_inner();
-        let events: Vec<_> = (req.after_seq + 1..=5)
-            .map(|seq| v1::LogEvent {
-                seq,
-                message: format!("line {seq}"),
-                ..Default::default()
-            })
-            .collect();
-        Ok(Response::new(v1::GetLogsResponse {
-            events,
-            last_seq: 5,
-        }))
-    }
-
-    async fn publish_version(
-        &self,
-        _req: Request<v1::PublishVersionRequest>,
-    ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        Err(Status::unimplemented("publish_version"))
-    }
-
-    async fn list_versions(
-        &self,
-        _req: Request<v1::ListVersionsRequest>,
-    ) -> Result<Response<v1::ListVersionsResponse>, Status> {
-        Err(Status::unimplemented("list_versions"))
-    }
-
-    async fn create_alias(
-        &self,
-        _req: Request<v1::CreateAliasRequest>,
-    ) -> Result<Response<v1::Alias>, Status> {
-        Err(Status::unimplemented("create_alias"))
-    }
-
-    async fn update_alias(
-        &self,
-        _req: Request<v1::UpdateAliasRequest>,
-    ) -> Result<Response<v1::Alias>, Status> {
-        Err(Status::unimplemented("update_alias"))
-    }
-
-    async fn get_alias(
-        &self,
-        _req: Request<v1::GetAliasRequest>,
-    ) -> Result<Response<v1::Alias>, Status> {
-        Err(Status::unimplemented("get_alias"))
-    }
-
-    async fn list_aliases(
-        &self,
-        _req: Request<v1::ListAliasesRequest>,
-    ) -> Result<Response<v1::ListAliasesResponse>, Status> {
-        Err(Status::unimplemented("list_aliases"))
-    }
-
-    async fn delete_alias(
-        &self,
-        _req: Request<v1::DeleteAliasRequest>,
-    ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
-        Err(Status::unimplemented("delete_alias"))
-    }
-
-    async fn put_function_concurrency(
-        &self,
-        _req: Request<v1::PutFunctionConcurrencyRequest>,
-    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
-        Err(Status::unimplemented("put_function_concurrency"))
-    }
-
-    async fn get_function_concurrency(
-        &self,
-        _req: Request<v1::GetFunctionConcurrencyRequest>,
-    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
-        Err(Status::unimplemented("get_function_concurrency"))
-    }
-
-    async fn delete_function_concurrency(
-        &self,
-        _req: Request<v1::DeleteFunctionConcurrencyRequest>,
-    ) -> Result<Response<v1::FunctionConcurrency>, Status> {
-        Err(Status::unimplemented("delete_function_concurrency"))
-    }
-
-    async fn get_account_settings(
-        &self,
-        _req: Request<v1::GetAccountSettingsRequest>,
-    ) -> Result<Response<v1::AccountSettings>, Status> {
-        Err(Status::unimplemented("get_account_settings"))
-    }
-
-    async fn put_provisioned_concurrency(
-        &self,
-        _req: Request<v1::PutProvisionedConcurrencyRequest>,
-    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
-        Err(Status::unimplemented("put_provisioned_concurrency"))
-    }
-
-    async fn get_provisioned_concurrency(
-        &self,
-        _req: Request<v1::GetProvisionedConcurrencyRequest>,
-    ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
-        Err(Status::unimplemented("get_provisioned_concurrency"))
-    }
-
-    async fn list_provisioned_concurrency(
-        &self,
-        _req: Request<v1::ListProvisionedConcurrencyRequest>,
-    ) -> Result<Response<v1::ListProvisionedConcurrencyResponse>, Status> {
-        Err(Status::unimplemented("list_provisioned_concurrency"))
-    }
-
-    async fn delete_provisioned_concurrency(
-        &self,
-        _req: Request<v1::DeleteProvisionedConcurrencyRequest>,
-    ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
-        Err(Status::unimplemented("delete_provisioned_concurrency"))
-    }
-
-    async fn publish_layer_version(
-        &self,
-        _: Request<Streaming<v1::PublishLayerVersionRequest>>,
-    ) -> Result<Response<v1::LayerVersion>, Status> {
-        Err(Status::unimplemented("publish_layer_version"))
-    }
-
-    async fn list_layers(
-        &self,
-        _: Request<v1::ListLayersRequest>,
-    ) -> Result<Response<v1::ListLayersResponse>, Status> {
-        Err(Status::unimplemented("list_layers"))
-    }
-
-    async fn list_layer_versions(
-        &self,
-        _: Request<v1::ListLayerVersionsRequest>,
-    ) -> Result<Response<v1::ListLayerVersionsResponse>, Status> {
-        Err(Status::unimplemented("list_layer_versions"))
-    }
-
-    async fn get_layer_version(
-        &self,
-        _: Request<v1::GetLayerVersionRequest>,
-    ) -> Result<Response<v1::LayerVersion>, Status> {
-        Err(Status::unimplemented("get_layer_version"))
-    }
-
-    async fn delete_layer_version(
-        &self,
-        _: Request<v1::DeleteLayerVersionRequest>,
-    ) -> Result<Response<v1::DeleteLayerVersionResponse>, Status> {
-        Err(Status::unimplemented("delete_layer_version"))
-    }
-
-    async fn list_workers(
-        &self,
-        _: Request<v1::ListWorkersRequest>,
-    ) -> Result<Response<v1::ListWorkersResponse>, Status> {
-        Ok(Response::new(v1::ListWorkersResponse {
-            workers: vec![v1::WorkerInfo {
-                worker_id: "w1".into(),
-                ..Default::default()
-            }],
-        }))
-    }
 }
 
 async fn serve() -> (Server, String) {
@@ -478,6 +343,7 @@ async fn serve() -> (Server, String) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
+            .add_service(EventsServer::new(server.clone()))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     (server, addr.to_string())

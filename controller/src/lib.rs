@@ -251,7 +251,8 @@ impl Controller {
         &self.shared.limiter
     }
 
-    /// Serves `Functions`, `Cluster` and gRPC reflection (v1 and v1alpha) on `listener` until
+    /// Serves the users' services (`Functions`, `Versions`, `Concurrency`, `Events`, `Layers`,
+    /// `Network`, `Auth`), `Cluster` and gRPC reflection (v1 and v1alpha) on `listener` until
     /// `shutdown` is cancelled and the requests in flight are answered.
     pub async fn serve(
         self,
@@ -262,7 +263,7 @@ impl Controller {
     }
 
     /// Like [`Controller::serve`], plus the Lambda REST API on `rest` when given. With
-    /// authentication on, `Functions` and `Auth` need an access key (`Auth`: an admin key),
+    /// authentication on, the users' services and `Auth` need an access key (`Auth`: an admin key),
     /// `Cluster` the cluster credential, and REST requests a SigV4 signature; gRPC reflection
     /// (the public schema) is open.
     pub async fn serve_with_rest(
@@ -282,6 +283,26 @@ impl Controller {
             .build_v1alpha()
             .map_err(|e| ControllerError::Reflection(e.to_string()))?;
         let functions = FunctionsServer::new(FunctionsService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let versions = api::VersionsServer::new(api::VersionsService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let concurrency_api = api::ConcurrencyServer::new(api::ConcurrencyService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let events = api::EventsServer::new(api::EventsService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let layers = api::LayersServer::new(api::LayersService {
             shared: Arc::clone(&self.shared),
         })
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
@@ -327,6 +348,14 @@ impl Controller {
                         Arc::clone(&users),
                         g(),
                     ))
+                    .add_service(Authenticated::with_guard(versions, Arc::clone(&users), g()))
+                    .add_service(Authenticated::with_guard(
+                        concurrency_api,
+                        Arc::clone(&users),
+                        g(),
+                    ))
+                    .add_service(Authenticated::with_guard(events, Arc::clone(&users), g()))
+                    .add_service(Authenticated::with_guard(layers, Arc::clone(&users), g()))
                     .add_service(Authenticated::with_guard(
                         network_api,
                         Arc::clone(&users),
@@ -337,6 +366,10 @@ impl Controller {
             }
             None => builder
                 .add_service(functions)
+                .add_service(versions)
+                .add_service(concurrency_api)
+                .add_service(events)
+                .add_service(layers)
                 .add_service(network_api)
                 .add_service(cluster),
         };

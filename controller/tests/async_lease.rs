@@ -37,7 +37,7 @@ async fn a_delivery_lease_covers_the_timeout_of_the_version_it_runs() {
     let run = start_with(|c| c.queue.lease_headroom = Duration::ZERO).await;
     let worker = SlowWorker::default();
     let stop = serve_fake_worker(run.addr, worker.clone(), 4096).await;
-    let mut c = functions(run.addr).await;
+    let mut c = user_api(run.addr).await;
     let mut s = spec("f");
     s.timeout_seconds = 20;
     create(
@@ -47,6 +47,7 @@ async fn a_delivery_lease_covers_the_timeout_of_the_version_it_runs() {
     .await
     .unwrap();
     let v1 = c
+        .versions
         .publish_version(v1::PublishVersionRequest {
             function_name: "f".into(),
             ..Default::default()
@@ -76,6 +77,7 @@ async fn a_delivery_lease_covers_the_timeout_of_the_version_it_runs() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let done = loop {
         let inv = c
+            .events
             .get_invocation(v1::GetInvocationRequest {
                 request_id: accepted.request_id.clone(),
             })

@@ -13,9 +13,8 @@ use std::time::Duration;
 use common::*;
 use lamina_controller::store::{RocksStore, Store};
 use lamina_controller::{Controller, ControllerConfig};
-use lamina_proto::v1::{self, functions_client::FunctionsClient, update_function_code_request};
+use lamina_proto::v1::{self, update_function_code_request};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Answers every invocation and remembers the configuration it was sent, by request id.
@@ -55,7 +54,7 @@ struct Setup {
     server: tokio::task::JoinHandle<Result<(), lamina_controller::ControllerError>>,
     worker: RecordingWorker,
     worker_stop: CancellationToken,
-    c: FunctionsClient<Channel>,
+    c: UserApi,
     _dir: tempfile::TempDir,
 }
 
@@ -76,7 +75,7 @@ async fn setup() -> Setup {
     let worker = RecordingWorker::default();
     let worker_stop = serve_fake_worker(addr, worker.clone(), 1 << 20).await;
 
-    let mut c = functions(addr).await;
+    let mut c = user_api(addr).await;
     create(
         &mut c,
         create_msgs(Some(spec("f")), &zip_of(&[("app.py", b"v1")]), 1024),
@@ -149,6 +148,7 @@ impl Setup {
 
     async fn publish(&mut self) -> String {
         self.c
+            .versions
             .publish_version(v1::PublishVersionRequest {
                 function_name: "f".into(),
                 ..Default::default()
@@ -161,6 +161,7 @@ impl Setup {
 
     async fn update_alias(&mut self, version: &str, weights: &[(&str, f64)]) {
         self.c
+            .versions
             .update_alias(v1::UpdateAliasRequest {
                 function_name: "f".into(),
                 name: "live".into(),
@@ -244,14 +245,15 @@ async fn every_write_shows_in_the_next_invocation() {
     assert_eq!((one.as_str(), two.as_str()), ("1", "2"));
     assert_eq!(s.invoke("1").await.unwrap().memory_size_mb, 128);
     assert_eq!(s.invoke("2").await.unwrap().memory_size_mb, 640);
-    s.c.create_alias(v1::CreateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        function_version: "1".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    s.c.versions
+        .create_alias(v1::CreateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            function_version: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(s.invoke("live").await.unwrap().version, "1");
     s.update_alias("2", &[]).await;
     assert_eq!(s.invoke("live").await.unwrap().version, "2");
@@ -263,12 +265,13 @@ async fn every_write_shows_in_the_next_invocation() {
     for _ in 0..40 {
         assert_eq!(s.invoke("live").await.unwrap().version, "1");
     }
-    s.c.delete_alias(v1::DeleteAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-    })
-    .await
-    .unwrap();
+    s.c.versions
+        .delete_alias(v1::DeleteAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+        })
+        .await
+        .unwrap();
     assert_status(s.invoke("live").await, Code::NotFound, "alias `live`");
     s.c.delete_function(v1::DeleteFunctionRequest {
         function_name: "f".into(),
@@ -280,18 +283,20 @@ async fn every_write_shows_in_the_next_invocation() {
     assert_eq!(s.invoke("1").await.unwrap().memory_size_mb, 128);
 
     // Reserved concurrency 0 throttles the next invocation; removing it lets it through.
-    s.c.put_function_concurrency(v1::PutFunctionConcurrencyRequest {
-        function_name: "f".into(),
-        reserved_concurrent_executions: 0,
-    })
-    .await
-    .unwrap();
+    s.c.concurrency
+        .put_function_concurrency(v1::PutFunctionConcurrencyRequest {
+            function_name: "f".into(),
+            reserved_concurrent_executions: 0,
+        })
+        .await
+        .unwrap();
     assert_status(s.invoke("").await, Code::ResourceExhausted, "Reserved");
-    s.c.delete_function_concurrency(v1::DeleteFunctionConcurrencyRequest {
-        function_name: "f".into(),
-    })
-    .await
-    .unwrap();
+    s.c.concurrency
+        .delete_function_concurrency(v1::DeleteFunctionConcurrencyRequest {
+            function_name: "f".into(),
+        })
+        .await
+        .unwrap();
     s.invoke("").await.unwrap();
 
     // Deleted: not found at once (also its versions); created again: the new configuration.
@@ -341,7 +346,7 @@ async fn logs_are_readable_as_soon_as_the_invocation_answers() {
     // Concurrent invocations: each caller reads its own log right after its answer.
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let mut c = functions(s.addr).await;
+        let mut c = user_api(s.addr).await;
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
                 let r = c
@@ -397,7 +402,7 @@ async fn logs_queued_at_a_graceful_shutdown_are_written() {
     let mut ids = Vec::new();
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let mut c = functions(s.addr).await;
+        let mut c = user_api(s.addr).await;
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             for _ in 0..50 {
@@ -417,7 +422,7 @@ async fn logs_queued_at_a_graceful_shutdown_are_written() {
     for t in tasks {
         ids.extend(t.await.unwrap());
     }
-    drop(std::mem::replace(&mut s.c, functions(s.addr).await));
+    drop(std::mem::replace(&mut s.c, user_api(s.addr).await));
     s.shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(30), &mut s.server)
         .await

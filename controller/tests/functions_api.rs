@@ -518,7 +518,14 @@ async fn serves_grpc_reflection() {
         panic!("unexpected reflection answer {response:?}");
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in ["lamina.v1.Functions", "lamina.v1.Cluster"] {
+    for service in [
+        "lamina.v1.Functions",
+        "lamina.v1.Versions",
+        "lamina.v1.Concurrency",
+        "lamina.v1.Events",
+        "lamina.v1.Layers",
+        "lamina.v1.Cluster",
+    ] {
         assert!(names.iter().any(|n| n == service), "{names:?}");
     }
     run.shutdown.cancel();

@@ -108,7 +108,7 @@ impl Drop for Controlled {
 struct Setup {
     run: Controlled,
     worker: RecordingWorker,
-    c: FunctionsClient<Channel>,
+    c: UserApi,
 }
 
 /// A controller whose async retries are 100x faster than real time, a registered recording
@@ -135,7 +135,7 @@ async fn setup() -> Setup {
     let worker = RecordingWorker::new();
     let stop = serve_fake_worker(run.addr, worker.clone(), 4096).await;
 
-    let mut c = functions(run.addr).await;
+    let mut c = user_api(run.addr).await;
     create(
         &mut c,
         create_msgs(Some(spec("f")), &zip_of(&[("app.py", b"v1")]), 1024),
@@ -163,10 +163,10 @@ async fn update_code(c: &mut FunctionsClient<Channel>, code: &[u8]) -> v1::Funct
 }
 
 async fn publish(
-    c: &mut FunctionsClient<Channel>,
+    c: &mut UserApi,
     r: v1::PublishVersionRequest,
 ) -> Result<v1::FunctionConfiguration, tonic::Status> {
-    c.publish_version(r).await.map(|r| r.into_inner())
+    c.versions.publish_version(r).await.map(|r| r.into_inner())
 }
 
 fn publish_f() -> v1::PublishVersionRequest {
@@ -273,6 +273,7 @@ async fn publish_list_and_get_versions() {
     assert_eq!(v2.code_sha256, latest2.code_sha256);
 
     let listed = c
+        .versions
         .list_versions(v1::ListVersionsRequest {
             function_name: "f".into(),
         })
@@ -393,15 +394,16 @@ async fn aliases_are_validated_and_keep_their_versions() {
         ),
     ] {
         let name = req.name.clone();
-        let r = c.create_alias(req).await.map(|r| r.into_inner());
+        let r = c.versions.create_alias(req).await.map(|r| r.into_inner());
         assert_status(r, code, needle);
         // Nothing was stored.
         assert_status(
-            c.get_alias(v1::GetAliasRequest {
-                function_name: "f".into(),
-                name,
-            })
-            .await,
+            c.versions
+                .get_alias(v1::GetAliasRequest {
+                    function_name: "f".into(),
+                    name,
+                })
+                .await,
             Code::NotFound,
             "no alias",
         );
@@ -409,12 +411,13 @@ async fn aliases_are_validated_and_keep_their_versions() {
     let mut missing = alias("live", "1", &[]);
     missing.function_name = "missing".into();
     assert_status(
-        c.create_alias(missing).await,
+        c.versions.create_alias(missing).await,
         Code::NotFound,
         "function `missing`",
     );
 
     let live = c
+        .versions
         .create_alias(alias("live", "1", &[("2", 0.25)]))
         .await
         .unwrap()
@@ -425,12 +428,16 @@ async fn aliases_are_validated_and_keep_their_versions() {
         0.25
     );
     assert_status(
-        c.create_alias(alias("live", "2", &[])).await,
+        c.versions.create_alias(alias("live", "2", &[])).await,
         Code::AlreadyExists,
         "already has an alias `live`",
     );
-    c.create_alias(alias("beta", "$LATEST", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("beta", "$LATEST", &[]))
+        .await
+        .unwrap();
     let names: Vec<String> = c
+        .versions
         .list_aliases(v1::ListAliasesRequest {
             function_name: "f".into(),
         })
@@ -481,7 +488,7 @@ async fn aliases_are_validated_and_keep_their_versions() {
         ..Default::default()
     };
     assert_status(
-        c.update_alias(stale).await,
+        c.versions.update_alias(stale).await,
         Code::FailedPrecondition,
         "revision",
     );
@@ -493,11 +500,12 @@ async fn aliases_are_validated_and_keep_their_versions() {
     };
     // Primary 2 with additional 2 kept from before: refused, nothing changed.
     assert_status(
-        c.update_alias(bad).await,
+        c.versions.update_alias(bad).await,
         Code::InvalidArgument,
         "another one",
     );
     let updated = c
+        .versions
         .update_alias(v1::UpdateAliasRequest {
             function_name: "f".into(),
             name: "live".into(),
@@ -522,28 +530,31 @@ async fn aliases_are_validated_and_keep_their_versions() {
     delete(&mut c, "1").await.unwrap();
     assert_status(get(&mut c, "1").await, Code::NotFound, "no version 1");
     assert_status(
-        c.update_alias(v1::UpdateAliasRequest {
-            function_name: "f".into(),
-            name: "live".into(),
-            function_version: Some("1".into()),
-            ..Default::default()
-        })
-        .await,
+        c.versions
+            .update_alias(v1::UpdateAliasRequest {
+                function_name: "f".into(),
+                name: "live".into(),
+                function_version: Some("1".into()),
+                ..Default::default()
+            })
+            .await,
         Code::NotFound,
         "no version 1",
     );
-    c.delete_alias(v1::DeleteAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-    })
-    .await
-    .unwrap();
-    assert_status(
-        c.delete_alias(v1::DeleteAliasRequest {
+    c.versions
+        .delete_alias(v1::DeleteAliasRequest {
             function_name: "f".into(),
             name: "live".into(),
         })
-        .await,
+        .await
+        .unwrap();
+    assert_status(
+        c.versions
+            .delete_alias(v1::DeleteAliasRequest {
+                function_name: "f".into(),
+                name: "live".into(),
+            })
+            .await,
         Code::NotFound,
         "no alias `live`",
     );
@@ -557,6 +568,7 @@ async fn aliases_are_validated_and_keep_their_versions() {
     .await
     .unwrap();
     let fresh = c
+        .versions
         .list_aliases(v1::ListAliasesRequest {
             function_name: "f".into(),
         })
@@ -565,6 +577,7 @@ async fn aliases_are_validated_and_keep_their_versions() {
         .into_inner();
     assert!(fresh.aliases.is_empty());
     let versions = c
+        .versions
         .list_versions(v1::ListVersionsRequest {
             function_name: "f".into(),
         })
@@ -585,7 +598,10 @@ async fn invocations_run_the_version_the_qualifier_names() {
     let v1 = publish(&mut c, publish_f()).await.unwrap();
     let latest = update_code(&mut c, b"v2").await;
     let v2 = publish(&mut c, publish_f()).await.unwrap();
-    c.create_alias(alias("live", "1", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("live", "1", &[]))
+        .await
+        .unwrap();
 
     use v1::InvocationType::{DryRun, RequestResponse};
     for (qualifier, version, revision, arn) in [
@@ -647,16 +663,17 @@ async fn invocations_run_the_version_the_qualifier_names() {
 
     // A weighted alias sends both versions invocations (0.5 each: missing one in 60 tries has
     // probability 2^-59).
-    c.update_alias(v1::UpdateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        routing_config: Some(v1::RoutingConfig {
-            additional_version_weights: [("2".to_string(), 0.5)].into(),
-        }),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.versions
+        .update_alias(v1::UpdateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            routing_config: Some(v1::RoutingConfig {
+                additional_version_weights: [("2".to_string(), 0.5)].into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut ran = std::collections::BTreeMap::new();
     for _ in 0..60 {
         let r = invoke(&mut c, "live", RequestResponse, b"{}")
@@ -679,14 +696,11 @@ async fn invocations_run_the_version_the_qualifier_names() {
     run.stop();
 }
 
-async fn wait_for_state(
-    c: &mut FunctionsClient<Channel>,
-    request_id: &str,
-    state: &str,
-) -> v1::Invocation {
+async fn wait_for_state(c: &mut UserApi, request_id: &str, state: &str) -> v1::Invocation {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let inv = c
+            .events
             .get_invocation(v1::GetInvocationRequest {
                 request_id: request_id.to_string(),
             })
@@ -712,7 +726,10 @@ async fn async_invocations_resolve_the_qualifier_at_each_delivery() {
     publish(&mut c, publish_f()).await.unwrap();
     update_code(&mut c, b"v2").await;
     publish(&mut c, publish_f()).await.unwrap();
-    c.create_alias(alias("live", "1", &[])).await.unwrap();
+    c.versions
+        .create_alias(alias("live", "1", &[]))
+        .await
+        .unwrap();
 
     use v1::InvocationType::Event;
     assert_status(
@@ -733,14 +750,15 @@ async fn async_invocations_resolve_the_qualifier_at_each_delivery() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    c.update_alias(v1::UpdateAliasRequest {
-        function_name: "f".into(),
-        name: "live".into(),
-        function_version: Some("2".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    c.versions
+        .update_alias(v1::UpdateAliasRequest {
+            function_name: "f".into(),
+            name: "live".into(),
+            function_version: Some("2".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     worker.gate.add_permits(1);
     let done = wait_for_state(&mut c, &accepted.request_id, "Succeeded").await;
     assert_eq!((done.attempts, done.function_errors), (2, 1));

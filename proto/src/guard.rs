@@ -47,10 +47,8 @@ pub fn grpc_body_limit(path: &str) -> usize {
         .split_once('/')
         .unwrap_or(("", ""));
     match (service, method) {
-        (
-            "lamina.v1.Functions",
-            "CreateFunction" | "UpdateFunctionCode" | "PublishLayerVersion",
-        ) => GRPC_UPLOAD_BODY_BYTES,
+        ("lamina.v1.Functions", "CreateFunction" | "UpdateFunctionCode")
+        | ("lamina.v1.Layers", "PublishLayerVersion") => GRPC_UPLOAD_BODY_BYTES,
         ("lamina.v1.Functions", "Invoke" | "InvokeWithResponseStream")
         | ("lamina.v1.Cluster" | "lamina.v1.Worker", _) => GRPC_LARGE_BODY_BYTES,
         _ => GRPC_SMALL_BODY_BYTES,
@@ -262,6 +260,14 @@ mod tests {
         assert_eq!(
             grpc_body_limit("/lamina.v1.Functions/CreateFunction"),
             GRPC_UPLOAD_BODY_BYTES
+        );
+        assert_eq!(
+            grpc_body_limit("/lamina.v1.Layers/PublishLayerVersion"),
+            GRPC_UPLOAD_BODY_BYTES
+        );
+        assert_eq!(
+            grpc_body_limit("/lamina.v1.Versions/PublishVersion"),
+            GRPC_SMALL_BODY_BYTES
         );
         assert_eq!(
             grpc_body_limit("/lamina.v1.Functions/Invoke"),

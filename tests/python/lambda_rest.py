@@ -10,6 +10,8 @@ requests are refused on every route. Run by tests/tests/rest_boto3.rs and auth_r
     python lambda_rest.py refusals NAME          # every route refuses forged requests
     python lambda_rest.py replays NAME           # replays and unsigned x-amz-* headers are refused
     python lambda_rest.py big-upload NAME        # a signed upload just under the 50 MB zip limit works
+    python lambda_rest.py unserved               # clients of services Lamina does not serve get
+                                                 # their protocol's error, not a hang or HTML
     python lambda_rest.py expect-ok KEY SECRET   # the key works
     python lambda_rest.py expect-code CODE KEY SECRET   # the key gets error CODE
 
@@ -654,6 +656,42 @@ def big_upload(name):
     print("big upload passed", flush=True)
 
 
+def other_client(service, secret=None):
+    """A boto3 client of another service than Lambda, pointed at the same REST front."""
+    return boto3.client(
+        service,
+        endpoint_url=REST,
+        region_name="us-east-1",
+        aws_access_key_id=CREDS["accessKeyId"],
+        aws_secret_access_key=secret or CREDS["secretAccessKey"],
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=15),
+    )
+
+
+def unserved():
+    """Services Lamina does not serve (yet): each client gets its own protocol's error, parsed by
+    botocore into a ClientError with a code, quickly; a forged signature is refused in the same
+    shape; Lambda on the same port still works."""
+    started = time.monotonic()
+    # AWS JSON 1.0 (X-Amz-Target: AmazonSQS.ListQueues) and 1.1 (secretsmanager.ListSecrets).
+    code = error_code(other_client("sqs").list_queues)
+    check(code == ("UnknownOperationException", 400), f"sqs (aws json 1.0) is an unknown operation: got {code}")
+    code = error_code(other_client("secretsmanager").list_secrets)
+    check(code == ("UnknownOperationException", 400), f"secretsmanager (aws json 1.1) is an unknown operation: got {code}")
+    # The query protocol (Action=ListTopics in a form body, an XML answer).
+    code = error_code(other_client("sns").list_topics)
+    check(code == ("InvalidAction", 400), f"sns (query) is an invalid action: got {code}")
+    # The front checks the signature first, and refuses in the client's protocol.
+    for service, call in [("sqs", "list_queues"), ("sns", "list_topics")]:
+        c = other_client(service, secret="not-the-secret")
+        code = error_code(getattr(c, call))
+        check(code == ("InvalidSignatureException", 403), f"{service}: a forged signature is refused: got {code}")
+    client().list_functions()
+    elapsed = time.monotonic() - started
+    check(elapsed < 30, f"every answer came at once: took {elapsed:.1f}s")
+    print("unserved passed", flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "flow":
@@ -670,6 +708,8 @@ def main():
         import lambda_fidelity  # beside this script: Publish, tags, layers, kept configuration
 
         lambda_fidelity.fidelity(sys.argv[2])
+    elif mode == "unserved":
+        unserved()
     elif mode == "big-upload":
         big_upload(sys.argv[2])
     elif mode == "expect-ok":

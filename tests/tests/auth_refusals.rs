@@ -145,6 +145,24 @@ fn grpc_cluster_and_worker_routes_refuse_forged_requests() {
                 .unwrap_err();
             assert_eq!(s.code(), Code::Unauthenticated, "{how:?}: {s:?}");
         }
+        // The services split out of Functions are guarded the same way.
+        let list = || v1::ListVersionsRequest {
+            function_name: name.clone(),
+        };
+        let mut v = v1::versions_client::VersionsClient::new(
+            forged(&cluster.endpoint, &admin, Forgery::Honest).await?,
+        );
+        assert_eq!(
+            v.list_versions(list()).await?.into_inner().versions.len(),
+            1
+        );
+        for how in FORGERIES {
+            let mut v = v1::versions_client::VersionsClient::new(
+                forged(&cluster.endpoint, &admin, how).await?,
+            );
+            let s = v.list_versions(list()).await.unwrap_err();
+            assert_eq!(s.code(), Code::Unauthenticated, "{how:?}: {s:?}");
+        }
         // The cluster credential is no user key.
         let mut f = v1::functions_client::FunctionsClient::new(
             forged(&cluster.endpoint, &cluster_creds, Forgery::Honest).await?,

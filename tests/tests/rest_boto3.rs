@@ -1,7 +1,8 @@
 //! The Lambda REST API driven by real boto3 and the AWS CLI v1 (tests/python/lambda_rest.py):
 //! create from a zip, waiters, sync/async/dry-run invokes with log tails and client context,
 //! event invoke configs, code and configuration updates, pagination, deletes and error codes;
-//! versions and aliases; reserved and provisioned concurrency and the account settings.
+//! versions and aliases; reserved and provisioned concurrency and the account settings; and the
+//! answer of the REST front to clients of services Lamina does not serve.
 use std::time::Duration;
 
 use lamina_e2e::*;
@@ -69,6 +70,20 @@ fn boto3_and_the_aws_cli_see_what_they_sent() {
         let cluster = Cluster::start(1)?;
         let out = lambda_rest_py(&cluster, &["fidelity", &unique("restfid")])?;
         assert!(out.contains("fidelity passed"), "{out}");
+        Ok(())
+    });
+}
+
+/// The REST front dispatches by protocol and service: boto3 clients of services Lamina does not
+/// serve get their protocol's error (AWS JSON 1.0 for sqs, 1.1 for secretsmanager, query for
+/// sns), which botocore parses into a `ClientError` with a code, not a hang or an HTML 404; a
+/// forged signature is refused in the same shape.
+#[test]
+fn boto3_clients_of_unserved_services_get_their_protocols_error() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let out = lambda_rest_py(&cluster, &["unserved"])?;
+        assert!(out.contains("unserved passed"), "{out}");
         Ok(())
     });
 }

@@ -1,15 +1,17 @@
 //! Reserved concurrency per function and the cluster-wide concurrency limit (`concurrency.rs`
-//! enforces them; the store keeps the reservations).
+//! enforces them; the store keeps the reservations). Transport-neutral: the gRPC `Concurrency`
+//! service and the REST API both call these.
 use lamina_proto::v1;
 
 use super::{functions, provisioned, ApiError, Shared};
+use crate::concurrency::AccountFigures;
 
+/// Reserves `reserved` of the cluster-wide limit for function `name` (0 disables it).
 pub(crate) async fn put_function_concurrency(
     shared: &Shared,
-    r: v1::PutFunctionConcurrencyRequest,
-) -> Result<v1::FunctionConcurrency, ApiError> {
-    let name = r.function_name;
-    let reserved = r.reserved_concurrent_executions;
+    name: String,
+    reserved: u32,
+) -> Result<(), ApiError> {
     functions::get(shared, &name).await?;
     // As Lambda: the reservation must cover the provisioned concurrency of all the function's
     // versions and aliases (provisioned sandboxes run inside the reservation).
@@ -39,33 +41,26 @@ pub(crate) async fn put_function_concurrency(
         return Err(e);
     }
     tracing::info!(function = %name, reserved, "reserved concurrency set");
-    Ok(v1::FunctionConcurrency {
-        function_name: name,
-        reserved_concurrent_executions: Some(reserved),
-    })
+    Ok(())
 }
 
+/// The reservation of function `name` (`None`: it uses the unreserved pool).
 pub(crate) async fn get_function_concurrency(
     shared: &Shared,
-    r: v1::GetFunctionConcurrencyRequest,
-) -> Result<v1::FunctionConcurrency, ApiError> {
-    let name = r.function_name;
-    functions::get(shared, &name).await?;
-    let owned = name.clone();
-    let reserved = shared
+    name: &str,
+) -> Result<Option<u32>, ApiError> {
+    functions::get(shared, name).await?;
+    let owned = name.to_string();
+    shared
         .store(move |s| s.get_reserved_concurrency(&owned))
-        .await?;
-    Ok(v1::FunctionConcurrency {
-        function_name: name,
-        reserved_concurrent_executions: reserved,
-    })
+        .await
 }
 
+/// Removes the reservation of function `name`.
 pub(crate) async fn delete_function_concurrency(
     shared: &Shared,
-    r: v1::DeleteFunctionConcurrencyRequest,
-) -> Result<v1::FunctionConcurrency, ApiError> {
-    let name = r.function_name;
+    name: String,
+) -> Result<(), ApiError> {
     functions::get(shared, &name).await?;
     let owned = name.clone();
     shared
@@ -73,22 +68,12 @@ pub(crate) async fn delete_function_concurrency(
         .await?;
     shared.limiter.forget(&name);
     tracing::info!(function = %name, "reserved concurrency removed");
-    Ok(v1::FunctionConcurrency {
-        function_name: name,
-        reserved_concurrent_executions: None,
-    })
+    Ok(())
 }
 
-pub(crate) async fn get_account_settings(
-    shared: &Shared,
-    _r: v1::GetAccountSettingsRequest,
-) -> Result<v1::AccountSettings, ApiError> {
-    let f = shared.limiter.figures();
-    Ok(v1::AccountSettings {
-        concurrent_executions: f.limit,
-        unreserved_concurrent_executions: f.unreserved,
-        in_flight: f.in_flight,
-    })
+/// The cluster-wide limit, its unreserved share and the invocations in flight.
+pub(crate) fn get_account_settings(shared: &Shared) -> AccountFigures {
+    shared.limiter.figures()
 }
 
 /// Fills what `GetFunction` shows beside the stored configuration: the function's reserved

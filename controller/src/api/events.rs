@@ -1,5 +1,6 @@
-//! Asynchronous invocation on the `Functions` service: accepting events, event invoke configs,
-//! invocation records and dead-letter queues. The queue itself is `crate::queue`.
+//! Asynchronous invocation, transport-neutral (the gRPC `Events` service and the REST API call
+//! it): accepting events, event invoke configs, invocation records and dead-letter queues. The
+//! queue itself is `crate::queue`.
 use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ, LATEST};
 use lamina_proto::v1;
 use lamina_proto::validate;
@@ -42,7 +43,7 @@ pub(super) async fn enqueue(
     })
 }
 
-pub(super) fn config_to_proto(name: &str, c: &EventInvokeConfig) -> v1::FunctionEventInvokeConfig {
+pub(crate) fn config_to_proto(name: &str, c: &EventInvokeConfig) -> v1::FunctionEventInvokeConfig {
     v1::FunctionEventInvokeConfig {
         function_name: name.to_string(),
         maximum_retry_attempts: c.max_retry_attempts,
@@ -70,10 +71,35 @@ async fn require_function(shared: &Shared, name: &str) -> Result<(), ApiError> {
         .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))
 }
 
+/// A Put or UpdateFunctionEventInvokeConfig of function `function_name`: the fields set change
+/// the configuration (Put starts from the defaults, Update from the stored one).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventInvokeConfigChange {
+    pub function_name: String,
+    pub maximum_retry_attempts: Option<u32>,
+    pub maximum_event_age_seconds: Option<u32>,
+    /// A destination (`function:NAME`, `dlq:NAME`) or "" for none.
+    pub on_success: Option<String>,
+    /// A destination, "none", or "" for Lamina's default dead-letter queue.
+    pub on_failure: Option<String>,
+}
+
+impl From<v1::PutFunctionEventInvokeConfigRequest> for EventInvokeConfigChange {
+    fn from(r: v1::PutFunctionEventInvokeConfigRequest) -> Self {
+        EventInvokeConfigChange {
+            function_name: r.function_name,
+            maximum_retry_attempts: r.maximum_retry_attempts,
+            maximum_event_age_seconds: r.maximum_event_age_seconds,
+            on_success: r.on_success,
+            on_failure: r.on_failure,
+        }
+    }
+}
+
 pub(crate) async fn put_config(
     shared: &Shared,
-    r: v1::PutFunctionEventInvokeConfigRequest,
-) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    r: EventInvokeConfigChange,
+) -> Result<EventInvokeConfig, ApiError> {
     require_function(shared, &r.function_name).await?;
     store_config(shared, r, EventInvokeConfig::default()).await
 }
@@ -82,8 +108,8 @@ pub(crate) async fn put_config(
 /// configuration, the others keep their value; a function without one has nothing to update.
 pub(crate) async fn update_config(
     shared: &Shared,
-    r: v1::PutFunctionEventInvokeConfigRequest,
-) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+    r: EventInvokeConfigChange,
+) -> Result<EventInvokeConfig, ApiError> {
     require_function(shared, &r.function_name).await?;
     let owned = r.function_name.clone();
     let base = shared
@@ -96,9 +122,9 @@ pub(crate) async fn update_config(
 /// Validates the fields set in `r` onto `c` and stores the result.
 async fn store_config(
     shared: &Shared,
-    r: v1::PutFunctionEventInvokeConfigRequest,
+    r: EventInvokeConfigChange,
     mut c: EventInvokeConfig,
-) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
+) -> Result<EventInvokeConfig, ApiError> {
     if let Some(n) = r.maximum_retry_attempts {
         validate::max_retry_attempts(n)?;
         c.max_retry_attempts = n;
@@ -122,28 +148,24 @@ async fn store_config(
     c.last_modified_ms = now_ms();
     shared.queue()?.put_config(&r.function_name, &c).await?;
     tracing::info!(function = %r.function_name, ?c, "event invoke config stored");
-    Ok(config_to_proto(&r.function_name, &c))
+    Ok(c)
 }
 
 /// The configuration in effect: the stored one, else the defaults.
 pub(crate) async fn get_config(
     shared: &Shared,
     name: String,
-) -> Result<v1::FunctionEventInvokeConfig, ApiError> {
-    Ok(find_config(shared, name.clone())
-        .await?
-        .unwrap_or_else(|| config_to_proto(&name, &EventInvokeConfig::default())))
+) -> Result<EventInvokeConfig, ApiError> {
+    Ok(find_config(shared, name).await?.unwrap_or_default())
 }
 
 /// The stored configuration (`None`: none was put, the defaults apply).
 pub(crate) async fn find_config(
     shared: &Shared,
     name: String,
-) -> Result<Option<v1::FunctionEventInvokeConfig>, ApiError> {
+) -> Result<Option<EventInvokeConfig>, ApiError> {
     require_function(shared, &name).await?;
-    let owned = name.clone();
-    let c = shared.queue_read(move |q| q.get_config(&owned)).await?;
-    Ok(c.map(|c| config_to_proto(&name, &c)))
+    shared.queue_read(move |q| q.get_config(&name)).await
 }
 
 /// Deletes the stored configuration (the defaults apply again); refused when there is none.

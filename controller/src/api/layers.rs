@@ -5,12 +5,11 @@
 use std::io::Cursor;
 
 use lamina_proto::domain::{parse_layer_version_arn, FunctionLayer, LayerVersion, Runtime};
-use lamina_proto::v1::{self, publish_layer_version_request::Part};
+use lamina_proto::v1;
 use lamina_proto::validate::{self, ValidationError, MAX_UNZIPPED_BYTES};
-use tonic::Streaming;
 
 use super::{now_ms, ApiError, Shared};
-use crate::code::{CheckedCode, CodeBuffer};
+use crate::code::CheckedCode;
 use crate::store::NewLayerVersion;
 
 /// Most compatible runtimes a layer version may list (Lambda's limit).
@@ -32,7 +31,30 @@ pub enum LayerError {
     TooLarge { code: u64, layers: u64 },
 }
 
-pub(crate) fn check_spec(spec: &v1::PublishLayerVersionSpec) -> Result<Vec<Runtime>, ApiError> {
+/// What a PublishLayerVersion declares besides the zip.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LayerSpec {
+    pub layer_name: String,
+    pub description: String,
+    pub compatible_runtimes: Vec<String>,
+    pub license_info: String,
+    pub compatible_architectures: Vec<String>,
+}
+
+impl From<v1::PublishLayerVersionSpec> for LayerSpec {
+    fn from(s: v1::PublishLayerVersionSpec) -> Self {
+        LayerSpec {
+            layer_name: s.layer_name,
+            description: s.description,
+            compatible_runtimes: s.compatible_runtimes,
+            license_info: s.license_info,
+            compatible_architectures: s.compatible_architectures,
+        }
+    }
+}
+
+/// Checks `spec`; its compatible runtimes, parsed and without repeats.
+pub(crate) fn check_spec(spec: &LayerSpec) -> Result<Vec<Runtime>, ApiError> {
     validate::layer_name(&spec.layer_name)?;
     if spec.description.len() > 256 {
         return Err(ValidationError::new(
@@ -77,64 +99,25 @@ pub(crate) fn check_spec(spec: &v1::PublishLayerVersionSpec) -> Result<Vec<Runti
     Ok(runtimes)
 }
 
-/// Publishes the next version of a layer from a stream: `layer` first, then `zip_chunk`s.
-pub(crate) async fn publish(
-    shared: &Shared,
-    mut stream: Streaming<v1::PublishLayerVersionRequest>,
-) -> Result<v1::LayerVersion, ApiError> {
-    let next = |m: Option<v1::PublishLayerVersionRequest>| m.and_then(|m| m.part);
-    let first = stream
-        .message()
-        .await
-        .map_err(|s| ApiError::Stream(Box::new(s)))?;
-    let spec =
-        match next(first) {
-            Some(Part::Layer(spec)) => spec,
-            _ => return Err(ApiError::BadRequest(
-                "the first message must carry `layer` (name, description, compatible runtimes); \
-                 send the zip after it as `zip_chunk`s"
-                    .into(),
-            )),
-        };
-    let runtimes = check_spec(&spec)?;
-    let mut buf = CodeBuffer::new();
-    while let Some(msg) = stream
-        .message()
-        .await
-        .map_err(|s| ApiError::Stream(Box::new(s)))?
-    {
-        match msg.part {
-            Some(Part::ZipChunk(chunk)) => buf.push(&chunk)?,
-            _ => {
-                return Err(ApiError::BadRequest(
-                    "`layer` may only be sent once, in the first message; then `zip_chunk`s".into(),
-                ))
-            }
-        }
-    }
-    let zip = tokio::task::spawn_blocking(move || buf.finish())
-        .await
-        .map_err(|e| ApiError::Internal(format!("zip check task failed: {e}")))??;
-    publish_checked(shared, spec, runtimes, zip).await
-}
-
 /// Publishes the next version of a layer from a whole zip (the REST API's `Content.ZipFile`).
 pub(crate) async fn publish_zip(
     shared: &Shared,
-    spec: v1::PublishLayerVersionSpec,
+    spec: LayerSpec,
     zip: Vec<u8>,
-) -> Result<v1::LayerVersion, ApiError> {
+) -> Result<LayerVersion, ApiError> {
     let runtimes = check_spec(&spec)?;
     let zip = super::functions::check_code(zip).await?;
     publish_checked(shared, spec, runtimes, zip).await
 }
 
-async fn publish_checked(
+/// Publishes the next version of a layer from a checked spec (`runtimes`: [`check_spec`]'s) and
+/// a checked zip.
+pub(crate) async fn publish_checked(
     shared: &Shared,
-    spec: v1::PublishLayerVersionSpec,
+    spec: LayerSpec,
     runtimes: Vec<Runtime>,
     zip: CheckedCode,
-) -> Result<v1::LayerVersion, ApiError> {
+) -> Result<LayerVersion, ApiError> {
     let new = NewLayerVersion {
         name: spec.layer_name,
         description: spec.description,
@@ -149,7 +132,7 @@ async fn publish_checked(
         .store(move |s| s.publish_layer_version(&new, &zip.bytes))
         .await?;
     tracing::info!(layer = %stored.arn(), sha256 = %stored.code_sha256, "layer version published");
-    Ok((&stored).into())
+    Ok(stored)
 }
 
 /// `(name, version)` from a name and a version, or from a layer version ARN (version 0).
@@ -182,38 +165,35 @@ async fn lookup(shared: &Shared, name: String, version: u32) -> Result<LayerVers
         .ok_or_else(|| LayerError::NotFound(arn).into())
 }
 
+/// Version `version` of layer `name` (or, with version 0, the layer version ARN `name`).
 pub(crate) async fn get(
     shared: &Shared,
-    r: v1::GetLayerVersionRequest,
-) -> Result<v1::LayerVersion, ApiError> {
-    let (name, version) = name_and_version(&r.layer_name, r.version)?;
-    Ok((&lookup(shared, name, version).await?).into())
+    name: &str,
+    version: u32,
+) -> Result<LayerVersion, ApiError> {
+    let (name, version) = name_and_version(name, version)?;
+    lookup(shared, name, version).await
 }
 
-pub(crate) async fn list_layers(shared: &Shared) -> Result<v1::ListLayersResponse, ApiError> {
-    let layers = shared.store(|s| s.list_layers()).await?;
-    Ok(v1::ListLayersResponse {
-        layers: layers.iter().map(Into::into).collect(),
-    })
+/// The newest version of every layer.
+pub(crate) async fn list_layers(shared: &Shared) -> Result<Vec<LayerVersion>, ApiError> {
+    shared.store(|s| s.list_layers()).await
 }
 
+/// The versions of layer `name`, newest first.
 pub(crate) async fn list_versions(
     shared: &Shared,
-    r: v1::ListLayerVersionsRequest,
-) -> Result<v1::ListLayerVersionsResponse, ApiError> {
-    validate::layer_name(&r.layer_name)?;
-    let name = r.layer_name;
-    let versions = shared.store(move |s| s.list_layer_versions(&name)).await?;
-    Ok(v1::ListLayerVersionsResponse {
-        versions: versions.iter().rev().map(Into::into).collect(),
-    })
+    name: String,
+) -> Result<Vec<LayerVersion>, ApiError> {
+    validate::layer_name(&name)?;
+    let mut versions = shared.store(move |s| s.list_layer_versions(&name)).await?;
+    versions.reverse();
+    Ok(versions)
 }
 
-pub(crate) async fn delete(
-    shared: &Shared,
-    r: v1::DeleteLayerVersionRequest,
-) -> Result<v1::DeleteLayerVersionResponse, ApiError> {
-    let (name, version) = name_and_version(&r.layer_name, r.version)?;
+/// Deletes version `version` of layer `name` (with version 0, the layer version ARN `name`).
+pub(crate) async fn delete(shared: &Shared, name: &str, version: u32) -> Result<(), ApiError> {
+    let (name, version) = name_and_version(name, version)?;
     let arn = lamina_proto::domain::layer_version_arn(&name, version);
     match shared
         .store(move |s| s.delete_layer_version(&name, version))
@@ -221,7 +201,7 @@ pub(crate) async fn delete(
     {
         Some(_) => {
             tracing::info!(layer = %arn, "layer version deleted");
-            Ok(v1::DeleteLayerVersionResponse {})
+            Ok(())
         }
         None => Err(LayerError::NotFound(arn).into()),
     }

@@ -1,5 +1,8 @@
-//! The tonic services: `Functions` (users, `functions.rs` + `invoke.rs`) and `Cluster` (workers,
-//! `cluster.rs`). Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
+//! The API core and its tonic services. The core (`functions`, `versions`, `concurrency`,
+//! `provisioned`, `events`, `layers`, `invoke`, `stream`) is transport-neutral: the gRPC services
+//! (`*_service.rs`, one per resource: `Functions`, `Versions`, `Concurrency`, `Events`, `Layers`,
+//! plus `Network`, `Auth` and the workers' `Cluster`) and the REST API (`crate::rest`) both call
+//! it. Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,24 +17,37 @@ use crate::store::{Store, StoreError};
 mod auth;
 mod cluster;
 pub(crate) mod concurrency;
+mod concurrency_service;
 pub(crate) mod events;
+mod events_service;
 pub(crate) mod functions;
+mod functions_service;
 pub(crate) mod images;
 pub(crate) mod invoke;
 pub(crate) mod layers;
+mod layers_service;
 mod lower_errors;
 pub(crate) mod network;
 pub(crate) mod provisioned;
 pub(crate) mod stream;
 pub(crate) mod versions;
+mod versions_service;
 
 /// The services' context (`crate::context`), under the name the services know it by.
 pub(crate) use crate::context::{now_ms, Context as Shared};
 pub use crate::worker_clients::WorkerClients;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
-pub use functions::FunctionsService;
+pub use concurrency_service::ConcurrencyService;
+pub use events_service::EventsService;
+pub use functions_service::FunctionsService;
+pub use lamina_proto::v1::{
+    concurrency_server::ConcurrencyServer, events_server::EventsServer,
+    layers_server::LayersServer, versions_server::VersionsServer,
+};
+pub use layers_service::LayersService;
 pub use network::NetworkService;
+pub use versions_service::VersionsService;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -35,11 +35,15 @@ async fn load(
     })
 }
 
+/// Keeps `requested` sandboxes of `function:qualifier` initialised; the configuration with its
+/// status.
 pub(crate) async fn put_provisioned_concurrency(
     shared: &Shared,
-    r: v1::PutProvisionedConcurrencyRequest,
+    function: String,
+    qualifier: String,
+    requested: u32,
 ) -> Result<v1::ProvisionedConcurrencyConfig, ApiError> {
-    if r.provisioned_concurrent_executions == 0 {
+    if requested == 0 {
         return Err(ApiError::BadRequest(
             "provisioned_concurrent_executions must be at least 1, got 0: delete the \
              configuration to remove it"
@@ -47,9 +51,9 @@ pub(crate) async fn put_provisioned_concurrency(
         ));
     }
     let config = ProvisionedConfig {
-        function_name: r.function_name.clone(),
-        qualifier: r.qualifier.clone(),
-        requested: r.provisioned_concurrent_executions,
+        function_name: function,
+        qualifier,
+        requested,
         last_modified_ms: now_ms(),
     };
     let store = Arc::clone(&shared.store);
@@ -92,9 +96,10 @@ fn check_within_reservation(store: &dyn Store, config: &ProvisionedConfig) -> Re
 
 pub(crate) async fn get_provisioned_concurrency(
     shared: &Shared,
-    r: v1::GetProvisionedConcurrencyRequest,
+    function: &str,
+    qualifier: &str,
 ) -> Result<v1::ProvisionedConcurrencyConfig, ApiError> {
-    let (config, version) = load(shared, &r.function_name, &r.qualifier).await?;
+    let (config, version) = load(shared, function, qualifier).await?;
     Ok(status(shared, &config, version.as_ref()))
 }
 
@@ -126,20 +131,12 @@ pub(crate) async fn list_for(
         .collect())
 }
 
-pub(crate) async fn list_provisioned_concurrency(
-    shared: &Shared,
-    r: v1::ListProvisionedConcurrencyRequest,
-) -> Result<v1::ListProvisionedConcurrencyResponse, ApiError> {
-    Ok(v1::ListProvisionedConcurrencyResponse {
-        configs: list_for(shared, &r.function_name).await?,
-    })
-}
-
 pub(crate) async fn delete_provisioned_concurrency(
     shared: &Shared,
-    r: v1::DeleteProvisionedConcurrencyRequest,
-) -> Result<v1::DeleteProvisionedConcurrencyResponse, ApiError> {
-    let (f, q) = (r.function_name.clone(), r.qualifier.clone());
+    function: String,
+    qualifier: String,
+) -> Result<(), ApiError> {
+    let (f, q) = (function.clone(), qualifier.clone());
     let store = Arc::clone(&shared.store);
     let deleted = tokio::task::spawn_blocking(move || {
         if store.get_function(&f)?.is_none() {
@@ -151,11 +148,11 @@ pub(crate) async fn delete_provisioned_concurrency(
     .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))??;
     if !deleted {
         return Err(ApiError::ProvisionedNotFound {
-            function: r.function_name,
-            qualifier: r.qualifier,
+            function,
+            qualifier,
         });
     }
     shared.provisioning.changed();
-    tracing::info!(function = %r.function_name, qualifier = %r.qualifier, "provisioned concurrency deleted");
-    Ok(v1::DeleteProvisionedConcurrencyResponse {})
+    tracing::info!(function = %function, qualifier = %qualifier, "provisioned concurrency deleted");
+    Ok(())
 }

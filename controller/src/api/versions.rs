@@ -40,7 +40,7 @@ pub(crate) fn configuration(c: &FunctionConfig, qualifier: &str) -> v1::Function
     out
 }
 
-fn alias_to_proto(a: &Alias) -> v1::Alias {
+pub(crate) fn alias_to_proto(a: &Alias) -> v1::Alias {
     v1::Alias {
         function_name: a.function_name.clone(),
         name: a.name.clone(),
@@ -147,15 +147,39 @@ fn store_not_found(e: ApiError) -> ApiError {
     }
 }
 
+/// A PublishVersion of `$LATEST`; with the preconditions, only if `$LATEST` still has that code
+/// and revision.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PublishVersion {
+    pub function_name: String,
+    /// "" = `$LATEST`'s description.
+    pub description: String,
+    pub expected_code_sha256: Option<String>,
+    pub expected_revision_id: Option<String>,
+}
+
+impl From<v1::PublishVersionRequest> for PublishVersion {
+    fn from(r: v1::PublishVersionRequest) -> Self {
+        PublishVersion {
+            function_name: r.function_name,
+            description: r.description,
+            expected_code_sha256: Some(r.code_sha256).filter(|s| !s.is_empty()),
+            expected_revision_id: Some(r.revision_id).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+/// Publishes `$LATEST` as the next version (or returns the newest version when `$LATEST` has
+/// not changed since); the version's configuration (`version` is its number).
 pub(crate) async fn publish_version(
     shared: &Shared,
-    r: v1::PublishVersionRequest,
-) -> Result<v1::FunctionConfiguration, ApiError> {
+    r: PublishVersion,
+) -> Result<FunctionConfig, ApiError> {
     validate::name(&r.function_name)?;
     let req = PublishRequest {
         description: r.description,
-        expected_code_sha256: Some(r.code_sha256).filter(|s| !s.is_empty()),
-        expected_revision_id: Some(r.revision_id).filter(|s| !s.is_empty()),
+        expected_code_sha256: r.expected_code_sha256,
+        expected_revision_id: r.expected_revision_id,
         new_revision_id: new_revision(),
         now_ms: now_ms(),
     };
@@ -167,14 +191,14 @@ pub(crate) async fn publish_version(
     if published.created {
         tracing::info!(function = %r.function_name, version = %published.config.version, "version published");
     }
-    Ok(configuration(&published.config, &published.config.version))
+    Ok(published.config)
 }
 
+/// `$LATEST` of function `name`, then its published versions in ascending order.
 pub(crate) async fn list_versions(
     shared: &Shared,
-    r: v1::ListVersionsRequest,
-) -> Result<v1::ListVersionsResponse, ApiError> {
-    let name = r.function_name;
+    name: String,
+) -> Result<Vec<FunctionConfig>, ApiError> {
     let (latest, versions) = blocking(shared, move |s| {
         let latest = s
             .get_function(&name)?
@@ -182,9 +206,9 @@ pub(crate) async fn list_versions(
         Ok((latest, s.list_versions(&name)?))
     })
     .await?;
-    let mut out = vec![configuration(&latest, LATEST)];
-    out.extend(versions.iter().map(|v| configuration(v, &v.version)));
-    Ok(v1::ListVersionsResponse { versions: out })
+    let mut out = vec![latest];
+    out.extend(versions);
+    Ok(out)
 }
 
 fn weights(routing: Option<v1::RoutingConfig>) -> BTreeMap<String, f64> {
@@ -193,17 +217,64 @@ fn weights(routing: Option<v1::RoutingConfig>) -> BTreeMap<String, f64> {
         .unwrap_or_default()
 }
 
-pub(crate) async fn create_alias(
-    shared: &Shared,
-    r: v1::CreateAliasRequest,
-) -> Result<v1::Alias, ApiError> {
+/// A CreateAlias.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NewAlias {
+    pub function_name: String,
+    pub name: String,
+    pub function_version: String,
+    pub additional_version_weights: BTreeMap<String, f64>,
+    pub description: String,
+}
+
+impl From<v1::CreateAliasRequest> for NewAlias {
+    fn from(r: v1::CreateAliasRequest) -> Self {
+        NewAlias {
+            function_name: r.function_name,
+            name: r.name,
+            function_version: r.function_version,
+            additional_version_weights: weights(r.routing_config),
+            description: r.description,
+        }
+    }
+}
+
+/// An UpdateAlias: fields left `None` keep their value; with `expected_revision_id`, only if the
+/// alias still has that revision.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AliasUpdate {
+    pub function_name: String,
+    pub name: String,
+    pub function_version: Option<String>,
+    pub additional_version_weights: Option<BTreeMap<String, f64>>,
+    pub description: Option<String>,
+    pub expected_revision_id: Option<String>,
+}
+
+impl From<v1::UpdateAliasRequest> for AliasUpdate {
+    fn from(r: v1::UpdateAliasRequest) -> Self {
+        AliasUpdate {
+            function_name: r.function_name,
+            name: r.name,
+            function_version: r.function_version,
+            additional_version_weights: r
+                .routing_config
+                .is_some()
+                .then(|| weights(r.routing_config)),
+            description: r.description,
+            expected_revision_id: Some(r.revision_id).filter(|s| !s.is_empty()),
+        }
+    }
+}
+
+pub(crate) async fn create_alias(shared: &Shared, r: NewAlias) -> Result<Alias, ApiError> {
     validate::name(&r.function_name)?;
     alias_name(&r.name)?;
     let alias = Alias {
         function_name: r.function_name,
         name: r.name,
         function_version: r.function_version,
-        additional_version_weights: weights(r.routing_config),
+        additional_version_weights: r.additional_version_weights,
         description: r.description,
         revision_id: new_revision(),
         last_modified_ms: now_ms(),
@@ -224,13 +295,10 @@ pub(crate) async fn create_alias(
     .await
     .map_err(store_not_found)?;
     tracing::info!(function = %alias.function_name, alias = %alias.name, version = %alias.function_version, "alias created");
-    Ok(alias_to_proto(&alias))
+    Ok(alias)
 }
 
-pub(crate) async fn update_alias(
-    shared: &Shared,
-    r: v1::UpdateAliasRequest,
-) -> Result<v1::Alias, ApiError> {
+pub(crate) async fn update_alias(shared: &Shared, r: AliasUpdate) -> Result<Alias, ApiError> {
     validate::name(&r.function_name)?;
     alias_name(&r.name)?;
     let _writes = ALIAS_WRITES.lock().await;
@@ -246,13 +314,15 @@ pub(crate) async fn update_alias(
                 .into()
             }
         })?;
-        if !r.revision_id.is_empty() && r.revision_id != alias.revision_id {
-            return Err(VersionError::AliasRevision {
-                alias: alias.name,
-                expected: r.revision_id,
-                actual: alias.revision_id,
+        if let Some(expected) = r.expected_revision_id {
+            if expected != alias.revision_id {
+                return Err(VersionError::AliasRevision {
+                    alias: alias.name,
+                    expected,
+                    actual: alias.revision_id,
+                }
+                .into());
             }
-            .into());
         }
         if let Some(v) = r.function_version {
             alias.function_version = v;
@@ -260,8 +330,8 @@ pub(crate) async fn update_alias(
         if let Some(d) = r.description {
             alias.description = d;
         }
-        if r.routing_config.is_some() {
-            alias.additional_version_weights = weights(r.routing_config);
+        if let Some(w) = r.additional_version_weights {
+            alias.additional_version_weights = w;
         }
         alias.revision_id = new_revision();
         alias.last_modified_ms = now_ms();
@@ -272,70 +342,68 @@ pub(crate) async fn update_alias(
     .await
     .map_err(store_not_found)?;
     tracing::info!(function = %alias.function_name, alias = %alias.name, version = %alias.function_version, "alias updated");
-    Ok(alias_to_proto(&alias))
+    Ok(alias)
 }
 
 pub(crate) async fn get_alias(
     shared: &Shared,
-    r: v1::GetAliasRequest,
-) -> Result<v1::Alias, ApiError> {
+    function_name: String,
+    name: String,
+) -> Result<Alias, ApiError> {
     blocking(shared, move |s| {
-        if s.get_function(&r.function_name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(r.function_name));
+        if s.get_function(&function_name)?.is_none() {
+            return Err(ApiError::FunctionNotFound(function_name));
         }
-        s.get_alias(&r.function_name, &r.name)?
-            .map(|a| alias_to_proto(&a))
-            .ok_or_else(|| {
-                VersionError::AliasNotFound {
-                    name: r.function_name,
-                    alias: r.name,
-                }
-                .into()
-            })
+        s.get_alias(&function_name, &name)?.ok_or_else(|| {
+            VersionError::AliasNotFound {
+                name: function_name,
+                alias: name,
+            }
+            .into()
+        })
     })
     .await
 }
 
 pub(crate) async fn list_aliases(
     shared: &Shared,
-    r: v1::ListAliasesRequest,
-) -> Result<v1::ListAliasesResponse, ApiError> {
+    function_name: String,
+) -> Result<Vec<Alias>, ApiError> {
     blocking(shared, move |s| {
-        if s.get_function(&r.function_name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(r.function_name));
+        if s.get_function(&function_name)?.is_none() {
+            return Err(ApiError::FunctionNotFound(function_name));
         }
-        Ok(v1::ListAliasesResponse {
-            aliases: s
-                .list_aliases(&r.function_name)?
-                .iter()
-                .map(alias_to_proto)
-                .collect(),
-        })
+        Ok(s.list_aliases(&function_name)?)
     })
     .await
 }
 
 pub(crate) async fn delete_alias(
     shared: &Shared,
-    r: v1::DeleteAliasRequest,
-) -> Result<v1::DeleteAliasResponse, ApiError> {
+    function_name: String,
+    name: String,
+) -> Result<(), ApiError> {
     let _writes = ALIAS_WRITES.lock().await;
-    let (name, alias) = (r.function_name.clone(), r.name.clone());
+    let (function, alias) = (function_name.clone(), name.clone());
     blocking(shared, move |s| {
-        if s.get_function(&name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(name));
+        if s.get_function(&function)?.is_none() {
+            return Err(ApiError::FunctionNotFound(function));
         }
-        if !s.delete_alias(&name, &alias)? {
-            return Err(VersionError::AliasNotFound { name, alias }.into());
+        if !s.delete_alias(&function, &alias)? {
+            return Err(VersionError::AliasNotFound {
+                name: function,
+                alias,
+            }
+            .into());
         }
         // Provisioned concurrency configured on the alias goes with it.
-        s.delete_provisioned(&name, &alias)?;
+        s.delete_provisioned(&function, &alias)?;
         Ok(())
     })
     .await
     .map_err(store_not_found)?;
-    tracing::info!(function = %r.function_name, alias = %r.name, "alias deleted");
-    Ok(v1::DeleteAliasResponse {})
+    tracing::info!(function = %function_name, alias = %name, "alias deleted");
+    Ok(())
 }
 
 /// GetFunction with a qualifier: the configuration of that version, or of the alias's primary

@@ -2,22 +2,24 @@
 //!
 //! 1. The connection: at most [`MAX_CONNECTIONS`] at once, request headers within
 //!    [`HEADER_READ_TIMEOUT`] and [`MAX_HEADER_BYTES`], HTTP/2 streams capped.
-//! 2. The headers: the SigV4 `Authorization` header's form, the date, that every `x-amz-*`
+//! 2. The route (`service.rs`): which service and wire protocol the request is for, from its
+//!    head; every answer below is in that protocol's error shape.
+//! 3. The headers: the SigV4 `Authorization` header's form, the date, that every `x-amz-*`
 //!    header is signed and that the access key exists (`sigv4::precheck`), and a
-//!    `Content-Length` within the operation's limit ([`body_limit`]): an unsigned 60 MB upload
-//!    is answered 403 before a byte of its body is read.
-//! 3. The body, read within the operation's limit and a deadline, charged to the process-wide
+//!    `Content-Length` within the operation's limit (the service's; Lambda's is [`body_limit`]):
+//!    an unsigned 60 MB upload is answered 403 before a byte of its body is read.
+//! 4. The body, read within the operation's limit and a deadline, charged to the process-wide
 //!    budget of unverified bytes (`lamina_proto::guard::BodyBudget`, shared with gRPC).
-//! 4. The signature over the body (`Pending::finish`), then, for a mutating call, the replay
+//! 5. The signature over the body (`Pending::finish`), then, for a mutating call, the replay
 //!    cache: the same signed request twice is refused.
+//! 6. The dispatch to the service's handler (`Services::dispatch`).
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -27,8 +29,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::shapes::RestError;
-use super::{auth_error, RestState, MAX_REST_BODY_BYTES};
+use super::service::{Protocol, Services};
+use super::{auth_error, Front, MAX_REST_BODY_BYTES};
 use crate::auth::sigv4;
 
 /// Connections served at once; more are closed as they arrive.
@@ -67,28 +69,28 @@ pub fn body_limit(method: &Method, path: &str, invoke: usize) -> usize {
     }
 }
 
-fn too_large(limit: usize) -> Response {
-    RestError::new(
+fn too_large(protocol: Protocol, limit: usize) -> Response {
+    protocol.error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "RequestTooLargeException",
         format!("request body is over the {limit} bytes this operation accepts: send less"),
     )
-    .into_response()
 }
 
-fn body_error(e: &BodyError) -> Response {
+fn body_error(protocol: Protocol, e: &BodyError) -> Response {
     let (status, kind) = match e {
-        BodyError::TooLarge { limit } => return too_large(*limit),
+        BodyError::TooLarge { limit } => return too_large(protocol, *limit),
         BodyError::Busy => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException"),
         BodyError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "RequestTimeoutException"),
         BodyError::Read(_) => (StatusCode::BAD_REQUEST, "InvalidRequestContentException"),
     };
-    RestError::new(status, kind, e.to_string()).into_response()
+    protocol.error(status, kind, e.to_string())
 }
 
-fn refuse(method: &Method, path: &str, f: AuthFailure) -> Response {
+fn refuse(protocol: Protocol, method: &Method, path: &str, f: AuthFailure) -> Response {
     tracing::warn!(%method, %path, reason = %f, "refused an unauthenticated rest request");
-    auth_error(f).into_response()
+    let e = auth_error(f);
+    protocol.error(e.status, e.kind, e.message)
 }
 
 /// What identifies one request for the replay cache: its signature, and botocore's per-call
@@ -109,61 +111,51 @@ fn replay_key(signature: &[u8], headers: &http::HeaderMap) -> Vec<u8> {
     key
 }
 
-/// The middleware: steps 2 to 4 of the module docs.
-pub(super) async fn authenticate(
-    State(state): State<Arc<RestState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Every request: steps 2 to 6 of the module docs, then the dispatch to its service
+/// (`service.rs`). Refusals take the shape of the protocol the client speaks.
+pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
-    let pending = match &state.keys {
+    let route = front.services.route(&method, &parts.uri, &parts.headers);
+    let protocol = route.protocol();
+    let pending = match &front.keys {
         Some(keys) => match sigv4::precheck(keys.as_ref(), &parts.headers, now_ms()) {
             Ok(p) => Some(p),
-            Err(f) => return refuse(&method, &path, f),
+            Err(f) => return refuse(protocol, &method, &path, f),
         },
         None => None,
     };
-    let invoke = state
-        .shared
-        .queue
-        .as_ref()
-        .map_or(0, |q| q.config().max_payload_bytes)
-        .max(lamina_proto::validate::MAX_SYNC_PAYLOAD_BYTES)
-        // Slightly over the payload limit: the invoke handler says precisely what is too large.
-        + (1 << 20);
-    let limit = body_limit(&method, &path, invoke);
+    let limit = route.body_limit(&method, &path);
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit);
+        return too_large(protocol, limit);
     }
-    let (bytes, held) = match state.shared.guard.budget.read(body, limit).await {
+    let (bytes, held) = match front.guard.budget.read(body, limit).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(%method, %path, error = %e, "refused a rest request body");
-            return body_error(&e);
+            return body_error(protocol, &e);
         }
     };
     if let Some(p) = pending {
         let (date_ms, signature) = (p.date_ms(), p.signature().to_vec());
         if let Err(f) = p.finish(method.as_str(), &parts.uri, &parts.headers, &bytes) {
-            return refuse(&method, &path, f);
+            return refuse(protocol, &method, &path, f);
         }
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         if mutating {
             let key = replay_key(&signature, &parts.headers);
-            if let Err(r) = state.shared.guard.replay.check(&key, date_ms, now_ms()) {
-                return refuse(&method, &path, r.into());
+            if let Err(r) = front.guard.replay.check(&key, date_ms, now_ms()) {
+                return refuse(protocol, &method, &path, r.into());
             }
         }
     }
     drop(held);
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    Services::dispatch(route, parts, bytes).await
 }
 
 /// Serves `router` on `listener` until `shutdown` (step 1 of the module docs).

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use lamina_controller::{Controller, ControllerConfig};
 use lamina_proto::v1::{
-    self, cluster_client::ClusterClient, create_function_request, functions_client::FunctionsClient,
+    self, cluster_client::ClusterClient, concurrency_client::ConcurrencyClient,
+    create_function_request, events_client::EventsClient, functions_client::FunctionsClient,
+    versions_client::VersionsClient,
 };
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +61,41 @@ pub async fn functions(addr: SocketAddr) -> FunctionsClient<Channel> {
     FunctionsClient::new(channel(addr).await)
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+}
+
+/// Every user service of one controller over one channel: `Functions` through `Deref` (as the
+/// tests called it when it held every RPC), the others by name.
+#[derive(Clone)]
+pub struct UserApi {
+    pub functions: FunctionsClient<Channel>,
+    pub versions: VersionsClient<Channel>,
+    pub concurrency: ConcurrencyClient<Channel>,
+    pub events: EventsClient<Channel>,
+}
+
+impl std::ops::Deref for UserApi {
+    type Target = FunctionsClient<Channel>;
+    fn deref(&self) -> &Self::Target {
+        &self.functions
+    }
+}
+
+impl std::ops::DerefMut for UserApi {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.functions
+    }
+}
+
+pub async fn user_api(addr: SocketAddr) -> UserApi {
+    let channel = channel(addr).await;
+    UserApi {
+        functions: FunctionsClient::new(channel.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+        versions: VersionsClient::new(channel.clone()),
+        concurrency: ConcurrencyClient::new(channel.clone()),
+        events: EventsClient::new(channel).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+    }
 }
 
 pub fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {

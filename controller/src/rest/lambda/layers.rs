@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use lamina_proto::domain::{ACCOUNT_ID, REGION};
-use lamina_proto::v1;
+use lamina_proto::domain::{layer_arn, LayerVersion, ACCOUNT_ID, REGION};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -49,13 +48,14 @@ fn sha256_b64(hex_digest: &str) -> String {
 }
 
 /// The fields every layer version shape has (`LayerVersionsListItem`).
-fn list_item(l: &v1::LayerVersion) -> Value {
+fn list_item(l: &LayerVersion) -> Value {
+    let runtimes: Vec<&str> = l.compatible_runtimes.iter().map(|r| r.as_str()).collect();
     let mut out = json!({
-        "LayerVersionArn": l.layer_version_arn,
+        "LayerVersionArn": l.arn(),
         "Version": l.version,
         "Description": l.description,
         "CreatedDate": last_modified(l.created_ms),
-        "CompatibleRuntimes": l.compatible_runtimes,
+        "CompatibleRuntimes": runtimes,
     });
     if !l.compatible_architectures.is_empty() {
         out["CompatibleArchitectures"] = json!(l.compatible_architectures);
@@ -67,9 +67,9 @@ fn list_item(l: &v1::LayerVersion) -> Value {
 }
 
 /// `GetLayerVersionResponse` / `PublishLayerVersionResponse`.
-fn version_json(l: &v1::LayerVersion) -> Value {
+fn version_json(l: &LayerVersion) -> Value {
     let mut out = list_item(l);
-    out["LayerArn"] = json!(l.layer_arn);
+    out["LayerArn"] = json!(layer_arn(&l.name));
     out["Content"] = json!({
         "Location": "",
         "CodeSha256": sha256_b64(&l.code_sha256),
@@ -110,7 +110,7 @@ pub(super) async fn publish(
         content.zip_file,
         content.s3_bucket.is_some() || content.s3_key.is_some(),
     )?;
-    let spec = v1::PublishLayerVersionSpec {
+    let spec = api::LayerSpec {
         layer_name: name,
         description: r.description.unwrap_or_default(),
         compatible_runtimes: r.compatible_runtimes.unwrap_or_default(),
@@ -176,10 +176,10 @@ fn paged<T>(
 }
 
 /// `?CompatibleRuntime=` (and `?CompatibleArchitecture=`) of the lists: whether `l` matches.
-fn matches(l: &v1::LayerVersion, query: &HashMap<String, String>) -> bool {
+fn matches(l: &LayerVersion, query: &HashMap<String, String>) -> bool {
     let runtime_ok = query
         .get("CompatibleRuntime")
-        .is_none_or(|r| l.compatible_runtimes.contains(r));
+        .is_none_or(|r| l.compatible_runtimes.iter().any(|c| c.as_str() == r));
     let arch_ok = query
         .get("CompatibleArchitecture")
         .is_none_or(|a| l.compatible_architectures.contains(a));
@@ -201,22 +201,15 @@ pub(super) async fn list_layers(
         let arn = query
             .get("Arn")
             .ok_or_else(|| RestError::invalid("Arn is required: the layer version ARN"))?;
-        let req = v1::GetLayerVersionRequest {
-            layer_name: arn.clone(),
-            version: 0,
-        };
-        return Ok(Json(version_json(&api::get(&st.shared, req).await?)));
+        return Ok(Json(version_json(&api::get(&st.shared, arn, 0).await?)));
     }
     let filtered =
         query.contains_key("CompatibleRuntime") || query.contains_key("CompatibleArchitecture");
     let mut latest = Vec::new();
-    for newest in api::list_layers(&st.shared).await?.layers {
+    for newest in api::list_layers(&st.shared).await? {
         // With a filter, the newest version that matches (Lambda's LatestMatchingVersion).
         let found = if filtered {
-            let req = v1::ListLayerVersionsRequest {
-                layer_name: newest.layer_name.clone(),
-            };
-            let versions = api::list_versions(&st.shared, req).await?.versions;
+            let versions = api::list_versions(&st.shared, newest.name.clone()).await?;
             versions.into_iter().find(|l| matches(l, &query))
         } else {
             Some(newest)
@@ -227,11 +220,11 @@ pub(super) async fn list_layers(
         "Layers",
         &latest,
         &query,
-        |l: &v1::LayerVersion| l.layer_name.clone(),
-        |l: &v1::LayerVersion| {
+        |l: &LayerVersion| l.name.clone(),
+        |l: &LayerVersion| {
             json!({
-                "LayerName": l.layer_name,
-                "LayerArn": l.layer_arn,
+                "LayerName": l.name,
+                "LayerArn": layer_arn(&l.name),
                 "LatestMatchingVersion": list_item(l),
             })
         },
@@ -245,12 +238,8 @@ pub(super) async fn list_versions(
     Path(layer): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    let req = v1::ListLayerVersionsRequest {
-        layer_name: layer_name(&layer)?,
-    };
-    let versions: Vec<v1::LayerVersion> = api::list_versions(&st.shared, req)
+    let versions: Vec<LayerVersion> = api::list_versions(&st.shared, layer_name(&layer)?)
         .await?
-        .versions
         .into_iter()
         .filter(|l| matches(l, &query))
         .collect();
@@ -258,7 +247,7 @@ pub(super) async fn list_versions(
         "LayerVersions",
         &versions,
         &query,
-        |l: &v1::LayerVersion| l.version.to_string(),
+        |l: &LayerVersion| l.version.to_string(),
         list_item,
     )?;
     Ok(Json(out))
@@ -268,11 +257,8 @@ pub(super) async fn get_version(
     State(st): St,
     Path((layer, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, RestError> {
-    let req = v1::GetLayerVersionRequest {
-        layer_name: layer_name(&layer)?,
-        version: version_number(&version)?,
-    };
-    Ok(Json(version_json(&api::get(&st.shared, req).await?)))
+    let l = api::get(&st.shared, &layer_name(&layer)?, version_number(&version)?).await?;
+    Ok(Json(version_json(&l)))
 }
 
 /// DeleteLayerVersion: 204, also when the version does not exist (Lambda's is idempotent).
@@ -280,11 +266,7 @@ pub(super) async fn delete_version(
     State(st): St,
     Path((layer, version)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    let req = v1::DeleteLayerVersionRequest {
-        layer_name: layer_name(&layer)?,
-        version: version_number(&version)?,
-    };
-    match api::delete(&st.shared, req).await {
+    match api::delete(&st.shared, &layer_name(&layer)?, version_number(&version)?).await {
         Ok(_) | Err(ApiError::Layer(LayerError::NotFound(_))) => {
             Ok(StatusCode::NO_CONTENT.into_response())
         }

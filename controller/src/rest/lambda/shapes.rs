@@ -4,7 +4,10 @@ use std::collections::HashMap;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use lamina_proto::domain::{function_arn, host_architecture, ACCOUNT_ID, DEFAULT_ROLE, REGION};
+use lamina_proto::domain::{
+    function_arn, host_architecture, Destination, EventInvokeConfig, ACCOUNT_ID, DEFAULT_ROLE,
+    REGION,
+};
 use lamina_proto::v1;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -206,6 +209,32 @@ pub fn parse_function_name(s: &str) -> Result<(String, Option<String>), RestErro
     }
 }
 
+/// The function name of a path parameter that takes no qualifier (`NAME` or its ARN).
+pub fn unqualified_name(param: &str) -> Result<String, RestError> {
+    match parse_function_name(param)? {
+        (name, None) => Ok(name),
+        (_, Some(q)) => Err(RestError::invalid(format!(
+            "{param:?} has a qualifier ({q:?}); this operation takes the unqualified function name"
+        ))),
+    }
+}
+
+/// The name and qualifier of a path parameter plus `?Qualifier=` (which must agree with a
+/// qualifier in the name, as in Lambda).
+pub fn qualified_name(
+    param: &str,
+    query: &HashMap<String, String>,
+) -> Result<(String, String), RestError> {
+    let (name, in_path) = parse_function_name(param)?;
+    let in_query = query.get("Qualifier").cloned();
+    match (in_path, in_query) {
+        (Some(p), Some(q)) if p != q => Err(RestError::invalid(format!(
+            "the qualifier in the function name ({p:?}) and Qualifier ({q:?}) differ"
+        ))),
+        (p, q) => Ok((name, p.or(q).unwrap_or_default())),
+    }
+}
+
 /// `us-east-1`, `us-gov-west-1`, `eu-central-2`: letters and dashes, then one digit.
 fn is_region(s: &str) -> bool {
     let Some((head, digit)) = s.rsplit_once('-') else {
@@ -300,6 +329,15 @@ pub struct LoggingIn {
 }
 
 impl LoggingIn {
+    pub fn into_domain(self) -> lamina_proto::domain::LoggingConfig {
+        lamina_proto::domain::LoggingConfig {
+            log_format: self.log_format.unwrap_or_default(),
+            application_log_level: self.application_log_level.unwrap_or_default(),
+            system_log_level: self.system_log_level.unwrap_or_default(),
+            log_group: self.log_group.unwrap_or_default(),
+        }
+    }
+
     pub fn into_proto(self) -> v1::LoggingConfig {
         v1::LoggingConfig {
             log_format: self.log_format.unwrap_or_default(),
@@ -431,16 +469,20 @@ pub fn destination_out(d: &str) -> Option<String> {
     })
 }
 
-pub fn event_invoke_config(c: &v1::FunctionEventInvokeConfig) -> Value {
-    let dest = |d: &str| match destination_out(d) {
-        Some(arn) => json!({"Destination": arn}),
+/// Lambda's `FunctionEventInvokeConfig` of function `name`.
+pub fn event_invoke_config(name: &str, c: &EventInvokeConfig) -> Value {
+    let dest = |d: &Option<Destination>| match d.as_ref().map(ToString::to_string) {
+        Some(d) => match destination_out(&d) {
+            Some(arn) => json!({"Destination": arn}),
+            None => json!({}),
+        },
         None => json!({}),
     };
     json!({
         "LastModified": c.last_modified_ms as f64 / 1000.0,
-        "FunctionArn": function_arn(&c.function_name),
-        "MaximumRetryAttempts": c.maximum_retry_attempts,
-        "MaximumEventAgeInSeconds": c.maximum_event_age_seconds,
+        "FunctionArn": function_arn(name),
+        "MaximumRetryAttempts": c.max_retry_attempts,
+        "MaximumEventAgeInSeconds": c.max_event_age_s,
         "DestinationConfig": {"OnSuccess": dest(&c.on_success), "OnFailure": dest(&c.on_failure)},
     })
 }

@@ -14,8 +14,7 @@ use lamina_proto::validate::{MAX_UNZIPPED_BYTES, MAX_ZIP_BYTES};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::shapes::{last_modified, RestError};
-use super::versions::{qualified_name, unqualified_name};
+use super::shapes::{last_modified, qualified_name, unqualified_name, RestError};
 use super::St;
 use crate::api::concurrency::{
     delete_function_concurrency, get_account_settings, get_function_concurrency,
@@ -46,12 +45,7 @@ pub(super) fn concurrency_json(reserved: Option<u32>) -> Value {
 
 /// The reservation of function `name` (`None`: it uses the unreserved pool), for GetFunction.
 pub(super) async fn reserved_of(shared: &Shared, name: &str) -> Result<Option<u32>, RestError> {
-    let req = v1::GetFunctionConcurrencyRequest {
-        function_name: name.to_string(),
-    };
-    Ok(get_function_concurrency(shared, req)
-        .await?
-        .reserved_concurrent_executions)
+    Ok(get_function_concurrency(shared, name).await?)
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,12 +63,8 @@ pub(super) async fn put_concurrency(
     let reserved = r.reserved_concurrent_executions.ok_or_else(|| {
         RestError::invalid("ReservedConcurrentExecutions is required (0 disables the function)")
     })?;
-    let req = v1::PutFunctionConcurrencyRequest {
-        function_name: unqualified_name(&name)?,
-        reserved_concurrent_executions: reserved,
-    };
-    let c = put_function_concurrency(&st.shared, req).await?;
-    Ok(Json(concurrency_json(c.reserved_concurrent_executions)))
+    put_function_concurrency(&st.shared, unqualified_name(&name)?, reserved).await?;
+    Ok(Json(concurrency_json(Some(reserved))))
 }
 
 pub(super) async fn get_concurrency(
@@ -89,10 +79,7 @@ pub(super) async fn delete_concurrency(
     State(st): St,
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
-    let req = v1::DeleteFunctionConcurrencyRequest {
-        function_name: unqualified_name(&name)?,
-    };
-    delete_function_concurrency(&st.shared, req).await?;
+    delete_function_concurrency(&st.shared, unqualified_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -124,15 +111,15 @@ async fn usage(shared: &Shared) -> Result<(u64, u64), ApiError> {
 }
 
 pub(super) async fn account_settings(State(st): St) -> Result<Json<Value>, RestError> {
-    let figures = get_account_settings(&st.shared, v1::GetAccountSettingsRequest {}).await?;
+    let figures = get_account_settings(&st.shared);
     let (function_count, total_code_size) = usage(&st.shared).await?;
     // No TotalCodeSize limit: Lamina stores code without an account-wide bound.
     Ok(Json(json!({
         "AccountLimit": {
             "CodeSizeZipped": MAX_ZIP_BYTES,
             "CodeSizeUnzipped": MAX_UNZIPPED_BYTES,
-            "ConcurrentExecutions": figures.concurrent_executions,
-            "UnreservedConcurrentExecutions": figures.unreserved_concurrent_executions,
+            "ConcurrentExecutions": figures.limit,
+            "UnreservedConcurrentExecutions": figures.unreserved,
         },
         "AccountUsage": {
             "TotalCodeSize": total_code_size,
@@ -188,12 +175,7 @@ pub(super) async fn put_provisioned(
     let count = r
         .provisioned_concurrent_executions
         .ok_or_else(|| RestError::invalid("ProvisionedConcurrentExecutions is required (>= 1)"))?;
-    let req = v1::PutProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-        provisioned_concurrent_executions: count,
-    };
-    let c = put_provisioned_concurrency(&st.shared, req).await?;
+    let c = put_provisioned_concurrency(&st.shared, function_name, qualifier, count).await?;
     Ok((StatusCode::ACCEPTED, Json(provisioned_json(&c))).into_response())
 }
 
@@ -213,11 +195,7 @@ pub(super) async fn get_provisioned(
         return list_provisioned(&st.shared, &name, &query).await.map(Json);
     }
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
-    let req = v1::GetProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-    };
-    let c = get_provisioned_concurrency(&st.shared, req).await?;
+    let c = get_provisioned_concurrency(&st.shared, &function_name, &qualifier).await?;
     Ok(Json(provisioned_json(&c)))
 }
 
@@ -276,11 +254,7 @@ pub(super) async fn delete_provisioned(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
-    let req = v1::DeleteProvisionedConcurrencyRequest {
-        function_name,
-        qualifier,
-    };
-    delete_provisioned_concurrency(&st.shared, req).await?;
+    delete_provisioned_concurrency(&st.shared, function_name, qualifier).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

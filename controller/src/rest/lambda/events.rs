@@ -10,11 +10,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lamina_proto::domain::LATEST;
-use lamina_proto::v1;
 use serde_json::{json, Value};
 
-use super::shapes::{self, RestError};
-use super::versions::{qualified_name, unqualified_name};
+use super::shapes::{self, qualified_name, unqualified_name, RestError};
 use super::{parse_json, St};
 use crate::api::{events, ApiError};
 
@@ -32,17 +30,14 @@ fn function_of(param: &str, query: &HashMap<String, String>) -> Result<String, R
 }
 
 /// The request of Put and Update: fields not given stay `None`.
-fn request(
-    name: String,
-    body: &[u8],
-) -> Result<v1::PutFunctionEventInvokeConfigRequest, RestError> {
+fn request(name: String, body: &[u8]) -> Result<events::EventInvokeConfigChange, RestError> {
     let r: shapes::EventInvokeConfigIn = parse_json(body)?;
     let dest = r.destination_config.unwrap_or_default();
     let pick = |d: Option<shapes::DestinationIn>| {
         d.and_then(|d| d.destination)
             .map(|arn| shapes::destination_in(&arn))
     };
-    Ok(v1::PutFunctionEventInvokeConfigRequest {
+    Ok(events::EventInvokeConfigChange {
         function_name: name,
         maximum_retry_attempts: r.maximum_retry_attempts,
         maximum_event_age_seconds: r.maximum_event_age_in_seconds,
@@ -60,8 +55,9 @@ pub(super) async fn put_config(
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let req = request(function_of(&name, &query)?, &body)?;
+    let name = req.function_name.clone();
     let c = events::put_config(&st.shared, req).await?;
-    Ok(Json(shapes::event_invoke_config(&c)))
+    Ok(Json(shapes::event_invoke_config(&name, &c)))
 }
 
 /// UpdateFunctionEventInvokeConfig: changes the fields given, keeps the others.
@@ -72,8 +68,9 @@ pub(super) async fn update_config(
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let req = request(function_of(&name, &query)?, &body)?;
+    let name = req.function_name.clone();
     let c = events::update_config(&st.shared, req).await?;
-    Ok(Json(shapes::event_invoke_config(&c)))
+    Ok(Json(shapes::event_invoke_config(&name, &c)))
 }
 
 /// GetFunctionEventInvokeConfig: ResourceNotFoundException when none was put (as Lambda).
@@ -85,8 +82,8 @@ pub(super) async fn get_config(
     let name = function_of(&name, &query)?;
     let c = events::find_config(&st.shared, name.clone())
         .await?
-        .ok_or(ApiError::EventInvokeConfigNotFound(name))?;
-    Ok(Json(shapes::event_invoke_config(&c)))
+        .ok_or_else(|| ApiError::EventInvokeConfigNotFound(name.clone()))?;
+    Ok(Json(shapes::event_invoke_config(&name, &c)))
 }
 
 /// DeleteFunctionEventInvokeConfig: 204; the defaults apply again.
@@ -115,10 +112,10 @@ pub(super) async fn list_configs(
         }
     }
     let name = unqualified_name(&name)?;
-    let configs: Vec<Value> = events::find_config(&st.shared, name)
+    let configs: Vec<Value> = events::find_config(&st.shared, name.clone())
         .await?
         .iter()
-        .map(shapes::event_invoke_config)
+        .map(|c| shapes::event_invoke_config(&name, c))
         .collect();
     Ok(Json(json!({ "FunctionEventInvokeConfigs": configs })))
 }

@@ -1,7 +1,7 @@
 //! Lambda's REST routes for versions and aliases: PublishVersion, ListVersionsByFunction,
 //! Create/Get/List/Update/DeleteAlias, and the `Qualifier` of GetFunction(Configuration) and
 //! DeleteFunction. The handlers call `api::versions`, as the gRPC service does.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -9,39 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use lamina_proto::domain::Alias;
 use lamina_proto::v1;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::shapes::{self, parse_function_name, RestError};
+use super::shapes::{self, qualified_name, unqualified_name, RestError};
 use super::St;
 use crate::api::{functions, versions};
-
-/// The function name of a path parameter that takes no qualifier (`NAME` or its ARN).
-pub(super) fn unqualified_name(param: &str) -> Result<String, RestError> {
-    match parse_function_name(param)? {
-        (name, None) => Ok(name),
-        (_, Some(q)) => Err(RestError::invalid(format!(
-            "{param:?} has a qualifier ({q:?}); this operation takes the unqualified function name"
-        ))),
-    }
-}
-
-/// The name and qualifier of a path parameter plus `?Qualifier=` (which must agree with a
-/// qualifier in the name, as in Lambda).
-pub(super) fn qualified_name(
-    param: &str,
-    query: &HashMap<String, String>,
-) -> Result<(String, String), RestError> {
-    let (name, in_path) = parse_function_name(param)?;
-    let in_query = query.get("Qualifier").cloned();
-    match (in_path, in_query) {
-        (Some(p), Some(q)) if p != q => Err(RestError::invalid(format!(
-            "the qualifier in the function name ({p:?}) and Qualifier ({q:?}) differ"
-        ))),
-        (p, q) => Ok((name, p.or(q).unwrap_or_default())),
-    }
-}
 
 fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, RestError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -52,14 +27,10 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T
 }
 
 /// Lambda's `AliasConfiguration`.
-fn alias_json(a: &v1::Alias) -> Value {
-    let weights = a
-        .routing_config
-        .as_ref()
-        .map(|r| r.additional_version_weights.clone())
-        .unwrap_or_default();
+fn alias_json(a: &Alias) -> Value {
+    let weights = &a.additional_version_weights;
     json!({
-        "AliasArn": a.arn,
+        "AliasArn": a.arn(),
         "Name": a.name,
         "FunctionVersion": a.function_version,
         "Description": a.description,
@@ -75,10 +46,11 @@ struct RoutingIn {
 }
 
 impl RoutingIn {
-    fn into_proto(self) -> v1::RoutingConfig {
-        v1::RoutingConfig {
-            additional_version_weights: self.additional_version_weights.unwrap_or_default(),
-        }
+    fn into_weights(self) -> BTreeMap<String, f64> {
+        self.additional_version_weights
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
     }
 }
 
@@ -127,18 +99,19 @@ pub(super) async fn publish_version(
     body: Bytes,
 ) -> Result<Response, RestError> {
     let r: PublishIn = parse_body(&body)?;
-    let req = v1::PublishVersionRequest {
+    let req = versions::PublishVersion {
         function_name: unqualified_name(&name)?,
         description: r.description.unwrap_or_default(),
-        code_sha256: r
+        expected_code_sha256: r
             .code_sha256
             .as_deref()
             .map(code_sha256_hex)
             .transpose()?
-            .unwrap_or_default(),
-        revision_id: r.revision_id.unwrap_or_default(),
+            .filter(|s| !s.is_empty()),
+        expected_revision_id: r.revision_id.filter(|s| !s.is_empty()),
     };
-    let c = versions::publish_version(&st.shared, req).await?;
+    let published = versions::publish_version(&st.shared, req).await?;
+    let c = versions::configuration(&published, &published.version);
     Ok((StatusCode::CREATED, Json(shapes::configuration(&c))).into_response())
 }
 
@@ -147,10 +120,12 @@ pub(super) async fn list_versions(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    let req = v1::ListVersionsRequest {
-        function_name: unqualified_name(&name)?,
-    };
-    let all = versions::list_versions(&st.shared, req).await?.versions;
+    let all: Vec<v1::FunctionConfiguration> =
+        versions::list_versions(&st.shared, unqualified_name(&name)?)
+            .await?
+            .iter()
+            .map(|c| versions::configuration(c, &c.version))
+            .collect();
     let max = match query.get("MaxItems") {
         None => usize::MAX,
         Some(s) => match s.parse::<usize>() {
@@ -190,11 +165,14 @@ pub(super) async fn create_alias(
     body: Bytes,
 ) -> Result<Response, RestError> {
     let r: CreateAliasIn = parse_body(&body)?;
-    let req = v1::CreateAliasRequest {
+    let req = versions::NewAlias {
         function_name: unqualified_name(&name)?,
         name: r.name,
         function_version: r.function_version,
-        routing_config: r.routing_config.map(RoutingIn::into_proto),
+        additional_version_weights: r
+            .routing_config
+            .map(RoutingIn::into_weights)
+            .unwrap_or_default(),
         description: r.description.unwrap_or_default(),
     };
     let a = versions::create_alias(&st.shared, req).await?;
@@ -206,10 +184,7 @@ pub(super) async fn list_aliases(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    let req = v1::ListAliasesRequest {
-        function_name: unqualified_name(&name)?,
-    };
-    let aliases = versions::list_aliases(&st.shared, req).await?.aliases;
+    let aliases = versions::list_aliases(&st.shared, unqualified_name(&name)?).await?;
     let wanted = query.get("FunctionVersion");
     let shown: Vec<Value> = aliases
         .iter()
@@ -223,13 +198,8 @@ pub(super) async fn get_alias(
     State(st): St,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, RestError> {
-    let req = v1::GetAliasRequest {
-        function_name: unqualified_name(&name)?,
-        name: alias,
-    };
-    Ok(Json(alias_json(
-        &versions::get_alias(&st.shared, req).await?,
-    )))
+    let a = versions::get_alias(&st.shared, unqualified_name(&name)?, alias).await?;
+    Ok(Json(alias_json(&a)))
 }
 
 pub(super) async fn update_alias(
@@ -238,13 +208,13 @@ pub(super) async fn update_alias(
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let r: UpdateAliasIn = parse_body(&body)?;
-    let req = v1::UpdateAliasRequest {
+    let req = versions::AliasUpdate {
         function_name: unqualified_name(&name)?,
         name: alias,
         function_version: r.function_version,
-        routing_config: r.routing_config.map(RoutingIn::into_proto),
+        additional_version_weights: r.routing_config.map(RoutingIn::into_weights),
         description: r.description,
-        revision_id: r.revision_id.unwrap_or_default(),
+        expected_revision_id: r.revision_id.filter(|s| !s.is_empty()),
     };
     Ok(Json(alias_json(
         &versions::update_alias(&st.shared, req).await?,
@@ -255,11 +225,7 @@ pub(super) async fn delete_alias(
     State(st): St,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
-    let req = v1::DeleteAliasRequest {
-        function_name: unqualified_name(&name)?,
-        name: alias,
-    };
-    versions::delete_alias(&st.shared, req).await?;
+    versions::delete_alias(&st.shared, unqualified_name(&name)?, alias).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
