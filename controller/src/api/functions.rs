@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use lamina_proto::domain::{FunctionConfig, FunctionSpec, ImageConfig, LoggingConfig, LATEST};
+use lamina_proto::domain::{
+    FunctionConfig, FunctionSpec, ImageConfig, LoggingConfig, PackageType, LATEST,
+};
 use lamina_proto::network::VpcConfig;
 use lamina_proto::v1;
 use lamina_proto::validate;
 
 use super::{layers, now_ms, ApiError, Shared};
-use crate::code::{CheckedCode, CodeBuffer};
+use crate::code::CheckedCode;
 use crate::store::StoreError;
 
 const LIST_DEFAULT: usize = 50;
@@ -20,18 +22,6 @@ const UPDATE_ATTEMPTS: usize = 5;
 
 fn new_revision() -> String {
     uuid::Uuid::new_v4().to_string()
-}
-
-/// Checks a whole zip received at once (the REST API's `Code.ZipFile`), off the async threads.
-pub(crate) async fn check_code(zip: Vec<u8>) -> Result<CheckedCode, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = CodeBuffer::new();
-        buf.push(&zip)?;
-        buf.finish()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("code check task failed: {e}")))?
-    .map_err(ApiError::from)
 }
 
 /// The stored configuration of function `name`.
@@ -108,7 +98,7 @@ pub(crate) async fn update_code(
     let code = Arc::new(code);
     read_modify_write(shared, name, move |mut config| {
         check_revision(&config, expected_revision.as_deref())?;
-        super::images::ensure_zip_function(&config)?;
+        ensure_zip_function(&config)?;
         layers::check_total_size(code.unzipped_size, &config.layers)?;
         config.code_sha256 = code.sha256.clone();
         config.code_size = code.bytes.len() as u64;
@@ -354,4 +344,19 @@ where
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Refuses a zip upload for an Image function.
+pub(crate) fn ensure_zip_function(config: &FunctionConfig) -> Result<(), ApiError> {
+    if config.spec.package_type == PackageType::Image {
+        return Err(lamina_proto::validate::ValidationError::new(
+            "package_type",
+            format!(
+                "function `{}` has package type Image: upload an image (fnctl update-code --image), not a zip",
+                config.spec.name
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -131,18 +131,3 @@ pub(crate) fn ensure_image_function(config: &FunctionConfig) -> Result<(), ApiEr
     }
     Ok(())
 }
-
-/// Refuses a zip upload for an Image function.
-pub(crate) fn ensure_zip_function(config: &FunctionConfig) -> Result<(), ApiError> {
-    if config.spec.package_type == PackageType::Image {
-        return Err(lamina_proto::validate::ValidationError::new(
-            "package_type",
-            format!(
-                "function `{}` has package type Image: upload an image (fnctl update-code --image), not a zip",
-                config.spec.name
-            ),
-        )
-        .into());
-    }
-    Ok(())
-}

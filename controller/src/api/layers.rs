@@ -106,7 +106,7 @@ pub(crate) async fn publish_zip(
     zip: Vec<u8>,
 ) -> Result<LayerVersion, ApiError> {
     let runtimes = check_spec(&spec)?;
-    let zip = super::functions::check_code(zip).await?;
+    let zip = super::check_code(zip).await?;
     publish_checked(shared, spec, runtimes, zip).await
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lamina_proto::validate::ValidationError;
 use tonic::{Code, Status};
 
-use crate::code::CodeError;
+use crate::code::{CheckedCode, CodeBuffer, CodeError};
 use crate::concurrency::{ConcurrencyError, ThrottleReason};
 use crate::queue::{QueueError, QueueStore};
 use crate::store::{Store, StoreError};
@@ -226,6 +226,18 @@ impl Shared {
             .map_err(|e| ApiError::Internal(format!("queue task failed: {e}")))?
             .map_err(ApiError::from)
     }
+}
+
+/// Checks a whole zip received at once (the REST API's `Code.ZipFile`), off the async threads.
+pub(crate) async fn check_code(zip: Vec<u8>) -> Result<CheckedCode, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = CodeBuffer::new();
+        buf.push(&zip)?;
+        buf.finish()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("code check task failed: {e}")))?
+    .map_err(ApiError::from)
 }
 
 #[cfg(test)]

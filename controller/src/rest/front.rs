@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::service::{Protocol, Services};
+use super::service::{Protocol, Services, SMALL_BODY_BYTES};
 use super::{auth_error, Front, MAX_REST_BODY_BYTES};
 use crate::auth::sigv4;
 
@@ -41,8 +41,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// HTTP/2 streams one connection may have open at once.
 pub const MAX_STREAMS: u32 = 128;
-/// Operations that are neither uploads nor invocations: Lambda's limit for control-plane calls.
-pub const SMALL_BODY_BYTES: usize = 256 * 1024;
 /// How long a stop waits for the connections in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

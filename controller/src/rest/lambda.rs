@@ -221,7 +221,7 @@ async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
     let spec = FunctionSpec::try_from(spec).map_err(ApiError::from)?;
     let tags = tags::checked(r.tags.unwrap_or_default())?;
     functions::ensure_name_free(&st.shared, &spec.name).await?;
-    let code = functions::check_code(zip).await?;
+    let code = crate::api::check_code(zip).await?;
     let config = functions::create_function(&st.shared, spec, code).await?;
     if !tags.is_empty() {
         let name = config.spec.name.clone();
@@ -317,7 +317,7 @@ async fn update_code(
     let zip = decode_zip(r.zip_file, r.s3_bucket.is_some() || r.image_uri.is_some())?;
     let current = functions::get(&st.shared, &name).await?;
     functions::check_revision(&current, r.revision_id.as_deref())?;
-    let code = functions::check_code(zip).await?;
+    let code = crate::api::check_code(zip).await?;
     if r.dry_run == Some(true) {
         // Checked, not stored: the configuration the update would give.
         let mut would = current;

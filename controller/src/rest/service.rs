@@ -22,8 +22,10 @@ use axum::Router;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use super::front::SMALL_BODY_BYTES;
 use super::shapes::RestError;
+
+/// Operations that are neither uploads nor invocations: Lambda's limit for control-plane calls.
+pub const SMALL_BODY_BYTES: usize = 256 * 1024;
 
 /// A wire protocol of the AWS SDKs (botocore's `metadata.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
