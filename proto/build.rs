@@ -1,11 +1,18 @@
-//! Compiles `proto/lamina/v1/lamina.proto` with the pure-Rust `protox` compiler (no system protoc needed)
+//! Compiles `proto/lamina/v1/{lamina,network,cluster}.proto` (one package, `lamina.v1`) with the
+//! pure-Rust `protox` compiler (no system protoc needed)
 //! and generates the tonic client and server code, plus the encoded descriptor set used by gRPC reflection.
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/lamina/v1/lamina.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["proto"])?;
+    let protos = [
+        "proto/lamina/v1/lamina.proto",
+        "proto/lamina/v1/network.proto",
+        "proto/lamina/v1/cluster.proto",
+    ];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out.join("lamina_descriptor.bin"),

@@ -1,7 +1,7 @@
 //! Lamina's API: the generated gRPC code (`v1`) and the domain types (`domain`) that the controller and
 //! worker work with. Proto types stay at the edge: convert with `TryFrom`/`From` in `convert`.
 
-/// Generated from `proto/lamina/v1/lamina.proto`.
+/// Generated from `proto/lamina/v1/{lamina,network,cluster}.proto`.
 #[allow(clippy::all, clippy::undocumented_unsafe_blocks)]
 pub mod v1 {
     tonic::include_proto!("lamina.v1");
