@@ -5,6 +5,7 @@ use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ, 
 use lamina_proto::v1;
 use lamina_proto::validate;
 
+use super::invoke::{InvokeInput, InvokeOutput};
 use super::{now_ms, ApiError, Shared};
 use crate::queue::{Enqueued, Invocation, NewEvent};
 
@@ -14,10 +15,7 @@ const DEAD_LETTERS_DEFAULT: usize = 100;
 const DEAD_LETTERS_MAX: usize = 10_000;
 
 /// Invocation type EVENT: 202 and the request id once the event is durable (synced).
-pub(super) async fn enqueue(
-    shared: &Shared,
-    r: v1::InvokeRequest,
-) -> Result<v1::InvokeResponse, ApiError> {
+pub(super) async fn enqueue(shared: &Shared, r: InvokeInput) -> Result<InvokeOutput, ApiError> {
     let queue = shared.queue()?;
     validate::async_payload(r.payload.len(), queue.config().max_payload_bytes)?;
     validate::idempotency_key(&r.idempotency_key)?;
@@ -34,7 +32,7 @@ pub(super) async fn enqueue(
             idempotency_key: r.idempotency_key,
         })
         .await?;
-    Ok(v1::InvokeResponse {
+    Ok(InvokeOutput {
         status_code: 202,
         executed_version: LATEST.to_string(),
         request_id: enqueued.request_id().to_string(),

@@ -207,8 +207,9 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::InvokeRequest>,
     ) -> Result<Response<v1::InvokeResponse>, Status> {
-        let response = super::invoke::invoke(&self.shared, request.into_inner()).await?;
-        Ok(Response::new(response))
+        let input = super::invoke::InvokeInput::try_from(request.into_inner())?;
+        let output = super::invoke::invoke(&self.shared, input).await?;
+        Ok(Response::new(output.into()))
     }
 
     type InvokeWithResponseStreamStream = super::stream::InvokeStream;
@@ -217,9 +218,8 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::InvokeRequest>,
     ) -> Result<Response<Self::InvokeWithResponseStreamStream>, Status> {
-        let started =
-            super::stream::invoke_with_response_stream(self.shared.clone(), request.into_inner())
-                .await?;
+        let input = super::invoke::InvokeInput::try_from(request.into_inner())?;
+        let started = super::stream::invoke_with_response_stream(self.shared.clone(), input).await?;
         Ok(Response::new(started.events))
     }
 

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::invoke::{InvocationType, InvokeInput};
 use super::{ApiError, Shared};
 use crate::invocation::{self, log_tail, Call, ChunkSink, InvocationError, LOG_TAIL_BYTES};
 use crate::worker_clients::WorkerError;
@@ -48,14 +49,14 @@ impl ChunkSink for ToCaller {
 /// `Invoke`; a worker lost on the way ends the stream with an error status.
 pub(crate) async fn invoke_with_response_stream(
     shared: Arc<Shared>,
-    r: v1::InvokeRequest,
+    r: InvokeInput,
 ) -> Result<Started, ApiError> {
     let resolved = crate::resolve::resolve(&shared, &r.function_name, &r.qualifier).await?;
     validate::sync_payload(r.payload.len())?;
-    if r.invocation_type != v1::InvocationType::RequestResponse as i32 {
+    if r.invocation_type != InvocationType::RequestResponse {
         return Err(ApiError::BadRequest(format!(
             "invocation_type of a streamed invocation must be REQUEST_RESPONSE, got {}",
-            r.invocation_type
+            r.invocation_type.proto_name()
         )));
     }
     let executed_version = resolved.executed_version.clone();
@@ -73,7 +74,7 @@ pub(crate) async fn invoke_with_response_stream(
     };
     let streaming = prepared.start_stream(&shared, call).await?;
     let (tx, rx) = mpsc::channel(OUT_BUFFER);
-    let tail = r.log_type == v1::LogType::Tail as i32;
+    let tail = r.log_tail;
     let started = Started {
         request_id: request_id.clone(),
         executed_version: executed_version.clone(),

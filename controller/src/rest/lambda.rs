@@ -24,7 +24,8 @@ use serde_json::{json, Value};
 
 use super::front;
 use super::service::{Handler, Protocol, Service};
-use crate::api::{functions, invoke, versions as api_versions, ApiError, Shared};
+use crate::api::invoke::{self, InvocationType, InvokeInput};
+use crate::api::{functions, versions as api_versions, ApiError, Shared};
 
 mod concurrency;
 mod events;
@@ -380,9 +381,9 @@ async fn invoke(
         .unwrap_or_default();
     let invocation_type =
         match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
-            "RequestResponse" => v1::InvocationType::RequestResponse,
-            "Event" => v1::InvocationType::Event,
-            "DryRun" => v1::InvocationType::DryRun,
+            "RequestResponse" => InvocationType::RequestResponse,
+            "Event" => InvocationType::Event,
+            "DryRun" => InvocationType::DryRun,
             other => {
                 return Err(RestError::invalid(format!(
                     "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, got {other:?}"
@@ -393,7 +394,7 @@ async fn invoke(
     let client_context = client_context_header(&headers)?;
     if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
         // Too large is reported as such before the content.
-        if invocation_type == v1::InvocationType::RequestResponse {
+        if invocation_type == InvocationType::RequestResponse {
             lamina_proto::validate::sync_payload(body.len()).map_err(ApiError::from)?;
         }
         return Err(RestError::new(
@@ -402,21 +403,17 @@ async fn invoke(
             "could not parse the request body into json: send a JSON payload",
         ));
     }
-    let req = v1::InvokeRequest {
+    let req = InvokeInput {
         function_name: name,
         qualifier,
-        invocation_type: invocation_type as i32,
+        invocation_type,
         payload: body.to_vec(),
-        log_type: if tail {
-            v1::LogType::Tail as i32
-        } else {
-            v1::LogType::None as i32
-        },
+        log_tail: tail,
         client_context,
         idempotency_key: String::new(),
     };
     let resp = invoke::invoke(&st.shared, req).await?;
-    let status = StatusCode::from_u16(resp.status_code as u16).unwrap_or(StatusCode::OK);
+    let status = StatusCode::from_u16(resp.status_code).unwrap_or(StatusCode::OK);
     let mut out = if status == StatusCode::OK {
         (status, resp.payload).into_response()
     } else {

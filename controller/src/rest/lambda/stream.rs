@@ -17,7 +17,8 @@ use tonic::Status;
 
 use super::shapes::{parse_function_name, RestError};
 use super::{header, St};
-use crate::api::{invoke, stream, ApiError};
+use crate::api::invoke::{self, InvocationType, InvokeInput};
+use crate::api::{stream, ApiError};
 
 pub(super) async fn invoke_with_response_stream(
     State(st): St,
@@ -51,21 +52,17 @@ pub(super) async fn invoke_with_response_stream(
             "could not parse the request body into json: send a JSON payload",
         ));
     }
-    let mut req = v1::InvokeRequest {
+    let mut req = InvokeInput {
         function_name: name,
         qualifier,
-        invocation_type: v1::InvocationType::RequestResponse as i32,
+        invocation_type: InvocationType::RequestResponse,
         payload: body.to_vec(),
-        log_type: if tail {
-            v1::LogType::Tail as i32
-        } else {
-            v1::LogType::None as i32
-        },
+        log_tail: tail,
         client_context,
         idempotency_key: String::new(),
     };
     if dry_run {
-        req.invocation_type = v1::InvocationType::DryRun as i32;
+        req.invocation_type = InvocationType::DryRun;
         let resp = invoke::invoke(&st.shared, req).await?;
         let mut out = StatusCode::NO_CONTENT.into_response();
         set_headers(out.headers_mut(), &resp.request_id, &resp.executed_version);
