@@ -2,7 +2,8 @@
 //! code placed in its cache directory (what a fetch from the controller leaves there). Own `main`
 //! (harness = false) because a sandbox's init is a re-exec of this executable with
 //! `__sandbox-init`.
-use std::io::Write;
+mod harness;
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use lamina_proto::domain::{FunctionConfig, FunctionSpec, Runtime};
 use lamina_proto::v1::{ProvisionedTarget, WorkerInvokeRequest, WorkerInvokeResponse};
 use lamina_worker::code_cache::CodeCache;
 use lamina_worker::manager::{Manager, ManagerConfig, PoolStatus, SandboxPhase};
+
+use harness::Test;
 
 const APP: &str = r#"
 import os, time
@@ -373,20 +376,8 @@ async fn a_failing_init_is_reported_and_retried() {
     pool.close().await;
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-/// A named test: builds its future when it runs.
-type Test = (&'static str, fn() -> TestFuture);
-
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
-        lamina_worker::sandbox::init::main();
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "provisioned sandbox tests must run as root"
-    );
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    harness::enter("provisioned sandbox");
     let tests: Vec<Test> = vec![
         (
             "initialised_ahead_kept_past_keep_alive_and_used_first",
@@ -407,25 +398,5 @@ fn main() {
             Box::pin(a_failing_init_is_reported_and_retried())
         }),
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(test())));
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-        std::io::stdout().flush().unwrap();
-    }
-    lamina_worker::sandbox::remove_cgroup_parent("lamina-test");
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
+    harness::run(tests, &["lamina-test"]);
 }

@@ -1,7 +1,8 @@
 //! Real sandboxes, as root: isolation seen from inside, the Runtime API socket inside the sandbox's
 //! network namespace, the memory limit, cleanup. This binary has its own `main` (harness = false)
 //! because a sandbox's init process is a re-exec of the current executable with `__sandbox-init`.
-use std::io::Write;
+mod harness;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use lamina_proto::domain::Runtime;
 use lamina_worker::sandbox::{Sandbox, SandboxSpec};
 use tokio::io::AsyncReadExt;
+
+use harness::Test;
 
 fn spec(dir: &Path, name: &str, script: &str, memory_mb: u32) -> SandboxSpec {
     let code = dir.join(format!("code-{name}"));
@@ -220,53 +223,27 @@ async fn pid1_reaps_forwards_and_exits_as_the_runtime() {
     sb.destroy().await;
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
-        lamina_worker::sandbox::init::main();
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "sandbox tests must run as root"
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let tests: Vec<(&str, TestFuture)> = vec![
+    harness::enter("sandbox");
+    let tests: Vec<Test> = vec![
         (
             "isolation_seen_from_inside",
-            Box::pin(isolation_seen_from_inside()),
+            || Box::pin(isolation_seen_from_inside()),
         ),
         (
             "memory_hog_is_oom_killed",
-            Box::pin(memory_hog_is_oom_killed()),
+            || Box::pin(memory_hog_is_oom_killed()),
         ),
-        ("bad_exec_is_reported", Box::pin(bad_exec_is_reported())),
+        ("bad_exec_is_reported", || Box::pin(bad_exec_is_reported())),
         (
             "pid1_reaps_forwards_and_exits_as_the_runtime",
-            Box::pin(pid1_reaps_forwards_and_exits_as_the_runtime()),
+            || Box::pin(pid1_reaps_forwards_and_exits_as_the_runtime()),
         ),
         (
             "freeze_thaw_and_destroy_cleans_up",
-            Box::pin(freeze_thaw_and_destroy_cleans_up()),
+            || Box::pin(freeze_thaw_and_destroy_cleans_up()),
         ),
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, fut) in tests {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(fut)));
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-        std::io::stdout().flush().unwrap();
-    }
-    lamina_worker::sandbox::remove_cgroup_parent("lamina-test/sandbox");
-    lamina_worker::sandbox::remove_cgroup_parent("lamina-test");
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
+    harness::run(tests, &["lamina-test/sandbox", "lamina-test"]);
 }

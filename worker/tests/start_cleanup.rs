@@ -5,7 +5,8 @@
 //! (made in `main`), so the NAT bridge and rules it creates never touch the host's.
 //! Own `main` (harness = false) because a sandbox's init is a re-exec of this executable with
 //! `__sandbox-init`.
-use std::io::Write;
+mod harness;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use lamina_proto::v1::{WorkerInvokeRequest, WorkerInvokeResponse};
 use lamina_worker::code_cache::CodeCache;
 use lamina_worker::manager::{Manager, ManagerConfig, ManagerError};
 use lamina_worker::network::{egress::NatConfig, NetworkAgent};
+
+use harness::Test;
 
 struct Pool {
     manager: Manager,
@@ -265,21 +268,9 @@ fn private_network() {
     assert!(up.success(), "ip link set lo up: {up}");
 }
 
-type TestFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
-/// A named test: builds its future when it runs.
-type Test = (&'static str, fn() -> TestFuture);
-
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("__sandbox-init") {
-        lamina_worker::sandbox::init::main();
-    }
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "start cleanup tests must run as root"
-    );
+    harness::enter("start cleanup");
     private_network();
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let rt = tokio::runtime::Runtime::new().unwrap();
     let tests: Vec<Test> = vec![
         (
             "a_failed_bind_gives_back_memory_network_and_sandbox",
@@ -289,25 +280,5 @@ fn main() {
             Box::pin(a_failed_fetch_puts_the_prepared_sandbox_back())
         }),
     ];
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if filter.as_deref().is_some_and(|f| !name.contains(f)) {
-            continue;
-        }
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(test())));
-        match result {
-            Ok(()) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Err(_) => {
-                failed += 1;
-                println!("test {name} ... FAILED");
-            }
-        }
-        std::io::stdout().flush().unwrap();
-    }
-    lamina_worker::sandbox::remove_cgroup_parent("lamina-test");
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
+    harness::run(tests, &["lamina-test"]);
 }

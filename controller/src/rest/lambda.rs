@@ -366,6 +366,21 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The function and qualifier an invocation's path names (`NAME`, `NAME:QUALIFIER` or an ARN);
+/// `?Qualifier=` wins over the path's.
+pub(super) fn invocation_target(
+    name: &str,
+    query: &HashMap<String, String>,
+) -> Result<(String, String), RestError> {
+    let (name, path_qualifier) = parse_function_name(name)?;
+    let qualifier = query
+        .get("Qualifier")
+        .cloned()
+        .or(path_qualifier)
+        .unwrap_or_default();
+    Ok((name, qualifier))
+}
+
 async fn invoke(
     State(st): St,
     Path(name): Path<String>,
@@ -373,12 +388,7 @@ async fn invoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let (name, path_qualifier) = parse_function_name(&name)?;
-    let qualifier = query
-        .get("Qualifier")
-        .cloned()
-        .or(path_qualifier)
-        .unwrap_or_default();
+    let (name, qualifier) = invocation_target(&name, &query)?;
     let invocation_type =
         match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
             "RequestResponse" => InvocationType::RequestResponse,

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use lamina_proto::v1::{self, invoke_with_response_stream_response::Event};
 use tonic::Status;
 
-use super::shapes::{parse_function_name, RestError};
+use super::shapes::RestError;
 use super::{header, St};
 use crate::api::invoke::{self, InvocationType, InvokeInput};
 use crate::api::{stream, ApiError};
@@ -27,12 +27,7 @@ pub(super) async fn invoke_with_response_stream(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
-    let (name, path_qualifier) = parse_function_name(&name)?;
-    let qualifier = query
-        .get("Qualifier")
-        .cloned()
-        .or(path_qualifier)
-        .unwrap_or_default();
+    let (name, qualifier) = super::invocation_target(&name, &query)?;
     let dry_run = match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => false,
         "DryRun" => true,
