@@ -223,27 +223,22 @@ async fn pid1_reaps_forwards_and_exits_as_the_runtime() {
     sb.destroy().await;
 }
 
-
 fn main() {
     harness::enter("sandbox");
     let tests: Vec<Test> = vec![
-        (
-            "isolation_seen_from_inside",
-            || Box::pin(isolation_seen_from_inside()),
-        ),
-        (
-            "memory_hog_is_oom_killed",
-            || Box::pin(memory_hog_is_oom_killed()),
-        ),
+        ("isolation_seen_from_inside", || {
+            Box::pin(isolation_seen_from_inside())
+        }),
+        ("memory_hog_is_oom_killed", || {
+            Box::pin(memory_hog_is_oom_killed())
+        }),
         ("bad_exec_is_reported", || Box::pin(bad_exec_is_reported())),
-        (
-            "pid1_reaps_forwards_and_exits_as_the_runtime",
-            || Box::pin(pid1_reaps_forwards_and_exits_as_the_runtime()),
-        ),
-        (
-            "freeze_thaw_and_destroy_cleans_up",
-            || Box::pin(freeze_thaw_and_destroy_cleans_up()),
-        ),
+        ("pid1_reaps_forwards_and_exits_as_the_runtime", || {
+            Box::pin(pid1_reaps_forwards_and_exits_as_the_runtime())
+        }),
+        ("freeze_thaw_and_destroy_cleans_up", || {
+            Box::pin(freeze_thaw_and_destroy_cleans_up())
+        }),
     ];
     harness::run(tests, &["lamina-test/sandbox", "lamina-test"]);
 }

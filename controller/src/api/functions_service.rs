@@ -219,7 +219,8 @@ impl v1::functions_server::Functions for FunctionsService {
         request: Request<v1::InvokeRequest>,
     ) -> Result<Response<Self::InvokeWithResponseStreamStream>, Status> {
         let input = super::invoke::InvokeInput::try_from(request.into_inner())?;
-        let started = super::stream::invoke_with_response_stream(self.shared.clone(), input).await?;
+        let started =
+            super::stream::invoke_with_response_stream(self.shared.clone(), input).await?;
         Ok(Response::new(started.events))
     }
 
