@@ -1,11 +1,10 @@
 //! Asynchronous invocation, transport-neutral (the gRPC `Events` service and the REST API call
 //! it): accepting events, event invoke configs, invocation records and dead-letter queues. The
 //! queue itself is `crate::queue`.
-use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ, LATEST};
+use lamina_proto::domain::{Destination, EventInvokeConfig, DEFAULT_FAILURE_DLQ};
 use lamina_proto::v1;
 use lamina_proto::validate;
 
-use super::invoke::{InvokeInput, InvokeOutput};
 use super::{now_ms, ApiError, Shared};
 use crate::queue::{Enqueued, Invocation, NewEvent};
 
@@ -14,31 +13,31 @@ const INVOCATIONS_MAX: usize = 100_000;
 const DEAD_LETTERS_DEFAULT: usize = 100;
 const DEAD_LETTERS_MAX: usize = 10_000;
 
-/// Invocation type EVENT: 202 and the request id once the event is durable (synced).
-pub(super) async fn enqueue(shared: &Shared, r: InvokeInput) -> Result<InvokeOutput, ApiError> {
+/// Invocation type EVENT: the event once it is durable (synced), or the first one's id when the
+/// idempotency key was seen before.
+pub(super) async fn enqueue(
+    shared: &Shared,
+    function_name: String,
+    qualifier: String,
+    payload: Vec<u8>,
+    idempotency_key: String,
+) -> Result<Enqueued, ApiError> {
     let queue = shared.queue()?;
-    validate::async_payload(r.payload.len(), queue.config().max_payload_bytes)?;
-    validate::idempotency_key(&r.idempotency_key)?;
-    let payload = if r.payload.is_empty() {
+    validate::async_payload(payload.len(), queue.config().max_payload_bytes)?;
+    validate::idempotency_key(&idempotency_key)?;
+    let payload = if payload.is_empty() {
         b"{}".to_vec()
     } else {
-        r.payload
+        payload
     };
-    let enqueued = queue
+    Ok(queue
         .enqueue(NewEvent {
-            function_name: r.function_name,
-            qualifier: r.qualifier,
+            function_name,
+            qualifier,
             payload,
-            idempotency_key: r.idempotency_key,
+            idempotency_key,
         })
-        .await?;
-    Ok(InvokeOutput {
-        status_code: 202,
-        executed_version: LATEST.to_string(),
-        request_id: enqueued.request_id().to_string(),
-        duplicate: matches!(enqueued, Enqueued::Duplicate(_)),
-        ..Default::default()
-    })
+        .await?)
 }
 
 pub(crate) fn config_to_proto(name: &str, c: &EventInvokeConfig) -> v1::FunctionEventInvokeConfig {

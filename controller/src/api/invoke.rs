@@ -1,10 +1,12 @@
 //! Synchronous invocation (`Functions.Invoke`): validates the request and runs it through the
 //! invocation pipeline (`crate::invocation`); EVENT invocations go to the async queue.
+use lamina_proto::domain::LATEST;
 use lamina_proto::v1;
 use lamina_proto::validate;
 
 use super::{ApiError, Shared};
 use crate::invocation::{self, log_tail, Call, LOG_TAIL_BYTES};
+use crate::queue::Enqueued;
 
 /// How the caller wants the function run (Lambda's `InvocationType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +113,23 @@ pub(crate) async fn invoke(shared: &Shared, r: InvokeInput) -> Result<InvokeOutp
     validate::sync_payload(r.payload.len())?;
     let request_id = uuid::Uuid::new_v4().to_string();
     match r.invocation_type {
-        InvocationType::Event => return super::events::enqueue(shared, r).await,
+        InvocationType::Event => {
+            let enqueued = super::events::enqueue(
+                shared,
+                r.function_name,
+                r.qualifier,
+                r.payload,
+                r.idempotency_key,
+            )
+            .await?;
+            return Ok(InvokeOutput {
+                status_code: 202,
+                executed_version: LATEST.to_string(),
+                request_id: enqueued.request_id().to_string(),
+                duplicate: matches!(enqueued, Enqueued::Duplicate(_)),
+                ..Default::default()
+            });
+        }
         InvocationType::DryRun => {
             return Ok(InvokeOutput {
                 status_code: 204,
