@@ -1,4 +1,4 @@
-//! Compiles `proto/lamina/v1/{lamina,network,cluster}.proto` (one package, `lamina.v1`) with the
+//! Compiles `proto/lamina/v1/{lamina,network,cluster,gateway}.proto` (one package, `lamina.v1`) with the
 //! pure-Rust `protox` compiler (no system protoc needed)
 //! and generates the tonic client and server code, plus the encoded descriptor set used by gRPC reflection.
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/lamina/v1/lamina.proto",
         "proto/lamina/v1/network.proto",
         "proto/lamina/v1/cluster.proto",
+        "proto/lamina/v1/gateway.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

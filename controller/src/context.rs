@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::concurrency::Limiter;
+use crate::gateway::model::PublicEndpoint;
 use crate::netns_allowlist::NetnsAllowlist;
 use crate::queue::QueueStore;
 use crate::reconcile::{NetworkSync, Provisioning, Retiring};
@@ -40,6 +41,9 @@ pub(crate) struct Context {
     pub guard: lamina_proto::auth::ServerGuard,
     /// Network namespaces an admin may attach to a VPC (`--attachable-netns`; empty: none).
     pub attachable_netns: NetnsAllowlist,
+    /// Where clients reach the HTTP gateway (function URLs, HTTP APIs): set once the gateway's
+    /// listener is bound; [`Context::public_endpoint`] reads it.
+    pub http_endpoint: std::sync::OnceLock<PublicEndpoint>,
 }
 
 impl Context {
@@ -48,6 +52,12 @@ impl Context {
     pub fn lost_worker_check(&self) -> Duration {
         self.heartbeat_interval
             .clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Where clients reach the HTTP gateway (the default `http://*.localhost:9690` before its
+    /// listener is bound, or on a controller without one).
+    pub fn public_endpoint(&self) -> PublicEndpoint {
+        self.http_endpoint.get().cloned().unwrap_or_default()
     }
 }
 

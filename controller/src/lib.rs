@@ -22,6 +22,7 @@ pub mod auth;
 pub mod code;
 pub mod concurrency;
 mod context;
+pub mod gateway;
 pub mod image;
 mod invocation;
 mod netns_allowlist;
@@ -221,6 +222,7 @@ impl Controller {
                     replay: Arc::default(),
                 },
                 attachable_netns: network::NetnsAllowlist::new(&config.attachable_netns),
+                http_endpoint: std::sync::OnceLock::new(),
             }),
             keys: None,
             bootstrap: Bootstrap::default(),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 mod cache;
 mod db;
 mod error;
+mod gateway;
 pub mod keys;
 mod layers;
 mod log_writer;
@@ -34,6 +35,7 @@ pub mod writers;
 
 pub use db::{Batch, Database, Durability};
 pub use error::StorageError;
+pub use gateway::GatewayStore;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
 pub use rocks::RocksStore;
