@@ -19,6 +19,10 @@ fi
 # tests/tests/runtime_clients.rs runs unchanged, from their registries, cached outside the clone.
 export LAMINA_CLIENTS="${LAMINA_CLIENTS:-/var/tmp/lamina-clients}"
 tests/clients/install.sh
+# Powertools, mangum and FastAPI vendored into the HTTP gateway tests' functions (tests/functions/http/),
+# requests and Powertools' parser models for the tests themselves, from PyPI, cached outside the clone.
+export LAMINA_HTTP_DEPS="${LAMINA_HTTP_DEPS:-/var/tmp/lamina-http-deps}"
+tests/functions/http/install.sh
 cargo fmt --all -- --check
 cargo build --workspace --bins --lib --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
