@@ -23,6 +23,7 @@ pub mod code;
 pub mod concurrency;
 mod context;
 pub mod gateway;
+mod http_listener;
 pub mod image;
 mod invocation;
 mod netns_allowlist;
@@ -111,6 +112,8 @@ pub enum ControllerError {
     Auth(#[from] AuthError),
     #[error("REST server failed: {0}")]
     Rest(std::io::Error),
+    #[error("HTTP gateway failed: {0}")]
+    Http(std::io::Error),
     #[error(
         "cannot make the data directory {path} private (mode 0700): {source}; check its owner"
     )]
@@ -160,6 +163,8 @@ pub struct Controller {
     shared: Arc<Context>,
     keys: Option<Arc<KeyStore>>,
     bootstrap: Bootstrap,
+    /// The HTTP gateway's listener and settings, when it is served.
+    http: Option<(TcpListener, gateway::GatewayConfig)>,
 }
 
 impl Controller {
@@ -226,7 +231,14 @@ impl Controller {
             }),
             keys: None,
             bootstrap: Bootstrap::default(),
+            http: None,
         }
+    }
+
+    /// Serves the HTTP gateway (function URLs, HTTP APIs) on `listener` too, beside the APIs.
+    pub fn with_http(mut self, listener: TcpListener, config: gateway::GatewayConfig) -> Controller {
+        self.http = Some((listener, config));
+        self
     }
 
     /// What the first start created (the first admin key's file), for the operator.
@@ -309,6 +321,10 @@ impl Controller {
         })
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let gateway_api = api::GatewayServer::new(api::GatewayService {
+            shared: Arc::clone(&self.shared),
+        })
+        .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
         let cluster = ClusterServer::new(ClusterService {
             shared: Arc::clone(&self.shared),
         })
@@ -359,6 +375,11 @@ impl Controller {
                     .add_service(Authenticated::with_guard(events, Arc::clone(&users), g()))
                     .add_service(Authenticated::with_guard(layers, Arc::clone(&users), g()))
                     .add_service(Authenticated::with_guard(
+                        gateway_api,
+                        Arc::clone(&users),
+                        g(),
+                    ))
+                    .add_service(Authenticated::with_guard(
                         network_api,
                         Arc::clone(&users),
                         g(),
@@ -372,9 +393,19 @@ impl Controller {
                 .add_service(concurrency_api)
                 .add_service(events)
                 .add_service(layers)
+                .add_service(gateway_api)
                 .add_service(network_api)
                 .add_service(cluster),
         };
+        let http_server = self.http.map(|(listener, config)| {
+            tokio::spawn(gateway::serve(
+                Arc::clone(&self.shared),
+                self.keys.clone(),
+                config,
+                listener,
+                shutdown.clone(),
+            ))
+        });
         let rest_server = rest.map(|l| {
             let router = rest::router(Arc::clone(&self.shared), self.keys.clone());
             tokio::spawn(rest::serve(l, router, shutdown.clone()))
@@ -412,7 +443,15 @@ impl Controller {
             },
             None => Ok(()),
         };
+        let http_result = match http_server {
+            Some(h) => match h.await {
+                Ok(r) => r.map_err(ControllerError::Http),
+                Err(e) => Err(ControllerError::Http(std::io::Error::other(e.to_string()))),
+            },
+            None => Ok(()),
+        };
         served?;
-        rest_result
+        rest_result?;
+        http_result
     }
 }

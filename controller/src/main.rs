@@ -26,6 +26,26 @@ struct Args {
     /// HOST:PORT of the Lambda-compatible REST API (boto3, the AWS CLI; port 0 = any free port).
     #[arg(long, default_value = lamina_controller::rest::DEFAULT_REST_LISTEN)]
     rest_listen: String,
+    /// HOST:PORT of the public HTTP gateway: function URLs and HTTP APIs (port 0 = any free port).
+    #[arg(long, default_value = lamina_controller::gateway::DEFAULT_HTTP_LISTEN)]
+    http_listen: String,
+    /// The domain of the gateway's host names: `<id>.lambda-url.us-east-1.DOMAIN`,
+    /// `<id>.execute-api.us-east-1.DOMAIN`.
+    #[arg(long, default_value = "localhost")]
+    http_domain: String,
+    /// The scheme clients reach the gateway with (`https` behind a TLS reverse proxy).
+    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
+    http_public_scheme: String,
+    /// The port clients reach the gateway on, when a reverse proxy's differs from --http-listen's.
+    #[arg(long)]
+    http_public_port: Option<u16>,
+    /// Connections the gateway serves at once; more are closed as they arrive.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    http_max_connections: usize,
+    /// Request-body bytes the gateway holds at once, all requests together (at least one 6 MB
+    /// body); more waits, then is refused with 503.
+    #[arg(long, default_value_t = 256 << 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range((6 << 20)..))]
+    http_body_budget_bytes: usize,
     /// Directory of the RocksDB store (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
@@ -160,6 +180,25 @@ async fn main() -> anyhow::Result<()> {
     let rest_addr = rest_listener
         .local_addr()
         .with_context(|| format!("cannot read the bound address of {}", args.rest_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(&args.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is the port free? (--http-listen HOST:PORT)",
+                args.http_listen
+            )
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .with_context(|| format!("cannot read the bound address of {}", args.http_listen))?;
+    let http_config = lamina_controller::gateway::GatewayConfig {
+        domain: args.http_domain.clone(),
+        public_scheme: args.http_public_scheme.clone(),
+        public_port: args.http_public_port,
+        max_connections: args.http_max_connections,
+        body_budget_bytes: args.http_body_budget_bytes,
+        ..Default::default()
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -173,11 +212,14 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the bound address of {}", args.listen))?;
 
     let shutdown = CancellationToken::new();
+    let controller = controller.with_http(http_listener, http_config);
     let server =
         tokio::spawn(controller.serve_with_rest(listener, Some(rest_listener), shutdown.clone()));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
     {
         let mut out = std::io::stdout().lock();
+        writeln!(out, "lamina-controller http listening on {http_addr}")
+            .context("cannot write to stdout")?;
         writeln!(out, "lamina-controller rest listening on {rest_addr}")
             .context("cannot write to stdout")?;
         writeln!(out, "lamina-controller listening on {addr}").context("cannot write to stdout")?;

@@ -111,17 +111,31 @@ impl BodyBudget {
     /// Reads `body` whole, refusing it past `limit` bytes or [`BODY_READ_TIMEOUT`], charging
     /// every frame to the budget (waiting at most [`BUDGET_WAIT`] for room). Trailers are
     /// ignored. The bytes stay charged until the returned [`Held`] is dropped.
-    pub async fn read<B>(&self, mut body: B, limit: usize) -> Result<(Bytes, Held), BodyError>
+    pub async fn read<B>(&self, body: B, limit: usize) -> Result<(Bytes, Held), BodyError>
     where
         B: http_body::Body<Data = Bytes> + Unpin,
         B::Error: std::fmt::Display,
     {
-        let deadline = Instant::now() + BODY_READ_TIMEOUT;
+        self.read_within(body, limit, BODY_READ_TIMEOUT).await
+    }
+
+    /// [`BodyBudget::read`] with a deadline of `timeout` for the whole body.
+    pub async fn read_within<B>(
+        &self,
+        mut body: B,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<(Bytes, Held), BodyError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let deadline = Instant::now() + timeout;
         let mut buf = BytesMut::new();
         let mut held: Option<OwnedSemaphorePermit> = None;
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(BodyError::Timeout(BODY_READ_TIMEOUT)),
+                Err(_) => return Err(BodyError::Timeout(timeout)),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
                 Ok(Some(Ok(frame))) => frame,

@@ -30,6 +30,23 @@ pub fn lambda_timestamp(ms: u64) -> String {
     )
 }
 
+/// Epoch milliseconds as API Gateway writes a request's `time`: `12/Mar/2020:19:03:58 +0000`.
+pub fn apigw_request_time(ms: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,6 +54,10 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(lambda_timestamp(0), "1970-01-01T00:00:00.000+0000");
+        assert_eq!(
+            apigw_request_time(1_584_039_838_123),
+            "12/Mar/2020:19:03:58 +0000"
+        );
         assert_eq!(
             lambda_timestamp(1_714_564_800_123),
             "2024-05-01T12:00:00.123+0000"

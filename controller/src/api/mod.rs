@@ -1,8 +1,8 @@
 //! The API core and its tonic services. The core (`functions`, `versions`, `concurrency`,
-//! `provisioned`, `events`, `layers`, `invoke`, `stream`) is transport-neutral: the gRPC services
-//! (`*_service.rs`, one per resource: `Functions`, `Versions`, `Concurrency`, `Events`, `Layers`,
-//! plus `Network`, `Auth` and the workers' `Cluster`) and the REST API (`crate::rest`) both call
-//! it. Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
+//! `provisioned`, `events`, `layers`, `gateway`, `invoke`, `stream`) is transport-neutral: the
+//! gRPC services (`*_service.rs`, one per resource: `Functions`, `Versions`, `Concurrency`,
+//! `Events`, `Layers`, `Gateway`, plus `Network`, `Auth` and the workers' `Cluster`) and the REST
+//! API (`crate::rest`) both call it. Errors become a `tonic::Status` in one place: `From<ApiError> for Status`.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ pub(crate) mod events;
 mod events_service;
 pub(crate) mod functions;
 mod functions_service;
+pub(crate) mod gateway;
+mod gateway_service;
 pub(crate) mod images;
 pub(crate) mod invoke;
 pub(crate) mod layers;
@@ -41,9 +43,10 @@ pub use cluster::ClusterService;
 pub use concurrency_service::ConcurrencyService;
 pub use events_service::EventsService;
 pub use functions_service::FunctionsService;
+pub use gateway_service::GatewayService;
 pub use lamina_proto::v1::{
     concurrency_server::ConcurrencyServer, events_server::EventsServer,
-    layers_server::LayersServer, versions_server::VersionsServer,
+    gateway_server::GatewayServer, layers_server::LayersServer, versions_server::VersionsServer,
 };
 pub use layers_service::LayersService;
 pub use network::NetworkService;
@@ -121,6 +124,19 @@ pub enum ApiError {
     Network(#[from] crate::store::NetworkError),
     #[error("worker `{0}` not found: `fnctl workers` lists them")]
     WorkerNotFound(String),
+    #[error("HTTP API `{0}` not found: `fnctl api list` lists them")]
+    HttpApiNotFound(String),
+    #[error("HTTP API `{api_id}` has no route `{route}` (by id or route key): `fnctl api route list {api_id}` lists them")]
+    HttpRouteNotFound { api_id: String, route: String },
+    #[error("HTTP API `{api_id}` has a route `{existing}` already, the same route as `{route_key}`: delete it first")]
+    HttpRouteExists {
+        api_id: String,
+        route_key: String,
+        existing: String,
+    },
+    /// Too many HTTP APIs or routes (the message says which limit and what to do).
+    #[error("{0}")]
+    GatewayLimit(String),
 }
 
 impl From<ApiError> for Status {
@@ -143,6 +159,14 @@ impl From<ApiError> for Status {
             ApiError::Store(StoreError::BlobMissing(_) | StoreError::VpcTargetGone { .. }) => {
                 Code::FailedPrecondition
             }
+            ApiError::Store(StoreError::FunctionUrlExists { .. })
+            | ApiError::HttpRouteExists { .. } => Code::AlreadyExists,
+            ApiError::Store(
+                StoreError::FunctionUrlNotFound { .. } | StoreError::AliasNotFound { .. },
+            )
+            | ApiError::HttpApiNotFound(_)
+            | ApiError::HttpRouteNotFound { .. } => Code::NotFound,
+            ApiError::GatewayLimit(_) => Code::FailedPrecondition,
             ApiError::Store(_) | ApiError::Internal(_) | ApiError::Queue(_) => {
                 tracing::error!(error = %message, "internal error");
                 Code::Internal

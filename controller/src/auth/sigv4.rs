@@ -180,6 +180,11 @@ impl Pending {
         self.date_ms
     }
 
+    /// The service of the credential scope (`KEY/DATE/REGION/SERVICE/aws4_request`).
+    pub fn service(&self) -> &str {
+        self.scope.split('/').nth(2).unwrap_or("")
+    }
+
     /// The signature as sent (the replay cache's key).
     pub fn signature(&self) -> &[u8] {
         &self.signature

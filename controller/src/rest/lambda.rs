@@ -1,7 +1,7 @@
 //! Lambda's REST API (rest-json, what boto3's `lambda` client and the AWS CLI send): its routes,
 //! the function handlers (create, list, update code and configuration, invoke) and, in
 //! `lambda/`, the other resources (versions and aliases, concurrency, event invoke configs,
-//! layers, tags, streamed invoke) and botocore's shapes.
+//! layers, tags, function URLs, streamed invoke) and botocore's shapes.
 //!
 //! The front (`front.rs`) has checked the signature and read the body within the route's limit
 //! ([`body_limit`]) before a handler runs. Handlers call the transport-neutral core the gRPC
@@ -33,6 +33,7 @@ mod layers;
 pub mod shapes;
 mod stream;
 mod tags;
+mod urls;
 mod versions;
 
 use shapes::{parse_function_name, RestError};
@@ -143,6 +144,14 @@ fn routes(state: Arc<RestState>) -> Router {
                 .get(concurrency::get_provisioned)
                 .delete(concurrency::delete_provisioned),
         )
+        .route(
+            "/2021-10-31/functions/:name/url",
+            post(urls::create_url)
+                .get(urls::get_url)
+                .put(urls::update_url)
+                .delete(urls::delete_url),
+        )
+        .route("/2021-10-31/functions/:name/urls", get(urls::list_urls))
         .fallback(unknown_operation)
         // The front read the body within the route's limit already.
         .layer(DefaultBodyLimit::disable())

@@ -1,6 +1,7 @@
 //! Durable state of the controller behind traits, one per kind of state: [`Store`] (function
 //! records, code blobs, function logs), [`VersionStore`], [`SettingsStore`] (aliases, concurrency,
-//! tags), [`LayerStore`], [`NetworkStore`], and the async queue's `queue::QueueStorage`.
+//! tags), [`LayerStore`], [`NetworkStore`], [`GatewayStore`] (function URLs, HTTP APIs), and the
+//! async queue's `queue::QueueStorage`.
 //! [`RocksStore`] (and `queue::QueueStore`) are the embedded implementations on one RocksDB
 //! [`Database`]; a replicated backend implements the same traits.
 //!
@@ -96,6 +97,24 @@ pub enum StoreError {
         version: String,
         alias: String,
     },
+    #[error("function `{function}` has no alias `{alias}`: create the alias first")]
+    AliasNotFound { function: String, alias: String },
+    #[error("{} has a function URL already: update it (UpdateFunctionUrlConfig, `fnctl url update`) or delete it first", url_target(function, qualifier))]
+    FunctionUrlExists { function: String, qualifier: String },
+    #[error(
+        "{} has no function URL: create one with CreateFunctionUrlConfig (`fnctl url create`)",
+        url_target(function, qualifier)
+    )]
+    FunctionUrlNotFound { function: String, qualifier: String },
+}
+
+/// "function `f`" or "alias `live` of function `f`" (what a function URL belongs to).
+fn url_target(function: &str, qualifier: &str) -> String {
+    if qualifier.is_empty() {
+        format!("function `{function}`")
+    } else {
+        format!("alias `{qualifier}` of function `{function}`")
+    }
 }
 
 /// The controller's durable state. Implementations serialise their writers so that the invariants
@@ -105,9 +124,10 @@ pub enum StoreError {
 /// - every blob a stored function, version or layer version uses (`FunctionConfig::blob_digests`,
 ///   a layer version's zip) is stored;
 /// - a blob is deleted as soon as no function, version or layer version refers to it;
-/// - a function's logs, versions and settings go when the function goes.
+/// - a function's logs, versions, settings and function URLs go when the function goes (and an
+///   alias's function URL when the alias goes).
 pub trait Store:
-    SettingsStore + VersionStore + LayerStore + NetworkStore + Send + Sync + 'static
+    SettingsStore + VersionStore + LayerStore + NetworkStore + GatewayStore + Send + Sync + 'static
 {
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
@@ -129,8 +149,8 @@ pub trait Store:
         code: Option<&[u8]>,
     ) -> Result<(), StoreError>;
 
-    /// Removes the function, its logs and its blob when no other function uses it. Returns the
-    /// removed record, `None` when there was none. Synced.
+    /// Removes the function, its logs, settings and function URLs, and its blob when no other
+    /// function uses it. Returns the removed record, `None` when there was none. Synced.
     fn delete_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
     fn get_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;

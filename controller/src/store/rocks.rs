@@ -9,6 +9,7 @@ use lamina_proto::domain::{Alias, FunctionConfig};
 use super::cache::ConfigCache;
 use super::db::{Batch, Database, Durability};
 use super::error::StorageError;
+use super::gateway::GatewayMemory;
 use super::keys;
 use super::log_writer::LogWriter;
 use super::logs::LogTable;
@@ -30,6 +31,10 @@ pub struct RocksStore {
     pub(super) logs: Arc<LogTable>,
     /// Writes queued invocation logs in batches (`log_writer.rs`).
     pub(super) log_writer: LogWriter,
+    /// Serialises HTTP API writers (`gateway.rs`; function URLs take `blob_refs`).
+    pub(super) gateway_writers: Mutex<()>,
+    /// Function URLs and HTTP APIs by id, for the gateway's request path (`gateway.rs`).
+    pub(super) gateway: GatewayMemory,
 }
 
 impl RocksStore {
@@ -46,10 +51,13 @@ impl RocksStore {
             cache: ConfigCache::default(),
             log_writer: LogWriter::start(Arc::clone(&logs))?,
             logs,
+            gateway_writers: Mutex::new(()),
+            gateway: GatewayMemory::default(),
         };
         let refs = store.count_blob_refs()?;
         store.delete_orphan_blobs(&refs)?;
         *lock(&store.blob_refs) = refs;
+        store.load_gateway()?;
         Ok(store)
     }
 
@@ -343,6 +351,7 @@ impl Store for RocksStore {
             .table()
             .delete_range(&mut batch, keys::prefix(name), keys::prefix_end(name));
         self.delete_settings_in(name, &mut batch);
+        let urls = self.delete_function_urls_in(name, &mut batch)?;
         // The blobs of $LATEST and of every version, released together: a blob goes when these
         // were its last users.
         let mut users = self.delete_versions_in(name, &mut batch)?;
@@ -350,6 +359,7 @@ impl Store for RocksStore {
         let counts = self.plan_refs(&refs, &[], &users, None, &mut batch)?;
         self.write_function_batch(name, &batch, "delete function")?;
         apply_counts(&mut refs, counts);
+        self.gateway.forget_urls(&urls);
         logs.remove(name);
         Ok(Some(current))
     }

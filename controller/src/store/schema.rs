@@ -1,6 +1,6 @@
 //! Every column family of the controller's database, with its options, in one place: the store's
-//! (functions, blobs, logs, versions, settings, layers, network) and the async queue's. What each
-//! holds and why: `store/README.md`.
+//! (functions, blobs, logs, versions, settings, layers, network, gateway) and the async queue's.
+//! What each holds and why: `store/README.md`.
 use rocksdb::{ColumnFamilyDescriptor, DBCompressionType, Options};
 
 pub const FUNCTIONS: &str = "functions";
@@ -10,6 +10,7 @@ pub const SETTINGS: &str = "function_settings";
 pub const VERSIONS: &str = "versions";
 pub const LAYERS: &str = "layers";
 pub const NETWORK: &str = "network";
+pub const GATEWAY: &str = "gateway";
 
 pub const INVOCATIONS: &str = "invocations";
 pub const QUEUE_PAYLOADS: &str = "queue_payloads";
@@ -36,7 +37,7 @@ enum Tuning {
     FifoBlobs,
 }
 
-const FAMILIES: [(&str, Tuning); 17] = [
+const FAMILIES: [(&str, Tuning); 18] = [
     (FUNCTIONS, Tuning::Plain),
     (BLOBS, Tuning::Blobs),
     (LOGS, Tuning::Plain),
@@ -44,6 +45,7 @@ const FAMILIES: [(&str, Tuning); 17] = [
     (VERSIONS, Tuning::Plain),
     (LAYERS, Tuning::Plain),
     (NETWORK, Tuning::Plain),
+    (GATEWAY, Tuning::Plain),
     (INVOCATIONS, Tuning::Plain),
     (QUEUE_PAYLOADS, Tuning::FifoBlobs),
     (QUEUE_DUE, Tuning::Fifo),

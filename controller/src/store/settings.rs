@@ -163,7 +163,13 @@ impl RocksStore {
         if present {
             let mut batch = Batch::new();
             settings.delete(&mut batch, k);
+            // An alias's function URL goes with the alias, in the same batch.
+            let url = match kind {
+                KIND_ALIAS => self.delete_alias_url_in(name, id, &mut batch)?,
+                _ => None,
+            };
             self.write_function_batch(name, &batch, "delete function setting")?;
+            self.gateway.forget_urls(url.as_slice());
         }
         Ok(present)
     }

@@ -84,7 +84,10 @@ impl From<ApiError> for RestError {
                 RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
             }
             ApiError::Store(StoreError::VersionInUse { .. })
-            | ApiError::Version(VersionError::AliasExists { .. }) => {
+            | ApiError::Version(VersionError::AliasExists { .. })
+            | ApiError::Store(StoreError::FunctionUrlExists { .. })
+            | ApiError::HttpRouteExists { .. }
+            | ApiError::GatewayLimit(_) => {
                 RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
             }
             ApiError::Store(StoreError::PublishPrecondition { .. })
@@ -105,7 +108,12 @@ impl From<ApiError> for RestError {
             | ApiError::InvocationNotFound(_)
             | ApiError::EventInvokeConfigNotFound(_)
             | ApiError::Layer(LayerError::NotFound(_))
-            | ApiError::QueueNotFound(_) => RestError::not_found(message),
+            | ApiError::QueueNotFound(_)
+            | ApiError::Store(
+                StoreError::FunctionUrlNotFound { .. } | StoreError::AliasNotFound { .. },
+            )
+            | ApiError::HttpApiNotFound(_)
+            | ApiError::HttpRouteNotFound { .. } => RestError::not_found(message),
             // A function naming a missing layer version, or too much code with its layers: a bad
             // parameter (4xx, which SDKs do not retry).
             ApiError::Layer(LayerError::AttachMissing(_) | LayerError::TooLarge { .. })

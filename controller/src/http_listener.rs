@@ -1,0 +1,106 @@
+//! The connection loop of the controller's HTTP listeners (the REST API of `rest/` and the public
+//! gateway of `gateway/`): accept, bound, serve HTTP/1.1 and HTTP/2 with an axum router, stop
+//! gracefully. What a connection may hold is bounded by [`Limits`]: how many at once (more are
+//! closed as they arrive), how long a request head may take (an idle keep-alive connection is
+//! closed after the same time: hyper restarts the timer for every head it waits for), how large
+//! a head may be, and HTTP/2 streams per connection.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stop waits for the connections in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The bounds of one listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// A request's head must arrive within this (and an idle connection waits no longer).
+    pub header_timeout: Duration,
+    /// The largest request head (HTTP/1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_streams: u32,
+}
+
+/// Serves `router` on `listener` until `shutdown`; `name` names the listener in logs.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    name: &'static str,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(64));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, or the peer gave up: keep serving the others.
+                    tracing::warn!(listener = name, error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+            tracing::warn!(listener = name, %peer, limit = limits.max_connections, "too many connections: closing a new one");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+        }
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                // Handlers that want the peer's address (the gateway's `sourceIp`) find it here.
+                req.extensions_mut().insert(Peer(peer));
+                tower_service::Service::call(&mut router.clone(), req.map(Body::new))
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(listener = name, grace = ?SHUTDOWN_GRACE, "connections still open after the grace period");
+    }
+    Ok(())
+}
+
+/// The address of the client a request came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
