@@ -15,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 pub use lamina_client::{v1, Client, Credentials};
 
 pub mod clients;
+pub mod gateway;
 pub mod images;
 pub mod netns;
 pub mod orphans;
@@ -69,9 +70,13 @@ pub struct Proc {
     /// The controller's REST address (`lamina-controller rest listening on HOST:PORT`), if printed
     /// before the ready line.
     pub rest_address: Option<String>,
+    /// The controller's public HTTP address (`lamina-controller http listening on HOST:PORT`: function
+    /// URLs and HTTP APIs), if printed before the ready line.
+    pub http_address: Option<String>,
 }
 
 const REST_READY: &str = "lamina-controller rest listening on ";
+const HTTP_READY: &str = "lamina-controller http listening on ";
 
 impl Proc {
     /// Spawns `cmd`, waits for a stdout line starting with `ready_prefix` and returns the last word
@@ -88,19 +93,21 @@ impl Proc {
         let prefix = ready_prefix.to_string();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            let mut rest = None;
+            let (mut rest, mut http) = (None, None);
             for line in lines.by_ref().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix(REST_READY) {
                     rest = Some(addr.trim().to_string());
+                } else if let Some(addr) = line.strip_prefix(HTTP_READY) {
+                    http = Some(addr.trim().to_string());
                 } else if line.starts_with(&prefix) {
-                    let _ = tx.send((line, rest));
+                    let _ = tx.send((line, rest, http));
                     break;
                 }
             }
             // Keep draining so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let (line, rest_address) = match rx.recv_timeout(Duration::from_secs(60)) {
+        let (line, rest_address, http_address) = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(got) => got,
             Err(_) => {
                 let _ = child.kill();
@@ -119,6 +126,7 @@ impl Proc {
             address,
             log,
             rest_address,
+            http_address,
         })
     }
 
@@ -216,6 +224,16 @@ impl Cluster {
             dir,
             netns: None,
         })
+    }
+
+    /// `HOST:PORT` of the controller's public HTTP listener (function URLs and HTTP APIs; the
+    /// harness starts every controller with `--http-listen 127.0.0.1:0`). Changes when the
+    /// controller restarts.
+    pub fn http_address(&self) -> Result<String> {
+        self.controller
+            .http_address
+            .clone()
+            .ok_or_else(|| anyhow!("the controller printed no `{HTTP_READY}HOST:PORT` line"))
     }
 
     /// The environment `fnctl` needs to reach this cluster: endpoint and credentials file.
