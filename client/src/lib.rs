@@ -1,5 +1,5 @@
 //! The typed Rust SDK for Lamina's gRPC API (`lamina.v1`: `Functions`, `Versions`, `Concurrency`,
-//! `Events`, `Layers`, `Network`, `Auth`). `fnctl` is built on it, and so are
+//! `Events`, `Layers`, `Network`, `Gateway`, `Auth`). `fnctl` is built on it, and so are
 //! the end-to-end tests.
 //!
 //! ```no_run
@@ -20,6 +20,7 @@ pub mod code;
 mod concurrency;
 pub mod credentials;
 mod error;
+mod gateway;
 mod layers;
 pub mod network;
 mod stream;
@@ -43,6 +44,7 @@ use v1::auth_client::AuthClient;
 use v1::concurrency_client::ConcurrencyClient;
 use v1::events_client::EventsClient;
 use v1::functions_client::FunctionsClient;
+use v1::gateway_client::GatewayClient;
 use v1::layers_client::LayersClient;
 use v1::versions_client::VersionsClient;
 
@@ -63,6 +65,7 @@ pub struct Client {
     layers: LayersClient<SignedChannel>,
     auth: AuthClient<SignedChannel>,
     network: lamina_proto::v1::network_client::NetworkClient<SignedChannel>,
+    gateway: GatewayClient<SignedChannel>,
     endpoint: String,
 }
 
@@ -117,6 +120,7 @@ impl Client {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             network: lamina_proto::v1::network_client::NetworkClient::new(channel.clone()),
+            gateway: GatewayClient::new(channel.clone()),
             auth: AuthClient::new(channel),
             endpoint: uri,
         })
