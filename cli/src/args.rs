@@ -9,6 +9,8 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9670";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9670";
 /// Default `fnctl up --rest-listen`.
 pub const DEFAULT_REST_LISTEN: &str = "127.0.0.1:9680";
+/// Default `fnctl up --http-listen`: the HTTP gateway (function URLs, HTTP APIs).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9690";
 /// Where `fnctl up` (default data dir of deploy/up.sh) keeps the first admin key.
 pub const DEFAULT_CREDENTIALS: &str = "/var/lib/lamina/controller/auth/admin-credentials.json";
 
@@ -94,6 +96,12 @@ pub enum Command {
     /// Layers: publish, list, versions, get, delete
     #[command(subcommand)]
     Layer(crate::layers::LayerCommand),
+    /// Function URLs: create, get, update, delete, list
+    #[command(subcommand)]
+    Url(crate::gateway::UrlCommand),
+    /// HTTP APIs (API Gateway style): create, list, get, delete, and their routes (api route ...)
+    #[command(subcommand)]
+    Api(crate::gateway::ApiCommand),
     /// VPCs: create, list, get, delete, attach-netns, detach-netns, attachments
     #[command(subcommand)]
     Vpc(crate::network::VpcCommand),
@@ -146,6 +154,9 @@ pub struct UpArgs {
     /// Address of the controller's Lambda-compatible REST API (boto3, the AWS CLI)
     #[arg(long, default_value = DEFAULT_REST_LISTEN)]
     pub rest_listen: String,
+    /// Address of the controller's HTTP gateway: function URLs and HTTP APIs (public traffic)
+    #[arg(long, default_value = DEFAULT_HTTP_LISTEN)]
+    pub http_listen: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,6 +507,19 @@ mod tests {
             panic!("not up")
         };
         assert_eq!(u.listen, DEFAULT_LISTEN);
+        assert_eq!(u.http_listen, DEFAULT_HTTP_LISTEN);
+        let cli = parse(&[
+            "up",
+            "--data-dir",
+            "/tmp/x",
+            "--http-listen",
+            "0.0.0.0:8080",
+        ])
+        .unwrap();
+        let Command::Up(u) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(u.http_listen, "0.0.0.0:8080");
     }
 
     #[test]

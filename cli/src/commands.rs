@@ -88,6 +88,16 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
             print(&crate::layers::run(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
+        Command::Url(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::gateway::run_url(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
+        Command::Api(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::gateway::api::run_api(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
         Command::Vpc(cmd) => {
             let client = conn.client().await?;
             print(&crate::network::run_vpc(&client, cmd, output).await?)?;

@@ -112,6 +112,27 @@ fn views() -> Vec<(&'static str, Value)> {
     };
     let key = v1::AccessKey::default();
     let complete = v1::InvokeComplete::default();
+    let url = v1::FunctionUrlConfig {
+        qualifier: "live".into(),
+        cors: Some(v1::Cors {
+            allow_origins: vec!["*".into()],
+            max_age: 60,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let route = v1::HttpRoute {
+        qualifier: "live".into(),
+        throttle: Some(v1::HttpThrottle {
+            rate_limit: 1.0,
+            burst_limit: 1,
+        }),
+        ..Default::default()
+    };
+    let api = v1::HttpApi {
+        routes: vec![route.clone()],
+        ..Default::default()
+    };
     vec![
         (
             "get",
@@ -234,6 +255,36 @@ fn views() -> Vec<(&'static str, Value)> {
                 Output::Json,
                 false,
             )),
+        ),
+        (
+            "url get",
+            json(crate::gateway::render_url(&url, Output::Json)),
+        ),
+        (
+            "url list",
+            json(crate::gateway::render_urls(
+                std::slice::from_ref(&url),
+                Output::Json,
+            )),
+        ),
+        (
+            "api get",
+            json(crate::gateway::api::render_api(&api, Output::Json)),
+        ),
+        (
+            "api list",
+            json(crate::gateway::api::render_apis(
+                std::slice::from_ref(&api),
+                Output::Json,
+            )),
+        ),
+        (
+            "api route add",
+            json(crate::gateway::api::render_route(&route, Output::Json)),
+        ),
+        (
+            "api route list",
+            json(crate::gateway::api::render_routes(&[route], Output::Json)),
         ),
         ("vpc", crate::network::vpc_json(&v1::Vpc::default())),
         (

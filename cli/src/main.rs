@@ -8,6 +8,7 @@ mod auth;
 mod commands;
 mod concurrency;
 mod events;
+mod gateway;
 mod images;
 #[cfg(test)]
 mod json_casing;

@@ -35,6 +35,26 @@ struct Proc {
     forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The controller's other listeners, from the ready lines it prints before its gRPC one.
+#[derive(Debug, Default, PartialEq)]
+pub struct Listeners {
+    /// `lamina-controller rest listening on HOST:PORT`
+    pub rest: Option<String>,
+    /// `lamina-controller http listening on HOST:PORT`
+    pub http: Option<String>,
+}
+
+impl Listeners {
+    /// Notes `line` when it is one of the other listeners' ready lines.
+    fn note(&mut self, line: &str) {
+        if let Some(addr) = rest_address(line) {
+            self.rest = Some(addr);
+        } else if let Some(addr) = http_address(line) {
+            self.http = Some(addr);
+        }
+    }
+}
+
 /// SIGINT or SIGTERM, whichever comes first.
 struct Shutdown {
     int: tokio::signal::unix::Signal,
@@ -80,13 +100,15 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             args.listen.as_ref(),
             "--rest-listen".as_ref(),
             args.rest_listen.as_ref(),
+            "--http-listen".as_ref(),
+            args.http_listen.as_ref(),
             "--data-dir".as_ref(),
             controller_dir.as_os_str(),
         ],
     )?;
-    let mut rest_addr = None;
+    let mut listeners = Listeners::default();
     let ready = tokio::select! {
-        r = wait_ready(&mut controller, controller_address, &mut rest_addr) => r,
+        r = wait_ready(&mut controller, controller_address, &mut listeners) => r,
         _ = shutdown.recv() => {
             stop(&mut [&mut controller]).await;
             return Ok(Outcome::Success);
@@ -130,9 +152,9 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             return Err(e);
         }
     };
-    let mut no_rest = None;
+    let mut no_listeners = Listeners::default();
     let ready = tokio::select! {
-        r = wait_ready(&mut worker, worker_address, &mut no_rest) => r,
+        r = wait_ready(&mut worker, worker_address, &mut no_listeners) => r,
         _ = shutdown.recv() => {
             stop(&mut [&mut worker, &mut controller]).await;
             return Ok(Outcome::Success);
@@ -146,11 +168,15 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "lamina is up: endpoint {endpoint}")
-            .and_then(|()| match &rest_addr {
+            .and_then(|()| match &listeners.rest {
                 Some(rest) => writeln!(
                     out,
                     "lambda rest api: http://{rest} (boto3: endpoint_url=\"http://{rest}\"; aws cli: --endpoint-url http://{rest})"
                 ),
+                None => Ok(()),
+            })
+            .and_then(|()| match &listeners.http {
+                Some(http) => writeln!(out, "{}", http_endpoint_line(http)),
                 None => Ok(()),
             })
             .and_then(|()| {
@@ -209,6 +235,22 @@ pub fn rest_address(line: &str) -> Option<String> {
         .trim_end()
         .strip_prefix("lamina-controller rest listening on ")?;
     (!addr.is_empty() && !addr.contains(' ')).then(|| addr.to_string())
+}
+
+/// `lamina-controller http listening on HOST:PORT` -> `HOST:PORT`.
+pub fn http_address(line: &str) -> Option<String> {
+    let addr = line
+        .trim_end()
+        .strip_prefix("lamina-controller http listening on ")?;
+    (!addr.is_empty() && !addr.contains(' ')).then(|| addr.to_string())
+}
+
+/// What `fnctl up` says about the HTTP gateway listening on `addr`.
+pub fn http_endpoint_line(addr: &str) -> String {
+    format!(
+        "http gateway: http://{addr} (function URLs: fnctl url create NAME, then curl http://{addr}/<url-id>/; \
+         HTTP APIs: http://{addr}/<api-id>/...)"
+    )
 }
 
 /// `lamina-worker ID listening on HOST:PORT` -> `HOST:PORT`.
@@ -290,7 +332,7 @@ fn spawn(name: &'static str, bin: &Path, args: &[&std::ffi::OsStr]) -> anyhow::R
 async fn wait_ready(
     proc: &mut Proc,
     parse: fn(&str) -> Option<String>,
-    rest: &mut Option<String>,
+    listeners: &mut Listeners,
 ) -> anyhow::Result<String> {
     let name = proc.name;
     let stdout = proc
@@ -299,8 +341,11 @@ async fn wait_ready(
         .take()
         .ok_or_else(|| anyhow!("{name}'s stdout was not captured"))?;
     let mut reader = BufReader::new(stdout);
-    let found =
-        tokio::time::timeout(READY_TIMEOUT, read_until_ready(&mut reader, parse, rest)).await;
+    let found = tokio::time::timeout(
+        READY_TIMEOUT,
+        read_until_ready(&mut reader, parse, listeners),
+    )
+    .await;
     match found {
         Ok(Ok(Some(addr))) => {
             proc.forwarder = Some(tokio::spawn(forward_to_stderr(reader)));
@@ -325,7 +370,7 @@ async fn wait_ready(
 async fn read_until_ready<R: AsyncRead + Unpin>(
     reader: &mut BufReader<R>,
     parse: fn(&str) -> Option<String>,
-    rest: &mut Option<String>,
+    listeners: &mut Listeners,
 ) -> std::io::Result<Option<String>> {
     let mut line = Vec::new();
     let mut stderr = tokio::io::stderr();
@@ -338,9 +383,7 @@ async fn read_until_ready<R: AsyncRead + Unpin>(
         if let Some(addr) = parse(&text) {
             return Ok(Some(addr));
         }
-        if let Some(addr) = rest_address(&text) {
-            *rest = Some(addr);
-        }
+        listeners.note(&text);
         let _ = stderr.write_all(&line).await;
         let _ = stderr.flush().await;
     }
@@ -424,6 +467,18 @@ mod tests {
         );
         assert_eq!(controller_address("lamina-controller starting"), None);
         assert_eq!(
+            http_address("lamina-controller http listening on 127.0.0.1:9690\n").as_deref(),
+            Some("127.0.0.1:9690")
+        );
+        assert_eq!(
+            http_address("lamina-controller rest listening on 127.0.0.1:9680"),
+            None
+        );
+        assert_eq!(
+            controller_address("lamina-controller http listening on 127.0.0.1:9690"),
+            None
+        );
+        assert_eq!(
             worker_address("lamina-worker w-1a2b listening on 127.0.0.1:40123").as_deref(),
             Some("127.0.0.1:40123")
         );
@@ -434,6 +489,33 @@ mod tests {
         assert_eq!(
             worker_address("lamina-controller listening on 127.0.0.1:1"),
             None
+        );
+    }
+
+    #[tokio::test]
+    async fn the_controllers_other_listeners_come_before_its_ready_line() {
+        let out: &[u8] = b"lamina-controller http listening on 127.0.0.1:9690\n\
+            lamina-controller rest listening on 127.0.0.1:9680\n\
+            lamina-controller listening on 127.0.0.1:9670\n\
+            later\n";
+        let mut reader = BufReader::new(out);
+        let mut listeners = Listeners::default();
+        let addr = read_until_ready(&mut reader, controller_address, &mut listeners)
+            .await
+            .unwrap();
+        assert_eq!(addr.as_deref(), Some("127.0.0.1:9670"));
+        assert_eq!(
+            listeners,
+            Listeners {
+                rest: Some("127.0.0.1:9680".into()),
+                http: Some("127.0.0.1:9690".into()),
+            }
+        );
+        let line = http_endpoint_line("127.0.0.1:9690");
+        assert!(
+            line.starts_with("http gateway: http://127.0.0.1:9690 ")
+                && line.contains("curl http://127.0.0.1:9690/<url-id>/"),
+            "{line}"
         );
     }
 

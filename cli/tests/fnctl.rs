@@ -117,6 +117,8 @@ here=$(dirname "$0")
 echo $$ > "$here/controller.pid"
 echo "$@" > "$here/controller.args"
 echo "controller noise before ready"
+echo "lamina-controller http listening on 127.0.0.1:9690"
+echo "lamina-controller rest listening on 127.0.0.1:9680"
 echo "lamina-controller listening on 127.0.0.1:$FAKE_PORT"
 exec sleep 1000
 "#;
@@ -257,12 +259,24 @@ fn up_starts_both_and_stops_them_on_sigterm() {
         line,
         format!("lamina is up: endpoint http://127.0.0.1:{port}")
     );
+    let rest = up.lines.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        rest.starts_with("lambda rest api: http://127.0.0.1:9680 "),
+        "{rest}"
+    );
+    let http = up.lines.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        http.starts_with("http gateway: http://127.0.0.1:9690 ")
+            && http.contains("curl http://127.0.0.1:9690/<url-id>/"),
+        "{http}"
+    );
 
     let controller_args = std::fs::read_to_string(bin.path().join("controller.args")).unwrap();
     assert_eq!(
         controller_args.trim(),
         format!(
-            "--listen 127.0.0.1:{port} --rest-listen 127.0.0.1:9680 --data-dir {}",
+            "--listen 127.0.0.1:{port} --rest-listen 127.0.0.1:9680 --http-listen 127.0.0.1:9690 \
+             --data-dir {}",
             data_dir.join("controller").display()
         )
     );
