@@ -3,6 +3,7 @@
 # the foreground on embedded defaults, and deploys + invokes an example function. Ctrl-C stops it.
 #   LAMINA_DATA_DIR (default /var/lib/lamina)   LAMINA_LISTEN (default 127.0.0.1:9670)
 #   LAMINA_REST_LISTEN (default 127.0.0.1:9680: the Lambda REST API for boto3 / the AWS CLI)
+#   LAMINA_HTTP_LISTEN (default 127.0.0.1:9690: the HTTP gateway, function URLs and HTTP APIs)
 # The controller creates the first admin access key at its first start, in
 # $LAMINA_DATA_DIR/controller/auth/admin-credentials.json (mode 0600); fnctl uses it from there.
 set -euo pipefail
@@ -15,11 +16,13 @@ bin="$CARGO_TARGET_DIR/debug"
 data="${LAMINA_DATA_DIR:-/var/lib/lamina}"
 listen="${LAMINA_LISTEN:-127.0.0.1:9670}"
 rest_listen="${LAMINA_REST_LISTEN:-127.0.0.1:9680}"
+http_listen="${LAMINA_HTTP_LISTEN:-127.0.0.1:9690}"
 export FNCTL_ENDPOINT="http://$listen"
 export FNCTL_CREDENTIALS="$data/controller/auth/admin-credentials.json"
 
 fifo=$(mktemp -u); mkfifo "$fifo"
-"$bin/fnctl" up --data-dir "$data" --listen "$listen" --rest-listen "$rest_listen" >"$fifo" &
+"$bin/fnctl" up --data-dir "$data" --listen "$listen" --rest-listen "$rest_listen" \
+  --http-listen "$http_listen" >"$fifo" &
 up=$!
 trap 'kill -TERM $up 2>/dev/null; wait $up; rm -f "$fifo"' INT TERM EXIT
 exec 3<"$fifo"
@@ -34,9 +37,22 @@ if ! "$bin/fnctl" get hello >/dev/null 2>&1; then
 fi
 echo "invoking the example: fnctl invoke hello --payload '{\"name\":\"Lamina\"}'"
 "$bin/fnctl" invoke hello --payload '{"name":"Lamina"}'
+if ! "$bin/fnctl" url get hello >/dev/null 2>&1; then
+  "$bin/fnctl" url create hello --auth-type NONE >/dev/null
+fi
+# FunctionUrl is http://<url-id>.lambda-url.<region>.<domain>:<port>/; the gateway also serves it by path.
+url_id=$("$bin/fnctl" url get hello -o json |
+  sed -n 's#^ *"FunctionUrl": *"https\{0,1\}://\([a-z0-9]*\)\.lambda-url\..*#\1#p')
+url_example="curl http://$http_listen/$url_id/"
+echo "calling the example's function URL: $url_example"
+if command -v curl >/dev/null; then
+  curl -sS "http://$http_listen/$url_id/" && echo || echo "(the function URL did not answer; see the messages above)"
+fi
 echo "Lamina is running at $FNCTL_ENDPOINT (fnctl: $bin/fnctl, credentials: $FNCTL_CREDENTIALS)."
 echo "Lambda REST API: http://$rest_listen — boto3.client('lambda', endpoint_url='http://$rest_listen',"
 echo "  region_name='us-east-1', aws_access_key_id=..., aws_secret_access_key=...) with the key in"
 echo "  $FNCTL_CREDENTIALS; AWS CLI: aws --endpoint-url http://$rest_listen lambda list-functions"
+echo "HTTP gateway: http://$http_listen — function URL of hello: $url_example"
+echo "  (fnctl url create NAME [--auth-type NONE|AWS_IAM]; fnctl api create NAME, fnctl api route add ...)"
 echo "Ctrl-C stops it."
 wait $up
