@@ -505,6 +505,8 @@ fn spawn_controller(dir: &Path, listen: &str, extra: &[&str], generation: usize)
         listen,
         "--rest-listen",
         "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
         "--data-dir",
     ])
     .arg(dir.join("controller"))

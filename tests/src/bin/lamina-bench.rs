@@ -11,7 +11,9 @@
 //!   invocations/s with the CPU they cost, idle memory per warm sandbox, 100 concurrent cold starts;
 //! - on three workers in network namespaces (`bench/concurrency.rs`): bursts of concurrent
 //!   invocations cold, on provisioned sandboxes and warm, and 100 concurrent cold starts spread
-//!   over the workers.
+//!   over the workers;
+//! - the HTTP gateway (`bench/gateway.rs`): `wrk` against a warm no-op function's URL, beside a bare
+//!   HTTP server answering the same bytes and direct Invokes at the same concurrency.
 //!
 //! Quick mode takes about 1.5 minutes on 2 cores; `--full` runs 5x as many samples (bursts: 16 at
 //! once, 10 rounds).
@@ -19,6 +21,8 @@
 mod api;
 #[path = "bench/concurrency.rs"]
 mod concurrency;
+#[path = "bench/gateway.rs"]
+mod gateway;
 #[path = "bench/peers.rs"]
 mod peers;
 #[path = "bench/pools.rs"]
@@ -122,7 +126,8 @@ fn only_phase(
             pools::zygote(&rt, rep, cold_n, f64::NAN)?;
         }
         "vpc" => vpc::run(&rt, rep, targets, full)?,
-        other => bail!("--only takes api, zygote or vpc, not {other:?}"),
+        "gateway" => gateway::run(&rt, rep, targets, secs)?,
+        other => bail!("--only takes api, zygote, vpc or gateway, not {other:?}"),
     }
     Ok(())
 }
@@ -136,7 +141,7 @@ fn main() -> Result<()> {
             rest.next();
         } else if !known(a) {
             eprintln!(
-                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
+                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc|gateway]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
             );
             std::process::exit(if a == "-h" || a == "--help" { 0 } else { 2 });
         }
@@ -345,6 +350,9 @@ fn main() -> Result<()> {
     // Cluster 5: the cost of a VPC attachment on a cold start (issue 5).
     api::wait_quiet(Duration::from_secs(30));
     vpc::run(&rt, &mut rep, &mut targets, full)?;
+    // Cluster 6: the HTTP gateway against a bare server and direct invokes (issue 16).
+    api::wait_quiet(Duration::from_secs(30));
+    gateway::run(&rt, &mut rep, &mut targets, secs)?;
 
     let best_pool = e2e_py_pool.min(e2e_py_zygote);
     targets.push(format!(

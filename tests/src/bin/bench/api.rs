@@ -129,7 +129,7 @@ async fn worker_warm_series(
 
 /// Each run changes the configuration (a new revision), so the next invocation needs a new sandbox.
 /// A `provided` function whose bootstrap is `lamina-noop-runtime` (built beside this binary).
-fn native_noop_zip() -> Result<Vec<u8>> {
+pub(crate) fn native_noop_zip() -> Result<Vec<u8>> {
     use std::io::Write;
     let binary = std::fs::read(bin("lamina-noop-runtime")).map_err(|e| {
         anyhow::anyhow!("lamina-noop-runtime (cargo build --workspace --bins --lib): {e}")
