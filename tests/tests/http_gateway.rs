@@ -68,6 +68,7 @@ fn frameworks_serve_real_http_through_urls_and_apis() {
         });
         let started = Instant::now();
         let out = http_gateway_py(&cluster, "frameworks", &setup)?;
+        println!("{out}");
         assert!(out.contains("frameworks passed"), "{out}");
         println!(
             "frameworks scenario: {:?}; the stream's first chunk came {} ms before its last was written",
@@ -127,6 +128,7 @@ fn events_parse_and_responses_auth_cors_limits_routes_map() {
             "api_v2": api_v2, "api_bare": api_bare, "api_v1": api_v1,
         });
         let out = http_gateway_py(&cluster, "events", &setup)?;
+        println!("{out}");
         assert!(out.contains("events passed"), "{out}");
 
         // The same events through the typed models of the `aws_lambda_events` crate.
@@ -138,7 +140,14 @@ fn events_parse_and_responses_auth_cors_limits_routes_map() {
                 .unwrap_or_else(|e| panic!("aws_lambda_events rejects a URL event ({e}): {raw}"));
             assert_eq!(ev.version.as_deref(), Some("2.0"), "{raw}");
             let ctx = &ev.request_context;
-            assert_eq!(ctx.account_id.as_deref(), Some("000000000000"), "{raw}");
+            // Anonymous for a NONE URL, the account for a signed request to an AWS_IAM one.
+            let account = ctx.account_id.as_deref();
+            let signed = ctx.authorizer.is_some();
+            assert_eq!(
+                account,
+                Some(if signed { "000000000000" } else { "anonymous" }),
+                "{raw}"
+            );
             assert!(
                 ctx.request_id.as_deref().is_some_and(|r| !r.is_empty()),
                 "{raw}"
@@ -264,11 +273,57 @@ fn boto3_and_fnctl_manage_urls_and_apis_durably() {
         }
         let setup = json!({"managed": managed, "no_url": no_url});
         let out = http_gateway_py(&cluster, "manage", &setup)?;
+        println!("{out}");
         assert!(out.contains("manage passed"), "{out}");
         let managed_url = printed(&out, "MANAGED_URL_ID")?;
 
-        // fnctl url ...
+        // The gRPC Gateway service through the SDK sees what boto3 made, and manages URLs too.
         let http = cluster.http_address()?;
+        let configs = c.list_function_url_configs(&managed).await?;
+        assert_eq!(configs.len(), 1, "{configs:?}");
+        assert_eq!(configs[0].url_id, managed_url);
+        assert_eq!(configs[0].auth_type, "NONE");
+        let made = c
+            .create_function_url_config(v1::FunctionUrlConfigRequest {
+                function_name: no_url.clone(),
+                auth_type: "AWS_IAM".into(),
+                cors: Some(v1::Cors {
+                    allow_origins: vec!["https://grpc.example".into()],
+                    max_age: 30,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(made.url_id.len(), 32, "{made:?}");
+        assert!(made.function_url.contains(&made.url_id), "{made:?}");
+        assert_eq!(made.invoke_mode, "BUFFERED", "{made:?}");
+        let grpc_url = format!("http://{http}/{}/g", made.url_id);
+        assert_eq!(curl_status(&[&grpc_url])?, 403, "AWS_IAM, unsigned");
+        let updated = c
+            .update_function_url_config(v1::FunctionUrlConfigRequest {
+                function_name: no_url.clone(),
+                auth_type: "NONE".into(),
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(updated.auth_type, "NONE");
+        assert_eq!(
+            updated.cors.as_ref().map(|c| c.allow_origins.clone()),
+            Some(vec!["https://grpc.example".to_string()]),
+            "an update without set_cors keeps the CORS configuration"
+        );
+        assert_eq!(curl_status(&[&grpc_url])?, 200);
+        c.delete_function_url_config(&no_url, "").await?;
+        let gone = c.get_function_url_config(&no_url, "").await.unwrap_err();
+        assert_eq!(
+            gone.status().map(|s| s.code()),
+            Some(tonic::Code::NotFound),
+            "{gone}"
+        );
+        assert_eq!(curl_status(&[&grpc_url])?, 403);
+
+        // fnctl url ...
         let view = fnctl_json(
             &cluster,
             &[
