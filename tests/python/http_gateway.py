@@ -309,8 +309,11 @@ def events():
     r = via_path(url_id_of(t["FunctionUrl"]), "/x")
     check(r.status_code == 429, f"throttled function -> 429: {r.status_code} {r.text}")
 
-    api_v2_events(SETUP["api_v2"], SETUP["api_bare"])
+    v2_ctx = api_v2_events(SETUP["api_v2"], SETUP["api_bare"])
     api_v1_events(SETUP["api_v1"])
+    # Last, so that a miss here leaves every other check run: an HTTP API's events carry the API
+    # owner's account (only a NONE function URL's caller is "anonymous").
+    check(v2_ctx["accountId"] == ACCOUNT, f"v2 requestContext.accountId is the account: {v2_ctx['accountId']!r}")
     print("events passed", flush=True)
 
 
@@ -352,6 +355,10 @@ def url_events(uid):
     check(ev["rawPath"] == "/path/form" and ev["rawQueryString"] == "x=1" and ev["requestContext"]["http"]["path"] == "/path/form",
           f"path form strips the id: {ev['rawPath']} {ev['rawQueryString']}")
     check(ev["requestContext"]["apiId"] == uid, f"path form apiId: {ev['requestContext']}")
+    # Query strings: keys without a value, empty values, escapes (decoded in the parameters only).
+    ev = echo_event(via_path(uid, "/q?flag&e=&x=%2F%20y"))
+    check(ev["rawQueryString"] == "flag&e=&x=%2F%20y", f"rawQueryString kept as sent: {ev['rawQueryString']!r}")
+    check(ev["queryStringParameters"] == {"flag": "", "e": "", "x": "/ y"}, f"queryStringParameters: {ev['queryStringParameters']}")
     # The root of the URL.
     ev = echo_event(via_path(uid, "/"))
     check(ev["rawPath"] == "/", f"path form root: {ev['rawPath']!r}")
@@ -543,7 +550,7 @@ def api_v2_events(api, bare):
     check(ev["rawPath"] == "/items/42" and ev["rawQueryString"] == "x=1", f"v2 rawPath: {ev['rawPath']}")
     ctx = ev["requestContext"]
     check(ctx["apiId"] == api and ctx["domainPrefix"] == api and ctx["domainName"].split(":")[0] == api_host(api)
-          and ctx["accountId"] == ACCOUNT and ctx["stage"] == "$default", f"v2 requestContext: {ctx}")
+          and ctx["stage"] == "$default", f"v2 requestContext: {ctx}")
     check(ctx["http"]["method"] == "GET" and ctx["http"]["sourceIp"] == "127.0.0.1", f"v2 http: {ctx['http']}")
     check_time_fields(ctx, "v2")
     ev = echo_event(via_path(api, "/items/43"))
@@ -587,6 +594,7 @@ def api_v2_events(api, bare):
     for method, path in (("GET", "/nothing"), ("POST", "/only")):
         r = get(api_host(bare), path, method)
         check(r.status_code == 404 and r.json() == {"message": "Not Found"}, f"unknown route {method} {path} -> 404: {r.status_code} {r.text}")
+    return ctx
 
 
 def api_v1_events(api):
@@ -666,7 +674,11 @@ def manage():
     a = client.create_function_url_config(FunctionName=fn, Qualifier="live", AuthType="NONE")
     aid = url_id_of(a["FunctionUrl"])
     check(aid != uid and a["FunctionArn"].endswith(f":function:{fn}:live"), f"alias URL: {a}")
-    check(via_path(aid, "/").status_code == 200, "the alias URL serves")
+    r = via_path(aid, "/")
+    check(r.status_code == 200 and r.json()["arn"].endswith(f":function:{fn}:live"),
+          f"the alias URL invokes the alias: {r.status_code} {r.text[:300]}")
+    r = via_path(uid, "/")
+    check(r.status_code == 200 and r.json()["arn"].endswith(f":function:{fn}"), f"the unqualified URL: {r.text[:300]}")
     lst = client.list_function_url_configs(FunctionName=fn)["FunctionUrlConfigs"]
     check(sorted(x["FunctionUrl"] for x in lst) == sorted([c["FunctionUrl"], a["FunctionUrl"]]), f"list: {lst}")
 

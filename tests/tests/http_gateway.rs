@@ -420,6 +420,29 @@ fn boto3_and_fnctl_manage_urls_and_apis_durably() {
         );
         assert_eq!(curl_status(&[&item])?, 404);
 
+        // A route to an alias (F:QUALIFIER); the alias `live` was made by the script.
+        let aliased = create_api(
+            &cluster,
+            &format!("{p}-alias"),
+            "2.0",
+            &[("GET /q", &format!("{managed}:live"), None)],
+        )?;
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "30",
+                &format!("http://{http}/{aliased}/q"),
+            ])
+            .output()?;
+        let body: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        assert!(
+            body["arn"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":function:{managed}:live"))),
+            "{body}"
+        );
+
         // An API that must outlive the controller, beside the URL boto3 left.
         let durable = create_api(
             &cluster,

@@ -34,5 +34,7 @@ def handler(event, context):
     return {
         "statusCode": 200,
         "headers": {"content-type": "application/json", "x-echo": "yes"},
-        "body": json.dumps({"event": event, "function": context.function_name}),
+        "body": json.dumps(
+            {"event": event, "function": context.function_name, "arn": context.invoked_function_arn}
+        ),
     }
