@@ -161,6 +161,7 @@ fn fnctl_up_runs_a_single_node_cluster() {
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--rest-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
