@@ -5,7 +5,7 @@
 //! a RESPONSE_STREAM URL); every event the gateway sends parses with Powertools' typed models (in
 //! the script) and with the `aws_lambda_events` crate (here); responses, CORS, AWS_IAM, limits,
 //! route precedence, throttles and errors; management through boto3 and fnctl, durable across a
-//! controller restart, gone with the function.
+//! controller restart, gone with the function; slow clients cut off after the timeouts.
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
@@ -479,6 +479,74 @@ fn boto3_and_fnctl_manage_urls_and_apis_durably() {
         c.delete_function(&managed).await?;
         assert_eq!(curl_status(&[&url])?, 403, "the deleted function's URL");
         assert!(fnctl(&cluster, &["url", "get", &managed]).is_err());
+        Ok(())
+    });
+}
+
+/// Slow clients: a request whose headers or body stop arriving is cut off after the gateway's
+/// header and body timeouts (30 s each), and serving others goes on meanwhile.
+#[test]
+fn slow_clients_are_cut_off() {
+    use std::io::{Read, Write};
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let c = cluster.client().await?;
+        let f = unique("slow");
+        create(
+            &c,
+            &f,
+            "python3.11",
+            "echo.handler",
+            source_zip(&["echo.py"])?,
+        )
+        .await?;
+        let id = create_url(&cluster, &f, &[])?;
+        let http = cluster.http_address()?;
+        let host = format!("{id}.lambda-url.us-east-1.localhost");
+        let stalls = [
+            (
+                "headers",
+                format!("GET /slow HTTP/1.1\r\nHost: {host}\r\nX-Partial: "),
+            ),
+            (
+                "body",
+                format!(
+                    "POST /slow HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n0123456789"
+                ),
+            ),
+        ];
+        let started = Instant::now();
+        let mut waits = Vec::new();
+        for (what, request) in stalls {
+            let mut s = std::net::TcpStream::connect(&http)?;
+            s.write_all(request.as_bytes())?;
+            s.set_read_timeout(Some(Duration::from_secs(45)))?;
+            waits.push(std::thread::spawn(move || {
+                let mut answer = Vec::new();
+                let got = s.read_to_end(&mut answer);
+                (what, got.is_ok(), started.elapsed(), answer)
+            }));
+        }
+        // Others are served meanwhile.
+        assert_eq!(
+            curl_status(&[&format!("http://{http}/{id}/meanwhile")])?,
+            200
+        );
+        for w in waits {
+            let (what, closed, after, answer) = w.join().expect("reader thread");
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                closed && after >= Duration::from_secs(25) && after < Duration::from_secs(44),
+                "a stalled {what} is cut off after the timeout: closed {closed} after {after:?}: {text:?}"
+            );
+            assert!(
+                text.is_empty()
+                    || text.starts_with("HTTP/1.1 408")
+                    || text.starts_with("HTTP/1.1 400"),
+                "a stalled {what} gets no answer or a 408/400: {text:?}"
+            );
+            println!("stalled {what}: closed after {after:?} with {text:?}");
+        }
         Ok(())
     });
 }
