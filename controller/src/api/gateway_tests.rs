@@ -4,7 +4,7 @@ use lamina_proto::domain::{Alias, FunctionConfig, FunctionSpec, Runtime};
 use tonic::Code;
 
 use super::*;
-use crate::store::RocksStore;
+use crate::store::{RocksStore, SettingsStore};
 use crate::{Controller, ControllerConfig};
 
 fn function(name: &str) -> FunctionConfig {
