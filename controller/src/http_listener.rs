@@ -74,18 +74,27 @@ pub async fn serve(
             tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
         }
         let router = router.clone();
+        let header_timeout = limits.header_timeout;
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 // Handlers that want the peer's address (the gateway's `sourceIp`) find it here.
                 req.extensions_mut().insert(Peer(peer));
                 tower_service::Service::call(&mut router.clone(), req.map(Body::new))
             });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper's header timeout starts once it knows the HTTP version: a client that sends
+            // nothing (or a piece of the HTTP/2 preface) would be held forever before that.
+            if !version_known(&stream, header_timeout).await {
+                tracing::debug!(listener = name, %peer, "closed a connection that sent no request in time");
+                drop(permit);
+                return;
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -99,6 +108,30 @@ pub async fn serve(
         tracing::warn!(listener = name, grace = ?SHUTDOWN_GRACE, "connections still open after the grace period");
     }
     Ok(())
+}
+
+/// Waits (at most `timeout`) until the first bytes tell HTTP/1 from HTTP/2; `false`: they did not
+/// come in time, or the client closed.
+async fn version_known(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n >= PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+            // A piece of the HTTP/2 preface: wait for the rest (peek returns at once now).
+            Ok(Ok(_)) => {
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(10)))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 /// The address of the client a request came from (a request extension).

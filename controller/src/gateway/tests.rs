@@ -23,7 +23,7 @@ use super::model::{
 };
 use super::GatewayConfig;
 use crate::context::Context;
-use crate::store::{RocksStore, Store};
+use crate::store::{GatewayStore, RocksStore, Store};
 use crate::{Controller, ControllerConfig};
 
 const URL_ID: &str = "abcdefghijklmnopqrstuvwxyz012345";
@@ -646,7 +646,10 @@ async fn slow_and_idle_clients_are_cut_off_and_others_still_served() {
     // Past the header timeout they are closed (read returns EOF or an error).
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mut buf = [0u8; 64];
-    let closed = idle[0].read(&mut buf).await.map(|n| n == 0).unwrap_or(true);
+    let closed = match tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buf)).await {
+        Ok(read) => read.map(|n| n == 0).unwrap_or(true),
+        Err(_) => false,
+    };
     assert!(closed, "an idle connection outlived the header timeout");
     drop(idle);
     // A body that never finishes: 408 after the body timeout, nothing invoked.
