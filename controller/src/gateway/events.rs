@@ -23,6 +23,9 @@ pub struct V2Context<'a> {
     pub route_key: &'a str,
     pub path_parameters: Option<&'a HashMap<String, String>>,
     pub caller: Option<&'a IamCaller>,
+    /// A `NONE` function URL: `requestContext.accountId` is `anonymous` (HTTP APIs and signed
+    /// URL requests name the account).
+    pub anonymous: bool,
 }
 
 /// Repeated headers joined with commas (2.0; `cookie` is left to `cookies`).
@@ -75,7 +78,7 @@ pub fn v2(r: &HttpRequest, c: &V2Context<'_>) -> Value {
         event.insert("pathParameters".into(), json!(p));
     }
     let mut context = json!({
-        "accountId": if c.caller.is_some() { ACCOUNT_ID } else { "anonymous" },
+        "accountId": if c.anonymous { "anonymous" } else { ACCOUNT_ID },
         "apiId": c.api_id,
         "domainName": r.domain_name,
         "domainPrefix": domain_prefix(&r.domain_name),
@@ -219,6 +222,7 @@ mod tests {
                 route_key: "$default",
                 path_parameters: None,
                 caller: Some(&caller),
+                anonymous: false,
             },
         );
         assert_eq!(e["version"], "2.0");
@@ -249,6 +253,7 @@ mod tests {
                 route_key: "$default",
                 path_parameters: None,
                 caller: None,
+                anonymous: true,
             },
         );
         assert_eq!(e["requestContext"]["accountId"], "anonymous");

@@ -224,6 +224,7 @@ async fn url(
             route_key: "$default",
             path_parameters: None,
             caller: caller.as_ref(),
+            anonymous: caller.is_none(),
         },
     );
     let payload = serde_json::to_vec(&event).unwrap_or_default();
@@ -368,6 +369,7 @@ async fn routed(
                 route_key: &route.route_key,
                 path_parameters: Some(&params),
                 caller: None,
+                anonymous: false,
             },
         ),
         PayloadFormat::V1 => events::v1(&request, &api.api_id, &route.route_key, &params),

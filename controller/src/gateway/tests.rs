@@ -398,6 +398,7 @@ async fn function_urls_by_host_and_by_path_send_the_v2_event_and_map_the_answer(
     assert_eq!(event["requestContext"]["domainName"], host);
     assert_eq!(event["requestContext"]["http"]["sourceIp"], "127.0.0.1");
     assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["requestContext"]["accountId"], "anonymous");
     // The path form: the id segment is not part of the function's path.
     let by_path = f
         .send("GET", None, &format!("/{URL_ID}/echo/y"), &[], b"")
@@ -557,6 +558,7 @@ async fn http_apis_route_by_specificity_in_both_payload_formats_and_throttle() {
             assert_eq!(e["routeKey"], "GET /items/{id}");
             assert_eq!(e["pathParameters"]["id"], "42");
             assert_eq!(e["requestContext"]["routeKey"], "GET /items/{id}");
+            assert_eq!(e["requestContext"]["accountId"], "000000000000");
         } else {
             assert_eq!(e["resource"], "/items/{id}");
             assert_eq!(e["pathParameters"]["id"], "42");
