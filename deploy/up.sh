@@ -53,6 +53,6 @@ echo "Lambda REST API: http://$rest_listen — boto3.client('lambda', endpoint_u
 echo "  region_name='us-east-1', aws_access_key_id=..., aws_secret_access_key=...) with the key in"
 echo "  $FNCTL_CREDENTIALS; AWS CLI: aws --endpoint-url http://$rest_listen lambda list-functions"
 echo "HTTP gateway: http://$http_listen — function URL of hello: $url_example"
-echo "  (fnctl url create NAME [--auth-type NONE|AWS_IAM]; fnctl api create NAME, fnctl api route add ...)"
+echo "  (fnctl url create NAME --auth-type NONE|AWS_IAM; fnctl api create NAME, fnctl api route add ...)"
 echo "Ctrl-C stops it."
 wait $up

@@ -84,9 +84,9 @@ impl InvokeMode {
 pub struct UrlCreateArgs {
     #[command(flatten)]
     pub target: UrlTarget,
-    /// Who may call the URL. Default NONE: a public URL (Lambda makes you choose; Lamina picks
-    /// NONE when not given)
-    #[arg(long, value_enum, ignore_case = true, default_value_t = AuthType::None)]
+    /// Who may call the URL: NONE (anyone: a public URL) or AWS_IAM (requests signed with a
+    /// Lamina access key). Required, as in Lambda: a public URL is never made by default
+    #[arg(long, value_enum, ignore_case = true)]
     pub auth_type: AuthType,
     /// How the URL answers (default BUFFERED)
     #[arg(long, value_enum, ignore_case = true)]
@@ -379,8 +379,9 @@ mod tests {
     }
 
     #[test]
-    fn create_defaults_to_a_public_buffered_url_without_cors() {
-        let r = create(&["f"]);
+    fn create_needs_an_auth_type_and_defaults_to_a_buffered_url_without_cors() {
+        assert!(parse(&["create", "f"]).is_err());
+        let r = create(&["f", "--auth-type", "NONE"]);
         assert_eq!(r.function_name, "f");
         assert_eq!(r.qualifier, "");
         assert_eq!(r.auth_type, "NONE");

@@ -144,6 +144,10 @@ pub fn create_api(
 pub fn create_url(cluster: &Cluster, function: &str, extra: &[&str]) -> Result<String> {
     let mut args = vec!["url", "create", function];
     args.extend_from_slice(extra);
+    // fnctl requires an auth type, as Lambda does: the tests' URLs are public unless they say.
+    if !extra.contains(&"--auth-type") {
+        args.extend_from_slice(&["--auth-type", "NONE"]);
+    }
     let url = fnctl_json(cluster, &args)?;
     url_id(&url)
 }
