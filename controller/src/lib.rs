@@ -37,6 +37,8 @@ mod resolve;
 pub mod rest;
 pub mod retire;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 mod worker_clients;
 
 use api::{AuthService, ClusterService, FunctionsService};

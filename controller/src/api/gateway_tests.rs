@@ -1,40 +1,12 @@
 use std::collections::BTreeMap;
 
-use lamina_proto::domain::{Alias, FunctionConfig, FunctionSpec, Runtime};
+use lamina_proto::domain::{Alias, LATEST};
 use tonic::Code;
 
 use super::*;
 use crate::store::{RocksStore, SettingsStore};
+use crate::test_support::function;
 use crate::{Controller, ControllerConfig};
-
-fn function(name: &str) -> FunctionConfig {
-    use sha2::Digest;
-    FunctionConfig {
-        spec: FunctionSpec {
-            name: name.to_string(),
-            runtime: Runtime::Python311,
-            handler: "app.handler".to_string(),
-            memory_mb: 128,
-            timeout_s: 3,
-            ephemeral_storage_mb: 512,
-            environment: BTreeMap::new(),
-            description: String::new(),
-            layers: Vec::new(),
-            package_type: Default::default(),
-            image_config: Default::default(),
-            vpc_config: None,
-            role: String::new(),
-            logging: Default::default(),
-        },
-        code_sha256: hex::encode(sha2::Sha256::digest(b"zip")),
-        code_size: 3,
-        revision_id: "r1".to_string(),
-        version: LATEST.to_string(),
-        last_modified_ms: 1,
-        layers: Vec::new(),
-        image: None,
-    }
-}
 
 struct Fixture {
     shared: Arc<Shared>,

@@ -2,7 +2,6 @@
 //! limiter, pipeline) of a controller on a temporary directory, the gateway on 127.0.0.1:0, and a
 //! tonic `Worker` on 127.0.0.1:0 that answers from the event it gets (its `rawPath` or `path`
 //! picks the answer) and counts the invocations it ran.
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +10,6 @@ use axum::body::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use lamina_proto::domain::{FunctionConfig, FunctionSpec, Runtime, LATEST};
 use lamina_proto::v1::{self, worker_invoke_stream_message::Event as WorkerEvent};
 use serde_json::{json, Value};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -24,6 +22,7 @@ use super::model::{
 use super::GatewayConfig;
 use crate::context::Context;
 use crate::store::{GatewayStore, RocksStore, Store};
+use crate::test_support::{function, CODE};
 use crate::{Controller, ControllerConfig};
 
 const URL_ID: &str = "abcdefghijklmnopqrstuvwxyz012345";
@@ -145,34 +144,6 @@ impl v1::worker_server::Worker for FakeWorker {
     }
 }
 
-fn function(name: &str) -> FunctionConfig {
-    FunctionConfig {
-        spec: FunctionSpec {
-            name: name.to_string(),
-            runtime: Runtime::Python311,
-            handler: "app.handler".to_string(),
-            memory_mb: 128,
-            timeout_s: 3,
-            ephemeral_storage_mb: 512,
-            environment: BTreeMap::new(),
-            description: String::new(),
-            layers: Vec::new(),
-            package_type: Default::default(),
-            image_config: Default::default(),
-            vpc_config: None,
-            role: String::new(),
-            logging: Default::default(),
-        },
-        code_sha256: "00".repeat(32),
-        code_size: 1,
-        revision_id: "r1".to_string(),
-        version: LATEST.to_string(),
-        last_modified_ms: 1,
-        layers: Vec::new(),
-        image: None,
-    }
-}
-
 fn url(id: &str, auth: AuthType, mode: InvokeMode, cors: Option<Cors>) -> FunctionUrlConfig {
     FunctionUrlConfig {
         url_id: id.to_string(),
@@ -218,7 +189,7 @@ async fn fixture() -> Fixture {
 async fn fixture_with(gateway: GatewayConfig) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = RocksStore::open(dir.path(), 100).unwrap();
-    store.create_function(&function("f"), b"x").unwrap();
+    store.create_function(&function("f"), CODE).unwrap();
     store
         .create_function_url(&url(URL_ID, AuthType::None, InvokeMode::Buffered, None))
         .unwrap();
@@ -230,7 +201,7 @@ async fn fixture_with(gateway: GatewayConfig) -> Fixture {
         max_age: Some(300),
         allow_credentials: false,
     };
-    store.create_function(&function("g"), b"x").unwrap();
+    store.create_function(&function("g"), CODE).unwrap();
     let mut with_cors = url(
         CORS_URL_ID,
         AuthType::None,
@@ -239,7 +210,7 @@ async fn fixture_with(gateway: GatewayConfig) -> Fixture {
     );
     with_cors.function_name = "g".into();
     store.create_function_url(&with_cors).unwrap();
-    store.create_function(&function("s"), b"x").unwrap();
+    store.create_function(&function("s"), CODE).unwrap();
     let mut streamed = url(
         STREAM_URL_ID,
         AuthType::None,
@@ -248,7 +219,7 @@ async fn fixture_with(gateway: GatewayConfig) -> Fixture {
     );
     streamed.function_name = "s".into();
     store.create_function_url(&streamed).unwrap();
-    store.create_function(&function("i"), b"x").unwrap();
+    store.create_function(&function("i"), CODE).unwrap();
     let mut iam = url(IAM_URL_ID, AuthType::AwsIam, InvokeMode::Buffered, None);
     iam.function_name = "i".into();
     store.create_function_url(&iam).unwrap();

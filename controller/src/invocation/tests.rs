@@ -1,11 +1,9 @@
 //! The pipeline against a fake worker: an in-process tonic `Worker` service on 127.0.0.1:0 whose
 //! answer the payload picks (`"ok"`, `"fail"`, `"full"`, `"hang"`), and the real context (store,
 //! registry, limiter) of a controller on a temporary RocksDB.
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lamina_proto::domain::{FunctionConfig, FunctionSpec, Runtime, LATEST};
 use lamina_proto::v1::{self, worker_invoke_stream_message::Event as WorkerEvent};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +13,7 @@ use super::delivery::outcome;
 use super::*;
 use crate::queue::{Invoker, Outcome};
 use crate::store::{RocksStore, Store};
+use crate::test_support::{function, CODE};
 use crate::{Controller, ControllerConfig};
 
 struct FakeWorker;
@@ -106,34 +105,6 @@ impl v1::worker_server::Worker for FakeWorker {
     }
 }
 
-fn function(name: &str) -> FunctionConfig {
-    FunctionConfig {
-        spec: FunctionSpec {
-            name: name.to_string(),
-            runtime: Runtime::Python311,
-            handler: "app.handler".to_string(),
-            memory_mb: 128,
-            timeout_s: 3,
-            ephemeral_storage_mb: 512,
-            environment: BTreeMap::new(),
-            description: String::new(),
-            layers: Vec::new(),
-            package_type: Default::default(),
-            image_config: Default::default(),
-            vpc_config: None,
-            role: String::new(),
-            logging: Default::default(),
-        },
-        code_sha256: "00".repeat(32),
-        code_size: 1,
-        revision_id: "r1".to_string(),
-        version: LATEST.to_string(),
-        last_modified_ms: 1,
-        layers: Vec::new(),
-        image: None,
-    }
-}
-
 /// A controller's context with function `f`, and worker `w1` (the fake, or an address nothing
 /// listens on when `serve` is false) registered and never heartbeating: it stays `Up` for
 /// `worker_timeout`.
@@ -152,7 +123,7 @@ impl Drop for Fixture {
 async fn fixture(worker_timeout: Duration, limit: u32, serve: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = RocksStore::open(dir.path(), 100).unwrap();
-    store.create_function(&function("f"), b"x").unwrap();
+    store.create_function(&function("f"), CODE).unwrap();
     let mut config = ControllerConfig::new(dir.path().to_path_buf());
     config.worker_timeout = worker_timeout;
     config.heartbeat_interval = Duration::from_millis(100);
