@@ -200,6 +200,10 @@ fn events_parse_and_responses_auth_cors_limits_routes_map() {
             assert_eq!(ev.request_context.http.method, Method::GET);
             assert_eq!(ev.request_context.apiid.as_deref(), Some(api_v2.as_str()));
             assert_eq!(ev.request_context.stage.as_deref(), Some("$default"));
+            assert_eq!(
+                ev.request_context.account_id.as_deref(),
+                Some("000000000000")
+            );
         }
         let v1 = printed_events(&out, "v1");
         assert_eq!(v1.len(), 2, "{out}");
@@ -225,6 +229,10 @@ fn events_parse_and_responses_auth_cors_limits_routes_map() {
             Some("/v1/{id}")
         );
         assert_eq!(ev.request_context.apiid.as_deref(), Some(api_v1.as_str()));
+        assert_eq!(
+            ev.request_context.account_id.as_deref(),
+            Some("000000000000")
+        );
         assert_eq!(
             ev.request_context.identity.source_ip.as_deref(),
             Some("127.0.0.1")
