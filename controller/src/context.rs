@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::concurrency::Limiter;
-use crate::gateway::model::PublicEndpoint;
+use lamina_proto::gateway::PublicEndpoint;
 use crate::netns_allowlist::NetnsAllowlist;
 use crate::queue::QueueStore;
 use crate::reconcile::{NetworkSync, Provisioning, Retiring};

@@ -1,7 +1,7 @@
-//! What the HTTP gateway serves, as stored and as the API core takes and returns it: function URL
-//! configurations and HTTP APIs with their routes. Transport-neutral (the gRPC `Gateway` service,
-//! the Lambda REST API and the data plane all use these); stored as JSON by
-//! `store::GatewayStore`.
+//! The HTTP gateway's domain types: function URL configurations and HTTP APIs with their routes,
+//! as the controller stores them (JSON, `store::GatewayStore`) and its API core takes and returns
+//! them. Transport-neutral: the gRPC `Gateway` service, the Lambda REST API and the gateway's
+//! request path all use these.
 use serde::{Deserialize, Serialize};
 
 /// The region in every ARN and host name Lamina hands out.
@@ -218,5 +218,198 @@ impl PublicEndpoint {
     /// `ApiEndpoint`: `scheme://<api_id>.execute-api.<region>.<domain>[:port]`.
     pub fn api_endpoint(&self, api_id: &str) -> String {
         self.origin(&self.api_host(api_id))
+    }
+}
+
+/// The methods a route key may name (`ANY`: every method).
+pub const ROUTE_METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
+];
+/// The longest route key.
+pub const MAX_ROUTE_KEY_LEN: usize = 512;
+
+/// One segment of a route key's path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    Literal(String),
+    /// `{name}`: one segment.
+    Var(String),
+    /// `{name+}`: one or more segments (the last segment only).
+    Greedy(String),
+}
+
+/// A route key: `$default`, or a method (`None`: `ANY`) and a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKey {
+    Default,
+    Path {
+        method: Option<String>,
+        segments: Vec<Segment>,
+    },
+}
+
+/// What makes two route keys the same route: the method and the path with its variables' names
+/// left out (`GET /a/{id}` and `GET /a/{x}` are one route, as in API Gateway).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteShape {
+    Default,
+    Route(String, Vec<ShapeSegment>),
+}
+
+/// A segment of a [`RouteShape`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ShapeSegment {
+    Literal(String),
+    Var,
+    Greedy,
+}
+
+impl RouteKey {
+    /// Parses `$default` or `METHOD /path` (METHOD one of [`ROUTE_METHODS`]; segments literal or
+    /// `{name}` with `name` of letters, digits, `.`, `_`, `-`, the last possibly greedy
+    /// `{name+}`; no empty segment). The error says what is wrong (without the key).
+    pub fn parse(key: &str) -> Result<RouteKey, String> {
+        if key == "$default" {
+            return Ok(RouteKey::Default);
+        }
+        if key.len() > MAX_ROUTE_KEY_LEN {
+            return Err(format!("longer than {MAX_ROUTE_KEY_LEN} characters"));
+        }
+        let Some((method, path)) = key.split_once(' ') else {
+            return Err("it must be a method, one space and a path".into());
+        };
+        if !ROUTE_METHODS.contains(&method) {
+            return Err(format!(
+                "the method must be one of {}",
+                ROUTE_METHODS.join(", ")
+            ));
+        }
+        let Some(rest) = path.strip_prefix('/') else {
+            return Err("the path must start with `/`".into());
+        };
+        let mut segments = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        if !rest.is_empty() {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let last = parts.len() - 1;
+            for (i, part) in parts.iter().enumerate() {
+                if part.is_empty() {
+                    return Err(
+                        "empty path segments (`//` or a trailing `/`) are not allowed".into(),
+                    );
+                }
+                if let Some(inner) = part.strip_prefix('{') {
+                    let Some(inner) = inner.strip_suffix('}') else {
+                        return Err(format!(
+                            "segment {part:?} opens a variable it does not close"
+                        ));
+                    };
+                    let (name, greedy) = match inner.strip_suffix('+') {
+                        Some(name) => (name, true),
+                        None => (inner, false),
+                    };
+                    let valid = !name.is_empty()
+                        && name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                    if !valid {
+                        return Err(format!(
+                            "variable names are letters, digits, `.`, `_` and `-`, got {part:?}"
+                        ));
+                    }
+                    if greedy && i != last {
+                        return Err(format!(
+                            "only the last segment may be greedy, {part:?} is not last"
+                        ));
+                    }
+                    if names.contains(&name) {
+                        return Err(format!("variable `{name}` appears twice"));
+                    }
+                    names.push(name);
+                    segments.push(if greedy {
+                        Segment::Greedy(name.to_string())
+                    } else {
+                        Segment::Var(name.to_string())
+                    });
+                } else {
+                    if let Some(c) = part.chars().find(|c| {
+                        matches!(c, '{' | '}' | '?' | '#' | ' ' | '\\')
+                            || c.is_control()
+                            || !c.is_ascii()
+                    }) {
+                        return Err(format!(
+                            "character {c:?} is not allowed in a literal segment ({part:?})"
+                        ));
+                    }
+                    segments.push(Segment::Literal((*part).to_string()));
+                }
+            }
+        }
+        Ok(RouteKey::Path {
+            method: (method != "ANY").then(|| method.to_string()),
+            segments,
+        })
+    }
+
+    /// The key without its variables' names: equal shapes are the same route.
+    pub fn shape(&self) -> RouteShape {
+        match self {
+            RouteKey::Default => RouteShape::Default,
+            RouteKey::Path { method, segments } => RouteShape::Route(
+                method.clone().unwrap_or_else(|| "ANY".into()),
+                segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => ShapeSegment::Literal(l.clone()),
+                        Segment::Var(_) => ShapeSegment::Var,
+                        Segment::Greedy(_) => ShapeSegment::Greedy,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_keys_parse_and_refuse_with_reasons() {
+        assert_eq!(RouteKey::parse("$default"), Ok(RouteKey::Default));
+        assert_eq!(
+            RouteKey::parse("GET /items/{id}"),
+            Ok(RouteKey::Path {
+                method: Some("GET".into()),
+                segments: vec![Segment::Literal("items".into()), Segment::Var("id".into())],
+            })
+        );
+        assert_eq!(
+            RouteKey::parse("ANY /"),
+            Ok(RouteKey::Path {
+                method: None,
+                segments: vec![],
+            })
+        );
+        for (bad, why) in [
+            ("GET", "a method, one space"),
+            ("FETCH /x", "the method must be"),
+            ("GET x", "start with `/`"),
+            ("GET /x/", "empty path segments"),
+            ("GET /{a+}/b", "only the last segment"),
+            ("GET /{}", "variable names"),
+            ("GET /{a}/{a}", "appears twice"),
+            ("GET /a{b}", "not allowed in a literal"),
+            ("GET /{id", "does not close"),
+        ] {
+            let e = RouteKey::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let long = format!("GET /{}", "a".repeat(MAX_ROUTE_KEY_LEN));
+        assert!(RouteKey::parse(&long).unwrap_err().contains("longer than"));
+        let shape = |k: &str| RouteKey::parse(k).unwrap().shape();
+        assert_eq!(shape("GET /a/{id}"), shape("GET /a/{x}"));
+        assert_ne!(shape("GET /a/{id}"), shape("GET /a/{id+}"));
+        assert_ne!(shape("GET /a"), shape("ANY /a"));
     }
 }

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod auth;
 pub mod convert;
 pub mod domain;
+pub mod gateway;
 pub mod guard;
 pub mod net;
 pub mod network;

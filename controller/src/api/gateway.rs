@@ -1,6 +1,6 @@
 //! Function URLs and HTTP APIs: the transport-neutral core of the `Gateway` gRPC service
 //! (`gateway_service.rs`) and the Lambda REST API's function URL operations
-//! (`rest/lambda/urls.rs`). Takes and returns the domain types of `crate::gateway::model`;
+//! (`rest/lambda/urls.rs`). Takes and returns the domain types of `lamina_proto::gateway`;
 //! stored by `store::GatewayStore`.
 //!
 //! Limits: one URL per function and qualifier ("" = `$LATEST`, or an alias: Lambda refuses
@@ -12,13 +12,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use lamina_proto::domain::LATEST;
+use lamina_proto::gateway::{
+    AuthType, Cors, FunctionUrlConfig, HttpApi, HttpRoute, InvokeMode, PayloadFormat, RouteKey,
+    RouteShape, Throttle,
+};
 use lamina_proto::validate::{self, ValidationError};
 use rand::Rng;
 
 use super::{now_ms, ApiError, Shared};
-use crate::gateway::model::{
-    AuthType, Cors, FunctionUrlConfig, HttpApi, HttpRoute, InvokeMode, PayloadFormat, Throttle,
-};
 use crate::resolve::{alias_name, lookup_in, Qualifier, VersionError};
 use crate::store::{Store, StoreError};
 
@@ -26,18 +27,12 @@ use crate::store::{Store, StoreError};
 pub const MAX_HTTP_APIS: usize = 600;
 /// The most routes of one HTTP API (API Gateway's quota).
 pub const MAX_ROUTES_PER_API: usize = 300;
-/// The longest route key.
-pub const MAX_ROUTE_KEY_LEN: usize = 512;
 const MAX_API_NAME_LEN: usize = 128;
 const MAX_CORS_ITEMS: usize = 100;
 const MAX_CORS_METHODS: usize = 6;
 const MAX_ORIGIN_LEN: usize = 253;
 const MAX_HEADER_LEN: usize = 1024;
 const MAX_CORS_MAX_AGE: u32 = 86_400;
-/// The methods a route key may name (`ANY`: every method).
-pub const ROUTE_METHODS: [&str; 8] = [
-    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY",
-];
 /// The methods a CORS configuration may allow (`*`: every method).
 const CORS_METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "*",
@@ -550,27 +545,11 @@ pub(crate) struct NewHttpRoute {
     pub throttle: Option<Throttle>,
 }
 
-/// One segment of a route's path, as far as two routes conflict.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Segment {
-    Literal(String),
-    Var,
-    Greedy,
-}
-
-/// What makes two route keys the same route: the method and the path with its variables'
-/// names left out (`GET /a/{id}` and `GET /a/{x}` are one route, as in API Gateway).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum RouteShape {
-    Default,
-    Route(String, Vec<Segment>),
-}
-
-/// Checks a route key: `$default`, or `METHOD /path` with METHOD one of [`ROUTE_METHODS`] and
-/// path segments literal or `{name}` (`[A-Za-z0-9._-]+`), the last one possibly greedy
-/// (`{name+}`). Returns its shape.
+/// Checks a route key (`lamina_proto::gateway::RouteKey::parse`: `$default`, or `METHOD /path`
+/// with literal, `{name}` and a last `{name+}` segments) and returns its shape: two keys of one
+/// shape are the same route.
 pub(crate) fn check_route_key(key: &str) -> Result<RouteShape, ApiError> {
-    let bad = |why: String| {
+    RouteKey::parse(key).map(|k| k.shape()).map_err(|why| {
         invalid(
             "route_key",
             format!(
@@ -579,83 +558,7 @@ pub(crate) fn check_route_key(key: &str) -> Result<RouteShape, ApiError> {
                 short(key)
             ),
         )
-    };
-    if key == "$default" {
-        return Ok(RouteShape::Default);
-    }
-    if key.len() > MAX_ROUTE_KEY_LEN {
-        return Err(bad(format!("longer than {MAX_ROUTE_KEY_LEN} characters")));
-    }
-    let Some((method, path)) = key.split_once(' ') else {
-        return Err(bad("it must be a method, one space and a path".into()));
-    };
-    if !ROUTE_METHODS.contains(&method) {
-        return Err(bad(format!(
-            "the method must be one of {}",
-            ROUTE_METHODS.join(", ")
-        )));
-    }
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(bad("the path must start with `/`".into()));
-    };
-    let mut segments = Vec::new();
-    let mut names = HashSet::new();
-    if !rest.is_empty() {
-        let parts: Vec<&str> = rest.split('/').collect();
-        let last = parts.len() - 1;
-        for (i, part) in parts.iter().enumerate() {
-            if part.is_empty() {
-                return Err(bad(
-                    "empty path segments (`//` or a trailing `/`) are not allowed".into(),
-                ));
-            }
-            if let Some(inner) = part.strip_prefix('{') {
-                let Some(inner) = inner.strip_suffix('}') else {
-                    return Err(bad(format!(
-                        "segment {part:?} opens a variable it does not close"
-                    )));
-                };
-                let (name, greedy) = match inner.strip_suffix('+') {
-                    Some(name) => (name, true),
-                    None => (inner, false),
-                };
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-                {
-                    return Err(bad(format!(
-                        "variable names are letters, digits, `.`, `_` and `-`, got {part:?}"
-                    )));
-                }
-                if greedy && i != last {
-                    return Err(bad(format!(
-                        "only the last segment may be greedy, {part:?} is not last"
-                    )));
-                }
-                if !names.insert(name) {
-                    return Err(bad(format!("variable `{name}` appears twice")));
-                }
-                segments.push(if greedy {
-                    Segment::Greedy
-                } else {
-                    Segment::Var
-                });
-            } else {
-                if let Some(c) = part.chars().find(|c| {
-                    matches!(c, '{' | '}' | '?' | '#' | ' ' | '\\')
-                        || c.is_control()
-                        || !c.is_ascii()
-                }) {
-                    return Err(bad(format!(
-                        "character {c:?} is not allowed in a literal segment ({part:?})"
-                    )));
-                }
-                segments.push(Segment::Literal(part.to_string()));
-            }
-        }
-    }
-    Ok(RouteShape::Route(method.to_string(), segments))
+    })
 }
 
 fn check_throttle(t: &Throttle) -> Result<(), ApiError> {

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use super::gateway::{self, FunctionUrlUpdate, NewFunctionUrl, NewHttpRoute};
 use super::{ApiError, Shared};
-use crate::gateway::model::{
+use lamina_proto::gateway::{
     Cors, FunctionUrlConfig, HttpApi, HttpRoute, PublicEndpoint, Throttle,
 };
 
@@ -238,8 +238,8 @@ mod tests {
             url_id: "abc".into(),
             function_name: "f".into(),
             qualifier: "live".into(),
-            auth_type: crate::gateway::model::AuthType::AwsIam,
-            invoke_mode: crate::gateway::model::InvokeMode::ResponseStream,
+            auth_type: lamina_proto::gateway::AuthType::AwsIam,
+            invoke_mode: lamina_proto::gateway::InvokeMode::ResponseStream,
             cors: Some(Cors {
                 max_age: Some(5),
                 ..Default::default()

@@ -3,7 +3,8 @@
 //! route. It serves function URLs and API Gateway–style HTTP APIs with Lambda's event and
 //! response formats, so code written for API Gateway and function URLs runs unchanged.
 //!
-//! - `model.rs`: what it serves (stored by `store::GatewayStore`, managed by `api::gateway`);
+//! - `model` (`lamina_proto::gateway`): what it serves (stored by `store::GatewayStore`, managed
+//!   by `api::gateway`);
 //! - `handler.rs`: one request — target by host or path, size/CORS/SigV4 checks, body, event,
 //!   invocation through the controller's pipeline, response;
 //! - `request.rs` the received request, `events.rs` payload formats 1.0 and 2.0,
@@ -32,7 +33,8 @@ mod cors;
 mod errors;
 mod events;
 mod handler;
-pub mod model;
+/// The domain types the gateway serves (in `lamina_proto`, below the store and the API).
+pub use lamina_proto::gateway as model;
 mod request;
 mod response;
 pub mod routes;

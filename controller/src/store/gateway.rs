@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::gateway::model::{FunctionUrlConfig, HttpApi};
+use lamina_proto::gateway::{FunctionUrlConfig, HttpApi};
 
 use super::db::{Batch, Durability};
 use super::rocks::RocksStore;

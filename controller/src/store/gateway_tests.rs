@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use lamina_proto::domain::{Alias, LATEST};
 
 use super::*;
-use crate::gateway::model::{AuthType, Cors, HttpRoute, InvokeMode, PayloadFormat, Throttle};
+use lamina_proto::gateway::{AuthType, Cors, HttpRoute, InvokeMode, PayloadFormat, Throttle};
 use crate::test_support::function;
 
 fn alias(function: &str, name: &str) -> Alias {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::shapes::{self, parse_function_name, qualified_name, unqualified_name, RestError};
 use super::{parse_json, St};
 use crate::api::gateway::{self, FunctionUrlUpdate, NewFunctionUrl};
-use crate::gateway::model::{Cors, FunctionUrlConfig, PublicEndpoint};
+use lamina_proto::gateway::{Cors, FunctionUrlConfig, PublicEndpoint};
 
 /// The largest and default page of ListFunctionUrlConfigs (botocore's `MaxItems`: 1..50).
 const MAX_ITEMS: usize = 50;
@@ -93,8 +93,8 @@ fn enums(
     r: &UrlConfigIn,
 ) -> Result<
     (
-        Option<crate::gateway::model::AuthType>,
-        Option<crate::gateway::model::InvokeMode>,
+        Option<lamina_proto::gateway::AuthType>,
+        Option<lamina_proto::gateway::InvokeMode>,
     ),
     RestError,
 > {
@@ -260,7 +260,7 @@ fn page<'a>(
 mod tests {
     use super::*;
     use crate::api::ApiError;
-    use crate::gateway::model::{AuthType, InvokeMode};
+    use lamina_proto::gateway::{AuthType, InvokeMode};
     use crate::store::StoreError;
 
     fn config(qualifier: &str) -> FunctionUrlConfig {
