@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::concurrency::Limiter;
-use lamina_proto::gateway::PublicEndpoint;
 use crate::netns_allowlist::NetnsAllowlist;
 use crate::queue::QueueStore;
 use crate::reconcile::{NetworkSync, Provisioning, Retiring};
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::worker_clients::WorkerClients;
+use lamina_proto::gateway::PublicEndpoint;
 
 /// What the services share (the API layer calls it `Shared`).
 pub(crate) struct Context {
