@@ -238,7 +238,11 @@ impl Controller {
     }
 
     /// Serves the HTTP gateway (function URLs, HTTP APIs) on `listener` too, beside the APIs.
-    pub fn with_http(mut self, listener: TcpListener, config: gateway::GatewayConfig) -> Controller {
+    pub fn with_http(
+        mut self,
+        listener: TcpListener,
+        config: gateway::GatewayConfig,
+    ) -> Controller {
         self.http = Some((listener, config));
         self
     }

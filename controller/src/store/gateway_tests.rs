@@ -3,8 +3,8 @@ use std::collections::BTreeMap;
 use lamina_proto::domain::{Alias, LATEST};
 
 use super::*;
-use lamina_proto::gateway::{AuthType, Cors, HttpRoute, InvokeMode, PayloadFormat, Throttle};
 use crate::test_support::function;
+use lamina_proto::gateway::{AuthType, Cors, HttpRoute, InvokeMode, PayloadFormat, Throttle};
 
 fn alias(function: &str, name: &str) -> Alias {
     Alias {

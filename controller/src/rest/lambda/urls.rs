@@ -260,8 +260,8 @@ fn page<'a>(
 mod tests {
     use super::*;
     use crate::api::ApiError;
-    use lamina_proto::gateway::{AuthType, InvokeMode};
     use crate::store::StoreError;
+    use lamina_proto::gateway::{AuthType, InvokeMode};
 
     fn config(qualifier: &str) -> FunctionUrlConfig {
         FunctionUrlConfig {
