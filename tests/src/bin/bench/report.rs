@@ -134,6 +134,15 @@ const NOTES: &str = r#"
   holds its sandbox 10 s, longer than starting all hundred takes, so none can reuse a sandbox
   another one freed ("cold" counts the `Init Duration`s). A worker starts at most 8 sandboxes at a
   time (`--cold-starts-per-worker`), the rest wait for a slot; "per worker" counts where each ran.
+- **HTTP gateway** (`bench/gateway.rs`): `wrk --latency` (Debian's; 1 thread for 1 connection, 2
+  for 16) against the function URL of a warm `lamina-noop-runtime` function (1769 MB, one vCPU's
+  CFS share: a smaller function's quota throttles its sandbox under back-to-back load), after a 1 s
+  warm-up that starts the sandboxes the concurrency needs. Beside it, in the same run: a hyper
+  server in the bench process answering the gateway's own status, headers and body (the floor:
+  loopback, HTTP/1.1 and wrk itself), and the same function invoked directly through the SDK from
+  as many tasks. The overhead is the gateway's p50 minus the direct Invoke's; it can be negative:
+  the direct path signs each request and frames it in gRPC on the client's side, wrk sends plain
+  HTTP/1.1.
 
 ## What bounds the misses (and the near misses)
 
@@ -144,6 +153,9 @@ const NOTES: &str = r#"
   malloc; Lamina's own code is a few percent. Deeper queues amortise wake-ups, hence the rise
   with clients. Lamina's Python runtime adds ~20 us of its own CPU per invocation plus its
   socket calls, which is why its rows stay under the native runtime's.
+- **HTTP gateway requests/s**: a request through the gateway costs what a direct invocation costs
+  (the worker call, the sandbox's Runtime API exchange, four processes on two cores, here with
+  `wrk` among them) plus one HTTP/1.1 exchange; its rate follows the no-op invocations' above.
 - **Pool/zygote end to end vs 5 ms**: at the sandbox layer a zygote fork into a prepared sandbox
   answers in ~2.5 ms; end to end adds the SDK -> controller -> worker round trip (the warm
   overhead), the worker binding the prepared sandbox to the function (cgroup limits, code and
