@@ -9,7 +9,6 @@
 //! 1024, `MaxAge` 0..86400). At most [`MAX_HTTP_APIS`] HTTP APIs, names 1..128 characters, and
 //! [`MAX_ROUTES_PER_API`] routes per API (API Gateway's default quotas).
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use lamina_proto::domain::LATEST;
 use lamina_proto::gateway::{
@@ -246,18 +245,6 @@ pub(crate) struct FunctionUrlUpdate {
     pub cors: Option<Option<Cors>>,
 }
 
-/// Runs `f` on the store off the async threads, with `ApiError`s.
-async fn blocking<T, F>(shared: &Shared, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
-{
-    let store = Arc::clone(&shared.store);
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
-}
-
 /// The store's "function gone" as the API's (the message is the same; `FunctionNotFound` reads
 /// better in both transports).
 fn store_not_found(e: ApiError) -> ApiError {
@@ -318,12 +305,13 @@ pub(crate) async fn create_function_url(
         last_modified_ms: now,
     };
     let stored = config.clone();
-    blocking(shared, move |s| {
-        require_url_target(s, &stored.function_name, &stored.qualifier)?;
-        s.create_function_url(&stored).map_err(ApiError::from)
-    })
-    .await
-    .map_err(store_not_found)?;
+    shared
+        .blocking(move |s| {
+            require_url_target(s, &stored.function_name, &stored.qualifier)?;
+            s.create_function_url(&stored).map_err(ApiError::from)
+        })
+        .await
+        .map_err(store_not_found)?;
     tracing::info!(function = %config.function_name, qualifier = %config.qualifier, url_id = %config.url_id, "function URL created");
     Ok(config)
 }
@@ -337,19 +325,20 @@ pub(crate) async fn get_function_url(
     validate::name(function_name)?;
     check_url_qualifier(function_name, qualifier)?;
     let (function, qualifier) = (function_name.to_string(), qualifier.to_string());
-    blocking(shared, move |s| {
-        if s.get_function(&function)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function));
-        }
-        s.get_function_url(&function, &qualifier)?.ok_or_else(|| {
-            StoreError::FunctionUrlNotFound {
-                function,
-                qualifier,
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function));
             }
-            .into()
+            s.get_function_url(&function, &qualifier)?.ok_or_else(|| {
+                StoreError::FunctionUrlNotFound {
+                    function,
+                    qualifier,
+                }
+                .into()
+            })
         })
-    })
-    .await
+        .await
 }
 
 /// UpdateFunctionUrlConfig: changes the fields given; the id, and so the URL, stay.
@@ -362,31 +351,32 @@ pub(crate) async fn update_function_url(
     if let Some(Some(cors)) = &r.cors {
         check_cors(cors)?;
     }
-    let updated = blocking(shared, move |s| {
-        if s.get_function(&r.function_name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(r.function_name));
-        }
-        let mut config = s
-            .get_function_url(&r.function_name, &r.qualifier)?
-            .ok_or_else(|| StoreError::FunctionUrlNotFound {
-                function: r.function_name.clone(),
-                qualifier: r.qualifier.clone(),
-            })?;
-        if let Some(a) = r.auth_type {
-            config.auth_type = a;
-        }
-        if let Some(m) = r.invoke_mode {
-            config.invoke_mode = m;
-        }
-        if let Some(c) = r.cors {
-            config.cors = c;
-        }
-        config.last_modified_ms = now_ms().max(config.created_ms);
-        s.update_function_url(&config)?;
-        Ok(config)
-    })
-    .await
-    .map_err(store_not_found)?;
+    let updated = shared
+        .blocking(move |s| {
+            if s.get_function(&r.function_name)?.is_none() {
+                return Err(ApiError::FunctionNotFound(r.function_name));
+            }
+            let mut config = s
+                .get_function_url(&r.function_name, &r.qualifier)?
+                .ok_or_else(|| StoreError::FunctionUrlNotFound {
+                    function: r.function_name.clone(),
+                    qualifier: r.qualifier.clone(),
+                })?;
+            if let Some(a) = r.auth_type {
+                config.auth_type = a;
+            }
+            if let Some(m) = r.invoke_mode {
+                config.invoke_mode = m;
+            }
+            if let Some(c) = r.cors {
+                config.cors = c;
+            }
+            config.last_modified_ms = now_ms().max(config.created_ms);
+            s.update_function_url(&config)?;
+            Ok(config)
+        })
+        .await
+        .map_err(store_not_found)?;
     tracing::info!(function = %updated.function_name, qualifier = %updated.qualifier, "function URL updated");
     Ok(updated)
 }
@@ -400,20 +390,21 @@ pub(crate) async fn delete_function_url(
     validate::name(function_name)?;
     check_url_qualifier(function_name, qualifier)?;
     let (function, q) = (function_name.to_string(), qualifier.to_string());
-    blocking(shared, move |s| {
-        if s.get_function(&function)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function));
-        }
-        match s.delete_function_url(&function, &q)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::FunctionUrlNotFound {
-                function,
-                qualifier: q,
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function));
             }
-            .into()),
-        }
-    })
-    .await?;
+            match s.delete_function_url(&function, &q)? {
+                Some(_) => Ok(()),
+                None => Err(StoreError::FunctionUrlNotFound {
+                    function,
+                    qualifier: q,
+                }
+                .into()),
+            }
+        })
+        .await?;
     tracing::info!(function = %function_name, qualifier = %qualifier, "function URL deleted");
     Ok(())
 }
@@ -425,13 +416,14 @@ pub(crate) async fn list_function_urls(
 ) -> Result<Vec<FunctionUrlConfig>, ApiError> {
     validate::name(function_name)?;
     let function = function_name.to_string();
-    blocking(shared, move |s| {
-        if s.get_function(&function)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function));
-        }
-        Ok(s.list_function_urls(&function)?)
-    })
-    .await
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function));
+            }
+            Ok(s.list_function_urls(&function)?)
+        })
+        .await
 }
 
 /// An HTTP API's name: 1..128 characters, no control characters.
@@ -460,32 +452,33 @@ pub(crate) async fn create_http_api(
 ) -> Result<HttpApi, ApiError> {
     check_api_name(&name)?;
     let _writes = API_WRITES.lock().await;
-    let api = blocking(shared, move |s| {
-        let existing = s.list_http_apis()?;
-        if existing.len() >= MAX_HTTP_APIS {
-            return Err(ApiError::GatewayLimit(format!(
-                "there are {} HTTP APIs, the most this controller keeps: delete one first",
-                existing.len()
-            )));
-        }
-        let taken: HashSet<String> = existing.into_iter().map(|a| a.api_id).collect();
-        let api_id = loop {
-            let id = random_id(10);
-            if !taken.contains(&id) {
-                break id;
+    let api = shared
+        .blocking(move |s| {
+            let existing = s.list_http_apis()?;
+            if existing.len() >= MAX_HTTP_APIS {
+                return Err(ApiError::GatewayLimit(format!(
+                    "there are {} HTTP APIs, the most this controller keeps: delete one first",
+                    existing.len()
+                )));
             }
-        };
-        let api = HttpApi {
-            api_id,
-            name,
-            payload_format,
-            routes: Vec::new(),
-            created_ms: now_ms(),
-        };
-        s.put_http_api(&api)?;
-        Ok(api)
-    })
-    .await?;
+            let taken: HashSet<String> = existing.into_iter().map(|a| a.api_id).collect();
+            let api_id = loop {
+                let id = random_id(10);
+                if !taken.contains(&id) {
+                    break id;
+                }
+            };
+            let api = HttpApi {
+                api_id,
+                name,
+                payload_format,
+                routes: Vec::new(),
+                created_ms: now_ms(),
+            };
+            s.put_http_api(&api)?;
+            Ok(api)
+        })
+        .await?;
     tracing::info!(api_id = %api.api_id, name = %api.name, "HTTP API created");
     Ok(api)
 }
@@ -508,15 +501,14 @@ fn check_api_id(api_id: &str) -> Result<(), ApiError> {
 pub(crate) async fn get_http_api(shared: &Shared, api_id: &str) -> Result<HttpApi, ApiError> {
     check_api_id(api_id)?;
     let id = api_id.to_string();
-    blocking(shared, move |s| {
-        s.get_http_api(&id)?.ok_or(ApiError::HttpApiNotFound(id))
-    })
-    .await
+    shared
+        .blocking(move |s| s.get_http_api(&id)?.ok_or(ApiError::HttpApiNotFound(id)))
+        .await
 }
 
 /// ListHttpApis: every API by id, routes included.
 pub(crate) async fn list_http_apis(shared: &Shared) -> Result<Vec<HttpApi>, ApiError> {
-    blocking(shared, |s| Ok(s.list_http_apis()?)).await
+    shared.blocking(|s| Ok(s.list_http_apis()?)).await
 }
 
 /// DeleteHttpApi: the API and its routes.
@@ -524,11 +516,12 @@ pub(crate) async fn delete_http_api(shared: &Shared, api_id: &str) -> Result<(),
     check_api_id(api_id)?;
     let _writes = API_WRITES.lock().await;
     let id = api_id.to_string();
-    blocking(shared, move |s| match s.delete_http_api(&id)? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::HttpApiNotFound(id)),
-    })
-    .await?;
+    shared
+        .blocking(move |s| match s.delete_http_api(&id)? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::HttpApiNotFound(id)),
+        })
+        .await?;
     tracing::info!(api_id = %api_id, "HTTP API deleted");
     Ok(())
 }
@@ -592,48 +585,49 @@ pub(crate) async fn create_http_route(
         _ => r.qualifier.clone(),
     };
     let _writes = API_WRITES.lock().await;
-    let route = blocking(shared, move |s| {
-        let mut api = s
-            .get_http_api(&r.api_id)?
-            .ok_or_else(|| ApiError::HttpApiNotFound(r.api_id.clone()))?;
-        lookup_in(s, &r.function_name, &qualifier)?;
-        if let Some(existing) = api
-            .routes
-            .iter()
-            .find(|x| check_route_key(&x.route_key).is_ok_and(|s| s == shape))
-        {
-            return Err(ApiError::HttpRouteExists {
-                api_id: r.api_id.clone(),
-                route_key: r.route_key.clone(),
-                existing: existing.route_key.clone(),
-            });
-        }
-        if api.routes.len() >= MAX_ROUTES_PER_API {
-            return Err(ApiError::GatewayLimit(format!(
-                "HTTP API `{}` has {} routes, the most an API takes: delete one first",
-                api.api_id,
-                api.routes.len()
-            )));
-        }
-        let route_id = loop {
-            let id = random_id(7);
-            if !api.routes.iter().any(|x| x.route_id == id) {
-                break id;
+    let route = shared
+        .blocking(move |s| {
+            let mut api = s
+                .get_http_api(&r.api_id)?
+                .ok_or_else(|| ApiError::HttpApiNotFound(r.api_id.clone()))?;
+            lookup_in(s, &r.function_name, &qualifier)?;
+            if let Some(existing) = api
+                .routes
+                .iter()
+                .find(|x| check_route_key(&x.route_key).is_ok_and(|s| s == shape))
+            {
+                return Err(ApiError::HttpRouteExists {
+                    api_id: r.api_id.clone(),
+                    route_key: r.route_key.clone(),
+                    existing: existing.route_key.clone(),
+                });
             }
-        };
-        let route = HttpRoute {
-            route_id,
-            route_key: r.route_key,
-            function_name: r.function_name,
-            qualifier,
-            throttle: r.throttle,
-            created_ms: now_ms(),
-        };
-        api.routes.push(route.clone());
-        s.put_http_api(&api)?;
-        Ok(route)
-    })
-    .await?;
+            if api.routes.len() >= MAX_ROUTES_PER_API {
+                return Err(ApiError::GatewayLimit(format!(
+                    "HTTP API `{}` has {} routes, the most an API takes: delete one first",
+                    api.api_id,
+                    api.routes.len()
+                )));
+            }
+            let route_id = loop {
+                let id = random_id(7);
+                if !api.routes.iter().any(|x| x.route_id == id) {
+                    break id;
+                }
+            };
+            let route = HttpRoute {
+                route_id,
+                route_key: r.route_key,
+                function_name: r.function_name,
+                qualifier,
+                throttle: r.throttle,
+                created_ms: now_ms(),
+            };
+            api.routes.push(route.clone());
+            s.put_http_api(&api)?;
+            Ok(route)
+        })
+        .await?;
     tracing::info!(route_key = %route.route_key, route_id = %route.route_id, function = %route.function_name, "HTTP route created");
     Ok(route)
 }
@@ -655,25 +649,26 @@ pub(crate) async fn delete_http_route(
     check_api_id(api_id)?;
     let _writes = API_WRITES.lock().await;
     let (id, wanted) = (api_id.to_string(), route.to_string());
-    let deleted = blocking(shared, move |s| {
-        let mut api = s
-            .get_http_api(&id)?
-            .ok_or_else(|| ApiError::HttpApiNotFound(id.clone()))?;
-        let Some(i) = api
-            .routes
-            .iter()
-            .position(|x| x.route_id == wanted || x.route_key == wanted)
-        else {
-            return Err(ApiError::HttpRouteNotFound {
-                api_id: id,
-                route: short(&wanted),
-            });
-        };
-        let route = api.routes.remove(i);
-        s.put_http_api(&api)?;
-        Ok(route)
-    })
-    .await?;
+    let deleted = shared
+        .blocking(move |s| {
+            let mut api = s
+                .get_http_api(&id)?
+                .ok_or_else(|| ApiError::HttpApiNotFound(id.clone()))?;
+            let Some(i) = api
+                .routes
+                .iter()
+                .position(|x| x.route_id == wanted || x.route_key == wanted)
+            else {
+                return Err(ApiError::HttpRouteNotFound {
+                    api_id: id,
+                    route: short(&wanted),
+                });
+            };
+            let route = api.routes.remove(i);
+            s.put_http_api(&api)?;
+            Ok(route)
+        })
+        .await?;
     tracing::info!(api_id = %api_id, route_key = %deleted.route_key, "HTTP route deleted");
     Ok(deleted)
 }

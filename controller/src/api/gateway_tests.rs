@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use lamina_proto::domain::{Alias, LATEST};
 use tonic::Code;

@@ -225,11 +225,20 @@ impl Shared {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.blocking(move |s| f(s).map_err(ApiError::from)).await
+    }
+
+    /// Runs `f` (store reads, checks and writes that answer with `ApiError`s) off the async
+    /// threads.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
+    {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
-            .map_err(ApiError::from)
     }
 }
 

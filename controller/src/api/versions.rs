@@ -1,7 +1,6 @@
 //! Versions and aliases: publish, list, alias CRUD and qualified GetFunction/DeleteFunction. The
 //! resolution of a qualifier to the version that runs is `crate::resolve` (re-exported here).
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use lamina_proto::domain::{qualified_function_arn, Alias, FunctionConfig, LATEST};
 use lamina_proto::v1;
@@ -128,18 +127,6 @@ fn check_alias_targets(store: &dyn Store, alias: &Alias) -> Result<(), ApiError>
     Ok(())
 }
 
-/// Runs `f` on the store off the async threads, with `ApiError`s.
-async fn blocking<T, F>(shared: &Shared, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn Store) -> Result<T, ApiError> + Send + 'static,
-{
-    let store = Arc::clone(&shared.store);
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
-}
-
 fn store_not_found(e: ApiError) -> ApiError {
     match e {
         ApiError::Store(StoreError::FunctionNotFound(n)) => ApiError::FunctionNotFound(n),
@@ -199,13 +186,14 @@ pub(crate) async fn list_versions(
     shared: &Shared,
     name: String,
 ) -> Result<Vec<FunctionConfig>, ApiError> {
-    let (latest, versions) = blocking(shared, move |s| {
-        let latest = s
-            .get_function(&name)?
-            .ok_or_else(|| ApiError::FunctionNotFound(name.clone()))?;
-        Ok((latest, s.list_versions(&name)?))
-    })
-    .await?;
+    let (latest, versions) = shared
+        .blocking(move |s| {
+            let latest = s
+                .get_function(&name)?
+                .ok_or_else(|| ApiError::FunctionNotFound(name.clone()))?;
+            Ok((latest, s.list_versions(&name)?))
+        })
+        .await?;
     let mut out = vec![latest];
     out.extend(versions);
     Ok(out)
@@ -281,19 +269,20 @@ pub(crate) async fn create_alias(shared: &Shared, r: NewAlias) -> Result<Alias, 
     };
     let _writes = ALIAS_WRITES.lock().await;
     let stored = alias.clone();
-    blocking(shared, move |s| {
-        check_alias_targets(s, &stored)?;
-        if s.get_alias(&stored.function_name, &stored.name)?.is_some() {
-            return Err(VersionError::AliasExists {
-                name: stored.function_name.clone(),
-                alias: stored.name.clone(),
+    shared
+        .blocking(move |s| {
+            check_alias_targets(s, &stored)?;
+            if s.get_alias(&stored.function_name, &stored.name)?.is_some() {
+                return Err(VersionError::AliasExists {
+                    name: stored.function_name.clone(),
+                    alias: stored.name.clone(),
+                }
+                .into());
             }
-            .into());
-        }
-        s.put_alias(&stored).map_err(ApiError::from)
-    })
-    .await
-    .map_err(store_not_found)?;
+            s.put_alias(&stored).map_err(ApiError::from)
+        })
+        .await
+        .map_err(store_not_found)?;
     tracing::info!(function = %alias.function_name, alias = %alias.name, version = %alias.function_version, "alias created");
     Ok(alias)
 }
@@ -302,45 +291,46 @@ pub(crate) async fn update_alias(shared: &Shared, r: AliasUpdate) -> Result<Alia
     validate::name(&r.function_name)?;
     alias_name(&r.name)?;
     let _writes = ALIAS_WRITES.lock().await;
-    let alias = blocking(shared, move |s| {
-        let mut alias = s.get_alias(&r.function_name, &r.name)?.ok_or_else(|| {
-            if matches!(s.get_function(&r.function_name), Ok(None)) {
-                ApiError::FunctionNotFound(r.function_name.clone())
-            } else {
-                VersionError::AliasNotFound {
-                    name: r.function_name.clone(),
-                    alias: r.name.clone(),
+    let alias = shared
+        .blocking(move |s| {
+            let mut alias = s.get_alias(&r.function_name, &r.name)?.ok_or_else(|| {
+                if matches!(s.get_function(&r.function_name), Ok(None)) {
+                    ApiError::FunctionNotFound(r.function_name.clone())
+                } else {
+                    VersionError::AliasNotFound {
+                        name: r.function_name.clone(),
+                        alias: r.name.clone(),
+                    }
+                    .into()
                 }
-                .into()
-            }
-        })?;
-        if let Some(expected) = r.expected_revision_id {
-            if expected != alias.revision_id {
-                return Err(VersionError::AliasRevision {
-                    alias: alias.name,
-                    expected,
-                    actual: alias.revision_id,
+            })?;
+            if let Some(expected) = r.expected_revision_id {
+                if expected != alias.revision_id {
+                    return Err(VersionError::AliasRevision {
+                        alias: alias.name,
+                        expected,
+                        actual: alias.revision_id,
+                    }
+                    .into());
                 }
-                .into());
             }
-        }
-        if let Some(v) = r.function_version {
-            alias.function_version = v;
-        }
-        if let Some(d) = r.description {
-            alias.description = d;
-        }
-        if let Some(w) = r.additional_version_weights {
-            alias.additional_version_weights = w;
-        }
-        alias.revision_id = new_revision();
-        alias.last_modified_ms = now_ms();
-        check_alias_targets(s, &alias)?;
-        s.put_alias(&alias)?;
-        Ok(alias)
-    })
-    .await
-    .map_err(store_not_found)?;
+            if let Some(v) = r.function_version {
+                alias.function_version = v;
+            }
+            if let Some(d) = r.description {
+                alias.description = d;
+            }
+            if let Some(w) = r.additional_version_weights {
+                alias.additional_version_weights = w;
+            }
+            alias.revision_id = new_revision();
+            alias.last_modified_ms = now_ms();
+            check_alias_targets(s, &alias)?;
+            s.put_alias(&alias)?;
+            Ok(alias)
+        })
+        .await
+        .map_err(store_not_found)?;
     tracing::info!(function = %alias.function_name, alias = %alias.name, version = %alias.function_version, "alias updated");
     Ok(alias)
 }
@@ -350,32 +340,34 @@ pub(crate) async fn get_alias(
     function_name: String,
     name: String,
 ) -> Result<Alias, ApiError> {
-    blocking(shared, move |s| {
-        if s.get_function(&function_name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function_name));
-        }
-        s.get_alias(&function_name, &name)?.ok_or_else(|| {
-            VersionError::AliasNotFound {
-                name: function_name,
-                alias: name,
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function_name)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function_name));
             }
-            .into()
+            s.get_alias(&function_name, &name)?.ok_or_else(|| {
+                VersionError::AliasNotFound {
+                    name: function_name,
+                    alias: name,
+                }
+                .into()
+            })
         })
-    })
-    .await
+        .await
 }
 
 pub(crate) async fn list_aliases(
     shared: &Shared,
     function_name: String,
 ) -> Result<Vec<Alias>, ApiError> {
-    blocking(shared, move |s| {
-        if s.get_function(&function_name)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function_name));
-        }
-        Ok(s.list_aliases(&function_name)?)
-    })
-    .await
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function_name)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function_name));
+            }
+            Ok(s.list_aliases(&function_name)?)
+        })
+        .await
 }
 
 pub(crate) async fn delete_alias(
@@ -385,23 +377,24 @@ pub(crate) async fn delete_alias(
 ) -> Result<(), ApiError> {
     let _writes = ALIAS_WRITES.lock().await;
     let (function, alias) = (function_name.clone(), name.clone());
-    blocking(shared, move |s| {
-        if s.get_function(&function)?.is_none() {
-            return Err(ApiError::FunctionNotFound(function));
-        }
-        if !s.delete_alias(&function, &alias)? {
-            return Err(VersionError::AliasNotFound {
-                name: function,
-                alias,
+    shared
+        .blocking(move |s| {
+            if s.get_function(&function)?.is_none() {
+                return Err(ApiError::FunctionNotFound(function));
             }
-            .into());
-        }
-        // Provisioned concurrency configured on the alias goes with it.
-        s.delete_provisioned(&function, &alias)?;
-        Ok(())
-    })
-    .await
-    .map_err(store_not_found)?;
+            if !s.delete_alias(&function, &alias)? {
+                return Err(VersionError::AliasNotFound {
+                    name: function,
+                    alias,
+                }
+                .into());
+            }
+            // Provisioned concurrency configured on the alias goes with it.
+            s.delete_provisioned(&function, &alias)?;
+            Ok(())
+        })
+        .await
+        .map_err(store_not_found)?;
     tracing::info!(function = %function_name, alias = %name, "alias deleted");
     Ok(())
 }
@@ -447,23 +440,24 @@ pub(crate) async fn delete_qualified(
     };
     let _writes = ALIAS_WRITES.lock().await;
     let owned = name.to_string();
-    blocking(shared, move |s| {
-        if s.get_function(&owned)?.is_none() {
-            return Err(ApiError::FunctionNotFound(owned));
-        }
-        match s.delete_version(&owned, number)? {
-            Some(_) => {
-                s.delete_provisioned(&owned, &number.to_string())?;
-                Ok(())
+    shared
+        .blocking(move |s| {
+            if s.get_function(&owned)?.is_none() {
+                return Err(ApiError::FunctionNotFound(owned));
             }
-            None => Err(VersionError::VersionNotFound {
-                name: owned,
-                version: number.to_string(),
+            match s.delete_version(&owned, number)? {
+                Some(_) => {
+                    s.delete_provisioned(&owned, &number.to_string())?;
+                    Ok(())
+                }
+                None => Err(VersionError::VersionNotFound {
+                    name: owned,
+                    version: number.to_string(),
+                }
+                .into()),
             }
-            .into()),
-        }
-    })
-    .await?;
+        })
+        .await?;
     tracing::info!(function = %name, version = number, "version deleted");
     shared.retiring.function_changed(name);
     Ok(true)
