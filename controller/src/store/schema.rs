@@ -11,6 +11,10 @@ pub const VERSIONS: &str = "versions";
 pub const LAYERS: &str = "layers";
 pub const NETWORK: &str = "network";
 pub const GATEWAY: &str = "gateway";
+/// Secrets Manager secrets and their sealed versions (`secrets.rs`).
+pub const SECRETS: &str = "secrets";
+/// SSM parameters and their versions (`parameters.rs`).
+pub const PARAMETERS: &str = "parameters";
 
 pub const INVOCATIONS: &str = "invocations";
 pub const QUEUE_PAYLOADS: &str = "queue_payloads";
@@ -37,7 +41,7 @@ enum Tuning {
     FifoBlobs,
 }
 
-const FAMILIES: [(&str, Tuning); 18] = [
+const FAMILIES: [(&str, Tuning); 20] = [
     (FUNCTIONS, Tuning::Plain),
     (BLOBS, Tuning::Blobs),
     (LOGS, Tuning::Plain),
@@ -46,6 +50,8 @@ const FAMILIES: [(&str, Tuning); 18] = [
     (LAYERS, Tuning::Plain),
     (NETWORK, Tuning::Plain),
     (GATEWAY, Tuning::Plain),
+    (SECRETS, Tuning::Plain),
+    (PARAMETERS, Tuning::Plain),
     (INVOCATIONS, Tuning::Plain),
     (QUEUE_PAYLOADS, Tuning::FifoBlobs),
     (QUEUE_DUE, Tuning::Fifo),
