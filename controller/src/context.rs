@@ -44,6 +44,13 @@ pub(crate) struct Context {
     /// Where clients reach the HTTP gateway (function URLs, HTTP APIs): set once the gateway's
     /// listener is bound; [`Context::public_endpoint`] reads it.
     pub http_endpoint: std::sync::OnceLock<PublicEndpoint>,
+    /// The key-encryption key of the secrets kept at rest (`DATA_DIR/auth/master.key`; an
+    /// in-memory key on a controller without a data directory). See `crypto.rs`.
+    pub master_key: Arc<crate::crypto::MasterKey>,
+    /// Execution roles in memory and their session credentials (`auth/sessions.rs`).
+    pub sessions: Arc<crate::auth::sessions::SessionStore>,
+    /// The durable execution roles (`None` on a store without them: roles cannot be managed).
+    pub roles: Option<Arc<dyn crate::store::RoleStore>>,
 }
 
 impl Context {

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod code;
 pub mod concurrency;
 mod context;
+pub mod crypto;
 pub mod gateway;
 mod http_listener;
 pub mod image;
@@ -116,6 +117,8 @@ pub enum ControllerError {
     Rest(std::io::Error),
     #[error("HTTP gateway failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
     #[error(
         "cannot make the data directory {path} private (mode 0700): {source}; check its owner"
     )]
@@ -180,6 +183,11 @@ impl Controller {
             let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
             (Some(Arc::new(keys)), bootstrap)
         } else {
+        let store_db = store.db();
+        // Loaded whether or not auth is on: stored secrets are sealed under it either way.
+        let master_key = Arc::new(crypto::MasterKey::load_or_create(
+            &config.data_dir.join("auth").join("master.key"),
+        )?);
             (None, Bootstrap::default())
         };
         let cluster = keys.as_ref().map(|k| k.cluster_credentials().clone());
@@ -197,6 +205,14 @@ impl Controller {
     }
 
     /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's
+        Arc::get_mut(&mut controller.shared)
+            .expect("a new controller's state is not shared yet")
+            .master_key = master_key;
+        let roles = Arc::new(store::RocksRoleStore::open(store_db));
+        api::roles::load(&controller.shared.sessions, roles.as_ref())?;
+        Arc::get_mut(&mut controller.shared)
+            .expect("a new controller's state is not shared yet")
+            .roles = Some(roles);
     /// business), without the async queue: EVENT invocations are refused. Reserved concurrency
     /// is read from the store (a store that cannot be read starts with none, logged).
     pub fn with_store(config: &ControllerConfig, store: Arc<dyn Store>) -> Controller {
@@ -234,6 +250,9 @@ impl Controller {
             keys: None,
             bootstrap: Bootstrap::default(),
             http: None,
+                master_key: Arc::new(crypto::MasterKey::ephemeral()),
+                sessions: Arc::new(auth::sessions::SessionStore::new(config.session_ttl)),
+                roles: None,
         }
     }
 
