@@ -25,6 +25,7 @@ mod context;
 pub mod crypto;
 pub mod gateway;
 mod http_listener;
+pub mod iam;
 pub mod image;
 mod invocation;
 mod netns_allowlist;
@@ -80,6 +81,8 @@ pub struct ControllerConfig {
     /// Network namespaces (`/run/netns/NAME`) an admin may attach to a VPC: names or globs
     /// with `*` (`--attachable-netns`); empty: none.
     pub attachable_netns: Vec<String>,
+    /// How long the session credentials of execution roles last (`--session-ttl-secs`).
+    pub session_ttl: Duration,
 }
 
 impl ControllerConfig {
@@ -97,6 +100,7 @@ impl ControllerConfig {
             max_image_bytes: image::DEFAULT_MAX_IMAGE_BYTES,
             unverified_body_budget_bytes: lamina_proto::guard::DEFAULT_UNVERIFIED_BUDGET_BYTES,
             attachable_netns: Vec::new(),
+            session_ttl: auth::sessions::DEFAULT_SESSION_TTL,
         }
     }
 }
@@ -113,12 +117,14 @@ pub enum ControllerError {
     Serve(#[from] tonic::transport::Error),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Roles(#[from] store::RoleStoreError),
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
     #[error("REST server failed: {0}")]
     Rest(std::io::Error),
     #[error("HTTP gateway failed: {0}")]
     Http(std::io::Error),
-    #[error(transparent)]
-    Crypto(#[from] crypto::CryptoError),
     #[error(
         "cannot make the data directory {path} private (mode 0700): {source}; check its owner"
     )]
@@ -179,15 +185,15 @@ impl Controller {
         let store = RocksStore::open(&config.data_dir, config.log_retention)?;
         let reservations = store.list_reserved_concurrency()?;
         let queue = QueueStore::open(store.db(), config.queue.clone())?;
-        let (keys, bootstrap) = if config.auth {
-            let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
-            (Some(Arc::new(keys)), bootstrap)
-        } else {
         let store_db = store.db();
         // Loaded whether or not auth is on: stored secrets are sealed under it either way.
         let master_key = Arc::new(crypto::MasterKey::load_or_create(
             &config.data_dir.join("auth").join("master.key"),
         )?);
+        let (keys, bootstrap) = if config.auth {
+            let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
+            (Some(Arc::new(keys)), bootstrap)
+        } else {
             (None, Bootstrap::default())
         };
         let cluster = keys.as_ref().map(|k| k.cluster_credentials().clone());
@@ -201,10 +207,6 @@ impl Controller {
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .queue = Some(Arc::new(queue));
-        Ok(controller)
-    }
-
-    /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .master_key = master_key;
@@ -213,6 +215,10 @@ impl Controller {
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .roles = Some(roles);
+        Ok(controller)
+    }
+
+    /// A controller on any [`Store`] (`config.data_dir` and `log_retention` are the store's
     /// business), without the async queue: EVENT invocations are refused. Reserved concurrency
     /// is read from the store (a store that cannot be read starts with none, logged).
     pub fn with_store(config: &ControllerConfig, store: Arc<dyn Store>) -> Controller {
@@ -246,13 +252,13 @@ impl Controller {
                 },
                 attachable_netns: network::NetnsAllowlist::new(&config.attachable_netns),
                 http_endpoint: std::sync::OnceLock::new(),
+                master_key: Arc::new(crypto::MasterKey::ephemeral()),
+                sessions: Arc::new(auth::sessions::SessionStore::new(config.session_ttl)),
+                roles: None,
             }),
             keys: None,
             bootstrap: Bootstrap::default(),
             http: None,
-                master_key: Arc::new(crypto::MasterKey::ephemeral()),
-                sessions: Arc::new(auth::sessions::SessionStore::new(config.session_ttl)),
-                roles: None,
         }
     }
 
@@ -370,6 +376,10 @@ impl Controller {
                 shared: Arc::clone(&self.shared),
             })
             .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
+        let roles_api = lamina_proto::v1::roles_server::RolesServer::new(api::RolesService::new(
+            Arc::clone(&self.shared),
+        ))
+        .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
         let mut builder =
             lamina_proto::net::server_builder(lamina_proto::net::MAX_CONCURRENT_STREAMS);
         // One budget of unverified bytes and one replay cache for every service of the process
@@ -409,6 +419,11 @@ impl Controller {
                         Arc::clone(&users),
                         g(),
                     ))
+                    .add_service(Authenticated::with_guard(
+                        roles_api,
+                        Arc::new(api::roles::AdminOnly(Arc::clone(&users))),
+                        g(),
+                    ))
                     .add_service(Authenticated::with_guard(auth, users, g()))
                     .add_service(Authenticated::with_guard(cluster, cluster_key, g()))
             }
@@ -420,6 +435,7 @@ impl Controller {
                 .add_service(layers)
                 .add_service(gateway_api)
                 .add_service(network_api)
+                .add_service(roles_api)
                 .add_service(cluster),
         };
         let http_server = self.http.map(|(listener, config)| {
