@@ -42,35 +42,25 @@ pub const CLUSTER_KEY_ID: &str = "lamina-cluster";
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), by RustCrypto's `hmac`.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(data);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
+    use hmac::{Hmac, Mac};
+    // HMAC takes a key of any length (longer keys are hashed first), so this never fails.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// Compares in time that depends only on the lengths, never on where the inputs differ.
+/// Compares in time that depends only on the lengths, never on where the inputs differ
+/// (`subtle`).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 pub fn now_ms() -> u64 {
@@ -168,6 +158,13 @@ impl From<Replay> for AuthFailure {
 /// Looks up the secret of an access key id for a verifier.
 pub trait KeyLookup: Send + Sync + 'static {
     /// The secret of `key_id`, or why that key may not sign requests to `path`.
+/// Who signed a request: [`Authenticated`] (and the REST front, after SigV4) put it in the
+/// request's extensions once the signature is checked, for the services to authorise with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key_id: String,
+}
+
     fn secret(&self, key_id: &str, path: &str) -> Result<String, AuthFailure>;
 }
 
@@ -444,9 +441,10 @@ where
                 }
             };
             let (date_ms, signature) = (pending.date_ms(), pending.signature().to_vec());
-            if let Err(failure) = pending.finish(&path, &bytes) {
-                return refuse(failure);
-            }
+            let access_key_id = match pending.finish(&path, &bytes) {
+                Ok(id) => id,
+                Err(failure) => return refuse(failure),
+            };
             if guard::grpc_is_mutating(&path) {
                 if let Err(r) = guard.replay.check(&signature, date_ms, now_ms()) {
                     return refuse(r.into());
@@ -456,6 +454,8 @@ where
             let req = http::Request::from_parts(parts, tonic::body::boxed(Full::new(bytes)));
             inner.call(req).await
         })
+            let mut parts = parts;
+            parts.extensions.insert(Caller { access_key_id });
     }
 }
 
@@ -598,6 +598,66 @@ mod tests {
     #[test]
     fn secrets_are_random_and_redacted() {
         let a = random_secret(40);
+    /// Answers with the access key id of the [`Caller`] in the request's extensions (as a
+    /// service that authorises would read it), or an empty body without one.
+    #[derive(Clone)]
+    struct EchoCaller;
+
+    impl Service<http::Request<BoxBody>> for EchoCaller {
+        type Response = http::Response<BoxBody>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<http::Response<BoxBody>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<BoxBody>) -> Self::Future {
+            let who = req
+                .extensions()
+                .get::<Caller>()
+                .map(|c| c.access_key_id.clone())
+                .unwrap_or_default();
+            std::future::ready(Ok(http::Response::new(tonic::body::boxed(Full::new(
+                bytes::Bytes::from(who),
+            )))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_verified_caller_reaches_the_service_and_no_one_else_does() {
+        let creds = Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "s3cret".into(),
+        };
+        let mut svc = Authenticated::new(EchoCaller, Arc::new(StaticKey(creds.clone())));
+        let path = "/lamina.v1.Functions/GetFunction";
+        let request = |auth: &str, date: &str| {
+            let mut req = http::Request::builder()
+                .uri(format!("http://controller{path}"))
+                .header(http::header::AUTHORIZATION, auth)
+                .header(DATE_HEADER, date)
+                .body(tonic::body::boxed(Full::new(bytes::Bytes::from_static(b"body"))))
+                .unwrap();
+            // A client cannot smuggle a caller in: the extensions are the server's own.
+            req.extensions_mut().insert(Caller {
+                access_key_id: "FORGED".into(),
+            });
+            req
+        };
+        let (auth, date) = sign(&creds, now_ms(), path, b"body");
+        let resp = svc.call(request(&auth, &date)).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"AKID");
+        // A bad signature never reaches the service.
+        let (auth, date) = sign(&creds, now_ms(), path, b"other body");
+        let resp = svc.call(request(&auth, &date)).await.unwrap();
+        assert_eq!(
+            resp.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"16"[..])
+        );
+    }
+
         assert_eq!(a.len(), 40);
         assert_ne!(a, random_secret(40));
         let c = Credentials {
