@@ -155,9 +155,6 @@ impl From<Replay> for AuthFailure {
     }
 }
 
-/// Looks up the secret of an access key id for a verifier.
-pub trait KeyLookup: Send + Sync + 'static {
-    /// The secret of `key_id`, or why that key may not sign requests to `path`.
 /// Who signed a request: [`Authenticated`] (and the REST front, after SigV4) put it in the
 /// request's extensions once the signature is checked, for the services to authorise with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +162,9 @@ pub struct Caller {
     pub access_key_id: String,
 }
 
+/// Looks up the secret of an access key id for a verifier.
+pub trait KeyLookup: Send + Sync + 'static {
+    /// The secret of `key_id`, or why that key may not sign requests to `path`.
     fn secret(&self, key_id: &str, path: &str) -> Result<String, AuthFailure>;
 }
 
@@ -451,11 +451,11 @@ where
                 }
             }
             drop(held);
+            let mut parts = parts;
+            parts.extensions.insert(Caller { access_key_id });
             let req = http::Request::from_parts(parts, tonic::body::boxed(Full::new(bytes)));
             inner.call(req).await
         })
-            let mut parts = parts;
-            parts.extensions.insert(Caller { access_key_id });
     }
 }
 
@@ -595,9 +595,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn secrets_are_random_and_redacted() {
-        let a = random_secret(40);
     /// Answers with the access key id of the [`Caller`] in the request's extensions (as a
     /// service that authorises would read it), or an empty body without one.
     #[derive(Clone)]
@@ -658,6 +655,9 @@ mod tests {
         );
     }
 
+    #[test]
+    fn secrets_are_random_and_redacted() {
+        let a = random_secret(40);
         assert_eq!(a.len(), 40);
         assert_ne!(a, random_secret(40));
         let c = Credentials {
