@@ -51,6 +51,9 @@ pub(crate) struct Context {
     pub sessions: Arc<crate::auth::sessions::SessionStore>,
     /// The durable execution roles (`None` on a store without them: roles cannot be managed).
     pub roles: Option<Arc<dyn crate::store::RoleStore>>,
+    /// The access keys when authentication is on (`None`: off, every call is allowed); what
+    /// `Shared::authorize` reads the callers' policies from.
+    pub keys: Option<Arc<crate::auth::KeyStore>>,
 }
 
 impl Context {

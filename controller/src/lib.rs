@@ -200,6 +200,9 @@ impl Controller {
         let mut controller = Controller::with_store(&config, Arc::new(store));
         controller.shared.limiter.load(reservations);
         controller.keys = keys;
+        Arc::get_mut(&mut controller.shared)
+            .expect("a new controller's state is not shared yet")
+            .keys = keys.clone();
         controller.bootstrap = bootstrap;
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
@@ -256,6 +259,7 @@ impl Controller {
                 sessions: Arc::new(auth::sessions::SessionStore::new(config.session_ttl)),
                 roles: None,
             }),
+                keys: None,
             keys: None,
             bootstrap: Bootstrap::default(),
             http: None,

@@ -15,6 +15,7 @@ use crate::queue::{QueueError, QueueStore};
 use crate::store::{Store, StoreError};
 
 mod auth;
+mod authorize;
 mod cluster;
 pub(crate) mod concurrency;
 mod concurrency_service;
@@ -40,6 +41,7 @@ pub(crate) use crate::context::{now_ms, Context as Shared};
 pub use crate::worker_clients::WorkerClients;
 pub use auth::AuthService;
 pub use cluster::ClusterService;
+pub use authorize::SecureTransport;
 pub use concurrency_service::ConcurrencyService;
 pub use events_service::EventsService;
 pub use functions_service::FunctionsService;
@@ -139,6 +141,9 @@ pub enum ApiError {
     GatewayLimit(String),
 }
 
+    /// A policy refused the call (`Shared::authorize`; the message says who, what and why).
+    #[error("{0}")]
+    PermissionDenied(String),
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let message = e.to_string();
@@ -195,6 +200,7 @@ impl From<ApiError> for Status {
             ApiError::WorkerNotFound(_) => Code::NotFound,
         };
         let mut status = Status::new(code, message);
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
         if let Some(reason) = e.throttle_reason() {
             status.metadata_mut().insert(
                 THROTTLE_REASON_KEY,

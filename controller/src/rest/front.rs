@@ -11,7 +11,8 @@
 //! 4. The body, read within the operation's limit and a deadline, charged to the process-wide
 //!    budget of unverified bytes (`lamina_proto::guard::BodyBudget`, shared with gRPC).
 //! 5. The signature over the body (`Pending::finish`), then, for a mutating call, the replay
-//!    cache: the same signed request twice is refused.
+//!    cache: the same signed request twice is refused. The signer goes into the request's
+//!    extensions (`lamina_proto::auth::Caller`): handlers authorise with `Shared::authorize`.
 //! 6. The dispatch to the service's handler (`Services::dispatch`).
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,7 +108,7 @@ fn replay_key(signature: &[u8], headers: &http::HeaderMap) -> Vec<u8> {
 /// Every request: steps 2 to 6 of the module docs, then the dispatch to its service
 /// (`service.rs`). Refusals take the shape of the protocol the client speaks.
 pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_string());
     let route = front.services.route(&method, &parts.uri, &parts.headers);
     let protocol = route.protocol();
@@ -136,9 +137,10 @@ pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Res
     };
     if let Some(p) = pending {
         let (date_ms, signature) = (p.date_ms(), p.signature().to_vec());
-        if let Err(f) = p.finish(method.as_str(), &parts.uri, &parts.headers, &bytes) {
-            return refuse(protocol, &method, &path, f);
-        }
+        let access_key_id = match p.finish(method.as_str(), &parts.uri, &parts.headers, &bytes) {
+            Ok(id) => id,
+            Err(f) => return refuse(protocol, &method, &path, f),
+        };
         let mutating = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
         if mutating {
             let key = replay_key(&signature, &parts.headers);
@@ -151,6 +153,10 @@ pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Res
     Services::dispatch(route, parts, bytes).await
 }
 
+        // Who signed, for the services' `Shared::authorize`.
+        parts
+            .extensions
+            .insert(lamina_proto::auth::Caller { access_key_id });
 /// Serves `router` on `listener` until `shutdown` (step 1 of the module docs).
 pub(super) async fn serve(
     listener: TcpListener,

@@ -40,6 +40,7 @@ pub use gateway::GatewayStore;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
 pub use rocks::RocksStore;
+pub use settings::FunctionPolicy;
 pub use settings::SettingsStore;
 pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
 

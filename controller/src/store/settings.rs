@@ -1,5 +1,5 @@
 //! Per-function settings beside the function record: aliases, reserved concurrency, provisioned
-//! concurrency configurations and tags. One column family, `function_settings`, keyed `name \0 kind \0 id`,
+//! concurrency configurations, tags and resource-based policies (one per qualifier). One column family, `function_settings`, keyed `name \0 kind \0 id`,
 //! so all settings of a function form one range, deleted with the function in its batch.
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lamina_proto::domain::{Alias, ProvisionedConfig};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::db::Batch;
 use super::error::StorageError;
@@ -22,6 +22,16 @@ const KIND_ALIAS: &str = "alias";
 const KIND_CONCURRENCY: &str = "concurrency";
 const KIND_PROVISIONED: &str = "provisioned";
 const KIND_TAGS: &str = "tags";
+const KIND_POLICY: &str = "policy";
+
+/// A function's resource-based policy (for one qualifier, or the unqualified function): the
+/// document as `GetPolicy` returns it and its own revision id (`AddPermission`'s and
+/// `RemovePermission`'s `RevisionId`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionPolicy {
+    pub policy: String,
+    pub revision_id: String,
+}
 
 /// Settings that belong to a function and go when it goes. Writers fail with `FunctionNotFound`
 /// when the function does not exist (checked under the store's writer lock, so a setting never
@@ -66,6 +76,20 @@ pub trait SettingsStore {
     fn put_tags(&self, function: &str, tags: &BTreeMap<String, String>) -> Result<(), StoreError>;
     /// The function's tags (empty when none).
     fn get_tags(&self, function: &str) -> Result<BTreeMap<String, String>, StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) the resource policy of `function` for `qualifier` (`""`:
+    /// the unqualified function). Synced.
+    fn put_function_policy(
+        &self,
+        function: &str,
+        qualifier: &str,
+        policy: Option<&FunctionPolicy>,
+    ) -> Result<(), StoreError>;
+    fn get_function_policy(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<FunctionPolicy>, StoreError>;
 }
 
 fn key(name: &str, kind: &str, id: &str) -> Vec<u8> {
@@ -261,6 +285,23 @@ impl SettingsStore for RocksStore {
             .get_setting(function, KIND_TAGS, "")?
             .unwrap_or_default())
     }
+
+    fn put_function_policy(
+        &self,
+        function: &str,
+        qualifier: &str,
+        policy: Option<&FunctionPolicy>,
+    ) -> Result<(), StoreError> {
+        self.put_setting(function, KIND_POLICY, qualifier, policy)
+    }
+
+    fn get_function_policy(
+        &self,
+        function: &str,
+        qualifier: &str,
+    ) -> Result<Option<FunctionPolicy>, StoreError> {
+        self.get_setting(function, KIND_POLICY, qualifier)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +350,31 @@ mod tests {
             revision_id: "a1".to_string(),
             last_modified_ms: 2,
         }
+    }
+
+    #[test]
+    fn resource_policies_are_per_qualifier_and_go_with_the_function() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), 100).unwrap();
+        let p = |text: &str| FunctionPolicy {
+            policy: text.to_string(),
+            revision_id: format!("rev-{text}"),
+        };
+        assert!(matches!(
+            store.put_function_policy("f", "", Some(&p("a"))),
+            Err(StoreError::FunctionNotFound(_))
+        ));
+        store.create_function(&function("f"), b"zip").unwrap();
+        store.put_function_policy("f", "", Some(&p("a"))).unwrap();
+        store.put_function_policy("f", "live", Some(&p("b"))).unwrap();
+        assert_eq!(store.get_function_policy("f", "").unwrap(), Some(p("a")));
+        assert_eq!(store.get_function_policy("f", "live").unwrap(), Some(p("b")));
+        assert_eq!(store.get_function_policy("f", "2").unwrap(), None);
+        store.put_function_policy("f", "live", None).unwrap();
+        assert_eq!(store.get_function_policy("f", "live").unwrap(), None);
+        store.delete_function("f").unwrap();
+        store.create_function(&function("f"), b"zip").unwrap();
+        assert_eq!(store.get_function_policy("f", "").unwrap(), None);
     }
 
     #[test]

@@ -151,6 +151,9 @@ impl From<ApiError> for RestError {
                 "TooManyRequestsException",
                 message,
             ),
+            ApiError::PermissionDenied(_) => {
+                RestError::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
+            }
             ApiError::Worker { status, .. } if status.code() == tonic::Code::ResourceExhausted => {
                 RestError::new(
                     StatusCode::TOO_MANY_REQUESTS,

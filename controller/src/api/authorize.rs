@@ -1,0 +1,121 @@
+//! The one authorisation helper every API route calls (gRPC services, the REST front's
+//! services, the HTTP gateway's `AWS_IAM` function URLs): who is calling (the
+//! [`Caller`] the signature check put in the request's extensions), what its key's identity
+//! policies and, for `lambda:` actions on a function, the function's resource policy say
+//! (`crate::iam`). Without a key store (authentication off) everything is allowed.
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use lamina_proto::auth::Caller;
+
+use super::{ApiError, Shared};
+use crate::iam::{self, Policy, Principal, RequestContext};
+
+impl Shared {
+    /// Whether the caller in `extensions` may perform `action` (AWS's name, e.g.
+    /// `lambda:InvokeFunction`) on `resource_arn` (`*` for list calls). A refusal is
+    /// [`ApiError::PermissionDenied`]: gRPC `PERMISSION_DENIED`, REST 403 `AccessDeniedException`.
+    pub fn authorize(
+        &self,
+        extensions: &http::Extensions,
+        action: &str,
+        resource_arn: &str,
+    ) -> Result<(), ApiError> {
+        self.authorize_with(extensions, action, resource_arn, Vec::new())
+    }
+
+    /// [`Shared::authorize`] with service-specific condition keys (e.g.
+    /// `("lambda:FunctionUrlAuthType", "AWS_IAM")`).
+    pub fn authorize_with(
+        &self,
+        extensions: &http::Extensions,
+        action: &str,
+        resource_arn: &str,
+        extra: Vec<(String, String)>,
+    ) -> Result<(), ApiError> {
+        let Some(keys) = &self.keys else {
+            return Ok(());
+        };
+        let Some(caller) = extensions.get::<Caller>() else {
+            // Every authenticated transport puts the caller in; a route reached without one
+            // was not signed and is refused.
+            return Err(ApiError::PermissionDenied(format!(
+                "no signed caller for {action} on resource {resource_arn}: sign the request with an access key"
+            )));
+        };
+        let principal = self.principal(keys, &caller.access_key_id);
+        if principal.admin {
+            return Ok(());
+        }
+        let ctx = RequestContext {
+            source_ip: source_ip(extensions),
+            now: SystemTime::now(),
+            secure_transport: extensions.get::<SecureTransport>().is_some(),
+            extra,
+        };
+        let resource_policy = if action.starts_with("lambda:") {
+            self.function_policy(resource_arn)?
+        } else {
+            None
+        };
+        iam::authorize(
+            &principal,
+            action,
+            resource_arn,
+            &ctx,
+            resource_policy.as_deref(),
+        )
+        .map_err(|d| ApiError::PermissionDenied(d.to_string()))
+    }
+
+    /// The principal of an access key (one not in the store is a principal without policies:
+    /// it is allowed nothing but what resource policies grant it).
+    fn principal(&self, keys: &crate::auth::KeyStore, access_key_id: &str) -> Principal {
+        let admin = keys
+            .list()
+            .iter()
+            .any(|k| k.access_key_id == access_key_id && k.admin && !k.revoked);
+        Principal {
+            access_key_id: access_key_id.to_string(),
+            admin,
+            policies: Vec::new(),
+        }
+    }
+
+    /// The resource policy of the function (and qualifier) `arn` names, if it has one.
+    fn function_policy(&self, arn: &str) -> Result<Option<Arc<Policy>>, ApiError> {
+        let Some((name, qualifier)) = iam::arn::parse_function(arn) else {
+            return Ok(None);
+        };
+        if name.contains('*') || name.contains('?') {
+            return Ok(None);
+        }
+        let stored = self
+            .store
+            .get_function_policy(name, qualifier.unwrap_or(""))?;
+        Ok(stored.and_then(|s| match Policy::parse(&s.policy) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::error!(function = %name, error = %e, "stored resource policy does not parse: ignored");
+                None
+            }
+        }))
+    }
+}
+
+/// Put in a request's extensions by a listener that terminated TLS (`aws:SecureTransport`).
+#[derive(Clone, Copy, Debug)]
+pub struct SecureTransport;
+
+/// The client's address: the HTTP listeners' [`crate::http_listener::Peer`], or tonic's
+/// connection info.
+fn source_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    if let Some(p) = extensions.get::<crate::http_listener::Peer>() {
+        return Some(p.0.ip());
+    }
+    extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|c| c.remote_addr())
+        .map(|a| a.ip())
+}
