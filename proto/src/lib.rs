@@ -9,6 +9,7 @@ pub mod v1 {
 
 pub mod archive;
 pub mod auth;
+pub mod certs;
 pub mod convert;
 pub mod domain;
 pub mod gateway;
@@ -16,6 +17,7 @@ pub mod guard;
 pub mod net;
 pub mod network;
 pub mod time;
+pub mod tls;
 pub mod validate;
 
 /// Encoded `FileDescriptorSet` of the API, for gRPC server reflection.
