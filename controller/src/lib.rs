@@ -38,6 +38,7 @@ pub mod registry;
 mod resolve;
 pub mod rest;
 pub mod retire;
+mod secrets;
 pub mod store;
 #[cfg(test)]
 mod test_support;

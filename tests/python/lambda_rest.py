@@ -673,11 +673,11 @@ def unserved():
     botocore into a ClientError with a code, quickly; a forged signature is refused in the same
     shape; Lambda on the same port still works."""
     started = time.monotonic()
-    # AWS JSON 1.0 (X-Amz-Target: AmazonSQS.ListQueues) and 1.1 (secretsmanager.ListSecrets).
+    # AWS JSON 1.0 (X-Amz-Target: AmazonSQS.ListQueues) and 1.1 (AWSEvents.ListRules).
     code = error_code(other_client("sqs").list_queues)
     check(code == ("UnknownOperationException", 400), f"sqs (aws json 1.0) is an unknown operation: got {code}")
-    code = error_code(other_client("secretsmanager").list_secrets)
-    check(code == ("UnknownOperationException", 400), f"secretsmanager (aws json 1.1) is an unknown operation: got {code}")
+    code = error_code(other_client("events").list_rules)
+    check(code == ("UnknownOperationException", 400), f"events (aws json 1.1) is an unknown operation: got {code}")
     # The query protocol (Action=ListTopics in a form body, an XML answer).
     code = error_code(other_client("sns").list_topics)
     check(code == ("InvalidAction", 400), f"sns (query) is an invalid action: got {code}")

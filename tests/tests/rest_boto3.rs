@@ -75,7 +75,7 @@ fn boto3_and_the_aws_cli_see_what_they_sent() {
 }
 
 /// The REST front dispatches by protocol and service: boto3 clients of services Lamina does not
-/// serve get their protocol's error (AWS JSON 1.0 for sqs, 1.1 for secretsmanager, query for
+/// serve get their protocol's error (AWS JSON 1.0 for sqs, 1.1 for events, query for
 /// sns), which botocore parses into a `ClientError` with a code, not a hang or an HTML 404; a
 /// forged signature is refused in the same shape.
 #[test]

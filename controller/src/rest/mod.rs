@@ -4,7 +4,8 @@
 //! the body within the service's limit and the process-wide budget of unverified bytes, once;
 //! `service.rs` tells from the request which service and wire protocol it is for and dispatches
 //! it to the service's handlers. The services are listed in [`services`]: today Lambda
-//! (`lambda.rs`, rest-json).
+//! (`lambda.rs`, rest-json), Secrets Manager (`secretsmanager.rs`) and SSM Parameter Store
+//! (`ssm.rs`), both AWS JSON 1.1.
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -19,7 +20,9 @@ use crate::auth::KeyStore;
 
 mod front;
 mod lambda;
+mod secretsmanager;
 pub mod service;
+mod ssm;
 
 pub use lambda::shapes;
 use shapes::RestError;
@@ -38,7 +41,11 @@ struct Front {
 
 /// Every service of the REST front. Adding one is adding its module and a line here.
 fn services(shared: &Arc<Shared>) -> service::Services {
-    service::Services::new(vec![lambda::service(Arc::clone(shared))])
+    service::Services::new(vec![
+        lambda::service(Arc::clone(shared)),
+        secretsmanager::service(Arc::clone(shared)),
+        ssm::service(Arc::clone(shared)),
+    ])
 }
 
 pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router {

@@ -154,6 +154,9 @@ fn xml_error<T: Serialize>(status: StatusCode, root: &str, value: &T) -> Respons
 /// AWS JSON) and, for the query protocol, the form parameters (`Action` included).
 pub struct OperationRequest {
     pub headers: HeaderMap,
+    /// The request's extensions: the authenticated caller (`lamina_proto::auth::Caller`) and
+    /// the peer, for `Shared::authorize`.
+    pub extensions: http::Extensions,
     pub body: Bytes,
     pub params: Vec<(String, String)>,
 }
@@ -391,6 +394,7 @@ impl Services {
                 }
                 let request = OperationRequest {
                     headers: parts.headers,
+                    extensions: parts.extensions,
                     body,
                     params: Vec::new(),
                 };
@@ -422,6 +426,7 @@ impl Services {
                 }
                 let request = OperationRequest {
                     headers: parts.headers,
+                    extensions: parts.extensions,
                     body,
                     params,
                 };

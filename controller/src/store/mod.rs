@@ -1,7 +1,8 @@
 //! Durable state of the controller behind traits, one per kind of state: [`Store`] (function
 //! records, code blobs, function logs), [`VersionStore`], [`SettingsStore`] (aliases, concurrency,
-//! tags), [`LayerStore`], [`NetworkStore`], [`GatewayStore`] (function URLs, HTTP APIs), and the
-//! async queue's `queue::QueueStorage`.
+//! tags), [`LayerStore`], [`NetworkStore`], [`GatewayStore`] (function URLs, HTTP APIs),
+//! [`SecretStore`] and [`ParameterStore`] (Secrets Manager, SSM parameters), and the async
+//! queue's `queue::QueueStorage`.
 //! [`RocksStore`] (and `queue::QueueStore`) are the embedded implementations on one RocksDB
 //! [`Database`]; a replicated backend implements the same traits.
 //!
@@ -27,8 +28,10 @@ mod layers;
 mod log_writer;
 mod logs;
 pub mod network;
+pub mod parameters;
 mod rocks;
 pub mod schema;
+pub mod secrets;
 mod settings;
 pub mod table;
 mod versions;
@@ -39,7 +42,9 @@ pub use error::StorageError;
 pub use gateway::GatewayStore;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
+pub use parameters::ParameterStore;
 pub use rocks::RocksStore;
+pub use secrets::SecretStore;
 pub use settings::FunctionPolicy;
 pub use settings::SettingsStore;
 pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
@@ -128,7 +133,16 @@ fn url_target(function: &str, qualifier: &str) -> String {
 /// - a function's logs, versions, settings and function URLs go when the function goes (and an
 ///   alias's function URL when the alias goes).
 pub trait Store:
-    SettingsStore + VersionStore + LayerStore + NetworkStore + GatewayStore + Send + Sync + 'static
+    SettingsStore
+    + VersionStore
+    + LayerStore
+    + NetworkStore
+    + GatewayStore
+    + SecretStore
+    + ParameterStore
+    + Send
+    + Sync
+    + 'static
 {
     fn get_function(&self, name: &str) -> Result<Option<FunctionConfig>, StoreError>;
 
