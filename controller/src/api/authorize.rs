@@ -25,6 +25,22 @@ impl Shared {
         self.authorize_with(extensions, action, resource_arn, Vec::new())
     }
 
+    /// [`Shared::authorize`] on the function `name` (a name, `NAME:QUALIFIER` or an ARN) and
+    /// `qualifier` (empty: the unqualified function).
+    pub fn authorize_function(
+        &self,
+        extensions: &http::Extensions,
+        action: &str,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<(), ApiError> {
+        self.authorize(
+            extensions,
+            action,
+            &iam::arn::function(name, Some(qualifier)),
+        )
+    }
+
     /// [`Shared::authorize`] with service-specific condition keys (e.g.
     /// `("lambda:FunctionUrlAuthType", "AWS_IAM")`).
     pub fn authorize_with(
@@ -69,18 +85,20 @@ impl Shared {
         .map_err(|d| ApiError::PermissionDenied(d.to_string()))
     }
 
-    /// The principal of an access key (one not in the store is a principal without policies:
-    /// it is allowed nothing but what resource policies grant it).
+    /// The principal of an access key: an execution role's session (its role's policy), a key
+    /// of the store (admin, or its policy), or, for one unknown or revoked since it signed, a
+    /// principal without policies (allowed only what resource policies grant it).
     fn principal(&self, keys: &crate::auth::KeyStore, access_key_id: &str) -> Principal {
-        let admin = keys
-            .list()
-            .iter()
-            .any(|k| k.access_key_id == access_key_id && k.admin && !k.revoked);
-        Principal {
+        let found = if crate::auth::sessions::SessionStore::is_session_key(access_key_id) {
+            self.sessions.principal(access_key_id)
+        } else {
+            keys.principal(access_key_id)
+        };
+        found.unwrap_or_else(|| Principal {
             access_key_id: access_key_id.to_string(),
-            admin,
+            admin: false,
             policies: Vec::new(),
-        }
+        })
     }
 
     /// The resource policy of the function (and qualifier) `arn` names, if it has one.

@@ -17,6 +17,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::PutFunctionConcurrencyRequest>,
     ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:PutFunctionConcurrency",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let r = request.into_inner();
         let reserved = r.reserved_concurrent_executions;
         concurrency::put_function_concurrency(&self.shared, r.function_name.clone(), reserved)
@@ -31,6 +37,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::GetFunctionConcurrencyRequest>,
     ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetFunctionConcurrency",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let name = request.into_inner().function_name;
         let reserved = concurrency::get_function_concurrency(&self.shared, &name).await?;
         Ok(Response::new(v1::FunctionConcurrency {
@@ -43,6 +55,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::DeleteFunctionConcurrencyRequest>,
     ) -> Result<Response<v1::FunctionConcurrency>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:DeleteFunctionConcurrency",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let name = request.into_inner().function_name;
         concurrency::delete_function_concurrency(&self.shared, name.clone()).await?;
         Ok(Response::new(v1::FunctionConcurrency {
@@ -53,8 +71,10 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
 
     async fn get_account_settings(
         &self,
-        _request: Request<v1::GetAccountSettingsRequest>,
+        request: Request<v1::GetAccountSettingsRequest>,
     ) -> Result<Response<v1::AccountSettings>, Status> {
+        self.shared
+            .authorize(request.extensions(), "lambda:GetAccountSettings", "*")?;
         let f = concurrency::get_account_settings(&self.shared);
         Ok(Response::new(v1::AccountSettings {
             concurrent_executions: f.limit,
@@ -67,6 +87,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::PutProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:PutProvisionedConcurrencyConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = request.into_inner();
         Ok(Response::new(
             provisioned::put_provisioned_concurrency(
@@ -83,6 +109,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::GetProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ProvisionedConcurrencyConfig>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetProvisionedConcurrencyConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = request.into_inner();
         Ok(Response::new(
             provisioned::get_provisioned_concurrency(&self.shared, &r.function_name, &r.qualifier)
@@ -94,6 +126,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::ListProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::ListProvisionedConcurrencyResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:ListProvisionedConcurrencyConfigs",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let name = request.into_inner().function_name;
         Ok(Response::new(v1::ListProvisionedConcurrencyResponse {
             configs: provisioned::list_for(&self.shared, &name).await?,
@@ -104,6 +142,12 @@ impl v1::concurrency_server::Concurrency for ConcurrencyService {
         &self,
         request: Request<v1::DeleteProvisionedConcurrencyRequest>,
     ) -> Result<Response<v1::DeleteProvisionedConcurrencyResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:DeleteProvisionedConcurrencyConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = request.into_inner();
         provisioned::delete_provisioned_concurrency(&self.shared, r.function_name, r.qualifier)
             .await?;

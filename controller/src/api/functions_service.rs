@@ -48,6 +48,7 @@ impl FunctionsService {
 
     async fn create(
         &self,
+        extensions: &http::Extensions,
         mut stream: Streaming<v1::CreateFunctionRequest>,
     ) -> Result<FunctionConfig, ApiError> {
         use create_function_request::Part;
@@ -73,6 +74,8 @@ impl FunctionsService {
                     ))
                 }
             };
+        self.shared
+            .authorize_function(extensions, "lambda:CreateFunction", &spec.name, "")?;
         ensure_name_free(&self.shared, &spec.name).await?;
         let chunk_of = |m: v1::CreateFunctionRequest| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
@@ -93,6 +96,7 @@ impl FunctionsService {
 
     async fn update_code(
         &self,
+        extensions: &http::Extensions,
         mut stream: Streaming<v1::UpdateFunctionCodeRequest>,
     ) -> Result<FunctionConfig, ApiError> {
         use update_function_code_request::Part;
@@ -114,6 +118,8 @@ impl FunctionsService {
                 ))
             }
         };
+        self.shared
+            .authorize_function(extensions, "lambda:UpdateFunctionCode", &name, "")?;
         let current = self.get(&name).await?;
         let chunk_of = |m: v1::UpdateFunctionCodeRequest| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
@@ -139,7 +145,8 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<Streaming<v1::CreateFunctionRequest>>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        let config = self.create(request.into_inner()).await?;
+        let (_, extensions, stream) = request.into_parts();
+        let config = self.create(&extensions, stream).await?;
         Ok(Response::new((&config).into()))
     }
 
@@ -147,6 +154,13 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::GetFunctionRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetFunction",
+            &r.function_name,
+            &r.qualifier,
+        )?;
         let r = request.into_inner();
         if !r.qualifier.is_empty() {
             let mut out =
@@ -164,6 +178,8 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::ListFunctionsRequest>,
     ) -> Result<Response<v1::ListFunctionsResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "lambda:ListFunctions", "*")?;
         let r = request.into_inner();
         let (page, next_marker) = list(&self.shared, r.marker, r.max_items as usize).await?;
         Ok(Response::new(v1::ListFunctionsResponse {
@@ -176,7 +192,8 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<Streaming<v1::UpdateFunctionCodeRequest>>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
-        let config = self.update_code(request.into_inner()).await?;
+        let (_, extensions, stream) = request.into_parts();
+        let config = self.update_code(&extensions, stream).await?;
         Ok(Response::new((&config).into()))
     }
 
@@ -184,6 +201,12 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::UpdateFunctionConfigurationRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:UpdateFunctionConfiguration",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let r = request.into_inner();
         let name = r.function_name.clone();
         let update = ConfigurationUpdate::try_from(r)?;
@@ -195,6 +218,13 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::DeleteFunctionRequest>,
     ) -> Result<Response<v1::DeleteFunctionResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:DeleteFunction",
+            &r.function_name,
+            &r.qualifier,
+        )?;
         let r = request.into_inner();
         // A version number deletes only that version; no qualifier deletes the function.
         if !versions::delete_qualified(&self.shared, &r.function_name, &r.qualifier).await? {
@@ -207,6 +237,13 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::InvokeRequest>,
     ) -> Result<Response<v1::InvokeResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:InvokeFunction",
+            &r.function_name,
+            &r.qualifier,
+        )?;
         let input = super::invoke::InvokeInput::try_from(request.into_inner())?;
         let output = super::invoke::invoke(&self.shared, input).await?;
         Ok(Response::new(output.into()))
@@ -218,6 +255,14 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::InvokeRequest>,
     ) -> Result<Response<Self::InvokeWithResponseStreamStream>, Status> {
+        let r = request.get_ref();
+        // Lambda authorises InvokeWithResponseStream as lambda:InvokeFunction.
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:InvokeFunction",
+            &r.function_name,
+            &r.qualifier,
+        )?;
         let input = super::invoke::InvokeInput::try_from(request.into_inner())?;
         let started =
             super::stream::invoke_with_response_stream(self.shared.clone(), input).await?;
@@ -228,6 +273,12 @@ impl v1::functions_server::Functions for FunctionsService {
         &self,
         request: Request<v1::GetLogsRequest>,
     ) -> Result<Response<v1::GetLogsResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetLogs",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let r = request.into_inner();
         self.get(&r.function_name).await?;
         let limit = match r.limit as usize {
@@ -256,8 +307,10 @@ impl v1::functions_server::Functions for FunctionsService {
 
     async fn list_workers(
         &self,
-        _request: Request<v1::ListWorkersRequest>,
+        request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "lamina:ListWorkers", "*")?;
         let workers = self
             .shared
             .registry

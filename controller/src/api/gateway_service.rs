@@ -105,6 +105,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::FunctionUrlConfigRequest>,
     ) -> Result<Response<v1::FunctionUrlConfig>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:CreateFunctionUrlConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = new_url(request.into_inner())?;
         let c = gateway::create_function_url(&self.shared, r).await?;
         Ok(Response::new(url_out(&c, &self.shared.public_endpoint())))
@@ -114,6 +120,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::FunctionUrlId>,
     ) -> Result<Response<v1::FunctionUrlConfig>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetFunctionUrlConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = request.into_inner();
         let c = gateway::get_function_url(&self.shared, &r.function_name, &r.qualifier).await?;
         Ok(Response::new(url_out(&c, &self.shared.public_endpoint())))
@@ -123,6 +135,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::FunctionUrlConfigRequest>,
     ) -> Result<Response<v1::FunctionUrlConfig>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:UpdateFunctionUrlConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = url_update(request.into_inner())?;
         let c = gateway::update_function_url(&self.shared, r).await?;
         Ok(Response::new(url_out(&c, &self.shared.public_endpoint())))
@@ -132,6 +150,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::FunctionUrlId>,
     ) -> Result<Response<v1::DeleteGatewayResourceResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:DeleteFunctionUrlConfig",
+            &request.get_ref().function_name,
+            &request.get_ref().qualifier,
+        )?;
         let r = request.into_inner();
         gateway::delete_function_url(&self.shared, &r.function_name, &r.qualifier).await?;
         Ok(Response::new(v1::DeleteGatewayResourceResponse {}))
@@ -141,6 +165,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::ListFunctionUrlConfigsRequest>,
     ) -> Result<Response<v1::ListFunctionUrlConfigsResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:ListFunctionUrlConfigs",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let r = request.into_inner();
         let urls = gateway::list_function_urls(&self.shared, &r.function_name).await?;
         let endpoint = self.shared.public_endpoint();
@@ -153,6 +183,11 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::CreateHttpApiRequest>,
     ) -> Result<Response<v1::HttpApi>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:POST",
+            &crate::iam::arn::http_apis(),
+        )?;
         let r = request.into_inner();
         let format = gateway::parse_payload_format(&r.payload_format)?;
         let api = gateway::create_http_api(&self.shared, r.name, format).await?;
@@ -163,14 +198,24 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::HttpApiId>,
     ) -> Result<Response<v1::HttpApi>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:GET",
+            &crate::iam::arn::http_api(&request.get_ref().api_id),
+        )?;
         let api = gateway::get_http_api(&self.shared, &request.into_inner().api_id).await?;
         Ok(Response::new(api_out(&api, &self.shared.public_endpoint())))
     }
 
     async fn list_http_apis(
         &self,
-        _request: Request<v1::ListHttpApisRequest>,
+        request: Request<v1::ListHttpApisRequest>,
     ) -> Result<Response<v1::ListHttpApisResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:GET",
+            &crate::iam::arn::http_apis(),
+        )?;
         let apis = gateway::list_http_apis(&self.shared).await?;
         let endpoint = self.shared.public_endpoint();
         Ok(Response::new(v1::ListHttpApisResponse {
@@ -182,6 +227,11 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::HttpApiId>,
     ) -> Result<Response<v1::DeleteGatewayResourceResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:DELETE",
+            &crate::iam::arn::http_api(&request.get_ref().api_id),
+        )?;
         gateway::delete_http_api(&self.shared, &request.into_inner().api_id).await?;
         Ok(Response::new(v1::DeleteGatewayResourceResponse {}))
     }
@@ -190,6 +240,11 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::CreateHttpRouteRequest>,
     ) -> Result<Response<v1::HttpRoute>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:POST",
+            &crate::iam::arn::http_routes(&request.get_ref().api_id),
+        )?;
         let r = request.into_inner();
         let route = gateway::create_http_route(
             &self.shared,
@@ -212,6 +267,11 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::HttpApiId>,
     ) -> Result<Response<v1::ListHttpRoutesResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:GET",
+            &crate::iam::arn::http_routes(&request.get_ref().api_id),
+        )?;
         let routes = gateway::list_http_routes(&self.shared, &request.into_inner().api_id).await?;
         Ok(Response::new(v1::ListHttpRoutesResponse {
             routes: routes.iter().map(route_out).collect(),
@@ -222,6 +282,12 @@ impl v1::gateway_server::Gateway for GatewayService {
         &self,
         request: Request<v1::HttpRouteId>,
     ) -> Result<Response<v1::DeleteGatewayResourceResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize(
+            request.extensions(),
+            "apigateway:DELETE",
+            &crate::iam::arn::http_route(&r.api_id, &r.route),
+        )?;
         let r = request.into_inner();
         gateway::delete_http_route(&self.shared, &r.api_id, &r.route).await?;
         Ok(Response::new(v1::DeleteGatewayResourceResponse {}))

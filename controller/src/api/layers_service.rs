@@ -16,6 +16,7 @@ pub struct LayersService {
 /// Publishes the next version of a layer from a stream: `layer` first, then `zip_chunk`s.
 async fn publish(
     shared: &Shared,
+    extensions: &http::Extensions,
     mut stream: Streaming<v1::PublishLayerVersionRequest>,
 ) -> Result<v1::LayerVersion, ApiError> {
     let next = |m: Option<v1::PublishLayerVersionRequest>| m.and_then(|m| m.part);
@@ -32,6 +33,11 @@ async fn publish(
                     .into(),
             )),
         };
+    shared.authorize(
+        extensions,
+        "lambda:PublishLayerVersion",
+        &crate::iam::arn::layer(&spec.layer_name, None),
+    )?;
     let runtimes = layers::check_spec(&spec)?;
     let mut buf = CodeBuffer::new();
     while let Some(msg) = stream
@@ -61,15 +67,18 @@ impl v1::layers_server::Layers for LayersService {
         &self,
         request: Request<Streaming<v1::PublishLayerVersionRequest>>,
     ) -> Result<Response<v1::LayerVersion>, Status> {
+        let (_, extensions, stream) = request.into_parts();
         Ok(Response::new(
-            publish(&self.shared, request.into_inner()).await?,
+            publish(&self.shared, &extensions, stream).await?,
         ))
     }
 
     async fn list_layers(
         &self,
-        _request: Request<v1::ListLayersRequest>,
+        request: Request<v1::ListLayersRequest>,
     ) -> Result<Response<v1::ListLayersResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "lambda:ListLayers", "*")?;
         let layers = layers::list_layers(&self.shared).await?;
         Ok(Response::new(v1::ListLayersResponse {
             layers: layers.iter().map(Into::into).collect(),
@@ -80,6 +89,11 @@ impl v1::layers_server::Layers for LayersService {
         &self,
         request: Request<v1::ListLayerVersionsRequest>,
     ) -> Result<Response<v1::ListLayerVersionsResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "lambda:ListLayerVersions",
+            &crate::iam::arn::layer(&request.get_ref().layer_name, None),
+        )?;
         let name = request.into_inner().layer_name;
         let versions = layers::list_versions(&self.shared, name).await?;
         Ok(Response::new(v1::ListLayerVersionsResponse {
@@ -91,6 +105,14 @@ impl v1::layers_server::Layers for LayersService {
         &self,
         request: Request<v1::GetLayerVersionRequest>,
     ) -> Result<Response<v1::LayerVersion>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "lambda:GetLayerVersion",
+            &crate::iam::arn::layer(
+                &request.get_ref().layer_name,
+                Some(u64::from(request.get_ref().version)),
+            ),
+        )?;
         let r = request.into_inner();
         let layer = layers::get(&self.shared, &r.layer_name, r.version).await?;
         Ok(Response::new((&layer).into()))
@@ -100,6 +122,14 @@ impl v1::layers_server::Layers for LayersService {
         &self,
         request: Request<v1::DeleteLayerVersionRequest>,
     ) -> Result<Response<v1::DeleteLayerVersionResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "lambda:DeleteLayerVersion",
+            &crate::iam::arn::layer(
+                &request.get_ref().layer_name,
+                Some(u64::from(request.get_ref().version)),
+            ),
+        )?;
         let r = request.into_inner();
         layers::delete(&self.shared, &r.layer_name, r.version).await?;
         Ok(Response::new(v1::DeleteLayerVersionResponse {}))

@@ -97,6 +97,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::CreateVpcRequest>,
     ) -> Result<Response<v1::Vpc>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:CreateVpc",
+            &crate::iam::arn::vpc("*"),
+        )?;
         let r = request.into_inner();
         let cidr = net::block("cidr", &r.cidr).map_err(invalid)?;
         let v = self
@@ -109,6 +114,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::Vpc>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DescribeVpcs",
+            &crate::iam::arn::vpc(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "vpc_id", "vpc").map_err(invalid)?;
         let v = self.call(false, move |s| s.get_vpc(&id)).await?;
         Ok(Response::new((&v).into()))
@@ -116,8 +126,10 @@ impl v1::network_server::Network for NetworkService {
 
     async fn list_vpcs(
         &self,
-        _request: Request<v1::ListNetworkResourcesRequest>,
+        request: Request<v1::ListNetworkResourcesRequest>,
     ) -> Result<Response<v1::ListVpcsResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "ec2:DescribeVpcs", "*")?;
         let vpcs = self.call(false, |s| s.list_vpcs()).await?;
         Ok(Response::new(v1::ListVpcsResponse {
             vpcs: vpcs.iter().map(Into::into).collect(),
@@ -128,6 +140,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::DeleteNetworkResourceResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DeleteVpc",
+            &crate::iam::arn::vpc(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "vpc_id", "vpc").map_err(invalid)?;
         self.call(true, move |s| s.delete_vpc(&id)).await?;
         Ok(Response::new(v1::DeleteNetworkResourceResponse {}))
@@ -137,6 +154,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::CreateSubnetRequest>,
     ) -> Result<Response<v1::Subnet>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:CreateSubnet",
+            &crate::iam::arn::vpc(&request.get_ref().vpc_id),
+        )?;
         let r = request.into_inner();
         net::check_id("vpc_id", "vpc", &r.vpc_id).map_err(invalid)?;
         let cidr = net::block("cidr", &r.cidr).map_err(invalid)?;
@@ -150,6 +172,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::Subnet>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DescribeSubnets",
+            &crate::iam::arn::subnet(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "subnet_id", "subnet").map_err(invalid)?;
         let v = self.call(false, move |s| s.get_subnet(&id)).await?;
         Ok(Response::new((&v).into()))
@@ -159,6 +186,8 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::ListNetworkResourcesRequest>,
     ) -> Result<Response<v1::ListSubnetsResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "ec2:DescribeSubnets", "*")?;
         let vpc = vpc_filter(request.get_ref()).map_err(invalid)?;
         let v = self
             .call(false, move |s| s.list_subnets(vpc.as_deref()))
@@ -172,6 +201,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::DeleteNetworkResourceResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DeleteSubnet",
+            &crate::iam::arn::subnet(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "subnet_id", "subnet").map_err(invalid)?;
         self.call(true, move |s| s.delete_subnet(&id)).await?;
         Ok(Response::new(v1::DeleteNetworkResourceResponse {}))
@@ -181,6 +215,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::CreateSecurityGroupRequest>,
     ) -> Result<Response<v1::SecurityGroup>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:CreateSecurityGroup",
+            &crate::iam::arn::vpc(&request.get_ref().vpc_id),
+        )?;
         let r = request.into_inner();
         net::check_id("vpc_id", "vpc", &r.vpc_id).map_err(invalid)?;
         net::check_name("name", &r.name).map_err(invalid)?;
@@ -196,6 +235,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::SecurityGroup>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DescribeSecurityGroups",
+            &crate::iam::arn::security_group(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "group_id", "sg").map_err(invalid)?;
         let v = self.call(false, move |s| s.get_group(&id)).await?;
         Ok(Response::new((&v).into()))
@@ -205,6 +249,8 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::ListNetworkResourcesRequest>,
     ) -> Result<Response<v1::ListSecurityGroupsResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "ec2:DescribeSecurityGroups", "*")?;
         let vpc = vpc_filter(request.get_ref()).map_err(invalid)?;
         let v = self
             .call(false, move |s| s.list_groups(vpc.as_deref()))
@@ -218,6 +264,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::DeleteNetworkResourceResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "ec2:DeleteSecurityGroup",
+            &crate::iam::arn::security_group(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "group_id", "sg").map_err(invalid)?;
         self.call(true, move |s| s.delete_group(&id)).await?;
         Ok(Response::new(v1::DeleteNetworkResourceResponse {}))
@@ -227,6 +278,15 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::SecurityGroupRuleRequest>,
     ) -> Result<Response<v1::SecurityGroup>, Status> {
+        let action = match request.get_ref().direction.as_str() {
+            "egress" => "ec2:AuthorizeSecurityGroupEgress",
+            _ => "ec2:AuthorizeSecurityGroupIngress",
+        };
+        self.shared.authorize(
+            request.extensions(),
+            action,
+            &crate::iam::arn::security_group(&request.get_ref().group_id),
+        )?;
         self.change_rule(request.into_inner(), true).await
     }
 
@@ -234,6 +294,15 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::SecurityGroupRuleRequest>,
     ) -> Result<Response<v1::SecurityGroup>, Status> {
+        let action = match request.get_ref().direction.as_str() {
+            "egress" => "ec2:RevokeSecurityGroupEgress",
+            _ => "ec2:RevokeSecurityGroupIngress",
+        };
+        self.shared.authorize(
+            request.extensions(),
+            action,
+            &crate::iam::arn::security_group(&request.get_ref().group_id),
+        )?;
         self.change_rule(request.into_inner(), false).await
     }
 
@@ -241,6 +310,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::AttachNetnsRequest>,
     ) -> Result<Response<v1::NetnsAttachment>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "lamina:AttachNetns",
+            &crate::iam::arn::subnet(&request.get_ref().subnet_id),
+        )?;
         let r = request.into_inner();
         net::check_name("netns", &r.netns).map_err(invalid)?;
         // Plugging a host namespace into a VPC is the operator's call: only the namespaces the
@@ -279,6 +353,8 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::ListNetworkResourcesRequest>,
     ) -> Result<Response<v1::ListNetnsAttachmentsResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "lamina:ListNetnsAttachments", "*")?;
         let vpc = vpc_filter(request.get_ref()).map_err(invalid)?;
         let v = self.call(false, |s| s.list_attachments()).await?;
         Ok(Response::new(v1::ListNetnsAttachmentsResponse {
@@ -294,6 +370,11 @@ impl v1::network_server::Network for NetworkService {
         &self,
         request: Request<v1::NetworkResourceId>,
     ) -> Result<Response<v1::DeleteNetworkResourceResponse>, Status> {
+        self.shared.authorize(
+            request.extensions(),
+            "lamina:DetachNetns",
+            &crate::iam::arn::network_interface(&request.get_ref().id),
+        )?;
         let id = id(request.get_ref(), "attachment_id", "eni").map_err(invalid)?;
         self.call(true, move |s| s.detach_netns(&id)).await?;
         Ok(Response::new(v1::DeleteNetworkResourceResponse {}))

@@ -18,6 +18,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::PublishVersionRequest>,
     ) -> Result<Response<v1::FunctionConfiguration>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:PublishVersion",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let published =
             versions::publish_version(&self.shared, request.into_inner().into()).await?;
         Ok(Response::new(configuration(&published, &published.version)))
@@ -27,6 +33,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::ListVersionsRequest>,
     ) -> Result<Response<v1::ListVersionsResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:ListVersionsByFunction",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let all = versions::list_versions(&self.shared, request.into_inner().function_name).await?;
         Ok(Response::new(v1::ListVersionsResponse {
             versions: all.iter().map(|c| configuration(c, &c.version)).collect(),
@@ -37,6 +49,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::CreateAliasRequest>,
     ) -> Result<Response<v1::Alias>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:CreateAlias",
+            &request.get_ref().function_name,
+            &request.get_ref().name,
+        )?;
         let alias = versions::create_alias(&self.shared, request.into_inner().into()).await?;
         Ok(Response::new(alias_to_proto(&alias)))
     }
@@ -45,6 +63,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::UpdateAliasRequest>,
     ) -> Result<Response<v1::Alias>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:UpdateAlias",
+            &request.get_ref().function_name,
+            &request.get_ref().name,
+        )?;
         let alias = versions::update_alias(&self.shared, request.into_inner().into()).await?;
         Ok(Response::new(alias_to_proto(&alias)))
     }
@@ -53,6 +77,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::GetAliasRequest>,
     ) -> Result<Response<v1::Alias>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetAlias",
+            &request.get_ref().function_name,
+            &request.get_ref().name,
+        )?;
         let r = request.into_inner();
         let alias = versions::get_alias(&self.shared, r.function_name, r.name).await?;
         Ok(Response::new(alias_to_proto(&alias)))
@@ -62,6 +92,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::ListAliasesRequest>,
     ) -> Result<Response<v1::ListAliasesResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:ListAliases",
+            &request.get_ref().function_name,
+            "",
+        )?;
         let name = request.into_inner().function_name;
         let aliases = versions::list_aliases(&self.shared, name).await?;
         Ok(Response::new(v1::ListAliasesResponse {
@@ -73,6 +109,12 @@ impl v1::versions_server::Versions for VersionsService {
         &self,
         request: Request<v1::DeleteAliasRequest>,
     ) -> Result<Response<v1::DeleteAliasResponse>, Status> {
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:DeleteAlias",
+            &request.get_ref().function_name,
+            &request.get_ref().name,
+        )?;
         let r = request.into_inner();
         versions::delete_alias(&self.shared, r.function_name, r.name).await?;
         Ok(Response::new(v1::DeleteAliasResponse {}))

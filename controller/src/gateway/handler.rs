@@ -163,7 +163,7 @@ async fn url(
     config: &FunctionUrlConfig,
     path: String,
     host: String,
-    parts: Parts,
+    mut parts: Parts,
     body: Body,
 ) -> Response {
     let door = Door::Url;
@@ -216,6 +216,27 @@ async fn url(
             }
         },
     };
+    if let Some(c) = &caller {
+        // The signer needs lambda:InvokeFunctionUrl on the function, from its key's policy or
+        // the function's resource policy (`Shared::authorize`), as in Lambda.
+        parts.extensions.insert(lamina_proto::auth::Caller {
+            access_key_id: c.access_key.clone(),
+        });
+        let arn = crate::iam::arn::function(&config.function_name, Some(&config.qualifier));
+        let auth_type = vec![(
+            "lambda:FunctionUrlAuthType".to_string(),
+            "AWS_IAM".to_string(),
+        )];
+        if let Err(e) = gw.ctx.authorize_with(
+            &parts.extensions,
+            "lambda:InvokeFunctionUrl",
+            &arn,
+            auth_type,
+        ) {
+            tracing::info!(error = %e, "refused a function url request by policy");
+            return errors::forbidden();
+        }
+    }
     let request = http_request(&parts, path, host, bytes);
     let event = events::v2(
         &request,

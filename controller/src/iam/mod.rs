@@ -129,8 +129,20 @@ fn denied(p: &Principal, action: &str, resource: &str, explicit: bool) -> Denied
 pub mod arn {
     use super::{ACCOUNT_ID, REGION};
 
-    /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`.
+    /// `arn:aws:lambda:us-east-1:000000000000:function:NAME[:QUALIFIER]`. A `name` that is
+    /// already a function ARN or `NAME:QUALIFIER` is taken apart first (an explicit qualifier wins).
     pub fn function(name: &str, qualifier: Option<&str>) -> String {
+        let (name, own) = match parse_function(name) {
+            Some((n, q)) => (n, q),
+            None => match name.split_once(':') {
+                Some((n, q)) if !n.is_empty() && !q.contains(':') => (n, Some(q)),
+                _ => (name, None),
+            },
+        };
+        let qualifier = match qualifier {
+            Some(q) if !q.is_empty() => Some(q),
+            _ => own,
+        };
         match qualifier {
             Some(q) if !q.is_empty() => {
                 format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}:{q}")
@@ -139,8 +151,15 @@ pub mod arn {
         }
     }
 
-    /// `arn:aws:lambda:us-east-1:000000000000:layer:NAME[:VERSION]`.
+    /// `arn:aws:lambda:us-east-1:000000000000:layer:NAME[:VERSION]` (a `name` that is already
+    /// a layer ARN is kept, with `version` appended to an unversioned one).
     pub fn layer(name: &str, version: Option<u64>) -> String {
+        if name.starts_with("arn:") {
+            return match version {
+                Some(v) if v > 0 && name.matches(':').count() == 6 => format!("{name}:{v}"),
+                _ => name.to_string(),
+            };
+        }
         match version {
             Some(v) => format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{name}:{v}"),
             None => format!("arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{name}"),
@@ -178,9 +197,24 @@ pub mod arn {
         format!("arn:aws:ec2:{REGION}:{ACCOUNT_ID}:security-group/{id}")
     }
 
+    /// `arn:aws:ec2:us-east-1:000000000000:network-interface/ID` (a netns attachment).
+    pub fn network_interface(id: &str) -> String {
+        format!("arn:aws:ec2:{REGION}:{ACCOUNT_ID}:network-interface/{id}")
+    }
+
     /// `arn:aws:apigateway:us-east-1::/apis/ID` (API Gateway's ARNs have no account).
     pub fn http_api(id: &str) -> String {
         format!("arn:aws:apigateway:{REGION}::/apis/{id}")
+    }
+
+    /// `arn:aws:apigateway:us-east-1::/apis/ID/routes` (creating and listing routes).
+    pub fn http_routes(api_id: &str) -> String {
+        format!("{}/routes", http_api(api_id))
+    }
+
+    /// `arn:aws:apigateway:us-east-1::/apis/ID/routes/ROUTE` (a route id or key).
+    pub fn http_route(api_id: &str, route: &str) -> String {
+        format!("{}/routes/{route}", http_api(api_id))
     }
 
     /// `arn:aws:apigateway:us-east-1::/apis` (creating and listing HTTP APIs).

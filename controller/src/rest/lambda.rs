@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -204,7 +204,7 @@ fn config_json(c: &lamina_proto::domain::FunctionConfig) -> Value {
     shapes::configuration(&c.into())
 }
 
-async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
+async fn create(State(st): St, ext: Extensions, body: Bytes) -> Result<Response, RestError> {
     let r: shapes::CreateFunctionIn = parse_json(&body)?;
     if r.package_type.as_deref().is_some_and(|p| p != "Zip") {
         return Err(RestError::invalid("PackageType must be Zip"));
@@ -212,6 +212,16 @@ async fn create(State(st): St, body: Bytes) -> Result<Response, RestError> {
     let extra = r.code.s3_bucket.is_some() || r.code.image_uri.is_some();
     let zip = decode_zip(r.code.zip_file, extra)?;
     let (name, _) = parse_function_name(&r.function_name)?;
+    st.shared
+        .authorize_function(&ext, "lambda:CreateFunction", &name, "")?;
+    if r.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+        st.shared
+            .authorize_function(&ext, "lambda:TagResource", &name, "")?;
+    }
+    if r.publish == Some(true) {
+        st.shared
+            .authorize_function(&ext, "lambda:PublishVersion", &name, "")?;
+    }
     let spec = v1::FunctionSpec {
         name,
         runtime: r.runtime.unwrap_or_default(),
@@ -270,7 +280,12 @@ struct ListQuery {
 
 /// ListFunctions. `FunctionVersion=ALL` adds each function's published versions after its
 /// `$LATEST`; pages still count functions (a page holds every version of its functions).
-async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, RestError> {
+async fn list(
+    State(st): St,
+    ext: Extensions,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, RestError> {
+    st.shared.authorize(&ext, "lambda:ListFunctions", "*")?;
     let max = match q.max_items.as_deref() {
         None => 0,
         Some(s) => match s.parse::<usize>() {
@@ -317,11 +332,18 @@ async fn list(State(st): St, Query(q): Query<ListQuery>) -> Result<Json<Value>, 
 
 async fn update_code(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let r: shapes::UpdateCodeIn = parse_json(&body)?;
     let name = latest_name(&name)?;
+    st.shared
+        .authorize_function(&ext, "lambda:UpdateFunctionCode", &name, "")?;
+    if r.publish == Some(true) {
+        st.shared
+            .authorize_function(&ext, "lambda:PublishVersion", &name, "")?;
+    }
     lamina_proto::validate::architectures(&r.architectures.unwrap_or_default())
         .map_err(ApiError::from)?;
     let zip = decode_zip(r.zip_file, r.s3_bucket.is_some() || r.image_uri.is_some())?;
@@ -346,11 +368,14 @@ async fn update_code(
 
 async fn update_configuration(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let r: shapes::UpdateConfigurationIn = parse_json(&body)?;
     let name = latest_name(&name)?;
+    st.shared
+        .authorize_function(&ext, "lambda:UpdateFunctionConfiguration", &name, "")?;
     let update = functions::ConfigurationUpdate {
         runtime: r.runtime,
         handler: r.handler,
@@ -392,12 +417,15 @@ pub(super) fn invocation_target(
 
 async fn invoke(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let (name, qualifier) = invocation_target(&name, &query)?;
+    st.shared
+        .authorize_function(&ext, "lambda:InvokeFunction", &name, &qualifier)?;
     let invocation_type =
         match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
             "RequestResponse" => InvocationType::RequestResponse,

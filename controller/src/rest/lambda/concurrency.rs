@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lamina_proto::domain::qualified_function_arn;
@@ -56,9 +56,16 @@ struct PutConcurrencyIn {
 
 pub(super) async fn put_concurrency(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:PutFunctionConcurrency",
+        &unqualified_name(&name)?,
+        "",
+    )?;
     let r: PutConcurrencyIn = parse_body(&body)?;
     let reserved = r.reserved_concurrent_executions.ok_or_else(|| {
         RestError::invalid("ReservedConcurrentExecutions is required (0 disables the function)")
@@ -69,16 +76,30 @@ pub(super) async fn put_concurrency(
 
 pub(super) async fn get_concurrency(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:GetFunctionConcurrency",
+        &unqualified_name(&name)?,
+        "",
+    )?;
     let reserved = reserved_of(&st.shared, &unqualified_name(&name)?).await?;
     Ok(Json(concurrency_json(reserved)))
 }
 
 pub(super) async fn delete_concurrency(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
 ) -> Result<Response, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:DeleteFunctionConcurrency",
+        &unqualified_name(&name)?,
+        "",
+    )?;
     delete_function_concurrency(&st.shared, unqualified_name(&name)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -110,7 +131,12 @@ async fn usage(shared: &Shared) -> Result<(u64, u64), ApiError> {
         .await
 }
 
-pub(super) async fn account_settings(State(st): St) -> Result<Json<Value>, RestError> {
+pub(super) async fn account_settings(
+    State(st): St,
+    ext: Extensions,
+) -> Result<Json<Value>, RestError> {
+    st.shared
+        .authorize(&ext, "lambda:GetAccountSettings", "*")?;
     let figures = get_account_settings(&st.shared);
     let (function_count, total_code_size) = usage(&st.shared).await?;
     // No TotalCodeSize limit: Lamina stores code without an account-wide bound.
@@ -166,11 +192,18 @@ struct PutProvisionedIn {
 
 pub(super) async fn put_provisioned(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:PutProvisionedConcurrencyConfig",
+        &function_name,
+        &qualifier,
+    )?;
     let r: PutProvisionedIn = parse_body(&body)?;
     let count = r
         .provisioned_concurrent_executions
@@ -183,9 +216,18 @@ pub(super) async fn put_provisioned(
 /// GetProvisionedConcurrencyConfig of `?Qualifier=`.
 pub(super) async fn get_provisioned(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    if query.contains_key("List") {
+        st.shared.authorize_function(
+            &ext,
+            "lambda:ListProvisionedConcurrencyConfigs",
+            &unqualified_name(&name)?,
+            "",
+        )?;
+    }
     if let Some(list) = query.get("List") {
         if list != "ALL" {
             return Err(RestError::invalid(format!(
@@ -195,6 +237,12 @@ pub(super) async fn get_provisioned(
         return list_provisioned(&st.shared, &name, &query).await.map(Json);
     }
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:GetProvisionedConcurrencyConfig",
+        &function_name,
+        &qualifier,
+    )?;
     let c = get_provisioned_concurrency(&st.shared, &function_name, &qualifier).await?;
     Ok(Json(provisioned_json(&c)))
 }
@@ -250,10 +298,17 @@ async fn list_provisioned(
 
 pub(super) async fn delete_provisioned(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = provisioned_target(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:DeleteProvisionedConcurrencyConfig",
+        &function_name,
+        &qualifier,
+    )?;
     delete_provisioned_concurrency(&st.shared, function_name, qualifier).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lamina_proto::domain::LATEST;
@@ -50,10 +50,17 @@ fn request(name: String, body: &[u8]) -> Result<events::EventInvokeConfigChange,
 /// PutFunctionEventInvokeConfig: replaces the whole configuration.
 pub(super) async fn put_config(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:PutFunctionEventInvokeConfig",
+        &function_of(&name, &query)?,
+        "",
+    )?;
     let req = request(function_of(&name, &query)?, &body)?;
     let name = req.function_name.clone();
     let c = events::put_config(&st.shared, req).await?;
@@ -63,10 +70,17 @@ pub(super) async fn put_config(
 /// UpdateFunctionEventInvokeConfig: changes the fields given, keeps the others.
 pub(super) async fn update_config(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:UpdateFunctionEventInvokeConfig",
+        &function_of(&name, &query)?,
+        "",
+    )?;
     let req = request(function_of(&name, &query)?, &body)?;
     let name = req.function_name.clone();
     let c = events::update_config(&st.shared, req).await?;
@@ -76,9 +90,16 @@ pub(super) async fn update_config(
 /// GetFunctionEventInvokeConfig: ResourceNotFoundException when none was put (as Lambda).
 pub(super) async fn get_config(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:GetFunctionEventInvokeConfig",
+        &function_of(&name, &query)?,
+        "",
+    )?;
     let name = function_of(&name, &query)?;
     let c = events::find_config(&st.shared, name.clone())
         .await?
@@ -89,9 +110,16 @@ pub(super) async fn get_config(
 /// DeleteFunctionEventInvokeConfig: 204; the defaults apply again.
 pub(super) async fn delete_config(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:DeleteFunctionEventInvokeConfig",
+        &function_of(&name, &query)?,
+        "",
+    )?;
     events::delete_config(&st.shared, function_of(&name, &query)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -100,9 +128,16 @@ pub(super) async fn delete_config(
 /// Lamina keeps at most one per function).
 pub(super) async fn list_configs(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:ListFunctionEventInvokeConfigs",
+        &unqualified_name(&name)?,
+        "",
+    )?;
     if let Some(s) = query.get("MaxItems") {
         if !matches!(s.parse::<u32>(), Ok(1..=50)) {
             return Err(RestError::invalid(format!(

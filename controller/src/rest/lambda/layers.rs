@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -98,10 +98,16 @@ struct PublishIn {
 
 pub(super) async fn publish(
     State(st): St,
+    ext: Extensions,
     Path(layer): Path<String>,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let name = layer_name(&layer)?;
+    st.shared.authorize(
+        &ext,
+        "lambda:PublishLayerVersion",
+        &crate::iam::arn::layer(&name, None),
+    )?;
     let r: PublishIn = parse_json(&body)?;
     let content = r
         .content
@@ -189,6 +195,7 @@ fn matches(l: &LayerVersion, query: &HashMap<String, String>) -> bool {
 /// GET /layers: ListLayers, or GetLayerVersionByArn with `?find=LayerVersion&Arn=`.
 pub(super) async fn list_layers(
     State(st): St,
+    ext: Extensions,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
     if let Some(find) = query.get("find") {
@@ -201,8 +208,14 @@ pub(super) async fn list_layers(
         let arn = query
             .get("Arn")
             .ok_or_else(|| RestError::invalid("Arn is required: the layer version ARN"))?;
+        st.shared.authorize(
+            &ext,
+            "lambda:GetLayerVersion",
+            &crate::iam::arn::layer(arn, None),
+        )?;
         return Ok(Json(version_json(&api::get(&st.shared, arn, 0).await?)));
     }
+    st.shared.authorize(&ext, "lambda:ListLayers", "*")?;
     let filtered =
         query.contains_key("CompatibleRuntime") || query.contains_key("CompatibleArchitecture");
     let mut latest = Vec::new();
@@ -235,9 +248,15 @@ pub(super) async fn list_layers(
 /// ListLayerVersions, newest first.
 pub(super) async fn list_versions(
     State(st): St,
+    ext: Extensions,
     Path(layer): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize(
+        &ext,
+        "lambda:ListLayerVersions",
+        &crate::iam::arn::layer(&layer_name(&layer)?, None),
+    )?;
     let versions: Vec<LayerVersion> = api::list_versions(&st.shared, layer_name(&layer)?)
         .await?
         .into_iter()
@@ -255,8 +274,17 @@ pub(super) async fn list_versions(
 
 pub(super) async fn get_version(
     State(st): St,
+    ext: Extensions,
     Path((layer, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize(
+        &ext,
+        "lambda:GetLayerVersion",
+        &crate::iam::arn::layer(
+            &layer_name(&layer)?,
+            Some(u64::from(version_number(&version)?)),
+        ),
+    )?;
     let l = api::get(&st.shared, &layer_name(&layer)?, version_number(&version)?).await?;
     Ok(Json(version_json(&l)))
 }
@@ -264,8 +292,17 @@ pub(super) async fn get_version(
 /// DeleteLayerVersion: 204, also when the version does not exist (Lambda's is idempotent).
 pub(super) async fn delete_version(
     State(st): St,
+    ext: Extensions,
     Path((layer, version)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
+    st.shared.authorize(
+        &ext,
+        "lambda:DeleteLayerVersion",
+        &crate::iam::arn::layer(
+            &layer_name(&layer)?,
+            Some(u64::from(version_number(&version)?)),
+        ),
+    )?;
     match api::delete(&st.shared, &layer_name(&layer)?, version_number(&version)?).await {
         Ok(_) | Err(ApiError::Layer(LayerError::NotFound(_))) => {
             Ok(StatusCode::NO_CONTENT.into_response())

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use futures::StreamExt;
@@ -22,12 +22,16 @@ use crate::api::{stream, ApiError};
 
 pub(super) async fn invoke_with_response_stream(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let (name, qualifier) = super::invocation_target(&name, &query)?;
+    // Lambda authorises InvokeWithResponseStream as lambda:InvokeFunction.
+    st.shared
+        .authorize_function(&ext, "lambda:InvokeFunction", &name, &qualifier)?;
     let dry_run = match header(&headers, "x-amz-invocation-type").unwrap_or("RequestResponse") {
         "RequestResponse" => false,
         "DryRun" => true,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -106,10 +106,13 @@ struct TagIn {
 /// TagResource: adds or replaces the tags given (204).
 pub(super) async fn tag_resource(
     State(st): St,
+    ext: Extensions,
     Path(resource): Path<String>,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let name = function_of(&resource)?;
+    st.shared
+        .authorize_function(&ext, "lambda:TagResource", &name, "")?;
     let r: TagIn = parse_json(&body)?;
     let add = checked(
         r.tags
@@ -131,10 +134,13 @@ pub(super) async fn tag_resource(
 /// UntagResource: removes the keys of `?tagKeys=` (repeated), 204.
 pub(super) async fn untag_resource(
     State(st): St,
+    ext: Extensions,
     Path(resource): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, RestError> {
     let name = function_of(&resource)?;
+    st.shared
+        .authorize_function(&ext, "lambda:UntagResource", &name, "")?;
     let keys: Vec<String> = query
         .into_iter()
         .filter(|(k, _)| k == "tagKeys")
@@ -163,9 +169,12 @@ pub(super) async fn untag_resource(
 /// ListTags.
 pub(super) async fn list_tags(
     State(st): St,
+    ext: Extensions,
     Path(resource): Path<String>,
 ) -> Result<Json<Value>, RestError> {
     let name = function_of(&resource)?;
+    st.shared
+        .authorize_function(&ext, "lambda:ListTags", &name, "")?;
     Ok(Json(json!({ "Tags": tags_of(&st.shared, &name).await? })))
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -114,11 +114,18 @@ fn enums(
 /// CreateFunctionUrlConfig: 201 with the new URL.
 pub(super) async fn create_url(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = qualified_name(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:CreateFunctionUrlConfig",
+        &function_name,
+        &qualifier,
+    )?;
     let r: UrlConfigIn = parse_json(&body)?;
     let (auth_type, invoke_mode) = enums(&r)?;
     let c = gateway::create_function_url(
@@ -139,10 +146,17 @@ pub(super) async fn create_url(
 /// GetFunctionUrlConfig.
 pub(super) async fn get_url(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
     let (function_name, qualifier) = qualified_name(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:GetFunctionUrlConfig",
+        &function_name,
+        &qualifier,
+    )?;
     let c = gateway::get_function_url(&st.shared, &function_name, &qualifier).await?;
     Ok(Json(url_config(&c, &st.shared.public_endpoint(), true)))
 }
@@ -150,11 +164,18 @@ pub(super) async fn get_url(
 /// UpdateFunctionUrlConfig: the fields given change; `Cors` replaces the whole configuration.
 pub(super) async fn update_url(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
     let (function_name, qualifier) = qualified_name(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:UpdateFunctionUrlConfig",
+        &function_name,
+        &qualifier,
+    )?;
     let r: UrlConfigIn = if body.is_empty() {
         UrlConfigIn::default()
     } else {
@@ -178,10 +199,17 @@ pub(super) async fn update_url(
 /// DeleteFunctionUrlConfig: 204; 404 when there is none.
 pub(super) async fn delete_url(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
     let (function_name, qualifier) = qualified_name(&name, &query)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:DeleteFunctionUrlConfig",
+        &function_name,
+        &qualifier,
+    )?;
     gateway::delete_function_url(&st.shared, &function_name, &qualifier).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -197,6 +225,7 @@ pub(super) struct ListQuery {
 /// `FunctionArn` of the page's last URL; the next page starts after its qualifier.
 pub(super) async fn list_urls(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, RestError> {
@@ -213,6 +242,8 @@ pub(super) async fn list_urls(
         },
     };
     let function_name = unqualified_name(&name)?;
+    st.shared
+        .authorize_function(&ext, "lambda:ListFunctionUrlConfigs", &function_name, "")?;
     let after = match q.marker.as_deref().filter(|m| !m.is_empty()) {
         None => None,
         Some(m) => Some(marker_qualifier(m, &function_name)?),

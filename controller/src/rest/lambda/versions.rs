@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
@@ -95,9 +95,12 @@ fn code_sha256_hex(s: &str) -> Result<String, RestError> {
 
 pub(super) async fn publish_version(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, RestError> {
+    st.shared
+        .authorize_function(&ext, "lambda:PublishVersion", &unqualified_name(&name)?, "")?;
     let r: PublishIn = parse_body(&body)?;
     let req = versions::PublishVersion {
         function_name: unqualified_name(&name)?,
@@ -117,9 +120,16 @@ pub(super) async fn publish_version(
 
 pub(super) async fn list_versions(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:ListVersionsByFunction",
+        &unqualified_name(&name)?,
+        "",
+    )?;
     let all: Vec<v1::FunctionConfiguration> =
         versions::list_versions(&st.shared, unqualified_name(&name)?)
             .await?
@@ -161,10 +171,17 @@ pub(super) async fn list_versions(
 
 pub(super) async fn create_alias(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let r: CreateAliasIn = parse_body(&body)?;
+    st.shared.authorize_function(
+        &ext,
+        "lambda:CreateAlias",
+        &unqualified_name(&name)?,
+        &r.name,
+    )?;
     let req = versions::NewAlias {
         function_name: unqualified_name(&name)?,
         name: r.name,
@@ -181,9 +198,12 @@ pub(super) async fn create_alias(
 
 pub(super) async fn list_aliases(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared
+        .authorize_function(&ext, "lambda:ListAliases", &unqualified_name(&name)?, "")?;
     let aliases = versions::list_aliases(&st.shared, unqualified_name(&name)?).await?;
     let wanted = query.get("FunctionVersion");
     let shown: Vec<Value> = aliases
@@ -196,17 +216,27 @@ pub(super) async fn list_aliases(
 
 pub(super) async fn get_alias(
     State(st): St,
+    ext: Extensions,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Json<Value>, RestError> {
+    st.shared
+        .authorize_function(&ext, "lambda:GetAlias", &unqualified_name(&name)?, &alias)?;
     let a = versions::get_alias(&st.shared, unqualified_name(&name)?, alias).await?;
     Ok(Json(alias_json(&a)))
 }
 
 pub(super) async fn update_alias(
     State(st): St,
+    ext: Extensions,
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Value>, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:UpdateAlias",
+        &unqualified_name(&name)?,
+        &alias,
+    )?;
     let r: UpdateAliasIn = parse_body(&body)?;
     let req = versions::AliasUpdate {
         function_name: unqualified_name(&name)?,
@@ -223,8 +253,15 @@ pub(super) async fn update_alias(
 
 pub(super) async fn delete_alias(
     State(st): St,
+    ext: Extensions,
     Path((name, alias)): Path<(String, String)>,
 ) -> Result<Response, RestError> {
+    st.shared.authorize_function(
+        &ext,
+        "lambda:DeleteAlias",
+        &unqualified_name(&name)?,
+        &alias,
+    )?;
     versions::delete_alias(&st.shared, unqualified_name(&name)?, alias).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -232,10 +269,14 @@ pub(super) async fn delete_alias(
 /// The configuration GetFunction and GetFunctionConfiguration show for `NAME[:QUALIFIER]`.
 async fn configuration_of(
     st: &super::RestState,
+    ext: &Extensions,
+    action: &str,
     param: &str,
     query: &HashMap<String, String>,
 ) -> Result<Value, RestError> {
     let (name, qualifier) = qualified_name(param, query)?;
+    st.shared
+        .authorize_function(ext, action, &name, &qualifier)?;
     let c = if qualifier.is_empty() {
         (&functions::get(&st.shared, &name).await?).into()
     } else {
@@ -246,10 +287,11 @@ async fn configuration_of(
 
 pub(super) async fn get_function(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    let configuration = configuration_of(&st, &name, &query).await?;
+    let configuration = configuration_of(&st, &ext, "lambda:GetFunction", &name, &query).await?;
     let mut out = json!({
         "Configuration": configuration,
         "Code": {"RepositoryType": "Lamina", "Location": ""},
@@ -269,19 +311,25 @@ pub(super) async fn get_function(
 
 pub(super) async fn get_configuration(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, RestError> {
-    Ok(Json(configuration_of(&st, &name, &query).await?))
+    Ok(Json(
+        configuration_of(&st, &ext, "lambda:GetFunctionConfiguration", &name, &query).await?,
+    ))
 }
 
 /// DeleteFunction: with a version number as qualifier only that version, else the function.
 pub(super) async fn delete_function(
     State(st): St,
+    ext: Extensions,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
     let (name, qualifier) = qualified_name(&name, &query)?;
+    st.shared
+        .authorize_function(&ext, "lambda:DeleteFunction", &name, &qualifier)?;
     if !versions::delete_qualified(&st.shared, &name, &qualifier).await? {
         functions::delete(&st.shared, &name).await?;
     }
