@@ -166,15 +166,31 @@ pub enum AuthCommand {
         /// What the key is for
         #[arg(long, default_value = "")]
         description: String,
-        /// The key may manage access keys too
+        /// The key may manage access keys too (and is allowed everything: no policy needed)
         #[arg(long)]
         admin: bool,
+        /// A file with the key's IAM policy document (`-`: stdin); without one a non-admin key
+        /// may do nothing
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// List access keys (never their secrets)
     #[command(alias = "ls")]
     List,
     /// Revoke an access key: the controller refuses what it signs from now on
     Revoke { access_key_id: String },
+    /// Replace an access key's IAM policy with the document in FILE (`-`: stdin)
+    PutPolicy {
+        access_key_id: String,
+        /// The policy document's file (`-`: stdin)
+        #[arg(required_unless_present = "delete", conflicts_with = "delete")]
+        file: Option<PathBuf>,
+        /// Remove the key's policy instead (a non-admin key may then do nothing)
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Print an access key's IAM policy document
+    GetPolicy { access_key_id: String },
 }
 
 #[derive(Debug, Args)]

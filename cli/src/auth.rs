@@ -1,4 +1,4 @@
-//! `fnctl auth`: access keys.
+//! `fnctl auth`: access keys and their IAM policies.
 use lamina_client::{v1, Client};
 use serde::Serialize;
 
@@ -40,8 +40,15 @@ impl From<&v1::AccessKey> for KeyView {
 
 pub async fn run(client: &Client, cmd: AuthCommand, format: Output) -> anyhow::Result<String> {
     match cmd {
-        AuthCommand::CreateKey { description, admin } => {
-            let k = client.create_access_key(&description, admin).await?;
+        AuthCommand::CreateKey {
+            description,
+            admin,
+            policy,
+        } => {
+            let policy = policy.as_deref().map(read_policy).transpose()?;
+            let k = client
+                .create_access_key_with_policy(&description, admin, policy.as_deref())
+                .await?;
             let new = NewKey {
                 access_key_id: &k.access_key_id,
                 secret_access_key: &k.secret_access_key,
@@ -90,5 +97,44 @@ pub async fn run(client: &Client, cmd: AuthCommand, format: Output) -> anyhow::R
             client.revoke_access_key(&access_key_id).await?;
             Ok(format!("access key {access_key_id} revoked\n"))
         }
+        AuthCommand::PutPolicy {
+            access_key_id,
+            file,
+            delete: _,
+        } => {
+            // clap requires FILE unless --delete, and refuses both.
+            let policy = file.as_deref().map(read_policy).transpose()?;
+            client
+                .put_key_policy(&access_key_id, policy.as_deref())
+                .await?;
+            Ok(match policy {
+                Some(_) => format!("policy of access key {access_key_id} replaced\n"),
+                None => format!(
+                    "policy of access key {access_key_id} removed (unless it is an admin key, it may do nothing now)\n"
+                ),
+            })
+        }
+        AuthCommand::GetPolicy { access_key_id } => {
+            match client.get_key_policy(&access_key_id).await? {
+                Some(doc) if doc.ends_with('\n') => Ok(doc),
+                Some(doc) => Ok(format!("{doc}\n")),
+                None => anyhow::bail!(
+                    "access key {access_key_id} has no policy: set one with `fnctl auth put-policy {access_key_id} FILE`"
+                ),
+            }
+        }
     }
+}
+
+/// A policy document from `path` (`-`: stdin).
+fn read_policy(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if path == std::path::Path::new("-") {
+        let mut doc = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut doc)
+            .context("cannot read the policy document from stdin")?;
+        return Ok(doc);
+    }
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the policy document {}", path.display()))
 }

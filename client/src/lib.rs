@@ -378,11 +378,53 @@ impl Client {
         description: &str,
         admin: bool,
     ) -> Result<v1::AccessKey, Error> {
+        self.create_access_key_with_policy(description, admin, None)
+            .await
+    }
+
+    /// [`Client::create_access_key`] with an IAM policy document: what a non-admin key may do
+    /// (a non-admin key without one may do nothing). A malformed document is `InvalidArgument`.
+    pub async fn create_access_key_with_policy(
+        &self,
+        description: &str,
+        admin: bool,
+        policy: Option<&str>,
+    ) -> Result<v1::AccessKey, Error> {
         let req = v1::CreateAccessKeyRequest {
             description: description.to_string(),
             admin,
+            policy: policy.unwrap_or_default().to_string(),
         };
         Ok(self.auth.clone().create_access_key(req).await?.into_inner())
+    }
+
+    /// Replaces the IAM policy of an access key (`None`: removes it).
+    pub async fn put_key_policy(
+        &self,
+        access_key_id: &str,
+        policy: Option<&str>,
+    ) -> Result<(), Error> {
+        let req = v1::PutKeyPolicyRequest {
+            access_key_id: access_key_id.to_string(),
+            policy: policy.unwrap_or_default().to_string(),
+        };
+        self.auth.clone().put_key_policy(req).await?;
+        Ok(())
+    }
+
+    /// The IAM policy document of an access key, if it has one.
+    pub async fn get_key_policy(&self, access_key_id: &str) -> Result<Option<String>, Error> {
+        let req = v1::GetKeyPolicyRequest {
+            access_key_id: access_key_id.to_string(),
+        };
+        let policy = self
+            .auth
+            .clone()
+            .get_key_policy(req)
+            .await?
+            .into_inner()
+            .policy;
+        Ok((!policy.is_empty()).then_some(policy))
     }
 
     /// Every access key, without secrets.

@@ -172,7 +172,6 @@ impl MasterKey {
     }
 
     /// The raw key, for the read-only decoder of access keys sealed before envelope encryption.
-    #[allow(dead_code)] // used by auth::legacy (next commit)
     pub(crate) fn legacy_bytes(&self) -> &[u8; KEY_LEN] {
         &self.key
     }
@@ -184,7 +183,13 @@ impl MasterKey {
         let wrap_nonce = random::<NONCE_LEN>();
         // ChaCha20-Poly1305 encryption fails only past its ~256 GB message limit.
         let ciphertext = cipher(&data_key)
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .unwrap_or_default();
         let wrapped = cipher(&self.key)
             .encrypt(
@@ -234,9 +239,7 @@ impl MasterKey {
                 )
                 .map_err(|_| CryptoError::Decrypt)?,
         );
-        let data_key: &[u8; KEY_LEN] = data_key[..]
-            .try_into()
-            .map_err(|_| CryptoError::Decrypt)?;
+        let data_key: &[u8; KEY_LEN] = data_key[..].try_into().map_err(|_| CryptoError::Decrypt)?;
         cipher(data_key)
             .decrypt(
                 Nonce::from_slice(&nonce),
@@ -355,7 +358,10 @@ mod tests {
             .mode();
         assert_eq!(dir_mode & 0o777, 0o700);
         // No temp file left behind.
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.trim().len(), 64);
         assert_eq!(hex::decode(text.trim()).unwrap(), key.legacy_bytes());

@@ -192,7 +192,8 @@ impl Controller {
             &config.data_dir.join("auth").join("master.key"),
         )?);
         let (keys, bootstrap) = if config.auth {
-            let (keys, bootstrap) = KeyStore::open(&config.data_dir.join("auth"))?;
+            let (keys, bootstrap) =
+                KeyStore::open(&config.data_dir.join("auth"), Arc::clone(&master_key))?;
             (Some(Arc::new(keys)), bootstrap)
         } else {
             (None, Bootstrap::default())

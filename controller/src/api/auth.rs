@@ -1,4 +1,5 @@
-//! The `Auth` service: access keys (admin keys only; the check is in `KeyStore`'s lookup).
+//! The `Auth` service: access keys and their IAM policies (admin keys only; the check is in
+//! `KeyStore`'s lookup).
 use std::sync::Arc;
 
 use lamina_proto::v1;
@@ -16,12 +17,18 @@ impl From<AuthError> for Status {
         match e {
             AuthError::KeyNotFound(_) => Status::not_found(message),
             AuthError::LastAdmin(_) => Status::failed_precondition(message),
+            AuthError::Policy(_) => Status::invalid_argument(message),
             AuthError::Read { .. } | AuthError::Write { .. } | AuthError::Corrupt { .. } => {
                 tracing::error!(error = %message, "access key store error");
                 Status::internal(message)
             }
         }
     }
+}
+
+/// A policy field: empty (or only white space) is none.
+fn non_empty(policy: String) -> Option<String> {
+    (!policy.trim().is_empty()).then_some(policy)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -41,7 +48,9 @@ impl v1::auth_server::Auth for AuthService {
     ) -> Result<Response<v1::AccessKey>, Status> {
         let r = request.into_inner();
         let keys = Arc::clone(&self.keys);
-        let (creds, mut info) = blocking(move || keys.create(&r.description, r.admin)).await?;
+        let policy = non_empty(r.policy);
+        let (creds, mut info) =
+            blocking(move || keys.create(&r.description, r.admin, policy)).await?;
         info.secret_access_key = creds.secret_access_key;
         Ok(Response::new(info))
     }
@@ -63,5 +72,25 @@ impl v1::auth_server::Auth for AuthService {
         let keys = Arc::clone(&self.keys);
         blocking(move || keys.revoke(&id)).await?;
         Ok(Response::new(v1::RevokeAccessKeyResponse {}))
+    }
+
+    async fn put_key_policy(
+        &self,
+        request: Request<v1::PutKeyPolicyRequest>,
+    ) -> Result<Response<v1::PutKeyPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let keys = Arc::clone(&self.keys);
+        let policy = non_empty(r.policy);
+        blocking(move || keys.put_policy(&r.access_key_id, policy)).await?;
+        Ok(Response::new(v1::PutKeyPolicyResponse {}))
+    }
+
+    async fn get_key_policy(
+        &self,
+        request: Request<v1::GetKeyPolicyRequest>,
+    ) -> Result<Response<v1::GetKeyPolicyResponse>, Status> {
+        let id = request.into_inner().access_key_id;
+        let policy = self.keys.get_policy(&id)?.unwrap_or_default();
+        Ok(Response::new(v1::GetKeyPolicyResponse { policy }))
     }
 }

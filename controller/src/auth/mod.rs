@@ -1,12 +1,17 @@
 //! Access keys and the cluster credential.
 //!
-//! Files in `DATA_DIR/auth/`, all mode 0600, written atomically (temp file, fsync, rename):
-//! - `master.key`: 32 random bytes (hex) that encrypt the secrets of the access keys.
+//! Files in `DATA_DIR/auth/` (0700), all mode 0600, written atomically (a temp file created 0600,
+//! fsync, rename, fsync of the directory):
+//! - `master.key`: the key-encryption key of every secret at rest ([`crate::crypto::MasterKey`]).
 //! - `access-keys.json`: the keys. A secret is stored **encrypted**, not hashed, because SigV4 and
-//!   Lamina's gRPC signatures are HMACs the server must recompute: encrypt-then-MAC with
-//!   HMAC-SHA256 as the PRF (a keystream `HMAC(k_enc, nonce || counter)` XORed with the secret, then
-//!   `HMAC(k_mac, key_id || nonce || ciphertext)`), keys derived from `master.key`. Reading the
-//!   key file alone (a backup, a copied RocksDB directory) gives no secret.
+//!   Lamina's gRPC signatures are HMACs the server must recompute: sealed by
+//!   [`MasterKey::seal`](crate::crypto::MasterKey::seal) (envelope encryption, ChaCha20-Poly1305,
+//!   the key id as associated data, so a sealed secret moved to another key does not open).
+//!   Reading the key file alone (a backup, a copied data directory) gives no secret. Keys stored
+//!   by older controllers (a hand-made HMAC keystream) are read by [`legacy`] and rewritten in the
+//!   new format on the first start.
+//!   Each key may carry an IAM identity policy (`policy`, the document's text), compiled once and
+//!   kept beside the key: [`KeyStore::principal`] hands it to `crate::iam` without parsing.
 //! - `cluster-token`: the cluster credential (40 random characters) that the controller and its
 //!   workers sign their traffic with; workers read it from `--cluster-token-file`.
 //! - `admin-credentials.json`: written once, at bootstrap (the first start with no key file), with
@@ -17,18 +22,25 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lamina_proto::auth::{
-    hmac_sha256, now_ms, random_secret, AuthFailure, Credentials, KeyLookup, CLUSTER_KEY_ID,
+    now_ms, random_secret, AuthFailure, Credentials, KeyLookup, CLUSTER_KEY_ID,
 };
 use lamina_proto::v1;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::crypto::{MasterKey, Sealed};
+use crate::iam::{Policy, PolicyError, Principal};
 
 pub mod sigv4;
 
+mod legacy;
+
 const KEYS_FILE: &str = "access-keys.json";
-const MASTER_FILE: &str = "master.key";
+/// The master key's file name in the auth directory.
+pub const MASTER_FILE: &str = "master.key";
 const CLUSTER_TOKEN_FILE: &str = "cluster-token";
 const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
 /// gRPC methods only admin keys may call: key management, and plugging host network namespaces
@@ -38,6 +50,9 @@ const ADMIN_METHODS: &[&str] = &[
     "/lamina.v1.Network/AttachNetns",
     "/lamina.v1.Network/DetachNetns",
 ];
+/// The policy a non-admin key stored before key policies existed gets when it is migrated: what
+/// such a key could do then (everything but the admin-only calls), so no user loses a right.
+pub const LEGACY_USER_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["lambda:*","ec2:*","apigateway:*"],"Resource":"*"}]}"#;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -57,8 +72,11 @@ pub enum AuthError {
     KeyNotFound(String),
     #[error("access key `{0}` is the last admin key that is not revoked: create another admin key first")]
     LastAdmin(String),
+    #[error("the policy is not valid: {0}")]
+    Policy(#[from] PolicyError),
 }
 
+/// A key as `access-keys.json` holds it.
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKey {
     access_key_id: String,
@@ -66,61 +84,37 @@ struct StoredKey {
     admin: bool,
     created_ms: u64,
     revoked: bool,
-    nonce: String,
-    secret_ciphertext: String,
-    tag: String,
+    /// The key's IAM identity policy (the document as given); none: only what resource
+    /// policies grant (admin keys need none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
+    /// The secret, sealed under the master key with the key id as associated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<Sealed>,
+    // The old format's sealed secret ([`legacy`]): read, never written.
+    #[serde(default, skip_serializing)]
+    nonce: Option<String>,
+    #[serde(default, skip_serializing)]
+    secret_ciphertext: Option<String>,
+    #[serde(default, skip_serializing)]
+    tag: Option<String>,
+}
+
+impl StoredKey {
+    fn is_legacy(&self) -> bool {
+        self.secret.is_none()
+    }
 }
 
 struct Key {
     stored: StoredKey,
-    secret: String,
+    secret: Zeroizing<String>,
+    /// `stored.policy`, compiled.
+    policy: Option<Arc<Policy>>,
 }
 
-/// Encrypts `secret` for `key_id` under `master`: (nonce, ciphertext, tag), hex.
-fn seal(master: &[u8], key_id: &str, secret: &str) -> (String, String, String) {
-    let nonce: [u8; 16] = rand::random();
-    let ct = keystream_xor(master, &nonce, secret.as_bytes());
-    let tag = mac(master, key_id, &nonce, &ct);
-    (hex::encode(nonce), hex::encode(ct), hex::encode(tag))
-}
-
-fn keystream_xor(master: &[u8], nonce: &[u8], data: &[u8]) -> Vec<u8> {
-    let k_enc = hmac_sha256(master, b"lamina access key encryption");
-    data.chunks(32)
-        .enumerate()
-        .flat_map(|(i, chunk)| {
-            let mut input = nonce.to_vec();
-            input.extend_from_slice(&(i as u32).to_be_bytes());
-            let block = hmac_sha256(&k_enc, &input);
-            chunk
-                .iter()
-                .zip(block)
-                .map(|(a, b)| a ^ b)
-                .collect::<Vec<u8>>()
-        })
-        .collect()
-}
-
-fn mac(master: &[u8], key_id: &str, nonce: &[u8], ct: &[u8]) -> [u8; 32] {
-    let k_mac = hmac_sha256(master, b"lamina access key mac");
-    let mut input = key_id.as_bytes().to_vec();
-    input.push(0);
-    input.extend_from_slice(nonce);
-    input.extend_from_slice(ct);
-    hmac_sha256(&k_mac, &input)
-}
-
-fn open(master: &[u8], k: &StoredKey) -> Option<String> {
-    let nonce = hex::decode(&k.nonce).ok()?;
-    let ct = hex::decode(&k.secret_ciphertext).ok()?;
-    let tag = hex::decode(&k.tag).ok()?;
-    if !lamina_proto::auth::constant_time_eq(&mac(master, &k.access_key_id, &nonce, &ct), &tag) {
-        return None;
-    }
-    String::from_utf8(keystream_xor(master, &nonce, &ct)).ok()
-}
-
-/// Writes `data` to `path` with mode 0600: a temp file, fsync, rename.
+/// Writes `data` to `path` with mode 0600 atomically: a temp file created 0600, fsync, rename,
+/// fsync of the directory (so the rename survives a crash).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
     let tmp = path.with_extension("tmp");
     let err = |source| AuthError::Write {
@@ -136,10 +130,15 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<(), AuthError> {
         .map_err(err)?;
     f.write_all(data).map_err(err)?;
     f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(|source| AuthError::Write {
+    let werr = |source| AuthError::Write {
         path: path.to_path_buf(),
         source,
-    })
+    };
+    std::fs::rename(&tmp, path).map_err(werr)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr)
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, AuthError> {
@@ -157,25 +156,35 @@ fn new_key_id() -> String {
     format!("LAM{}", random_secret(17).to_ascii_uppercase())
 }
 
+/// Compiles a key's policy document (an identity policy: no `Principal`).
+fn compile(policy: Option<&str>) -> Result<Option<Arc<Policy>>, PolicyError> {
+    policy
+        .map(|text| Policy::parse_identity(text).map(Arc::new))
+        .transpose()
+}
+
 /// What [`KeyStore::open`] created on a first start.
 #[derive(Debug, Default)]
 pub struct Bootstrap {
     /// Where the first admin key was written (only on the very first start).
     pub admin_credentials: Option<PathBuf>,
+    /// How many keys of the old format were rewritten in the new one.
+    pub migrated: usize,
 }
 
 /// The controller's access keys and cluster credential.
 pub struct KeyStore {
     dir: PathBuf,
-    master: Vec<u8>,
+    master: Arc<MasterKey>,
     keys: Mutex<BTreeMap<String, Key>>,
     cluster: Credentials,
 }
 
 impl KeyStore {
-    /// Opens `dir` (created 0700 if missing); on the first start creates the master key, the
-    /// cluster token and the first admin key (written to `admin-credentials.json`).
-    pub fn open(dir: &Path) -> Result<(KeyStore, Bootstrap), AuthError> {
+    /// Opens `dir` (created 0700 if missing) with `master` (the key in `dir/master.key`); on the
+    /// first start creates the cluster token and the first admin key (written to
+    /// `admin-credentials.json`). Keys of the old format are migrated (and the file rewritten).
+    pub fn open(dir: &Path, master: Arc<MasterKey>) -> Result<(KeyStore, Bootstrap), AuthError> {
         std::fs::create_dir_all(dir).map_err(|source| AuthError::Write {
             path: dir.to_path_buf(),
             source,
@@ -185,20 +194,6 @@ impl KeyStore {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        let master_path = dir.join(MASTER_FILE);
-        let master = match read_optional(&master_path)? {
-            Some(b) => {
-                hex::decode(String::from_utf8_lossy(&b).trim()).map_err(|e| AuthError::Corrupt {
-                    path: master_path.clone(),
-                    detail: e.to_string(),
-                })?
-            }
-            None => {
-                let m: [u8; 32] = rand::random();
-                write_private(&master_path, hex::encode(m).as_bytes())?;
-                m.to_vec()
-            }
-        };
         let token_path = dir.join(CLUSTER_TOKEN_FILE);
         let token = match read_optional(&token_path)? {
             Some(b) => String::from_utf8_lossy(&b).trim().to_string(),
@@ -209,28 +204,23 @@ impl KeyStore {
             }
         };
         let keys_path = dir.join(KEYS_FILE);
-        let mut keys = BTreeMap::new();
-        let first_start = match read_optional(&keys_path)? {
+        let mut bootstrap = Bootstrap::default();
+        let (keys, first_start) = match read_optional(&keys_path)? {
             Some(b) => {
                 let stored: Vec<StoredKey> =
                     serde_json::from_slice(&b).map_err(|e| AuthError::Corrupt {
                         path: keys_path.clone(),
                         detail: e.to_string(),
                     })?;
+                let mut keys = BTreeMap::new();
                 for k in stored {
-                    let secret = open(&master, &k).ok_or_else(|| AuthError::Corrupt {
-                        path: keys_path.clone(),
-                        detail: format!(
-                            "the secret of `{}` does not decrypt with {}",
-                            k.access_key_id,
-                            master_path.display()
-                        ),
-                    })?;
-                    keys.insert(k.access_key_id.clone(), Key { stored: k, secret });
+                    bootstrap.migrated += usize::from(k.is_legacy());
+                    let key = load_key(&master, k, &keys_path)?;
+                    keys.insert(key.stored.access_key_id.clone(), key);
                 }
-                false
+                (keys, false)
             }
-            None => true,
+            None => (BTreeMap::new(), true),
         };
         let store = KeyStore {
             dir: dir.to_path_buf(),
@@ -241,9 +231,16 @@ impl KeyStore {
                 secret_access_key: token,
             },
         };
-        let mut bootstrap = Bootstrap::default();
+        if bootstrap.migrated > 0 {
+            let keys = store.keys.lock().unwrap_or_else(|p| p.into_inner());
+            store.save(&keys)?;
+            tracing::info!(
+                keys = bootstrap.migrated,
+                "access keys rewritten with envelope encryption (non-admin keys got a policy with their old rights)"
+            );
+        }
         if first_start {
-            let (creds, _) = store.create("bootstrap admin key", true)?;
+            let (creds, _) = store.create("bootstrap admin key", true, None)?;
             let path = dir.join(ADMIN_CREDENTIALS_FILE);
             let json = serde_json::json!({
                 "accessKeyId": creds.access_key_id,
@@ -273,27 +270,35 @@ impl KeyStore {
         write_private(&self.dir.join(KEYS_FILE), &json)
     }
 
-    /// A new key; the secret is returned here and never again.
+    /// A new key with `policy` (an IAM identity policy document; a non-admin key without one
+    /// may do nothing but what resource policies grant). The secret is returned here and never
+    /// again.
     pub fn create(
         &self,
         description: &str,
         admin: bool,
+        policy: Option<String>,
     ) -> Result<(Credentials, v1::AccessKey), AuthError> {
+        let compiled = compile(policy.as_deref())?;
         let creds = Credentials {
             access_key_id: new_key_id(),
             secret_access_key: random_secret(40),
         };
-        let (nonce, secret_ciphertext, tag) =
-            seal(&self.master, &creds.access_key_id, &creds.secret_access_key);
+        let sealed = self.master.seal(
+            creds.access_key_id.as_bytes(),
+            creds.secret_access_key.as_bytes(),
+        );
         let stored = StoredKey {
             access_key_id: creds.access_key_id.clone(),
             description: description.to_string(),
             admin,
             created_ms: now_ms(),
             revoked: false,
-            nonce,
-            secret_ciphertext,
-            tag,
+            policy,
+            secret: Some(sealed),
+            nonce: None,
+            secret_ciphertext: None,
+            tag: None,
         };
         let info = to_proto(&stored);
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -301,7 +306,8 @@ impl KeyStore {
             creds.access_key_id.clone(),
             Key {
                 stored,
-                secret: creds.secret_access_key.clone(),
+                secret: Zeroizing::new(creds.secret_access_key.clone()),
+                policy: compiled,
             },
         );
         if let Err(e) = self.save(&keys) {
@@ -316,6 +322,48 @@ impl KeyStore {
     pub fn list(&self) -> Vec<v1::AccessKey> {
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         keys.values().map(|k| to_proto(&k.stored)).collect()
+    }
+
+    /// Replaces the policy of `id` (`None` removes it). A document that does not parse is
+    /// refused and the old policy stays.
+    pub fn put_policy(&self, id: &str, policy: Option<String>) -> Result<(), AuthError> {
+        let compiled = compile(policy.as_deref())?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(key) = keys.get_mut(id) else {
+            return Err(AuthError::KeyNotFound(id.to_string()));
+        };
+        let old = (
+            std::mem::replace(&mut key.stored.policy, policy),
+            std::mem::replace(&mut key.policy, compiled),
+        );
+        if let Err(e) = self.save(&keys) {
+            if let Some(key) = keys.get_mut(id) {
+                (key.stored.policy, key.policy) = old;
+            }
+            return Err(e);
+        }
+        tracing::info!(access_key_id = %id, "access key policy replaced");
+        Ok(())
+    }
+
+    /// The policy document of `id`, if it has one.
+    pub fn get_policy(&self, id: &str) -> Result<Option<String>, AuthError> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        keys.get(id)
+            .map(|k| k.stored.policy.clone())
+            .ok_or_else(|| AuthError::KeyNotFound(id.to_string()))
+    }
+
+    /// Who `key_id` is for `crate::iam::authorize`: whether it is an admin key and its compiled
+    /// policy. `None` for a key that is unknown or revoked.
+    pub fn principal(&self, key_id: &str) -> Option<Principal> {
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let key = keys.get(key_id).filter(|k| !k.stored.revoked)?;
+        Some(Principal {
+            access_key_id: key_id.to_string(),
+            admin: key.stored.admin,
+            policies: key.policy.iter().cloned().collect(),
+        })
     }
 
     /// Revokes `id`: it signs nothing from now on. The last usable admin key cannot be revoked.
@@ -345,6 +393,51 @@ impl KeyStore {
         tracing::info!(access_key_id = %id, "access key revoked");
         Ok(())
     }
+}
+
+/// Opens the secret of a stored key and compiles its policy; a key of the old format is turned
+/// into the new one (sealed anew; a non-admin key without a policy gets [`LEGACY_USER_POLICY`]).
+fn load_key(master: &MasterKey, mut k: StoredKey, path: &Path) -> Result<Key, AuthError> {
+    let corrupt = |detail: String| AuthError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let id = k.access_key_id.clone();
+    let undecryptable = || {
+        corrupt(format!(
+            "the secret of `{id}` does not decrypt with the master key in the same directory"
+        ))
+    };
+    let secret = match (&k.secret, &k.nonce, &k.secret_ciphertext, &k.tag) {
+        (Some(sealed), ..) => {
+            let bytes = master
+                .open(id.as_bytes(), sealed)
+                .map_err(|_| undecryptable())?;
+            Zeroizing::new(
+                std::str::from_utf8(&bytes)
+                    .map_err(|_| undecryptable())?
+                    .to_string(),
+            )
+        }
+        (None, Some(nonce), Some(ct), Some(tag)) => {
+            let secret = legacy::open(master.legacy_bytes(), &id, nonce, ct, tag)
+                .ok_or_else(undecryptable)?;
+            k.secret = Some(master.seal(id.as_bytes(), secret.as_bytes()));
+            (k.nonce, k.secret_ciphertext, k.tag) = (None, None, None);
+            if !k.admin && k.policy.is_none() {
+                k.policy = Some(LEGACY_USER_POLICY.to_string());
+            }
+            secret
+        }
+        _ => return Err(corrupt(format!("access key `{id}` has no secret"))),
+    };
+    let policy = compile(k.policy.as_deref())
+        .map_err(|e| corrupt(format!("the policy of `{id}` does not parse: {e}")))?;
+    Ok(Key {
+        stored: k,
+        secret,
+        policy,
+    })
 }
 
 fn to_proto(k: &StoredKey) -> v1::AccessKey {
@@ -382,107 +475,9 @@ impl KeyLookup for KeyStore {
                 format!("only admin keys may call {path}"),
             ));
         }
-        Ok(key.secret.clone())
+        Ok(key.secret.to_string())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bootstrap_creates_an_admin_key_once_and_secrets_are_encrypted_at_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let auth = dir.path().join("auth");
-        let (store, boot) = KeyStore::open(&auth).unwrap();
-        let creds_path = boot.admin_credentials.unwrap();
-        let creds: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&creds_path).unwrap()).unwrap();
-        let id = creds["accessKeyId"].as_str().unwrap().to_string();
-        let secret = creds["secretAccessKey"].as_str().unwrap().to_string();
-        assert_eq!(
-            store.secret(&id, "/lamina.v1.Auth/ListAccessKeys").unwrap(),
-            secret
-        );
-        for f in [
-            KEYS_FILE,
-            MASTER_FILE,
-            CLUSTER_TOKEN_FILE,
-            ADMIN_CREDENTIALS_FILE,
-        ] {
-            let mode = std::fs::metadata(auth.join(f)).unwrap().permissions();
-            assert_eq!(
-                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-                0o600,
-                "{f}"
-            );
-        }
-        let at_rest = std::fs::read_to_string(auth.join(KEYS_FILE)).unwrap();
-        assert!(
-            at_rest.contains(&id) && !at_rest.contains(&secret),
-            "{at_rest}"
-        );
-
-        let (user, _) = store.create("ci", false).unwrap();
-        let token = store.cluster_credentials().secret_access_key.clone();
-        drop(store);
-        // Reopened: same keys, same token, no new bootstrap key.
-        let (store, boot) = KeyStore::open(&auth).unwrap();
-        assert!(boot.admin_credentials.is_none());
-        assert_eq!(store.list().len(), 2);
-        assert_eq!(store.cluster_credentials().secret_access_key, token);
-        assert_eq!(
-            store
-                .secret(&user.access_key_id, "/lamina.v1.Functions/Invoke")
-                .unwrap(),
-            user.secret_access_key
-        );
-        assert!(matches!(
-            store.secret(&user.access_key_id, "/lamina.v1.Auth/CreateAccessKey"),
-            Err(AuthFailure::Denied(..))
-        ));
-        assert!(matches!(
-            store.secret(&user.access_key_id, "/lamina.v1.Network/AttachNetns"),
-            Err(AuthFailure::Denied(..))
-        ));
-        assert!(store.secret(&id, "/lamina.v1.Network/AttachNetns").is_ok());
-        assert!(matches!(store.revoke(&id), Err(AuthError::LastAdmin(_))));
-        store.revoke(&user.access_key_id).unwrap();
-        assert!(matches!(
-            store.secret(&user.access_key_id, "/p"),
-            Err(AuthFailure::Denied(..))
-        ));
-        assert!(matches!(
-            store.secret("LAMNOPE", "/p"),
-            Err(AuthFailure::UnknownKey(_))
-        ));
-        assert!(list_has_no_secret(&store));
-    }
-
-    fn list_has_no_secret(store: &KeyStore) -> bool {
-        store.list().iter().all(|k| k.secret_access_key.is_empty())
-    }
-
-    #[test]
-    fn a_tampered_ciphertext_does_not_decrypt() {
-        let master = [7u8; 32];
-        let (nonce, ct, tag) = seal(&master, "K", "secret-value-1234567890-1234567890-abcdef");
-        let mut k = StoredKey {
-            access_key_id: "K".into(),
-            description: String::new(),
-            admin: false,
-            created_ms: 0,
-            revoked: false,
-            nonce,
-            secret_ciphertext: ct,
-            tag,
-        };
-        assert_eq!(
-            open(&master, &k).as_deref(),
-            Some("secret-value-1234567890-1234567890-abcdef")
-        );
-        assert!(open(&[8u8; 32], &k).is_none());
-        k.access_key_id = "L".into();
-        assert!(open(&master, &k).is_none());
-    }
-}
+mod tests;
