@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .build_server(true)
         .build_client(true)
+        // Secrets: Debug is written by hand, redacted (`session.rs`).
+        .skip_debug("lamina.v1.SessionCredentials")
         .compile_fds(fds)?;
     Ok(())
 }

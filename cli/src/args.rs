@@ -136,6 +136,9 @@ pub enum Command {
     /// Access keys: create-key, list, revoke (admin keys only)
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Execution roles: create, get, update, delete, list (admin keys only)
+    #[command(subcommand)]
+    Role(crate::role::RoleCommand),
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
@@ -230,6 +233,10 @@ pub struct CreateArgs {
     pub env: Vec<(String, String)>,
     #[arg(long, default_value = "")]
     pub description: String,
+    /// Execution role: a role NAME (`fnctl role`) or an IAM role ARN; its sandboxes get
+    /// short-lived credentials limited to the role's policy
+    #[arg(long, value_name = "NAME|ARN", value_parser = crate::role::parse_role)]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +286,9 @@ pub struct UpdateConfigArgs {
     /// Replace the security groups, comma-separated (with --subnets)
     #[arg(long, value_delimiter = ',', value_name = "SG,...")]
     pub security_groups: Option<Vec<String>>,
+    /// Replace the execution role: a role NAME or an IAM role ARN ('' removes it)
+    #[arg(long, value_name = "NAME|ARN", value_parser = crate::role::parse_role)]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -234,6 +234,11 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
             print(&crate::auth::run(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
+        Command::Role(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::role::run(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
         Command::Up(_) | Command::Completion { .. } => {
             unreachable!("handled in main without a controller")
         }
@@ -263,6 +268,7 @@ async fn create(
             String::new()
         },
         image_config: args.image.config.image_config(),
+        role: args.role.unwrap_or_default(),
         ..Default::default()
     };
     let f = client.create_function(spec, zip).await?;
@@ -292,6 +298,7 @@ pub fn update_config_request(args: UpdateConfigArgs) -> v1::UpdateFunctionConfig
             .collect(),
         vpc_config: crate::network::vpc_config(&args.subnets, &args.security_groups),
         image_config: args.image_config.image_config(),
+        role: args.role,
         ..Default::default()
     }
 }

@@ -15,6 +15,7 @@ mod json_casing;
 mod layers;
 mod network;
 mod output;
+mod role;
 mod stream;
 mod terminal;
 mod up;

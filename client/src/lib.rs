@@ -22,6 +22,7 @@ pub mod credentials;
 mod error;
 mod gateway;
 mod layers;
+mod roles;
 pub mod network;
 mod stream;
 mod versions;
@@ -66,6 +67,7 @@ pub struct Client {
     auth: AuthClient<SignedChannel>,
     network: lamina_proto::v1::network_client::NetworkClient<SignedChannel>,
     gateway: GatewayClient<SignedChannel>,
+    roles: lamina_proto::v1::roles_client::RolesClient<SignedChannel>,
     endpoint: String,
 }
 
@@ -121,6 +123,7 @@ impl Client {
                 .max_encoding_message_size(max),
             network: lamina_proto::v1::network_client::NetworkClient::new(channel.clone()),
             gateway: GatewayClient::new(channel.clone()),
+            roles: lamina_proto::v1::roles_client::RolesClient::new(channel.clone()),
             auth: AuthClient::new(channel),
             endpoint: uri,
         })

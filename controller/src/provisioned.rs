@@ -229,9 +229,11 @@ pub(crate) async fn round(shared: &Context) -> Result<(), ProvisionedError> {
             .iter()
             .filter_map(|(key, per_worker)| {
                 let count = per_worker.get(&w.worker_id).copied()?;
+                let version = versions.get(key)?;
                 Some(v1::ProvisionedTarget {
-                    function: Some(versions.get(key)?.into()),
+                    function: Some(version.into()),
                     count,
+                    credentials: shared.sessions.credentials_for(version),
                 })
             })
             .collect();

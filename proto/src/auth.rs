@@ -147,6 +147,9 @@ pub enum AuthFailure {
     Expired(String),
     #[error("this signed request was received before (a replay), or is older than the replay cache remembers: sign every request anew")]
     Replayed,
+    /// Session credentials (an execution role's) past their expiry.
+    #[error("the security token included in the request is expired: session credentials of access key `{0}` are no longer valid; use the credentials of a new sandbox")]
+    ExpiredToken(String),
 }
 
 impl From<Replay> for AuthFailure {

@@ -16,6 +16,7 @@ pub mod gateway;
 pub mod guard;
 pub mod net;
 pub mod network;
+pub mod session;
 pub mod time;
 pub mod tls;
 pub mod validate;

@@ -122,6 +122,11 @@ pub struct Cli {
     /// Addresses of the NAT'd sandboxes (`--default-egress nat`), local to this worker.
     #[arg(long, env = "LAMINA_NAT_CIDR", default_value = "10.239.0.0/16")]
     pub nat_cidr: String,
+    /// The controller's REST API (`http://HOST:PORT`), where the AWS endpoint and the Parameters
+    /// and Secrets extension of sandboxes with an execution role forward to. Not given: those
+    /// endpoints are not served.
+    #[arg(long, env = "LAMINA_CONTROLLER_REST")]
+    pub controller_rest: Option<String>,
 }
 
 /// Settings resolved from the command line, shared by the manager and the service.
@@ -151,6 +156,8 @@ pub struct WorkerConfig {
     pub cluster_credentials: Credentials,
     pub default_egress: crate::network::egress::EgressMode,
     pub nat_cidr: lamina_proto::network::Ipv4Cidr,
+    /// The controller's REST API for the role endpoints of sandboxes (`--controller-rest`).
+    pub controller_rest: Option<String>,
 }
 
 impl WorkerConfig {
@@ -197,6 +204,7 @@ impl WorkerConfig {
             cache_budget_bytes: cli.cache_budget_mb.saturating_mul(1 << 20),
             cluster_credentials: read_cluster_token(&cli.cluster_token_file)?,
             default_egress: cli.default_egress,
+            controller_rest: cli.controller_rest,
             nat_cidr: cli
                 .nat_cidr
                 .parse()

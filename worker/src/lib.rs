@@ -7,6 +7,7 @@ pub mod health;
 pub mod image_cache;
 pub mod manager;
 pub mod network;
+pub mod role_endpoints;
 pub mod runtime_api;
 pub mod runtimes;
 pub mod sandbox;

@@ -119,6 +119,11 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let budget = lamina_worker::disk_cache::DiskBudget::new(cfg.cache_budget_bytes);
     let code = CodeCache::new(cfg.code_dir(), client.clone(), budget)?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
+    if let Some(rest) = &cfg.controller_rest {
+        let upstream = lamina_worker::role_endpoints::PlainHttp::new(rest)
+            .context("--controller-rest")?;
+        manager.set_role_upstream(std::sync::Arc::new(upstream));
+    }
     let vpc_agent = lamina_worker::network::NetworkAgent::new(&cfg.worker_id, None);
     anyhow::ensure!(
         vpc_agent.set_controller(client.clone()),

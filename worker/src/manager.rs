@@ -193,6 +193,9 @@ struct Pooled {
     frozen: bool,
     /// The cached code, layers or image the sandbox binds: dropped with it, after its destroy.
     _leases: Vec<crate::disk_cache::CacheLease>,
+    /// The execution role's session credentials in its environment (`None`: the function has no
+    /// role). Not reused once they would expire during an invocation (`role_endpoints`).
+    credentials: Option<crate::role_endpoints::SandboxCredentials>,
 }
 
 #[derive(Default)]
@@ -229,6 +232,9 @@ struct Inner {
     freezer: tokio::sync::Notify,
     /// The VPC agent (set once the worker knows its controller).
     network: std::sync::OnceLock<Arc<crate::network::NetworkAgent>>,
+    /// Where the role endpoints of sandboxes forward to: the controller's REST API (unset: the
+    /// endpoints are not served).
+    role_upstream: std::sync::OnceLock<Arc<dyn crate::role_endpoints::Upstream>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -289,6 +295,7 @@ impl Manager {
                 started: tokio::sync::Notify::new(),
                 freezer: tokio::sync::Notify::new(),
                 network: std::sync::OnceLock::new(),
+                role_upstream: std::sync::OnceLock::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
             }),
@@ -312,7 +319,11 @@ impl Manager {
     }
 
     /// An idle sandbox of this revision (thawed), or a new one.
-    async fn acquire(&self, config: &FunctionConfig) -> Result<Acquired, ManagerError> {
+    async fn acquire(
+        &self,
+        config: &FunctionConfig,
+        credentials: Option<&crate::role_endpoints::SandboxCredentials>,
+    ) -> Result<Acquired, ManagerError> {
         let key: Key = (config.spec.name.clone(), config.revision_id.clone());
         loop {
             let candidate = {
@@ -327,6 +338,14 @@ impl Manager {
                 pooled
             };
             let Some(pooled) = candidate else { break };
+            if !credentials_fit(&pooled, config, credentials) {
+                tracing::info!(
+                    sandbox = pooled.sandbox.id(),
+                    "idle sandbox's role credentials expire soon (or it has none): starting another"
+                );
+                self.retire(pooled);
+                continue;
+            }
             if pooled.sandbox.has_exited() {
                 tracing::info!(
                     sandbox = pooled.sandbox.id(),
@@ -351,8 +370,14 @@ impl Manager {
                 cold: false,
             });
         }
-        let pooled = self.start(config, InitType::OnDemand).await?;
+        let pooled = self.start(config, InitType::OnDemand, credentials).await?;
         Ok(Acquired { pooled, cold: true })
+    }
+
+    /// Serves the role endpoints of sandboxes (AWS API, secrets extension) towards `upstream`,
+    /// the controller's REST API. Once; `false` when already set.
+    pub fn set_role_upstream(&self, upstream: Arc<dyn crate::role_endpoints::Upstream>) -> bool {
+        self.inner.role_upstream.set(upstream).is_ok()
     }
 
     /// The runtime of sandbox `id` finished its init: it is no longer a start in flight. Wakes
@@ -541,4 +566,22 @@ impl Manager {
 
 fn new_sandbox_id() -> String {
     format!("sb-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether a warm sandbox may take an invocation that came with `credentials`: its own are valid
+/// for the function's timeout plus a margin (else it is retired and a new sandbox gets the fresh
+/// ones), and a function that has a role now never runs in a sandbox started without one.
+fn credentials_fit(
+    pooled: &Pooled,
+    config: &FunctionConfig,
+    credentials: Option<&crate::role_endpoints::SandboxCredentials>,
+) -> bool {
+    match (&pooled.credentials, credentials) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(own), _) => own.valid_for(
+            lamina_proto::auth::now_ms(),
+            crate::role_endpoints::reuse_margin(config.spec.timeout_s),
+        ),
+    }
 }

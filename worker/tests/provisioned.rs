@@ -121,6 +121,7 @@ impl Pool {
                     .map(|(c, n)| ProvisionedTarget {
                         function: Some((*c).into()),
                         count: *n,
+                        credentials: None,
                     })
                     .collect(),
             )
@@ -140,6 +141,7 @@ impl Pool {
             client_context: String::new(),
             trace_id: String::new(),
             invoked_function_arn: String::new(),
+            credentials: None,
         };
         tokio::time::timeout(Duration::from_secs(60), self.manager.invoke(req))
             .await

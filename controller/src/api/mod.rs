@@ -32,6 +32,7 @@ mod layers_service;
 mod lower_errors;
 pub(crate) mod network;
 pub(crate) mod provisioned;
+pub(crate) mod roles;
 pub(crate) mod stream;
 pub(crate) mod versions;
 mod versions_service;
@@ -52,6 +53,7 @@ pub use lamina_proto::v1::{
 };
 pub use layers_service::LayersService;
 pub use network::NetworkService;
+pub use roles::RolesService;
 pub use versions_service::VersionsService;
 
 #[derive(Debug, thiserror::Error)]

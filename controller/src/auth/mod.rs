@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 use crate::crypto::{MasterKey, Sealed};
 use crate::iam::{Policy, PolicyError, Principal};
 
+pub mod sessions;
 pub mod sigv4;
 
 mod legacy;

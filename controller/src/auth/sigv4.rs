@@ -21,6 +21,8 @@ use lamina_proto::auth::{
     constant_time_eq, hmac_sha256, sha256_hex, AuthFailure, KeyLookup, MAX_CLOCK_SKEW_MS,
 };
 
+use super::sessions::SessionStore;
+
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// The path passed to [`KeyLookup::secret`] for REST requests.
 pub const REST_PATH: &str = "/rest";
@@ -99,6 +101,17 @@ pub fn precheck(
     headers: &HeaderMap,
     now_ms: u64,
 ) -> Result<Pending, AuthFailure> {
+    precheck_with_sessions(keys, None, headers, now_ms)
+}
+
+/// [`precheck`], also accepting the session credentials of execution roles (`ASIA…` keys, with
+/// their `X-Amz-Security-Token`, before their expiry: `sessions.rs`).
+pub fn precheck_with_sessions(
+    keys: &dyn KeyLookup,
+    sessions: Option<&SessionStore>,
+    headers: &HeaderMap,
+    now_ms: u64,
+) -> Result<Pending, AuthFailure> {
     let Some(auth) = headers.get(http::header::AUTHORIZATION) else {
         return Err(AuthFailure::Missing);
     };
@@ -161,7 +174,13 @@ pub fn precheck(
             )));
         }
     }
-    let secret = keys.secret(key_id, REST_PATH)?;
+    let secret = match sessions {
+        Some(sessions) if SessionStore::is_session_key(key_id) => {
+            let token = headers.get("x-amz-security-token").map(|v| v.as_bytes());
+            sessions.secret(key_id, token, now_ms)?
+        }
+        _ => keys.secret(key_id, REST_PATH)?,
+    };
     let signature = hex::decode(signature).map_err(|_| AuthFailure::BadSignature)?;
     Ok(Pending {
         key_id: key_id.to_string(),

@@ -21,7 +21,11 @@ pub(crate) trait ChunkSink: Send {
 
 impl Prepared {
     /// The worker's request, and how long the call waits for it.
-    fn request(&self, call: Call) -> (tonic::Request<v1::WorkerInvokeRequest>, Duration) {
+    fn request(
+        &self,
+        ctx: &Context,
+        call: Call,
+    ) -> (tonic::Request<v1::WorkerInvokeRequest>, Duration) {
         let (_, call_timeout) = self.timeouts();
         let mut request = tonic::Request::new(v1::WorkerInvokeRequest {
             request_id: call.request_id,
@@ -32,6 +36,8 @@ impl Prepared {
             client_context: call.client_context,
             trace_id: new_trace_id(),
             invoked_function_arn: self.resolved.invoked_arn.clone(),
+            // The execution role's credentials for a sandbox this call starts (none without one).
+            credentials: ctx.sessions.credentials_for(&self.resolved.config),
         });
         request.set_timeout(call_timeout);
         (request, call_timeout)
@@ -59,7 +65,7 @@ impl Prepared {
     ) -> Result<v1::WorkerInvokeResponse, WorkerError> {
         let (worker_id, address) = (&self.placement.worker_id, &self.placement.address);
         let mut client = ctx.workers.client(worker_id, address)?;
-        let (request, call_timeout) = self.request(call);
+        let (request, call_timeout) = self.request(ctx, call);
         tokio::select! {
             result = client.invoke(request) => result
                 .map(tonic::Response::into_inner)
@@ -83,7 +89,7 @@ impl Prepared {
         let (worker_id, address) = (&self.placement.worker_id, &self.placement.address);
         let mut client = ctx.workers.client(worker_id, address)?;
         let request_id = call.request_id.clone();
-        let (request, call_timeout) = self.request(call);
+        let (request, call_timeout) = self.request(ctx, call);
         let upstream = match client.invoke_stream(request).await {
             Ok(s) => s.into_inner(),
             Err(status) => {

@@ -113,7 +113,12 @@ pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Res
     let route = front.services.route(&method, &parts.uri, &parts.headers);
     let protocol = route.protocol();
     let pending = match &front.keys {
-        Some(keys) => match sigv4::precheck(keys.as_ref(), &parts.headers, now_ms()) {
+        Some(keys) => match sigv4::precheck_with_sessions(
+            keys.as_ref(),
+            Some(&front.sessions),
+            &parts.headers,
+            now_ms(),
+        ) {
             Ok(p) => Some(p),
             Err(f) => return refuse(protocol, &method, &path, f),
         },

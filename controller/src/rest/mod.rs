@@ -35,6 +35,8 @@ pub const DEFAULT_REST_LISTEN: &str = "127.0.0.1:9680";
 /// off) and the budget of unverified bytes and replay cache (shared with gRPC).
 struct Front {
     services: service::Services,
+    /// Execution roles' session credentials, accepted beside the keys.
+    sessions: Arc<crate::auth::sessions::SessionStore>,
     keys: Option<Arc<KeyStore>>,
     guard: ServerGuard,
 }
@@ -51,6 +53,7 @@ fn services(shared: &Arc<Shared>) -> service::Services {
 pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router {
     let front = Arc::new(Front {
         services: services(&shared),
+        sessions: Arc::clone(&shared.sessions),
         keys,
         guard: shared.guard.clone(),
     });
@@ -72,6 +75,7 @@ pub(crate) async fn serve(
 fn auth_error(f: AuthFailure) -> RestError {
     let kind = match f {
         AuthFailure::Missing | AuthFailure::UnknownKey(_) => "UnrecognizedClientException",
+        AuthFailure::ExpiredToken(_) => "ExpiredTokenException",
         AuthFailure::Denied(..) => "AccessDeniedException",
         AuthFailure::BadSignature
         | AuthFailure::Expired(_)

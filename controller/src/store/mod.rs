@@ -30,6 +30,7 @@ mod logs;
 pub mod network;
 pub mod parameters;
 mod rocks;
+pub mod roles;
 pub mod schema;
 pub mod secrets;
 mod settings;
@@ -39,13 +40,14 @@ pub mod writers;
 
 pub use db::{Batch, Database, Durability};
 pub use error::StorageError;
+pub use settings::FunctionPolicy;
 pub use gateway::GatewayStore;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
 pub use parameters::ParameterStore;
 pub use rocks::RocksStore;
+pub use roles::{RocksRoleStore, RoleStore, RoleStoreError, StoredRole};
 pub use secrets::SecretStore;
-pub use settings::FunctionPolicy;
 pub use settings::SettingsStore;
 pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
 

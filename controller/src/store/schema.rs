@@ -11,6 +11,8 @@ pub const VERSIONS: &str = "versions";
 pub const LAYERS: &str = "layers";
 pub const NETWORK: &str = "network";
 pub const GATEWAY: &str = "gateway";
+/// Execution roles (`roles.rs`).
+pub const ROLES: &str = "roles";
 /// Secrets Manager secrets and their sealed versions (`secrets.rs`).
 pub const SECRETS: &str = "secrets";
 /// SSM parameters and their versions (`parameters.rs`).
@@ -41,7 +43,7 @@ enum Tuning {
     FifoBlobs,
 }
 
-const FAMILIES: [(&str, Tuning); 20] = [
+const FAMILIES: [(&str, Tuning); 21] = [
     (FUNCTIONS, Tuning::Plain),
     (BLOBS, Tuning::Blobs),
     (LOGS, Tuning::Plain),
@@ -50,6 +52,7 @@ const FAMILIES: [(&str, Tuning); 20] = [
     (LAYERS, Tuning::Plain),
     (NETWORK, Tuning::Plain),
     (GATEWAY, Tuning::Plain),
+    (ROLES, Tuning::Plain),
     (SECRETS, Tuning::Plain),
     (PARAMETERS, Tuning::Plain),
     (INVOCATIONS, Tuning::Plain),

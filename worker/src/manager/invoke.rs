@@ -50,6 +50,11 @@ impl Manager {
             .take()
             .ok_or_else(|| ManagerError::InvalidRequest("function is missing".to_string()))?;
         let config = FunctionConfig::try_from(function)?;
+        let credentials = req
+            .credentials
+            .take()
+            .map(crate::role_endpoints::SandboxCredentials::from)
+            .filter(|c| c.is_usable());
         if req.request_id.is_empty()
             || req.request_id.len() > 128
             || req.request_id.chars().any(|c| c.is_control())
@@ -77,7 +82,8 @@ impl Manager {
         // Again on another sandbox when a warm one's runtime turns out to have exited before it
         // took the event (see `Disposition::Stale`); each round uses up one sandbox.
         loop {
-            let Acquired { pooled, cold } = match self.acquire(&config).await {
+            let Acquired { pooled, cold } = match self.acquire(&config, credentials.as_ref()).await
+            {
                 Ok(a) => a,
                 Err(ManagerError::InvalidEntrypoint(msg)) => {
                     self.inner.invocations_total.fetch_add(1, Ordering::Relaxed);

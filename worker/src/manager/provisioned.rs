@@ -19,6 +19,7 @@ use lamina_proto::domain::FunctionConfig;
 use lamina_proto::v1::ProvisionedTarget;
 
 use super::{InitType, Key, Manager, ManagerError, PoolState, Pooled};
+use crate::role_endpoints::SandboxCredentials;
 
 /// Provisioned sandboxes started at once at most, per worker.
 pub const PARALLELISM: usize = 4;
@@ -39,6 +40,8 @@ pub struct ProvisionFailure {
 #[derive(Debug)]
 struct Target {
     config: FunctionConfig,
+    /// The execution role's credentials for the sandboxes it starts (the newest sent).
+    credentials: Option<SandboxCredentials>,
     count: u32,
     /// Starts spawned whose sandbox is not in the pool's `all` yet.
     pending: u32,
@@ -150,14 +153,23 @@ impl Manager {
     /// Replaces the desired set of provisioned sandboxes (targets of the same revision add up;
     /// a count of 0 holds none) and reconciles towards it.
     pub fn set_provisioned(&self, targets: Vec<ProvisionedTarget>) -> Result<(), ManagerError> {
-        let mut wanted: HashMap<Key, (FunctionConfig, u32)> = HashMap::new();
+        let mut wanted: HashMap<Key, (FunctionConfig, Option<SandboxCredentials>, u32)> =
+            HashMap::new();
         for t in targets {
             let function = t.function.ok_or_else(|| {
                 ManagerError::InvalidRequest("a provisioned target has no function".to_string())
             })?;
             let config = FunctionConfig::try_from(function)?;
             let key = (config.spec.name.clone(), config.revision_id.clone());
-            wanted.entry(key).or_insert((config, 0)).1 += t.count;
+            let credentials = t
+                .credentials
+                .map(SandboxCredentials::from)
+                .filter(|c| c.is_usable());
+            let entry = wanted.entry(key).or_insert((config, None, 0));
+            entry.2 += t.count;
+            if credentials.is_some() {
+                entry.1 = credentials;
+            }
         }
         {
             let mut st = self.state();
@@ -166,15 +178,17 @@ impl Manager {
             }
             let previous = std::mem::take(&mut st.provisioned.targets);
             let mut previous = previous;
-            for (key, (config, count)) in wanted {
+            for (key, (config, credentials, count)) in wanted {
                 let target = match previous.remove(&key) {
                     Some(mut t) => {
                         t.config = config;
+                        t.credentials = credentials;
                         t.count = count;
                         t
                     }
                     None => Target {
                         config,
+                        credentials,
                         count,
                         pending: 0,
                         failures: 0,
@@ -199,7 +213,7 @@ impl Manager {
 
     /// Releases extras and starts what is missing (bounded, respecting retry backoff).
     pub(super) fn reconcile_provisioned(&self) {
-        let to_start: Vec<FunctionConfig> = {
+        let to_start: Vec<(FunctionConfig, Option<SandboxCredentials>)> = {
             let mut st = self.state();
             if st.closed {
                 return;
@@ -218,7 +232,7 @@ impl Manager {
                     continue;
                 }
                 let missing = t.count.saturating_sub(have);
-                let config = t.config.clone();
+                let config = (t.config.clone(), t.credentials.clone());
                 for _ in 0..missing {
                     if st.provisioned.running >= PARALLELISM {
                         break;
@@ -235,18 +249,23 @@ impl Manager {
                 .retain(|_, t| t.count > 0 || t.pending > 0);
             out
         };
-        for config in to_start {
+        for (config, credentials) in to_start {
             let me = self.clone();
             self.inner
                 .tasks
-                .spawn(async move { me.provision_one(config).await });
+                .spawn(async move { me.provision_one(config, credentials).await });
         }
     }
 
     /// Starts one provisioned sandbox and waits for its init; records the outcome.
-    async fn provision_one(&self, config: FunctionConfig) {
+    async fn provision_one(&self, config: FunctionConfig, credentials: Option<SandboxCredentials>) {
         let key: Key = (config.spec.name.clone(), config.revision_id.clone());
-        let result = match self.start(&config, InitType::ProvisionedConcurrency).await {
+        let start = self.start(
+            &config,
+            InitType::ProvisionedConcurrency,
+            credentials.as_ref(),
+        );
+        let result = match start.await {
             Ok(pooled) => {
                 let ready = self.await_init(pooled, &config).await;
                 self.refill_prepared();

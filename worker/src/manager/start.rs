@@ -10,6 +10,7 @@
 //! disarms the guard: the [`Pooled`] sandbox it returns owns all of it from then on.
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use lamina_proto::domain::FunctionConfig;
@@ -19,6 +20,7 @@ use super::{
     build_env, image, log_stream_name, logs, new_sandbox_id, InitType, Manager, ManagerError,
     Pooled, SandboxInfo, SandboxPhase,
 };
+use crate::role_endpoints::SandboxCredentials;
 use crate::runtime_api::RuntimeApi;
 use crate::runtimes;
 use crate::sandbox::{PreparedSandbox, Sandbox, SandboxSpec};
@@ -186,6 +188,7 @@ impl Manager {
         &self,
         config: &FunctionConfig,
         init: InitType,
+        credentials: Option<&SandboxCredentials>,
     ) -> Result<Pooled, ManagerError> {
         // With a zygote the prepared sandboxes are Python ones (an image brings its own runtime).
         let fits = self.python_zygote().is_none() || image::zygote_fits(config);
@@ -198,7 +201,7 @@ impl Manager {
         if let Err(e) = self.reserve(&mut guard, config, init) {
             return Err(guard.fail(e).await);
         }
-        match self.build(&mut guard, config, init).await {
+        match self.build(&mut guard, config, init, credentials).await {
             // A started sandbox stays `Starting` until its runtime finished its init (`started`).
             Ok(parts) => Ok(parts.into_pooled(guard.finish())),
             Err(e) => Err(guard.fail(e).await),
@@ -264,6 +267,7 @@ impl Manager {
         guard: &mut StartGuard,
         config: &FunctionConfig,
         init: InitType,
+        credentials: Option<&SandboxCredentials>,
     ) -> Result<Started, ManagerError> {
         let spec = &config.spec;
         let cfg = &self.inner.cfg;
@@ -311,9 +315,15 @@ impl Manager {
                 Some(i) => image::argv(i),
                 None => runtimes::command(spec.runtime),
             },
-            env: match &config.image {
-                Some(i) => image::env(config, &stream, init, i),
-                None => build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
+            env: {
+                let mut env = match &config.image {
+                    Some(i) => image::env(config, &stream, init, i),
+                    None => build_env(config, &stream, init, runtimes::runtime_env(spec.runtime)),
+                };
+                // The execution role's credentials, as Lambda sets them (reserved names: no
+                // user variable has them).
+                env.extend(credentials.map(SandboxCredentials::env).unwrap_or_default());
+                env
             },
             host_uid: self.inner.uids.uid_for(&spec.name)?,
             pids_max: cfg.pids_max,
@@ -353,6 +363,24 @@ impl Manager {
             id: sandbox_id.clone(),
             source,
         })?;
+        // The role endpoints: served for a function with credentials, else closed.
+        let role_listeners = sandbox.take_role_listeners();
+        if let (Some(creds), Some((aws, extension)), Some(upstream)) =
+            (credentials, role_listeners, self.inner.role_upstream.get())
+        {
+            crate::role_endpoints::serve(
+                aws,
+                extension,
+                creds.clone(),
+                Arc::clone(upstream),
+                &spec.environment,
+                stop.clone(),
+            )
+            .map_err(|source| ManagerError::RuntimeApi {
+                id: sandbox_id.clone(),
+                source,
+            })?;
+        }
         let output = sandbox.take_output().map(logs::SandboxOutput::new);
         if let Some(out) = &output {
             logs::spawn_reader(out.clone(), api.clone(), stop.clone());
@@ -370,6 +398,7 @@ impl Manager {
             stop,
             started_at,
             leases,
+            credentials: credentials.cloned(),
         })
     }
 }
@@ -381,6 +410,7 @@ struct Started {
     stop: CancellationToken,
     started_at: Instant,
     leases: Vec<crate::disk_cache::CacheLease>,
+    credentials: Option<SandboxCredentials>,
 }
 
 impl Started {
@@ -394,6 +424,7 @@ impl Started {
             idle_since: self.started_at,
             frozen: false,
             _leases: self.leases,
+            credentials: self.credentials,
         }
     }
 }

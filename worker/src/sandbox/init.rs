@@ -38,8 +38,8 @@ use nix::sys::socket::{recv, send, sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::{fork, ForkResult, Gid, Uid};
 
 use super::protocol::{
-    InitConfig, PrepareConfig, INIT_SOCKET_FD, MSG_ERROR_PREFIX, MSG_LISTENER, RUNTIME_API_PORT,
-    SANDBOX_UID,
+    InitConfig, PrepareConfig, AWS_ENDPOINT_PORT, EXTENSION_PORT, INIT_SOCKET_FD, MSG_ERROR_PREFIX,
+    MSG_LISTENER, RUNTIME_API_PORT, SANDBOX_UID,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -255,7 +255,13 @@ fn loopback_up() -> Result<(), InitError> {
 fn hand_over_runtime_api_socket(sock: &OwnedFd) -> Result<(), InitError> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", RUNTIME_API_PORT))
         .step(|| format!("bind the runtime api at 127.0.0.1:{RUNTIME_API_PORT}"))?;
-    let fds = [listener.as_raw_fd()];
+    // The execution role's endpoints, in the same namespace (the worker closes them for a
+    // function without a role).
+    let aws = std::net::TcpListener::bind(("127.0.0.1", AWS_ENDPOINT_PORT))
+        .step(|| format!("bind the aws endpoint at 127.0.0.1:{AWS_ENDPOINT_PORT}"))?;
+    let extension = std::net::TcpListener::bind(("127.0.0.1", EXTENSION_PORT))
+        .step(|| format!("bind the secrets extension at 127.0.0.1:{EXTENSION_PORT}"))?;
+    let fds = [listener.as_raw_fd(), aws.as_raw_fd(), extension.as_raw_fd()];
     sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(MSG_LISTENER)],

@@ -2,8 +2,9 @@
 //! (fd 3 in the init process). One datagram per message:
 //!
 //! 1. worker -> init: `PrepareConfig` as JSON (after the init process was attached to the cgroup).
-//! 2. init -> worker: `LISTENER` with the Runtime API socket attached (SCM_RIGHTS), sent by pid 1 of
-//!    the new namespaces. The sandbox is now *prepared*: cgroup, namespaces, loopback and the Runtime
+//! 2. init -> worker: `LISTENER` with the Runtime API socket attached (SCM_RIGHTS), then the AWS
+//!    API endpoint's and the Parameters and Secrets extension's sockets (served only for functions
+//!    with an execution role, closed otherwise), sent by pid 1 of the new namespaces. The sandbox is now *prepared*: cgroup, namespaces, loopback and the Runtime
 //!    API socket exist, no code is bound, nothing untrusted runs. A pool of these waits for requests.
 //! 3. worker -> init: `InitConfig` as JSON (the function: code, runtime, uid, environment), after the
 //!    worker wrote the function's limits into the cgroup.
@@ -17,6 +18,11 @@ use serde::{Deserialize, Serialize};
 pub const INIT_SOCKET_FD: i32 = 3;
 /// The Runtime API port inside the sandbox's network namespace.
 pub const RUNTIME_API_PORT: u16 = 9001;
+/// The AWS API endpoint of a function with an execution role (`AWS_ENDPOINT_URL`), forwarded by
+/// the worker to the controller's REST API (`crate::role_endpoints`).
+pub const AWS_ENDPOINT_PORT: u16 = 9002;
+/// The AWS Parameters and Secrets Lambda Extension's port (`crate::role_endpoints::extension`).
+pub const EXTENSION_PORT: u16 = 2773;
 /// The uid (and gid) the function has inside its user namespace, like Lambda's `sbx_user1051`.
 pub const SANDBOX_UID: u32 = 993;
 

@@ -170,6 +170,9 @@ pub struct Sandbox {
     init_pid: i32,
     work_dir: PathBuf,
     listener: Option<TcpListener>,
+    /// The execution role's endpoints: the AWS API (127.0.0.1:9002) and the Parameters and
+    /// Secrets extension (127.0.0.1:2773), inside the sandbox's network namespace.
+    role_listeners: Option<(TcpListener, TcpListener)>,
     output: Option<OwnedFd>,
     exit: watch::Receiver<Option<ExitInfo>>,
     destroyed: bool,
@@ -191,6 +194,13 @@ impl Sandbox {
     /// listening and non-blocking. Some once.
     pub fn take_runtime_api_listener(&mut self) -> Option<TcpListener> {
         self.listener.take()
+    }
+
+    /// The AWS API endpoint's and the Parameters and Secrets extension's sockets (bound at
+    /// 127.0.0.1:9002 and 127.0.0.1:2773 inside the sandbox's network namespace, listening,
+    /// non-blocking). Some once; dropping them closes the ports.
+    pub fn take_role_listeners(&mut self) -> Option<(TcpListener, TcpListener)> {
+        self.role_listeners.take()
     }
 
     /// Read end of the pipe that is the runtime's stdout and stderr. Some once; needs a tokio runtime.
@@ -436,7 +446,7 @@ impl PreparedSandbox {
             send_json(&id, &sock, &cfg)?;
             match receive(&id, &sock)? {
                 Received::Eof => Ok(()),
-                Received::Listener(_) => Err(start_err(&id, "a second runtime api socket".into())),
+                Received::Listener(..) => Err(start_err(&id, "a second runtime api socket".into())),
             }
         })
         .await
@@ -499,6 +509,7 @@ async fn prepare_in(
         cgroup: cgroup.clone(),
         work_dir: spec.work_dir.clone(),
         listener: None,
+        role_listeners: None,
         output: Some(out_read),
         init_pid: pid,
         exit: exit_rx,
@@ -526,7 +537,7 @@ async fn prepare_in(
         set_timeout(&hs_id, &ours)?;
         send_json(&hs_id, &ours, &cfg)?;
         match receive(&hs_id, &ours)? {
-            Received::Listener(l) => Ok((l, ours)),
+            Received::Listener(l, role) => Ok((l, role, ours)),
             Received::Eof => Err(start_err(
                 &hs_id,
                 "init exited without a runtime api socket".into(),
@@ -536,8 +547,9 @@ async fn prepare_in(
     .await
     .expect("sandbox handshake task panicked");
     match handshake {
-        Ok((listener, sock)) => {
+        Ok((listener, role, sock)) => {
             sandbox.listener = Some(listener);
+            sandbox.role_listeners = Some(role);
             Ok(PreparedSandbox { sandbox, sock })
         }
         Err(e) => {
@@ -645,7 +657,8 @@ fn send_json<T: serde::Serialize>(id: &str, sock: &OwnedFd, msg: &T) -> Result<(
 /// What the init process said: the Runtime API socket, or end-of-file (exec done). An `ERROR`
 /// message or anything unexpected is an error.
 enum Received {
-    Listener(TcpListener),
+    /// The Runtime API's socket, then the role endpoints' (AWS API, extension).
+    Listener(TcpListener, (TcpListener, TcpListener)),
     Eof,
 }
 
@@ -654,7 +667,7 @@ fn receive(id: &str, sock: &OwnedFd) -> Result<Received, SandboxError> {
     let fd = sock.as_raw_fd();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut cmsg = nix::cmsg_space!([RawFd; 3]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = match recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => msg,
@@ -667,7 +680,7 @@ fn receive(id: &str, sock: &OwnedFd) -> Result<Received, SandboxError> {
             }
             Err(e) => return Err(fail(format!("receive from init: {e}"))),
         };
-        let mut received_fd = None;
+        let mut received_fds = Vec::new();
         for c in msg
             .cmsgs()
             .map_err(|e| fail(format!("read control message: {e}")))?
@@ -676,7 +689,7 @@ fn receive(id: &str, sock: &OwnedFd) -> Result<Received, SandboxError> {
                 for f in fds {
                     // SAFETY: SCM_RIGHTS just installed this fd in our table; we are its only owner.
                     let owned = unsafe { OwnedFd::from_raw_fd(f) };
-                    received_fd.get_or_insert(owned);
+                    received_fds.push(owned);
                 }
             }
         }
@@ -687,13 +700,23 @@ fn receive(id: &str, sock: &OwnedFd) -> Result<Received, SandboxError> {
             return Ok(Received::Eof);
         }
         if data == MSG_LISTENER {
-            let Some(owned) = received_fd else {
-                return Err(fail("runtime api message without a socket".into()));
+            if received_fds.len() != 3 {
+                return Err(fail(format!(
+                    "the runtime api message carries {} sockets, not 3",
+                    received_fds.len()
+                )));
+            }
+            let mut listeners = Vec::with_capacity(3);
+            for owned in received_fds {
+                let l = TcpListener::from(owned);
+                l.set_nonblocking(true)
+                    .map_err(|e| fail(format!("sandbox listening socket: {e}")))?;
+                listeners.push(l);
+            }
+            let Ok([runtime, aws, extension]) = <[TcpListener; 3]>::try_from(listeners) else {
+                return Err(fail("the runtime api message lost a socket".into()));
             };
-            let l = TcpListener::from(owned);
-            l.set_nonblocking(true)
-                .map_err(|e| fail(format!("runtime api socket: {e}")))?;
-            return Ok(Received::Listener(l));
+            return Ok(Received::Listener(runtime, (aws, extension)));
         } else if let Some(err) = data.strip_prefix(MSG_ERROR_PREFIX) {
             return Err(fail(String::from_utf8_lossy(err).into_owned()));
         } else {

@@ -111,6 +111,7 @@ async fn worker_warm_series(
             client_context: String::new(),
             trace_id: String::new(),
             invoked_function_arn: String::new(),
+            credentials: None,
         };
         let t = Instant::now();
         let r = w.invoke(req).await?.into_inner();

@@ -1,0 +1,201 @@
+//! The `Roles` service: execution roles (issue 17), admin keys only (as key management:
+//! [`AdminOnly`]). A role is a name and an IAM identity policy (`crate::iam::Policy`, checked
+//! before it is stored); functions name it as `arn:aws:iam::000000000000:role/NAME`. Every
+//! write goes to the store first, then to the in-memory roles of `auth::sessions`, which mint
+//! and verify the sessions' credentials.
+use std::sync::Arc;
+
+use lamina_proto::auth::{AuthFailure, KeyLookup};
+use lamina_proto::v1;
+use tonic::{Request, Response, Status};
+
+use super::{now_ms, Shared};
+use crate::auth::sessions::{role_arn, valid_role_name, SessionStore};
+use crate::iam::Policy;
+use crate::store::{RoleStore, RoleStoreError, StoredRole};
+
+/// The largest description of a role (IAM's).
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+
+/// Lets only admin keys call the service it guards: the key store's check of key management
+/// (`/lamina.v1.Auth/`) applied to every method.
+pub(crate) struct AdminOnly(pub Arc<dyn KeyLookup>);
+
+impl KeyLookup for AdminOnly {
+    fn secret(&self, key_id: &str, _path: &str) -> Result<String, AuthFailure> {
+        self.0
+            .secret(key_id, "/lamina.v1.Auth/ManageRoles")
+            .map_err(|f| match f {
+                AuthFailure::Denied(id, _) => {
+                    AuthFailure::Denied(id, "only admin keys may manage execution roles".into())
+                }
+                other => other,
+            })
+    }
+}
+
+/// Loads every stored role into `sessions` (at start). A role whose policy no longer parses is
+/// left out (logged): its functions get no credentials until it is updated.
+pub(crate) fn load(sessions: &SessionStore, store: &dyn RoleStore) -> Result<(), RoleStoreError> {
+    for role in store.list_roles()? {
+        match Policy::parse_identity(&role.policy) {
+            Ok(p) => sessions.set_role(&role.name, Some(Arc::new(p))),
+            Err(e) => {
+                tracing::error!(role = %role.name, error = %e, "stored role policy does not parse: the role gives no credentials until it is updated")
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct RolesService {
+    shared: Arc<Shared>,
+    /// Held across a write to the store and to the sessions' roles, so that both see writes in
+    /// one order.
+    writes: tokio::sync::Mutex<()>,
+}
+
+fn to_status(e: RoleStoreError) -> Status {
+    let message = e.to_string();
+    match e {
+        RoleStoreError::Exists(_) => Status::already_exists(message),
+        RoleStoreError::NotFound(_) => Status::not_found(message),
+        RoleStoreError::Storage(_) => {
+            tracing::error!(error = %message, "role store error");
+            Status::internal(message)
+        }
+    }
+}
+
+fn to_proto(r: StoredRole) -> v1::Role {
+    v1::Role {
+        arn: role_arn(&r.name),
+        name: r.name,
+        policy: r.policy,
+        description: r.description,
+        created_ms: r.created_ms,
+        updated_ms: r.updated_ms,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Status> {
+    if valid_role_name(name) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "role name must be 1 to 64 letters, digits or +=,.@_-, got {:?}",
+            name.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+/// The checked role of a create or update, and its compiled policy.
+fn checked(r: v1::PutRoleRequest) -> Result<(StoredRole, Arc<Policy>), Status> {
+    check_name(&r.name)?;
+    if r.description.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Status::invalid_argument(format!(
+            "role description must be at most {MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    let policy = Policy::parse_identity(&r.policy)
+        .map_err(|e| Status::invalid_argument(format!("policy of role `{}`: {e}", r.name)))?;
+    let now = now_ms();
+    let role = StoredRole {
+        name: r.name,
+        policy: r.policy,
+        description: r.description,
+        created_ms: now,
+        updated_ms: now,
+    };
+    Ok((role, Arc::new(policy)))
+}
+
+impl RolesService {
+    pub(crate) fn new(shared: Arc<Shared>) -> RolesService {
+        RolesService {
+            shared,
+            writes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn RoleStore) -> Result<T, RoleStoreError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let Some(store) = self.shared.roles.clone() else {
+            return Err(Status::unimplemented(
+                "this controller keeps no execution roles (no role store)",
+            ));
+        };
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| Status::internal(format!("role store task failed: {e}")))?
+            .map_err(to_status)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::roles_server::Roles for RolesService {
+    async fn create_role(
+        &self,
+        request: Request<v1::PutRoleRequest>,
+    ) -> Result<Response<v1::Role>, Status> {
+        let (role, policy) = checked(request.into_inner())?;
+        let _writes = self.writes.lock().await;
+        let stored = role.clone();
+        self.store(move |s| s.create_role(&stored)).await?;
+        self.shared.sessions.set_role(&role.name, Some(policy));
+        tracing::info!(role = %role.name, "role created");
+        Ok(Response::new(to_proto(role)))
+    }
+
+    async fn update_role(
+        &self,
+        request: Request<v1::PutRoleRequest>,
+    ) -> Result<Response<v1::Role>, Status> {
+        let (role, policy) = checked(request.into_inner())?;
+        let _writes = self.writes.lock().await;
+        let name = role.name.clone();
+        let stored = self.store(move |s| s.update_role(&role)).await?;
+        self.shared.sessions.set_role(&name, Some(policy));
+        tracing::info!(role = %name, "role updated");
+        Ok(Response::new(to_proto(stored)))
+    }
+
+    async fn get_role(
+        &self,
+        request: Request<v1::GetRoleRequest>,
+    ) -> Result<Response<v1::Role>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let lookup = name.clone();
+        match self.store(move |s| s.get_role(&lookup)).await? {
+            Some(r) => Ok(Response::new(to_proto(r))),
+            None => Err(to_status(RoleStoreError::NotFound(name))),
+        }
+    }
+
+    async fn delete_role(
+        &self,
+        request: Request<v1::DeleteRoleRequest>,
+    ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
+        let name = request.into_inner().name;
+        check_name(&name)?;
+        let _writes = self.writes.lock().await;
+        let gone = name.clone();
+        self.store(move |s| s.delete_role(&gone)).await?;
+        self.shared.sessions.set_role(&name, None);
+        tracing::info!(role = %name, "role deleted");
+        Ok(Response::new(v1::DeleteRoleResponse {}))
+    }
+
+    async fn list_roles(
+        &self,
+        _request: Request<v1::ListRolesRequest>,
+    ) -> Result<Response<v1::ListRolesResponse>, Status> {
+        let roles = self.store(|s| s.list_roles()).await?;
+        Ok(Response::new(v1::ListRolesResponse {
+            roles: roles.into_iter().map(to_proto).collect(),
+        }))
+    }
+}
