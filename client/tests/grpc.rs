@@ -239,6 +239,28 @@ impl Functions for Server {
             }],
         }))
     }
+
+    // Resource-based policies are the controller's (tests/tests/policies.rs).
+    async fn add_permission(
+        &self,
+        _: Request<v1::AddPermissionRequest>,
+    ) -> Result<Response<v1::AddPermissionResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn remove_permission(
+        &self,
+        _: Request<v1::RemovePermissionRequest>,
+    ) -> Result<Response<v1::RemovePermissionResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
+    async fn get_policy(
+        &self,
+        _: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
 }
 
 /// The asynchronous-invocation calls, on their own service (`Events`) as in the controller.

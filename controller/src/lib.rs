@@ -201,10 +201,10 @@ impl Controller {
         let cluster = keys.as_ref().map(|k| k.cluster_credentials().clone());
         let mut controller = Controller::with_store(&config, Arc::new(store));
         controller.shared.limiter.load(reservations);
-        controller.keys = keys;
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
             .keys = keys.clone();
+        controller.keys = keys;
         controller.bootstrap = bootstrap;
         Arc::get_mut(&mut controller.shared)
             .expect("a new controller's state is not shared yet")
@@ -260,8 +260,8 @@ impl Controller {
                 master_key: Arc::new(crypto::MasterKey::ephemeral()),
                 sessions: Arc::new(auth::sessions::SessionStore::new(config.session_ttl)),
                 roles: None,
-            }),
                 keys: None,
+            }),
             keys: None,
             bootstrap: Bootstrap::default(),
             http: None,

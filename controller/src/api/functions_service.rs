@@ -11,7 +11,7 @@ use super::functions::{
     create_function, delete, ensure_name_free, get, list, update_code, update_configuration,
     ConfigurationUpdate,
 };
-use super::{concurrency, versions, ApiError, Shared};
+use super::{concurrency, permissions, versions, ApiError, Shared};
 use crate::code::{CheckedCode, CodeBuffer};
 
 const LOGS_DEFAULT: usize = 1000;
@@ -329,5 +329,79 @@ impl v1::functions_server::Functions for FunctionsService {
             })
             .collect();
         Ok(Response::new(v1::ListWorkersResponse { workers }))
+    }
+
+    async fn add_permission(
+        &self,
+        request: Request<v1::AddPermissionRequest>,
+    ) -> Result<Response<v1::AddPermissionResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:AddPermission",
+            &r.function_name,
+            &r.qualifier,
+        )?;
+        let r = request.into_inner();
+        let some = |s: String| Some(s).filter(|s| !s.is_empty());
+        let statement = permissions::add_permission(
+            &self.shared,
+            permissions::NewPermission {
+                function_name: r.function_name,
+                qualifier: r.qualifier,
+                statement_id: r.statement_id,
+                action: r.action,
+                principal: r.principal,
+                source_arn: some(r.source_arn),
+                source_account: some(r.source_account),
+                principal_org_id: some(r.principal_org_id),
+                event_source_token: some(r.event_source_token),
+                function_url_auth_type: some(r.function_url_auth_type),
+                revision_id: some(r.revision_id),
+            },
+        )
+        .await?;
+        Ok(Response::new(v1::AddPermissionResponse { statement }))
+    }
+
+    async fn remove_permission(
+        &self,
+        request: Request<v1::RemovePermissionRequest>,
+    ) -> Result<Response<v1::RemovePermissionResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:RemovePermission",
+            &r.function_name,
+            &r.qualifier,
+        )?;
+        let r = request.into_inner();
+        permissions::remove_permission(
+            &self.shared,
+            &r.function_name,
+            &r.qualifier,
+            &r.statement_id,
+            Some(r.revision_id.as_str()),
+        )
+        .await?;
+        Ok(Response::new(v1::RemovePermissionResponse {}))
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<v1::GetPolicyRequest>,
+    ) -> Result<Response<v1::GetPolicyResponse>, Status> {
+        let r = request.get_ref();
+        self.shared.authorize_function(
+            request.extensions(),
+            "lambda:GetPolicy",
+            &r.function_name,
+            &r.qualifier,
+        )?;
+        let p = permissions::get_policy(&self.shared, &r.function_name, &r.qualifier).await?;
+        Ok(Response::new(v1::GetPolicyResponse {
+            policy: p.policy,
+            revision_id: p.revision_id,
+        }))
     }
 }

@@ -31,6 +31,7 @@ pub(crate) mod layers;
 mod layers_service;
 mod lower_errors;
 pub(crate) mod network;
+pub(crate) mod permissions;
 pub(crate) mod provisioned;
 pub(crate) mod roles;
 pub(crate) mod stream;
@@ -141,11 +142,13 @@ pub enum ApiError {
     /// Too many HTTP APIs or routes (the message says which limit and what to do).
     #[error("{0}")]
     GatewayLimit(String),
-}
-
+    #[error(transparent)]
+    Permission(#[from] permissions::PermissionError),
     /// A policy refused the call (`Shared::authorize`; the message says who, what and why).
     #[error("{0}")]
     PermissionDenied(String),
+}
+
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let message = e.to_string();
@@ -200,9 +203,17 @@ impl From<ApiError> for Status {
             ApiError::ProvisionedNotFound { .. } => Code::NotFound,
             ApiError::Network(e) => network::status_code(e),
             ApiError::WorkerNotFound(_) => Code::NotFound,
+            ApiError::PermissionDenied(_) => Code::PermissionDenied,
+            ApiError::Permission(e) => match e {
+                permissions::PermissionError::StatementExists { .. } => Code::AlreadyExists,
+                permissions::PermissionError::StatementNotFound { .. }
+                | permissions::PermissionError::NoPolicy(_) => Code::NotFound,
+                permissions::PermissionError::Revision { .. } => Code::FailedPrecondition,
+                permissions::PermissionError::Invalid(_)
+                | permissions::PermissionError::TooLong { .. } => Code::InvalidArgument,
+            },
         };
         let mut status = Status::new(code, message);
-            ApiError::PermissionDenied(_) => Code::PermissionDenied,
         if let Some(reason) = e.throttle_reason() {
             status.metadata_mut().insert(
                 THROTTLE_REASON_KEY,

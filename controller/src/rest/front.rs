@@ -153,15 +153,15 @@ pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Res
                 return refuse(protocol, &method, &path, r.into());
             }
         }
+        // Who signed, for the services' `Shared::authorize`.
+        parts
+            .extensions
+            .insert(lamina_proto::auth::Caller { access_key_id });
     }
     drop(held);
     Services::dispatch(route, parts, bytes).await
 }
 
-        // Who signed, for the services' `Shared::authorize`.
-        parts
-            .extensions
-            .insert(lamina_proto::auth::Caller { access_key_id });
 /// Serves `router` on `listener` until `shutdown` (step 1 of the module docs).
 pub(super) async fn serve(
     listener: TcpListener,

@@ -30,6 +30,7 @@ use crate::api::{functions, versions as api_versions, ApiError, Shared};
 mod concurrency;
 mod events;
 mod layers;
+mod policy;
 pub mod shapes;
 mod stream;
 mod tags;
@@ -152,6 +153,14 @@ fn routes(state: Arc<RestState>) -> Router {
                 .delete(urls::delete_url),
         )
         .route("/2021-10-31/functions/:name/urls", get(urls::list_urls))
+        .route(
+            "/2015-03-31/functions/:name/policy",
+            post(policy::add_permission).get(policy::get_policy),
+        )
+        .route(
+            "/2015-03-31/functions/:name/policy/:sid",
+            axum::routing::delete(policy::remove_permission),
+        )
         .fallback(unknown_operation)
         // The front read the body within the route's limit already.
         .layer(DefaultBodyLimit::disable())

@@ -154,6 +154,28 @@ impl From<ApiError> for RestError {
             ApiError::PermissionDenied(_) => {
                 RestError::new(StatusCode::FORBIDDEN, "AccessDeniedException", message)
             }
+            ApiError::Permission(e) => {
+                use crate::api::permissions::PermissionError as P;
+                match e {
+                    P::StatementExists { .. } => RestError::new(
+                        StatusCode::CONFLICT,
+                        "ResourceConflictException",
+                        message,
+                    ),
+                    P::StatementNotFound { .. } | P::NoPolicy(_) => RestError::not_found(message),
+                    P::Revision { .. } => RestError::new(
+                        StatusCode::PRECONDITION_FAILED,
+                        "PreconditionFailedException",
+                        message,
+                    ),
+                    P::Invalid(_) => RestError::invalid(message),
+                    P::TooLong { .. } => RestError::new(
+                        StatusCode::BAD_REQUEST,
+                        "PolicyLengthExceededException",
+                        message,
+                    ),
+                }
+            }
             ApiError::Worker { status, .. } if status.code() == tonic::Code::ResourceExhausted => {
                 RestError::new(
                     StatusCode::TOO_MANY_REQUESTS,
