@@ -24,6 +24,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// TLS to the controller cannot be set up (no CA for an `https://` endpoint, an unreadable CA).
+    #[error("cannot connect to the lamina controller at {endpoint} over TLS: {detail}")]
+    Tls { endpoint: String, detail: String },
     /// The code given is not usable (not a zip, contains a symlink, too large...).
     #[error("{0}")]
     Code(String),

@@ -71,11 +71,14 @@ pub struct Client {
     endpoint: String,
 }
 
-/// `endpoint` with a scheme: `127.0.0.1:9670` becomes `http://127.0.0.1:9670`.
-fn normalize_endpoint(endpoint: &str) -> String {
+/// `endpoint` with a scheme: `127.0.0.1:9670` becomes `https://127.0.0.1:9670` when a CA is given
+/// (TLS), else `http://127.0.0.1:9670`.
+fn normalize_endpoint(endpoint: &str, tls: bool) -> String {
     let endpoint = endpoint.trim();
     if endpoint.contains("://") {
         endpoint.to_string()
+    } else if tls {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     }
@@ -91,18 +94,49 @@ impl Client {
     /// Like [`Client::connect`], signing every request with `creds` (a controller with
     /// authentication on refuses unsigned requests).
     pub async fn connect_with(endpoint: &str, creds: Option<Credentials>) -> Result<Client, Error> {
-        let uri = normalize_endpoint(endpoint);
+        Client::connect_tls(endpoint, creds, None).await
+    }
+
+    /// Like [`Client::connect_with`]; an `https://` endpoint (or one without a scheme when `ca` is
+    /// given) is reached over TLS, its certificate verified against the CA certificates of the PEM
+    /// file `ca` (`fnctl up`: `DATA_DIR/tls/ca.pem`). An `https://` endpoint without `ca` is an
+    /// [`Error::Tls`].
+    pub async fn connect_tls(
+        endpoint: &str,
+        creds: Option<Credentials>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Client, Error> {
+        let uri = normalize_endpoint(endpoint, ca.is_some());
         let connect_err = |source| Error::Connect {
             endpoint: uri.clone(),
             source,
         };
-        let channel = Endpoint::from_shared(uri.clone())
+        let tls_err = |detail: String| Error::Tls {
+            endpoint: uri.clone(),
+            detail,
+        };
+        let tonic_endpoint = Endpoint::from_shared(lamina_proto::tls::tonic_uri(&uri))
             .map_err(connect_err)?
             .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(connect_err)?;
+            .tcp_nodelay(true);
+        let channel = if uri.starts_with("https://") {
+            let ca = ca.ok_or_else(|| {
+                tls_err(
+                    "an https endpoint needs the cluster's CA certificate: pass --ca FILE or set \
+                     FNCTL_CA (fnctl up writes DATA_DIR/tls/ca.pem)"
+                        .to_string(),
+                )
+            })?;
+            let roots = lamina_proto::tls::load_roots(ca).map_err(|e| tls_err(e.to_string()))?;
+            let config = lamina_proto::tls::client_config(roots, None)
+                .map_err(|e| tls_err(e.to_string()))?;
+            tonic_endpoint
+                .connect_with_connector(lamina_proto::tls::TlsConnect::new(config))
+                .await
+                .map_err(connect_err)?
+        } else {
+            tonic_endpoint.connect().await.map_err(connect_err)?
+        };
         let channel = Signed::new(channel, creds);
         let max = lamina_proto::MAX_GRPC_MESSAGE_BYTES;
         Ok(Client {
@@ -467,11 +501,30 @@ mod tests {
     #[test]
     fn endpoint_gets_a_scheme() {
         assert_eq!(
-            normalize_endpoint("127.0.0.1:9670"),
+            normalize_endpoint("127.0.0.1:9670", false),
             "http://127.0.0.1:9670"
         );
-        assert_eq!(normalize_endpoint(" http://h:1 "), "http://h:1");
-        assert_eq!(normalize_endpoint("https://h:1"), "https://h:1");
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:9670", true),
+            "https://127.0.0.1:9670"
+        );
+        assert_eq!(normalize_endpoint(" http://h:1 ", true), "http://h:1");
+        assert_eq!(normalize_endpoint("https://h:1", false), "https://h:1");
+    }
+
+    #[tokio::test]
+    async fn an_https_endpoint_needs_a_ca_that_exists() {
+        let e = Client::connect_tls("https://127.0.0.1:9", None, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FNCTL_CA") && e.contains("--ca"), "{e}");
+        let missing = std::path::Path::new("/nonexistent/ca.pem");
+        let e = Client::connect_tls("https://127.0.0.1:9", None, Some(missing))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 
     #[tokio::test]

@@ -4,14 +4,21 @@
 //! closed as they arrive), how long a request head may take (an idle keep-alive connection is
 //! closed after the same time: hyper restarts the timer for every head it waits for), how large
 //! a head may be, and HTTP/2 streams per connection.
+//!
+//! With TLS ([`HttpListener::tls`]), each connection's handshake runs in its connection's task (never
+//! on the accept loop), within the head timeout counted from the accept; requests served over it
+//! carry the [`SecureTransport`] extension.
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -31,14 +38,39 @@ pub struct Limits {
     pub max_streams: u32,
 }
 
+/// A listening socket and, when it serves HTTPS, its TLS configuration.
+pub struct HttpListener {
+    pub tcp: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl HttpListener {
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+impl From<TcpListener> for HttpListener {
+    /// Plain HTTP.
+    fn from(tcp: TcpListener) -> HttpListener {
+        HttpListener { tcp, tls: None }
+    }
+}
+
+/// A request extension: the request came over TLS (IAM's `aws:SecureTransport`).
+#[derive(Debug, Clone, Copy)]
+pub struct SecureTransport;
+
 /// Serves `router` on `listener` until `shutdown`; `name` names the listener in logs.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<HttpListener>,
     router: Router,
     limits: Limits,
     name: &'static str,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let HttpListener { tcp: listener, tls } = listener.into();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -75,26 +107,47 @@ pub async fn serve(
         }
         let router = router.clone();
         let header_timeout = limits.header_timeout;
+        let secure = acceptor.is_some();
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 // Handlers that want the peer's address (the gateway's `sourceIp`) find it here.
                 req.extensions_mut().insert(Peer(peer));
+                if secure {
+                    req.extensions_mut().insert(SecureTransport);
+                }
                 tower_service::Service::call(&mut router.clone(), req.map(Body::new))
             });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            // hyper's header timeout starts once it knows the HTTP version: a client that sends
-            // nothing (or a piece of the HTTP/2 preface) would be held forever before that.
-            if !version_known(&stream, header_timeout).await {
-                tracing::debug!(listener = name, %peer, "closed a connection that sent no request in time");
-                drop(permit);
-                return;
-            }
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            let served = match acceptor {
+                None => {
+                    // hyper's header timeout starts once it knows the HTTP version: a client that
+                    // sends nothing (or a piece of the HTTP/2 preface) would be held forever
+                    // before that.
+                    if !version_known(&stream, header_timeout).await {
+                        tracing::debug!(listener = name, %peer, "closed a connection that sent no request in time");
+                        return;
+                    }
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let Some(stream) = tls_start(&acceptor, stream, deadline).await else {
+                        tracing::debug!(listener = name, %peer, "closed a TLS connection that sent no request in time");
+                        return;
+                    };
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -131,6 +184,90 @@ async fn version_known(stream: &tokio::net::TcpStream, timeout: Duration) -> boo
                 }
             }
         }
+    }
+}
+
+/// The TLS handshake, then the first bytes of the request (enough to tell HTTP/1 from HTTP/2, as
+/// [`version_known`] does for plain connections), all before `deadline`; `None`: the handshake
+/// failed, or the client was too slow or closed.
+async fn tls_start(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>> {
+    use tokio::io::AsyncReadExt;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+        .await
+        .ok()?
+        .ok()?;
+    let mut head = Vec::with_capacity(PREFACE.len());
+    let mut buf = [0u8; 24];
+    while head.len() < PREFACE.len() && head[..] == PREFACE[..head.len()] {
+        let want = PREFACE.len() - head.len();
+        match tokio::time::timeout_at(deadline, tls.read(&mut buf[..want])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(Prefixed {
+        head,
+        read: 0,
+        inner: tls,
+    })
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Prefixed<S> {
+    head: Vec<u8>,
+    read: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.head.len() {
+            let n = (this.head.len() - this.read).min(buf.remaining());
+            buf.put_slice(&this.head[this.read..this.read + n]);
+            this.read += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

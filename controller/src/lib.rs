@@ -51,6 +51,7 @@ use context::Context;
 use invocation::WorkerInvoker;
 use lamina_proto::auth::{Authenticated, KeyLookup, ServerGuard, StaticKey};
 use lamina_proto::guard::GRPC_SMALL_BODY_BYTES;
+use lamina_proto::tls::{ClientCerts, RequireClientCert, TlsMaterial, ALPN_H2, ALPN_HTTP11};
 use lamina_proto::v1::auth_server::AuthServer;
 use queue::{Dispatcher, QueueConfig, QueueError, QueueStore};
 use registry::Registry;
@@ -126,6 +127,8 @@ pub enum ControllerError {
     Rest(std::io::Error),
     #[error("HTTP gateway failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] lamina_proto::tls::TlsError),
     #[error(
         "cannot make the data directory {path} private (mode 0700): {source}; check its owner"
     )]
@@ -177,6 +180,9 @@ pub struct Controller {
     bootstrap: Bootstrap,
     /// The HTTP gateway's listener and settings, when it is served.
     http: Option<(TcpListener, gateway::GatewayConfig)>,
+    /// TLS on every listener and to the workers ([`Controller::with_tls`]); none: plaintext
+    /// (the binary allows it on loopback addresses only, with `--plaintext`).
+    tls: Option<TlsMaterial>,
 }
 
 impl Controller {
@@ -265,6 +271,7 @@ impl Controller {
             keys: None,
             bootstrap: Bootstrap::default(),
             http: None,
+            tls: None,
         }
     }
 
@@ -276,6 +283,15 @@ impl Controller {
     ) -> Controller {
         self.http = Some((listener, config));
         self
+    }
+
+    /// Serves every listener over TLS with `tls`: the gRPC port asks clients for a certificate and
+    /// `Cluster` requires one signed by `tls`'s CA (workers: mTLS on top of the cluster
+    /// credential); calls to workers verify their certificates and present this one.
+    pub fn with_tls(mut self, tls: TlsMaterial) -> Result<Controller, ControllerError> {
+        self.shared.workers.set_tls(tls.client_config()?);
+        self.tls = Some(tls);
+        Ok(self)
     }
 
     /// What the first start created (the first admin key's file), for the operator.
@@ -367,7 +383,6 @@ impl Controller {
         })
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let incoming = lamina_proto::net::nodelay_incoming(listener);
         let dispatcher = self.shared.queue.as_ref().map(|q| {
             let invoker = Arc::new(WorkerInvoker {
                 ctx: Arc::clone(&self.shared),
@@ -386,6 +401,14 @@ impl Controller {
             Arc::clone(&self.shared),
         ))
         .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
+        let (grpc_tls, http_tls) = match &self.tls {
+            Some(m) => (
+                Some(m.server_config(ClientCerts::Optional, &[ALPN_H2])?),
+                Some(m.server_config(ClientCerts::NotAsked, &[ALPN_H2, ALPN_HTTP11])?),
+            ),
+            None => (None, None),
+        };
+        let tls_on = grpc_tls.is_some();
         let mut builder =
             lamina_proto::net::server_builder(lamina_proto::net::MAX_CONCURRENT_STREAMS);
         // One budget of unverified bytes and one replay cache for every service of the process
@@ -431,7 +454,10 @@ impl Controller {
                         g(),
                     ))
                     .add_service(Authenticated::with_guard(auth, users, g()))
-                    .add_service(Authenticated::with_guard(cluster, cluster_key, g()))
+                    .add_service(RequireClientCert::when(
+                        tls_on,
+                        Authenticated::with_guard(cluster, cluster_key, g()),
+                    ))
             }
             None => builder
                 .add_service(functions)
@@ -442,26 +468,49 @@ impl Controller {
                 .add_service(gateway_api)
                 .add_service(network_api)
                 .add_service(roles_api)
-                .add_service(cluster),
+                .add_service(RequireClientCert::when(tls_on, cluster)),
         };
         let http_server = self.http.map(|(listener, config)| {
             tokio::spawn(gateway::serve(
                 Arc::clone(&self.shared),
                 self.keys.clone(),
                 config,
-                listener,
+                http_listener::HttpListener {
+                    tcp: listener,
+                    tls: http_tls.clone(),
+                },
                 shutdown.clone(),
             ))
         });
         let rest_server = rest.map(|l| {
             let router = rest::router(Arc::clone(&self.shared), self.keys.clone());
+            let l = http_listener::HttpListener {
+                tcp: l,
+                tls: http_tls.clone(),
+            };
             tokio::spawn(rest::serve(l, router, shutdown.clone()))
         });
-        let served = router
+        let router = router
             .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await;
+            .add_service(reflection_v1alpha);
+        let served = match grpc_tls {
+            None => {
+                let incoming = lamina_proto::net::nodelay_incoming(listener);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await
+            }
+            Some(config) => {
+                let incoming = lamina_proto::tls::tls_incoming(
+                    listener,
+                    config,
+                    lamina_proto::tls::MAX_HANDSHAKES,
+                );
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                    .await
+            }
+        };
         // The server stopped (shutdown, or it failed): stop dispatching too.
         shutdown.cancel();
         if let Some(d) = dispatcher {

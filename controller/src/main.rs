@@ -33,9 +33,10 @@ struct Args {
     /// `<id>.execute-api.us-east-1.DOMAIN`.
     #[arg(long, default_value = "localhost")]
     http_domain: String,
-    /// The scheme clients reach the gateway with (`https` behind a TLS reverse proxy).
-    #[arg(long, default_value = "http", value_parser = ["http", "https"])]
-    http_public_scheme: String,
+    /// The scheme clients reach the gateway with (default: `https` with TLS, else `http`; `https`
+    /// behind a TLS reverse proxy).
+    #[arg(long, value_parser = ["http", "https"])]
+    http_public_scheme: Option<String>,
     /// The port clients reach the gateway on, when a reverse proxy's differs from --http-listen's.
     #[arg(long)]
     http_public_port: Option<u16>,
@@ -102,6 +103,21 @@ struct Args {
     /// The largest container-image upload (package type Image) in bytes.
     #[arg(long, default_value_t = lamina_controller::image::DEFAULT_MAX_IMAGE_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
     max_image_bytes: u64,
+    /// PEM certificate chain served on every listener (gRPC, REST, HTTP gateway) and presented
+    /// to workers (mTLS); with --tls-key and --tls-ca. `fnctl up` generates them.
+    #[arg(long, env = "LAMINA_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LAMINA_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster CA: workers must present a certificate it signed to use the
+    /// Cluster service, and the workers' own certificates are verified against it.
+    #[arg(long, env = "LAMINA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Serve plain HTTP and gRPC without TLS: refused unless every listen address is a loopback
+    /// address.
+    #[arg(long)]
+    plaintext: bool,
     /// How long the session credentials of execution roles (in sandboxes of functions with a
     /// PEM certificate chain served on every listener (gRPC, REST, HTTP gateway) and presented
     /// to workers (mTLS); with --tls-key and --tls-ca. `fnctl up` generates them.
@@ -153,6 +169,9 @@ async fn main() -> anyhow::Result<()> {
         "--async-time-scale must be above 0 and at most 1, got {}",
         args.async_time_scale
     );
+    // Before anything is created: no TLS material and no --plaintext (or --plaintext on a
+    // non-loopback address) stops here.
+    let tls = resolve_tls(&args)?;
     let config = ControllerConfig {
         data_dir: args.data_dir,
         worker_timeout: Duration::from_millis(args.worker_timeout_ms),
@@ -218,7 +237,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the bound address of {}", args.http_listen))?;
     let http_config = lamina_controller::gateway::GatewayConfig {
         domain: args.http_domain.clone(),
-        public_scheme: args.http_public_scheme.clone(),
+        public_scheme: args
+            .http_public_scheme
+            .clone()
+            .unwrap_or_else(|| if tls.is_some() { "https" } else { "http" }.to_string()),
         public_port: args.http_public_port,
         max_connections: args.http_max_connections,
         body_budget_bytes: args.http_body_budget_bytes,
@@ -238,6 +260,10 @@ async fn main() -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let controller = controller.with_http(http_listener, http_config);
+    let controller = match tls {
+        Some(tls) => controller.with_tls(tls)?,
+        None => controller,
+    };
     let server =
         tokio::spawn(controller.serve_with_rest(listener, Some(rest_listener), shutdown.clone()));
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "serving");
@@ -267,6 +293,30 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The TLS material of `--tls-cert/--tls-key/--tls-ca`, or `None` for `--plaintext` (only when
+/// every listen address resolves to loopback addresses).
+fn resolve_tls(args: &Args) -> anyhow::Result<Option<lamina_proto::tls::TlsMaterial>> {
+    use std::net::ToSocketAddrs;
+    let mut listens = Vec::new();
+    for (flag, addr) in [
+        ("--listen", &args.listen),
+        ("--rest-listen", &args.rest_listen),
+        ("--http-listen", &args.http_listen),
+    ] {
+        let resolved = addr
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {flag} {addr}: use HOST:PORT"))?;
+        listens.extend(resolved.map(|a| (flag, a)));
+    }
+    let flags = lamina_proto::tls::TlsFlags {
+        cert: args.tls_cert.clone(),
+        key: args.tls_key.clone(),
+        ca: args.tls_ca.clone(),
+        plaintext: args.plaintext,
+    };
+    Ok(flags.resolve(&listens)?)
 }
 
 async fn stop_signal() -> anyhow::Result<&'static str> {

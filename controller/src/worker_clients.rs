@@ -3,10 +3,11 @@
 //! marks the worker unreachable) and the watch that ends an invocation on a worker that stopped
 //! heartbeating.
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use lamina_proto::auth::{Credentials, Signed, SignedChannel};
+use lamina_proto::tls::TlsConnect;
 use lamina_proto::v1::{self, worker_client::WorkerClient};
 use lamina_proto::MAX_GRPC_MESSAGE_BYTES;
 use tonic::transport::Endpoint;
@@ -98,11 +99,14 @@ pub(crate) async fn worker_down(registry: &Registry, worker_id: &str, every: Dur
 }
 
 /// gRPC clients of workers, one per address (one HTTP/2 connection each), shared by all
-/// invocations. Calls are signed with the cluster credential when there is one.
+/// invocations. Calls are signed with the cluster credential when there is one, and go over TLS
+/// (mTLS: the worker's certificate verified against the cluster CA, the controller's presented)
+/// once [`WorkerClients::set_tls`] was called.
 #[derive(Default)]
 pub struct WorkerClients {
     clients: Mutex<HashMap<String, WorkerClient<SignedChannel>>>,
     creds: Option<Credentials>,
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 impl WorkerClients {
@@ -110,6 +114,14 @@ impl WorkerClients {
         WorkerClients {
             clients: Mutex::default(),
             creds,
+            tls: OnceLock::new(),
+        }
+    }
+
+    /// Calls workers over TLS with `config` from now on (set once, before any call).
+    pub fn set_tls(&self, config: Arc<rustls::ClientConfig>) {
+        if self.tls.set(config).is_err() {
+            tracing::warn!("the workers' TLS configuration was set twice: the first one stays");
         }
     }
 
@@ -129,13 +141,18 @@ impl WorkerClients {
                 detail: format!("invalid address: {e}"),
             }
         })?;
-        let channel = endpoint
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match self.tls.get() {
+            Some(config) => {
+                endpoint.connect_with_connector_lazy(TlsConnect::new(Arc::clone(config)))
+            }
+            None => endpoint.connect_lazy(),
+        };
         let client = WorkerClient::new(Signed::new(channel, self.creds.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);

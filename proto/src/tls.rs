@@ -461,11 +461,17 @@ pub fn has_client_cert(extensions: &http::Extensions) -> bool {
 #[derive(Clone)]
 pub struct RequireClientCert<S> {
     inner: S,
+    required: bool,
 }
 
 impl<S> RequireClientCert<S> {
     pub fn new(inner: S) -> RequireClientCert<S> {
-        RequireClientCert { inner }
+        RequireClientCert::when(true, inner)
+    }
+
+    /// `inner`, guarded only when `required` (a plaintext server has no certificates to ask for).
+    pub fn when(required: bool, inner: S) -> RequireClientCert<S> {
+        RequireClientCert { inner, required }
     }
 }
 
@@ -487,7 +493,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<BoxBody>) -> Self::Future {
-        if has_client_cert(req.extensions()) {
+        if !self.required || has_client_cert(req.extensions()) {
             return Box::pin(self.inner.call(req));
         }
         tracing::warn!(path = %req.uri().path(), "refused a cluster call without a client certificate");

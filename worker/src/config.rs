@@ -27,6 +27,13 @@ pub enum ConfigError {
     WorkerId { id: String, origin: String },
     #[error("cluster token file {0} is empty: pass the controller's DATA_DIR/auth/cluster-token")]
     EmptyClusterToken(PathBuf),
+    #[error(transparent)]
+    Tls(#[from] lamina_proto::tls::TlsError),
+    #[error(
+        "--plaintext calls the controller unencrypted on loopback addresses only, but --controller \
+         is {0}: pass --tls-cert PEM --tls-key PEM --tls-ca PEM instead"
+    )]
+    PlaintextController(String),
     #[error("cannot find MemTotal in /proc/meminfo: pass --memory-mb")]
     MemTotal,
     #[error(
@@ -48,7 +55,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "LAMINA_CONTROLLER",
-        default_value = "http://127.0.0.1:9670"
+        default_value = "https://127.0.0.1:9670"
     )]
     pub controller: String,
     /// Address the Worker gRPC service listens on (port 0 = any free port).
@@ -122,11 +129,50 @@ pub struct Cli {
     /// Addresses of the NAT'd sandboxes (`--default-egress nat`), local to this worker.
     #[arg(long, env = "LAMINA_NAT_CIDR", default_value = "10.239.0.0/16")]
     pub nat_cidr: String,
+    /// PEM certificate chain of this worker, signed by the cluster CA: served on --listen and
+    /// presented to the controller (mTLS); with --tls-key and --tls-ca. `fnctl up` generates it.
+    #[arg(long, env = "LAMINA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LAMINA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the cluster CA: the controller's certificate (as server, and as the
+    /// client of this worker's port) must be signed by it.
+    #[arg(long, env = "LAMINA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve and call the controller without TLS: refused unless --listen and the controller's
+    /// host are loopback addresses.
+    #[arg(long)]
+    pub plaintext: bool,
     /// The controller's REST API (`http://HOST:PORT`), where the AWS endpoint and the Parameters
     /// and Secrets extension of sandboxes with an execution role forward to. Not given: those
     /// endpoints are not served.
     #[arg(long, env = "LAMINA_CONTROLLER_REST")]
     pub controller_rest: Option<String>,
+}
+
+/// The worker's TLS material (`--tls-cert/--tls-key/--tls-ca`), or `None` with `--plaintext`: then
+/// its listen address and the controller's host must be loopback addresses.
+fn resolve_tls(cli: &Cli) -> Result<Option<lamina_proto::tls::TlsMaterial>, ConfigError> {
+    let flags = lamina_proto::tls::TlsFlags {
+        cert: cli.tls_cert.clone(),
+        key: cli.tls_key.clone(),
+        ca: cli.tls_ca.clone(),
+        plaintext: cli.plaintext,
+    };
+    let tls = flags.resolve(&[("--listen", cli.listen)])?;
+    if tls.is_none() {
+        let url = cli.controller.trim();
+        let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let authority = authority.split('/').next().unwrap_or_default();
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
+        if url.starts_with("https://") || !lamina_proto::tls::is_loopback_host(host) {
+            return Err(ConfigError::PlaintextController(cli.controller.clone()));
+        }
+    }
+    Ok(tls)
 }
 
 /// Settings resolved from the command line, shared by the manager and the service.
@@ -156,6 +202,8 @@ pub struct WorkerConfig {
     pub cluster_credentials: Credentials,
     pub default_egress: crate::network::egress::EgressMode,
     pub nat_cidr: lamina_proto::network::Ipv4Cidr,
+    /// TLS of the worker's port and of its calls to the controller; `None`: `--plaintext`.
+    pub tls: Option<lamina_proto::tls::TlsMaterial>,
     /// The controller's REST API for the role endpoints of sandboxes (`--controller-rest`).
     pub controller_rest: Option<String>,
 }
@@ -163,6 +211,7 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// Resolves the worker id (persisting a generated one) and the memory capacity.
     pub fn resolve(cli: Cli) -> Result<WorkerConfig, ConfigError> {
+        let tls = resolve_tls(&cli)?;
         let worker_id = match cli.worker_id {
             Some(id) => {
                 check_worker_id(&id, "--worker-id")?;
@@ -185,6 +234,7 @@ impl WorkerConfig {
             None => default_memory_mb(&read_meminfo()?)?,
         };
         Ok(WorkerConfig {
+            tls,
             controller: cli.controller,
             listen: cli.listen,
             advertise: cli.advertise,

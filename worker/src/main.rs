@@ -115,7 +115,11 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
 
-    let client = service::cluster_client(&cfg.controller, cfg.cluster_credentials.clone())?;
+    let client = service::cluster_client_with_tls(
+        &cfg.controller,
+        cfg.cluster_credentials.clone(),
+        cfg.tls.as_ref().map(|t| t.client_config()).transpose()?,
+    )?;
     let budget = lamina_worker::disk_cache::DiskBudget::new(cfg.cache_budget_bytes);
     let code = CodeCache::new(cfg.code_dir(), client.clone(), budget)?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
@@ -160,10 +164,21 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let bound = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let server = tokio::spawn(service::serve(
+    let server_tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| {
+            t.server_config(
+                lamina_proto::tls::ClientCerts::Required,
+                &[lamina_proto::tls::ALPN_H2],
+            )
+        })
+        .transpose()?;
+    let server = tokio::spawn(service::serve_with_tls(
         listener,
         manager.clone(),
         cfg.cluster_credentials.clone(),
+        server_tls,
         shutdown.clone(),
     ));
 

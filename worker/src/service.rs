@@ -1,8 +1,10 @@
 //! The `Worker` gRPC service (the controller's `Worker.Invoke` -> the manager), registration with the
 //! controller (`Cluster.RegisterWorker`, retried with backoff) and the heartbeat loop.
+use std::sync::Arc;
 use std::time::Duration;
 
 use lamina_proto::auth::{Authenticated, Credentials, Signed, SignedChannel, StaticKey};
+use lamina_proto::tls::TlsConnect;
 use lamina_proto::v1::cluster_client::ClusterClient;
 use lamina_proto::v1::worker_server::{Worker, WorkerServer};
 use lamina_proto::v1::{
@@ -29,7 +31,7 @@ const EARLY_HEARTBEAT_GATHER: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("invalid controller url {url:?}: {source}: use http://HOST:PORT")]
+    #[error("invalid controller url {url:?}: {source}: use https://HOST:PORT")]
     ControllerUrl {
         url: String,
         source: tonic::transport::Error,
@@ -204,14 +206,40 @@ pub async fn serve(
     cluster: Credentials,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
-    let keys = std::sync::Arc::new(StaticKey(cluster));
-    lamina_proto::net::server_builder(lamina_proto::net::WORKER_MAX_CONCURRENT_STREAMS)
-        .add_service(Authenticated::new(worker_server(manager), keys))
-        .serve_with_incoming_shutdown(
-            lamina_proto::net::nodelay_incoming(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await?;
+    serve_with_tls(listener, manager, cluster, None, shutdown).await
+}
+
+/// Like [`serve`], over TLS with `tls` when given (the worker's configuration requires a client
+/// certificate signed by the cluster CA: only the controller calls this port).
+pub async fn serve_with_tls(
+    listener: tokio::net::TcpListener,
+    manager: Manager,
+    cluster: Credentials,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    let keys = Arc::new(StaticKey(cluster));
+    let router =
+        lamina_proto::net::server_builder(lamina_proto::net::WORKER_MAX_CONCURRENT_STREAMS)
+            .add_service(Authenticated::new(worker_server(manager), keys));
+    match tls {
+        None => {
+            let incoming = lamina_proto::net::nodelay_incoming(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await?
+        }
+        Some(config) => {
+            let incoming = lamina_proto::tls::tls_incoming(
+                listener,
+                config,
+                lamina_proto::tls::MAX_HANDSHAKES,
+            );
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await?
+        }
+    }
     Ok(())
 }
 
@@ -221,15 +249,29 @@ pub fn cluster_client(
     url: &str,
     cluster: Credentials,
 ) -> Result<ClusterClient<SignedChannel>, ServiceError> {
-    let endpoint =
-        Endpoint::from_shared(url.to_string()).map_err(|source| ServiceError::ControllerUrl {
+    cluster_client_with_tls(url, cluster, None)
+}
+
+/// Like [`cluster_client`], over TLS with `tls` when given (the controller's certificate verified
+/// against the cluster CA, this worker's presented: the `Cluster` service requires it).
+pub fn cluster_client_with_tls(
+    url: &str,
+    cluster: Credentials,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<ClusterClient<SignedChannel>, ServiceError> {
+    let endpoint = Endpoint::from_shared(lamina_proto::tls::tonic_uri(url)).map_err(|source| {
+        ServiceError::ControllerUrl {
             url: url.to_string(),
             source,
-        })?;
-    let channel = endpoint
+        }
+    })?;
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    let channel = match tls {
+        Some(config) => endpoint.connect_with_connector_lazy(TlsConnect::new(config)),
+        None => endpoint.connect_lazy(),
+    };
     Ok(ClusterClient::new(Signed::new(channel, Some(cluster)))
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES))

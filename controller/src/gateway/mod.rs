@@ -22,7 +22,6 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use lamina_proto::guard::BodyBudget;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyStore;
@@ -103,9 +102,10 @@ pub(crate) async fn serve(
     ctx: Arc<Context>,
     keys: Option<Arc<KeyStore>>,
     config: GatewayConfig,
-    listener: TcpListener,
+    listener: impl Into<http_listener::HttpListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = listener.into();
     let port = listener.local_addr()?.port();
     let domain = config.domain.to_ascii_lowercase();
     // Set once per process: a second `serve` keeps the first endpoint.

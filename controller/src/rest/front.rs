@@ -23,7 +23,6 @@ use axum::response::Response;
 use axum::Router;
 use lamina_proto::auth::{now_ms, AuthFailure};
 use lamina_proto::guard::BodyError;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::service::{Protocol, Services, SMALL_BODY_BYTES};
@@ -164,7 +163,7 @@ pub(super) async fn handle(State(front): State<Arc<Front>>, req: Request) -> Res
 
 /// Serves `router` on `listener` until `shutdown` (step 1 of the module docs).
 pub(super) async fn serve(
-    listener: TcpListener,
+    listener: impl Into<http_listener::HttpListener>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {

@@ -12,7 +12,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::Router;
 use lamina_proto::auth::{AuthFailure, ServerGuard};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Shared;
@@ -65,7 +64,7 @@ pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router
 
 /// Serves the REST API on `listener` until `shutdown`.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: impl Into<crate::http_listener::HttpListener>,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
