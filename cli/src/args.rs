@@ -99,6 +99,9 @@ pub enum Command {
     /// Function URLs: create, get, update, delete, list
     #[command(subcommand)]
     Url(crate::gateway::UrlCommand),
+    /// A function's resource-based policy: add, remove, get (Lambda's AddPermission, ...)
+    #[command(subcommand)]
+    Permission(crate::permission::PermissionCommand),
     /// HTTP APIs (API Gateway style): create, list, get, delete, and their routes (api route ...)
     #[command(subcommand)]
     Api(crate::gateway::ApiCommand),

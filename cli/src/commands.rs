@@ -93,6 +93,11 @@ pub async fn run(conn: &Conn, output: Output, command: Command) -> anyhow::Resul
             print(&crate::gateway::run_url(&client, cmd, output).await?)?;
             Ok(Outcome::Success)
         }
+        Command::Permission(cmd) => {
+            let client = conn.client().await?;
+            print(&crate::permission::run(&client, cmd, output).await?)?;
+            Ok(Outcome::Success)
+        }
         Command::Api(cmd) => {
             let client = conn.client().await?;
             print(&crate::gateway::api::run_api(&client, cmd, output).await?)?;

@@ -15,6 +15,7 @@ mod json_casing;
 mod layers;
 mod network;
 mod output;
+mod permission;
 mod role;
 mod stream;
 mod terminal;

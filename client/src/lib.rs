@@ -484,6 +484,34 @@ impl Client {
     }
 
     /// The workers the controller knows.
+    /// Adds a statement to a function's resource-based policy (Lambda's AddPermission); answers
+    /// the statement's JSON text.
+    pub async fn add_permission(
+        &self,
+        req: v1::AddPermissionRequest,
+    ) -> Result<v1::AddPermissionResponse, Error> {
+        Ok(self.functions.clone().add_permission(req).await?.into_inner())
+    }
+
+    /// Removes a statement from a function's resource-based policy (Lambda's RemovePermission).
+    pub async fn remove_permission(&self, req: v1::RemovePermissionRequest) -> Result<(), Error> {
+        self.functions.clone().remove_permission(req).await?;
+        Ok(())
+    }
+
+    /// A function's (or a version's or alias's) resource-based policy (Lambda's GetPolicy).
+    pub async fn get_policy(
+        &self,
+        name: &str,
+        qualifier: &str,
+    ) -> Result<v1::GetPolicyResponse, Error> {
+        let req = v1::GetPolicyRequest {
+            function_name: name.to_string(),
+            qualifier: qualifier.to_string(),
+        };
+        Ok(self.functions.clone().get_policy(req).await?.into_inner())
+    }
+
     pub async fn list_workers(&self) -> Result<Vec<v1::WorkerInfo>, Error> {
         let resp = self
             .functions
