@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Default controller endpoint: what `fnctl up` listens on.
-pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9670";
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:9670";
 /// Default `fnctl up --listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9670";
 /// Default `fnctl up --rest-listen`.
@@ -30,6 +30,10 @@ pub struct Cli {
     /// FNCTL_SECRET_ACCESS_KEY, else /var/lib/lamina/controller/auth/admin-credentials.json if readable)
     #[arg(long, global = true, env = "FNCTL_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
+    /// CA certificate (PEM) that an https endpoint's certificate must chain to (else the
+    /// `tls/ca.pem` of the `fnctl up` data directory holding the credentials file)
+    #[arg(long, global = true, env = "FNCTL_CA")]
+    pub ca: Option<PathBuf>,
     /// Output format of commands that print objects
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,

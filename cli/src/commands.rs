@@ -1,6 +1,6 @@
 //! The client-side commands: everything but `up`.
 use std::io::{IsTerminal, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -30,12 +30,36 @@ fn print(s: &str) -> anyhow::Result<()> {
 pub struct Conn {
     pub endpoint: String,
     pub credentials: Option<Credentials>,
+    /// The CA an https endpoint's certificate must chain to.
+    pub ca: Option<PathBuf>,
 }
 
 impl Conn {
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect_with(&self.endpoint, self.credentials.clone()).await?)
+        Ok(Client::connect_tls(
+            &self.endpoint,
+            self.credentials.clone(),
+            self.ca.as_deref(),
+        )
+        .await?)
     }
+}
+
+/// The CA certificate: `--ca`/`FNCTL_CA`, else `DATA_DIR/tls/ca.pem` of the `fnctl up` data
+/// directory whose `controller/auth/` holds the credentials file (`--credentials`, else the
+/// default one), or a `ca.pem` beside that file, when it exists.
+pub fn resolve_ca(ca: Option<PathBuf>, credentials: Option<&Path>) -> Option<PathBuf> {
+    if ca.is_some() {
+        return ca;
+    }
+    let credentials = credentials.unwrap_or(Path::new(crate::args::DEFAULT_CREDENTIALS));
+    let auth = credentials.parent()?;
+    let beside = auth.join("ca.pem");
+    let data_dir = auth.parent().and_then(Path::parent);
+    [Some(beside), data_dir.map(|d| d.join("tls").join("ca.pem"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
 }
 
 /// The credentials: `--credentials`/`FNCTL_CREDENTIALS`, else `FNCTL_ACCESS_KEY_ID` +

@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         command => {
             let conn = commands::Conn {
+                ca: commands::resolve_ca(cli.ca, cli.credentials.as_deref()),
                 endpoint: cli.endpoint,
                 credentials: commands::resolve_credentials(cli.credentials.as_deref())?,
             };

@@ -91,6 +91,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
     }
     let controller_bin = find_binary(CONTROLLER)?;
     let worker_bin = find_binary(WORKER)?;
+    let tls = generate_tls(args)?;
 
     let mut controller = spawn(
         CONTROLLER,
@@ -104,6 +105,12 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             args.http_listen.as_ref(),
             "--data-dir".as_ref(),
             controller_dir.as_os_str(),
+            "--tls-cert".as_ref(),
+            tls.controller.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            tls.controller.key.as_os_str(),
+            "--tls-ca".as_ref(),
+            tls.ca.as_os_str(),
         ],
     )?;
     let mut listeners = Listeners::default();
@@ -121,7 +128,7 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             return Err(e);
         }
     };
-    let endpoint = format!("http://{addr}");
+    let endpoint = format!("https://{addr}");
     // Created by the controller at its first start (`DATA_DIR/auth/`, mode 0600).
     let auth_dir = controller_dir.join("auth");
     let cluster_token = auth_dir.join("cluster-token");
@@ -144,6 +151,12 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             // set-up. (The Python zygote stays off: its sandboxes share one address-space layout.)
             "--prewarm".as_ref(),
             PREWARM.as_ref(),
+            "--tls-cert".as_ref(),
+            tls.worker.cert.as_os_str(),
+            "--tls-key".as_ref(),
+            tls.worker.key.as_os_str(),
+            "--tls-ca".as_ref(),
+            tls.ca.as_os_str(),
         ],
     ) {
         Ok(w) => w,
@@ -171,13 +184,21 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             .and_then(|()| match &listeners.rest {
                 Some(rest) => writeln!(
                     out,
-                    "lambda rest api: http://{rest} (boto3: endpoint_url=\"http://{rest}\"; aws cli: --endpoint-url http://{rest})"
+                    "lambda rest api: https://{rest} (boto3: endpoint_url=\"https://{rest}\", verify=\"{ca}\"; aws cli: --endpoint-url https://{rest} --ca-bundle {ca})",
+                    ca = tls.ca.display()
                 ),
                 None => Ok(()),
             })
             .and_then(|()| match &listeners.http {
                 Some(http) => writeln!(out, "{}", http_endpoint_line(http)),
                 None => Ok(()),
+            })
+            .and_then(|()| {
+                writeln!(
+                    out,
+                    "tls: every endpoint is https; CA certificate {} (fnctl finds it beside the credentials; FNCTL_CA or --ca; curl --cacert)",
+                    tls.ca.display()
+                )
             })
             .and_then(|()| {
                 if credentials.exists() {
@@ -211,6 +232,42 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             Err(died(WORKER, status, CONTROLLER))
         }
     }
+}
+
+/// The cluster's TLS files under `DATA_DIR/tls`.
+struct ClusterTls {
+    ca: PathBuf,
+    controller: lamina_proto::certs::Issued,
+    worker: lamina_proto::certs::Issued,
+}
+
+/// The CA of `DATA_DIR/tls` (created on the first start: `ca.pem`, `ca-key.pem` mode 0600), and
+/// fresh certificates for the controller (localhost, 127.0.0.1, ::1 and the hosts of its listen
+/// addresses) and the worker, issued at every start.
+fn generate_tls(args: &UpArgs) -> anyhow::Result<ClusterTls> {
+    let dir = args.data_dir.join("tls");
+    let ca = lamina_proto::certs::Authority::load_or_create(&dir)
+        .with_context(|| format!("cannot set up the cluster CA in {}", dir.display()))?;
+    let hosts: Vec<String> = [&args.listen, &args.rest_listen, &args.http_listen]
+        .into_iter()
+        .filter_map(|a| listen_host(a))
+        .collect();
+    Ok(ClusterTls {
+        controller: ca.issue("controller", &hosts)?,
+        worker: ca.issue("worker", &[])?,
+        ca: ca.ca_path(),
+    })
+}
+
+/// The host of a `HOST:PORT` listen address, unless it is unspecified (`0.0.0.0`, `::`): a
+/// certificate names the host clients dial.
+pub fn listen_host(addr: &str) -> Option<String> {
+    let (host, _) = addr.trim().rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    (!host.is_empty() && !unspecified).then(|| host.to_string())
 }
 
 fn died(name: &str, status: std::io::Result<ExitStatus>, other: &str) -> anyhow::Error {
@@ -248,8 +305,8 @@ pub fn http_address(line: &str) -> Option<String> {
 /// What `fnctl up` says about the HTTP gateway listening on `addr`.
 pub fn http_endpoint_line(addr: &str) -> String {
     format!(
-        "http gateway: http://{addr} (function URLs: fnctl url create NAME, then curl http://{addr}/<url-id>/; \
-         HTTP APIs: http://{addr}/<api-id>/...)"
+        "http gateway: https://{addr} (function URLs: fnctl url create NAME, then curl https://{addr}/<url-id>/; \
+         HTTP APIs: https://{addr}/<api-id>/...)"
     )
 }
 
@@ -513,10 +570,22 @@ mod tests {
         );
         let line = http_endpoint_line("127.0.0.1:9690");
         assert!(
-            line.starts_with("http gateway: http://127.0.0.1:9690 ")
-                && line.contains("curl http://127.0.0.1:9690/<url-id>/"),
+            line.starts_with("http gateway: https://127.0.0.1:9690 ")
+                && line.contains("curl https://127.0.0.1:9690/<url-id>/"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn listen_hosts_name_what_clients_dial() {
+        assert_eq!(listen_host("127.0.0.1:9670").as_deref(), Some("127.0.0.1"));
+        assert_eq!(listen_host("[::1]:9670").as_deref(), Some("::1"));
+        assert_eq!(
+            listen_host("lamina.example:443").as_deref(),
+            Some("lamina.example")
+        );
+        assert_eq!(listen_host("0.0.0.0:9670"), None);
+        assert_eq!(listen_host("[::]:9670"), None);
     }
 
     #[test]

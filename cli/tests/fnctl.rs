@@ -257,37 +257,64 @@ fn up_starts_both_and_stops_them_on_sigterm() {
         .expect("fnctl up prints its ready line");
     assert_eq!(
         line,
-        format!("lamina is up: endpoint http://127.0.0.1:{port}")
+        format!("lamina is up: endpoint https://127.0.0.1:{port}")
     );
     let rest = up.lines.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(
-        rest.starts_with("lambda rest api: http://127.0.0.1:9680 "),
+        rest.starts_with("lambda rest api: https://127.0.0.1:9680 ")
+            && rest.contains(&format!(
+                "verify=\"{}\"",
+                data_dir.join("tls/ca.pem").display()
+            )),
         "{rest}"
     );
     let http = up.lines.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(
-        http.starts_with("http gateway: http://127.0.0.1:9690 ")
-            && http.contains("curl http://127.0.0.1:9690/<url-id>/"),
+        http.starts_with("http gateway: https://127.0.0.1:9690 ")
+            && http.contains("curl https://127.0.0.1:9690/<url-id>/"),
         "{http}"
     );
+    let tls = up.lines.recv_timeout(Duration::from_secs(5)).unwrap();
+    let ca = data_dir.join("tls/ca.pem");
+    assert!(
+        tls.starts_with("tls: every endpoint is https; CA certificate ")
+            && tls.contains(&ca.display().to_string()),
+        "{tls}"
+    );
+    // The CA and the certificates exist, the keys for root only.
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca-key.pem", "controller-key.pem", "worker-key.pem"] {
+        let mode = std::fs::metadata(data_dir.join("tls").join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    assert!(std::fs::read_to_string(&ca)
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
 
     let controller_args = std::fs::read_to_string(bin.path().join("controller.args")).unwrap();
     assert_eq!(
         controller_args.trim(),
         format!(
             "--listen 127.0.0.1:{port} --rest-listen 127.0.0.1:9680 --http-listen 127.0.0.1:9690 \
-             --data-dir {}",
-            data_dir.join("controller").display()
+             --data-dir {} --tls-cert {tls}/controller.pem --tls-key {tls}/controller-key.pem \
+             --tls-ca {tls}/ca.pem",
+            data_dir.join("controller").display(),
+            tls = data_dir.join("tls").display()
         )
     );
     let worker_args = std::fs::read_to_string(bin.path().join("worker.args")).unwrap();
     assert_eq!(
         worker_args.trim(),
         format!(
-            "--controller http://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {} \
-             --cluster-token-file {} --prewarm 2",
+            "--controller https://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {} \
+             --cluster-token-file {} --prewarm 2 --tls-cert {tls}/worker.pem \
+             --tls-key {tls}/worker-key.pem --tls-ca {tls}/ca.pem",
             data_dir.join("worker").display(),
-            data_dir.join("controller/auth/cluster-token").display()
+            data_dir.join("controller/auth/cluster-token").display(),
+            tls = data_dir.join("tls").display()
         )
     );
     assert!(data_dir.join("controller").is_dir() && data_dir.join("worker").is_dir());
