@@ -271,10 +271,24 @@ fn rest_refuses_forgeries_keys_are_managed_and_secrets_stay_hidden() {
         let out = lambda_rest_py(&cluster, &["refusals", &name])?;
         assert!(out.contains("refusals passed"), "{out}");
 
+        // A new non-admin key may do only what its policy allows (none: nothing).
+        let policy_file = cluster.dir.path().join("ci-policy.json");
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["lambda:ListFunctions","lambda:GetFunction"],"Resource":"*"}]}"#;
+        std::fs::write(&policy_file, policy)?;
+        let policy_arg = policy_file.to_str().unwrap();
         // fnctl auth: create-key -o json prints exactly the credentials shape.
         let (rc, out, err) = fnctl(
             &cluster,
-            &["auth", "create-key", "--description", "ci", "-o", "json"],
+            &[
+                "auth",
+                "create-key",
+                "--description",
+                "ci",
+                "--policy",
+                policy_arg,
+                "-o",
+                "json",
+            ],
         );
         assert_eq!(rc, 0, "{err}");
         let key: serde_json::Value = serde_json::from_str(&out)?;
@@ -291,6 +305,35 @@ fn rest_refuses_forgeries_keys_are_managed_and_secrets_stay_hidden() {
             secret_access_key: secret.clone(),
         };
         let uc = cluster.client_with(Some(user.clone())).await?;
+        assert_eq!(uc.get_function(&name).await?.name, name);
+        // Its policy: printed back as stored; outside it, refused.
+        let (rc, out, err) = fnctl(&cluster, &["auth", "get-policy", &id]);
+        assert_eq!((rc, out.trim()), (0, policy), "{err}");
+        let e = uc.delete_function(&name).await.unwrap_err();
+        assert!(
+            matches!(&e, lamina_client::Error::Api(s) if s.code() == Code::PermissionDenied),
+            "{e:?}"
+        );
+        // Without a policy: nothing; a malformed one is refused naming the problem.
+        let (rc, _, err) = fnctl(&cluster, &["auth", "put-policy", &id, "--delete"]);
+        assert_eq!(rc, 0, "{err}");
+        lambda_rest_py(
+            &cluster,
+            &["expect-code", "AccessDeniedException", &id, &secret],
+        )?;
+        let bad = cluster.dir.path().join("bad-policy.json");
+        std::fs::write(
+            &bad,
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Perhaps","Action":"*","Resource":"*"}]}"#,
+        )?;
+        let (rc, _, err) = fnctl(
+            &cluster,
+            &["auth", "put-policy", &id, bad.to_str().unwrap()],
+        );
+        assert_ne!(rc, 0);
+        assert!(err.contains("Effect"), "{err}");
+        let (rc, _, err) = fnctl(&cluster, &["auth", "put-policy", &id, policy_arg]);
+        assert_eq!(rc, 0, "{err}");
         assert_eq!(uc.get_function(&name).await?.name, name);
         let e = uc.create_access_key("escalate", true).await.unwrap_err();
         assert!(
