@@ -23,13 +23,13 @@ with open(os.environ["LAMINA_CREDENTIALS"]) as f:
     CREDS = json.load(f)
 
 
-def client(service):
+def client(service, key=None, secret=None):
     return boto3.client(
         service,
         endpoint_url=REST,
         region_name="us-east-1",
-        aws_access_key_id=CREDS["accessKeyId"],
-        aws_secret_access_key=CREDS["secretAccessKey"],
+        aws_access_key_id=key or CREDS["accessKeyId"],
+        aws_secret_access_key=secret or CREDS["secretAccessKey"],
         config=Config(retries={"max_attempts": 1}, read_timeout=120),
     )
 
@@ -242,6 +242,44 @@ def store(prefix, secret, param, plain):
     print("store passed", flush=True)
 
 
+def limited(prefix):
+    """A key whose policy allows reading `PREFIX/allowed` (secret) and `/PREFIX/allowed`
+    (parameter) only."""
+    sm, ssm = client("secretsmanager"), client("ssm")
+    sm.create_secret(Name=f"{prefix}/allowed", SecretString="yes")
+    sm.create_secret(Name=f"{prefix}/other", SecretString="no")
+    ssm.put_parameter(Name=f"/{prefix}/allowed", Value="yes", Type="SecureString")
+    ssm.put_parameter(Name=f"/{prefix}/other", Value="no", Type="String")
+    key, secret = os.environ["LIMITED_KEY_ID"], os.environ["LIMITED_SECRET"]
+    lsm, lssm = client("secretsmanager", key, secret), client("ssm", key, secret)
+
+    def denied(fn, **kwargs):
+        try:
+            fn(**kwargs)
+        except botocore.exceptions.ClientError as e:
+            code = e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+            check(code == ("AccessDeniedException", 403), f"{fn.__name__} {kwargs} is refused: {code}")
+            return
+        raise AssertionError(f"{fn.__name__}({kwargs}) was allowed")
+
+    check(lsm.get_secret_value(SecretId=f"{prefix}/allowed")["SecretString"] == "yes", "the allowed secret is read")
+    check(lsm.describe_secret(SecretId=f"{prefix}/allowed")["Name"] == f"{prefix}/allowed", "and described")
+    denied(lsm.get_secret_value, SecretId=f"{prefix}/other")
+    denied(lsm.put_secret_value, SecretId=f"{prefix}/allowed", SecretString="x")
+    denied(lsm.delete_secret, SecretId=f"{prefix}/allowed", ForceDeleteWithoutRecovery=True)
+    denied(lsm.create_secret, Name=f"{prefix}/new", SecretString="x")
+    denied(lsm.list_secrets)
+    check(lssm.get_parameter(Name=f"/{prefix}/allowed", WithDecryption=True)["Parameter"]["Value"] == "yes", "the allowed parameter is read")
+    denied(lssm.get_parameter, Name=f"/{prefix}/other")
+    denied(lssm.put_parameter, Name=f"/{prefix}/allowed", Value="x", Overwrite=True)
+    denied(lssm.delete_parameter, Name=f"/{prefix}/allowed")
+    denied(lssm.get_parameters_by_path, Path=f"/{prefix}")
+    got = lssm.get_parameters(Names=[f"/{prefix}/allowed"], WithDecryption=True)["Parameters"]
+    check([p["Value"] for p in got] == ["yes"], "GetParameters of the allowed one")
+    check(sm.get_secret_value(SecretId=f"{prefix}/allowed")["SecretString"] == "yes", "nothing changed")
+    print("limited passed", flush=True)
+
+
 def main():
     mode = sys.argv[1]
     if mode == "secrets":
@@ -250,6 +288,8 @@ def main():
         parameters(sys.argv[2])
     elif mode == "rotation":
         rotation(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif mode == "limited":
+        limited(sys.argv[2])
     elif mode == "store":
         store(*sys.argv[2:6])
     else:

@@ -9,7 +9,19 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use lamina_e2e::*;
 
+/// TEMPORARY until the harness passes TLS or --plaintext itself (as tests/tests/policies.rs).
+const PLAINTEXT: &str = "--plaintext";
+
+fn start(workers: usize) -> Result<Cluster> {
+    Cluster::start_full(workers, &[PLAINTEXT], &[PLAINTEXT])
+}
+
 fn secrets_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    secrets_py_with(cluster, args, &[])
+}
+
+/// `env`: more environment (the limited key of `limited`).
+fn secrets_py_with(cluster: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Result<String> {
     let python = Path::new("/var/tmp/lamina-venv/bin/python");
     anyhow::ensure!(
         python.exists(),
@@ -24,6 +36,7 @@ fn secrets_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
         .env("LAMINA_CREDENTIALS", &cluster.credentials_file)
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
+        .envs(env.iter().copied())
         .output()
         .with_context(|| format!("run {}", python.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -41,7 +54,7 @@ fn secrets_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
 #[test]
 fn boto3_secretsmanager_drives_secrets_versions_and_deletion() {
     run(async {
-        let cluster = Cluster::start(0)?;
+        let cluster = start(0)?;
         let out = secrets_py(&cluster, &["secrets", &unique("sec")])?;
         assert!(out.contains("secrets passed"), "{out}");
         Ok(())
@@ -51,7 +64,7 @@ fn boto3_secretsmanager_drives_secrets_versions_and_deletion() {
 #[test]
 fn boto3_ssm_drives_parameters_versions_and_paths() {
     run(async {
-        let cluster = Cluster::start(0)?;
+        let cluster = start(0)?;
         let out = secrets_py(&cluster, &["parameters", &unique("par")])?;
         assert!(out.contains("parameters passed"), "{out}");
         Ok(())
@@ -81,7 +94,7 @@ def handler(event, context):
 #[test]
 fn rotate_secret_runs_the_four_steps_through_the_rotation_function() {
     run(async {
-        let cluster = Cluster::start(1)?;
+        let cluster = start(1)?;
         let c = cluster.client().await?;
         let prefix = unique("rot");
         let (ok_fn, fail_fn) = (format!("{prefix}-ok"), format!("{prefix}-fail"));
@@ -172,7 +185,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 #[test]
 fn stored_secrets_are_not_found_in_plaintext_under_the_data_directory() {
     run(async {
-        let mut cluster = Cluster::start(0)?;
+        let mut cluster = start(0)?;
         let prefix = unique("rest");
         let secret = unique("Zq7-secret-value");
         let param = unique("Zq7-param-value");
@@ -196,6 +209,38 @@ fn stored_secrets_are_not_found_in_plaintext_under_the_data_directory() {
         }
         let binary = format!("{secret}-binary");
         assert!(files_containing(cluster.dir.path(), binary.as_bytes()).is_empty());
+        Ok(())
+    });
+}
+
+/// Every operation is authorised through the controller's policies with Secrets Manager's and
+/// SSM's action names on the secret's and parameter's ARNs: a key allowed to read one secret and
+/// one parameter reads them and is refused everything else (AccessDeniedException).
+#[test]
+fn a_key_reads_only_the_secret_and_parameter_its_policy_allows() {
+    run(async {
+        let cluster = start(0)?;
+        let admin = cluster.client().await?;
+        let prefix = unique("lim");
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[
+                {{"Effect":"Allow","Action":["secretsmanager:GetSecretValue","secretsmanager:DescribeSecret"],
+                  "Resource":"arn:aws:secretsmanager:us-east-1:000000000000:secret:{prefix}/allowed-*"}},
+                {{"Effect":"Allow","Action":"ssm:GetParameter*",
+                  "Resource":"arn:aws:ssm:us-east-1:000000000000:parameter/{prefix}/allowed"}}]}}"#
+        );
+        let key = admin
+            .create_access_key_with_policy("secrets test", false, Some(&policy))
+            .await?;
+        let out = secrets_py_with(
+            &cluster,
+            &["limited", &prefix],
+            &[
+                ("LIMITED_KEY_ID", &key.access_key_id),
+                ("LIMITED_SECRET", &key.secret_access_key),
+            ],
+        )?;
+        assert!(out.contains("limited passed"), "{out}");
         Ok(())
     });
 }

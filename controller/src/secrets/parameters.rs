@@ -310,6 +310,17 @@ pub async fn get(
     name: &str,
     decrypt: bool,
 ) -> Result<Answer, ParameterError> {
+    get_as(shared, ext, name, decrypt, "ssm:GetParameter").await
+}
+
+/// [`get`], authorised as `action` (`GetParameters` has its own).
+async fn get_as(
+    shared: &Shared,
+    ext: &http::Extensions,
+    name: &str,
+    decrypt: bool,
+    action: &str,
+) -> Result<Answer, ParameterError> {
     // `NAME:SELECTOR`, or an ARN (five colons) with `:SELECTOR` after it.
     let (base, selector) = if name.starts_with("arn:") {
         let parts: Vec<&str> = name.splitn(7, ':').collect();
@@ -326,7 +337,7 @@ pub async fn get(
     };
     let plain = plain_name(&base);
     check_name(&plain)?;
-    authorize(shared, ext, "ssm:GetParameter", &arn(&plain)).await?;
+    authorize(shared, ext, action, &arn(&plain)).await?;
     let n = plain.clone();
     let Some(newest) = shared.store(move |s| s.get_parameter(&n)).await? else {
         return Err(ParameterError::NotFound(plain));
@@ -366,7 +377,7 @@ pub async fn get_many(
     }
     let (mut found, mut invalid) = (Vec::new(), Vec::new());
     for name in names {
-        match get(shared, ext, name, decrypt).await {
+        match get_as(shared, ext, name, decrypt, "ssm:GetParameters").await {
             Ok(a) => found.push(a),
             Err(
                 ParameterError::NotFound(_)
