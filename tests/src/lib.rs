@@ -331,6 +331,8 @@ pub fn spec(name: &str, runtime: &str, handler: &str) -> v1::FunctionSpec {
 
 pub fn with_env(mut s: v1::FunctionSpec, env: &[(&str, &str)]) -> v1::FunctionSpec {
     let map: BTreeMap<String, String> = env
+            // Where the role endpoints of sandboxes forward to (execution roles).
+            .args(["--controller-rest", &self.rest_endpoint])
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();

@@ -123,10 +123,19 @@ async fn serve(cfg: WorkerConfig) -> Result<()> {
     let budget = lamina_worker::disk_cache::DiskBudget::new(cfg.cache_budget_bytes);
     let code = CodeCache::new(cfg.code_dir(), client.clone(), budget)?;
     let manager = Manager::new(ManagerConfig::from_worker(&cfg), code);
+    // The role endpoints of sandboxes forward to the controller's REST API (TLS: with the
+    // cluster's client configuration). Without it they are not served (logged, not fatal).
     if let Some(rest) = &cfg.controller_rest {
-        let upstream = lamina_worker::role_endpoints::PlainHttp::new(rest)
-            .context("--controller-rest")?;
-        manager.set_role_upstream(std::sync::Arc::new(upstream));
+        let tls = cfg.tls.as_ref().map(|t| t.client_config()).transpose()?;
+        match lamina_worker::role_endpoints::upstream_for(rest, tls) {
+            Ok(upstream) => {
+                manager.set_role_upstream(upstream);
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "--controller-rest: the role endpoints of sandboxes are not served"
+            ),
+        }
     }
     let vpc_agent = lamina_worker::network::NetworkAgent::new(&cfg.worker_id, None);
     anyhow::ensure!(

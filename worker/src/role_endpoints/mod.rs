@@ -31,7 +31,7 @@ use std::time::Duration;
 use lamina_proto::v1::SessionCredentials;
 
 pub use serve::{serve, RoleEndpoints};
-pub use upstream::{PlainHttp, Upstream, UpstreamError, UpstreamFuture};
+pub use upstream::{upstream_for, PlainHttp, TlsHttp, Upstream, UpstreamError, UpstreamFuture};
 
 /// Connections served at once per endpoint and sandbox; more are closed.
 pub const MAX_CONNECTIONS: usize = 8;

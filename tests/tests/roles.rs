@@ -1,0 +1,312 @@
+//! Execution roles (issue 17, item 4) end to end: a Python function with a role runs the real
+//! boto3 (vendored into its zip from the tests' virtualenv) inside its sandbox, signing with the
+//! session credentials Lamina put in its environment, through the sandbox's AWS endpoint
+//! (`AWS_ENDPOINT_URL`) to the controller: what the role's policy allows works (one secret, one
+//! function), everything else is AccessDenied; the Parameters and Secrets extension on
+//! localhost:2773 answers GetSecretValue's JSON only with the session token; a function without a
+//! role has no credentials and no endpoints; the credentials are refused after their expiry
+//! (`--session-ttl-secs`), and appear neither in GetFunction nor in the logs.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use lamina_e2e::*;
+
+/// Session lifetime of the test's controller: long enough for a cold start with boto3's import,
+/// short enough to watch credentials expire.
+const TTL_SECS: u64 = 20;
+
+fn roles_py(cluster: &Cluster, args: &[&str]) -> Result<serde_json::Value> {
+    let python = venv().join("bin/python");
+    anyhow::ensure!(
+        python.exists(),
+        "{} is missing: run deploy/test.sh, which installs boto3 there",
+        python.display()
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/roles.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args(args)
+        .env("LAMINA_REST", &cluster.rest_endpoint)
+        .env("LAMINA_CREDENTIALS", &cluster.credentials_file)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .with_context(|| format!("run {}", python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "roles.py {} failed ({}):\n{stdout}\n{}\n{}",
+            args[0],
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            cluster.logs()
+        );
+    }
+    serde_json::from_str(stdout.trim()).with_context(|| format!("roles.py printed {stdout}"))
+}
+
+fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if skip(&path) || entry.file_name() == "__pycache__" {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&path, &dest, skip)?;
+        } else if entry.file_type()?.is_file() {
+            std::fs::copy(&path, &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// A directory with `source` as `app.py` and boto3 with what it imports, from the tests'
+/// virtualenv (the sandbox hides the host's packages). botocore keeps the service models this
+/// function uses only.
+fn caller_code(dir: &Path, source: &Path) -> Result<PathBuf> {
+    let site = venv().join("lib/python3.11/site-packages");
+    let code = dir.join("caller-code");
+    for package in [
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "jmespath",
+        "dateutil",
+        "urllib3",
+    ] {
+        let keep = ["lambda", "secretsmanager", "ssm", "sts"];
+        let data = site.join("botocore/data");
+        copy_tree(&site.join(package), &code.join(package), &|p: &Path| {
+            p.parent() == Some(data.as_path())
+                && p.is_dir()
+                && !keep.iter().any(|k| p.file_name().is_some_and(|n| n == *k))
+        })
+        .with_context(|| format!("vendor {package} from {}", site.display()))?;
+    }
+    std::fs::copy(site.join("six.py"), code.join("six.py"))?;
+    std::fs::copy(source, code.join("app.py"))?;
+    Ok(code)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("functions/roles")
+        .join(name)
+}
+
+const PONG: &str = "def handler(event, context):\n    return {\"pong\": event}\n";
+
+#[test]
+fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() {
+    run(async {
+        let ttl = TTL_SECS.to_string();
+        let cluster = Cluster::start_full(1, &["--session-ttl-secs", &ttl], &[])?;
+        let client = cluster.client().await?;
+        let (allowed_secret, other_secret) = (unique("allowed"), unique("other"));
+        let arns = roles_py(&cluster, &["setup", &allowed_secret, &other_secret])?;
+        let allowed_arn = arns[&allowed_secret].as_str().context("allowed ARN")?;
+
+        let (target, other_fn) = (unique("target"), unique("other-fn"));
+        create_python(&client, &target, PONG).await?;
+        create_python(&client, &other_fn, PONG).await?;
+
+        let role = unique("reader");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": allowed_arn},
+                {"Effect": "Allow", "Action": "lambda:InvokeFunction",
+                 "Resource": format!("arn:aws:lambda:us-east-1:000000000000:function:{target}")}
+            ]
+        });
+        let created = client
+            .create_role(&role, &policy.to_string(), "reads one secret")
+            .await?;
+        assert_eq!(
+            created.arn,
+            format!("arn:aws:iam::000000000000:role/{role}")
+        );
+        assert_eq!(client.get_role(&role).await?.policy, policy.to_string());
+        assert!(client.list_roles().await?.iter().any(|r| r.name == role));
+
+        let dir = tempfile::tempdir()?;
+        let code = caller_code(dir.path(), &fixture("caller.py"))?;
+        let zip = lamina_client::code::load_code(&code)?;
+        let caller = unique("caller");
+        let mut s = spec(&caller, "python3.11", "app.handler");
+        s.timeout_seconds = 30;
+        s.memory_size_mb = 512;
+        s.role = created.arn.clone();
+        client.create_function(s, zip).await?;
+
+        let event = serde_json::json!({
+            "allowed_secret": allowed_secret,
+            "other_secret": other_secret,
+            "allowed_function": target,
+            "other_function": other_fn,
+            "reveal_credentials": true,
+        });
+        let resp = invoke(&client, &caller, &event.to_string()).await?;
+        anyhow::ensure!(
+            resp.function_error.is_empty(),
+            "the caller failed: {}\n{}\n{}",
+            String::from_utf8_lossy(&resp.payload),
+            resp.log_tail,
+            cluster.logs()
+        );
+        let out = json(&resp);
+        assert_eq!(out["endpoint"], "http://127.0.0.1:9002", "{out}");
+        assert_eq!(out["allowed_secret"], "value-of-allowed", "{out}");
+        assert_eq!(out["other_secret"], "AccessDeniedException", "{out}");
+        assert_eq!(out["allowed_function"]["pong"]["from"], "caller", "{out}");
+        assert_eq!(out["other_function"], "AccessDeniedException", "{out}");
+        assert_eq!(out["list_functions"], "AccessDeniedException", "{out}");
+        // The extension: GetSecretValue's JSON with the token, cached, refused without it.
+        let ext = &out["extension"];
+        assert_eq!(ext["status"], 200, "{out}");
+        assert_eq!(ext["body"]["SecretString"], "value-of-allowed", "{out}");
+        assert_eq!(ext["body"]["Name"], allowed_secret.as_str(), "{out}");
+        assert_eq!(ext["body"]["ARN"], allowed_arn, "{out}");
+        assert!(ext["body"]["VersionStages"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|v| v == "AWSCURRENT")));
+        assert_eq!(out["extension_again"], ext["body"], "{out}");
+        assert_eq!(out["extension_without_token"], 401, "{out}");
+        assert_eq!(out["extension_wrong_token"], 403, "{out}");
+        // The role does not allow the other secret: refused upstream, passed on as an error.
+        assert!(
+            out["extension_other_secret"]
+                .as_u64()
+                .is_some_and(|c| (400..500).contains(&c)),
+            "{out}"
+        );
+
+        // The same credentials from outside: valid now (they are the role's, nothing more)...
+        let creds = &out["credentials"];
+        let (akid, secret, token) = (
+            creds["AWS_ACCESS_KEY_ID"]
+                .as_str()
+                .context("key")?
+                .to_string(),
+            creds["AWS_SECRET_ACCESS_KEY"]
+                .as_str()
+                .context("secret")?
+                .to_string(),
+            creds["AWS_SESSION_TOKEN"]
+                .as_str()
+                .context("token")?
+                .to_string(),
+        );
+        assert!(akid.starts_with("ASIA"), "{akid}");
+        let used = roles_py(&cluster, &["use", &akid, &secret, &token, &allowed_secret])?;
+        assert_eq!(used["code"], "ok", "{used}");
+        let denied = roles_py(&cluster, &["use", &akid, &secret, &token, &other_secret])?;
+        assert_eq!(denied["code"], "AccessDeniedException", "{denied}");
+        // ...not without their token...
+        let forged = roles_py(
+            &cluster,
+            &["use", &akid, &secret, "forged", &allowed_secret],
+        )?;
+        assert_ne!(forged["code"], "ok", "{forged}");
+
+        // ...never shown by GetFunction or the logs.
+        let f = client.get_function(&caller).await?;
+        let shown = format!("{f:?}");
+        assert!(
+            !shown.contains(&akid) && !shown.contains(&secret),
+            "{shown}"
+        );
+        let logs = format!("{}{}", resp.log_tail, cluster.logs());
+        assert!(
+            !logs.contains(&secret) && !logs.contains(&token),
+            "a credential reached the logs"
+        );
+
+        // Deleting the role ends its sessions at once.
+        client.delete_role(&role).await?;
+        let gone = roles_py(&cluster, &["use", &akid, &secret, &token, &allowed_secret])?;
+        assert_ne!(gone["code"], "ok", "{gone}");
+        Ok(())
+    });
+}
+
+#[test]
+fn session_credentials_are_refused_after_they_expire() {
+    run(async {
+        let ttl = TTL_SECS.to_string();
+        let cluster = Cluster::start_full(1, &["--session-ttl-secs", &ttl], &[])?;
+        let client = cluster.client().await?;
+        let (allowed_secret, other_secret) = (unique("allowed"), unique("other"));
+        let arns = roles_py(&cluster, &["setup", &allowed_secret, &other_secret])?;
+        let allowed_arn = arns[&allowed_secret].as_str().context("allowed ARN")?;
+        let role = unique("reader");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": allowed_arn}]
+        });
+        client.create_role(&role, &policy.to_string(), "").await?;
+        // The role's credentials as a function sees them (its environment, nothing else).
+        let name = unique("env");
+        let source = "import os\ndef handler(event, context):\n    return {k: os.environ[k] for k in ('AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN')}\n";
+        let mut s = spec(&name, "python3.11", "app.handler");
+        s.role = format!("arn:aws:iam::000000000000:role/{role}");
+        client
+            .create_function(s, zip_of(&[("app.py", source, 0o644)]))
+            .await?;
+        let out = json(&invoke(&client, &name, "{}").await?);
+        let arg = |k: &str| out[k].as_str().map(str::to_string).context("credential");
+        let (akid, secret, token) = (
+            arg("AWS_ACCESS_KEY_ID")?,
+            arg("AWS_SECRET_ACCESS_KEY")?,
+            arg("AWS_SESSION_TOKEN")?,
+        );
+        let used = roles_py(&cluster, &["use", &akid, &secret, &token, &allowed_secret])?;
+        assert_eq!(used["code"], "ok", "{used}");
+        std::thread::sleep(std::time::Duration::from_secs(TTL_SECS + 1));
+        let expired = roles_py(&cluster, &["use", &akid, &secret, &token, &allowed_secret])?;
+        assert_eq!(expired["code"], "ExpiredTokenException", "{expired}");
+        // A new invocation gets a sandbox with fresh credentials that work.
+        let out = json(&invoke(&client, &name, "{}").await?);
+        let fresh = out["AWS_ACCESS_KEY_ID"].as_str().context("fresh key")?;
+        assert_ne!(fresh, akid, "an expired sandbox was reused");
+        let used = roles_py(
+            &cluster,
+            &[
+                "use",
+                fresh,
+                out["AWS_SECRET_ACCESS_KEY"].as_str().context("secret")?,
+                out["AWS_SESSION_TOKEN"].as_str().context("token")?,
+                &allowed_secret,
+            ],
+        )?;
+        assert_eq!(used["code"], "ok", "{used}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_function_without_a_role_gets_no_credentials_and_no_endpoints() {
+    run(async {
+        let cluster = Cluster::start(1)?;
+        let client = cluster.client().await?;
+        let source = std::fs::read_to_string(fixture("plain.py"))?;
+        // No role, and a role ARN naming no Lamina role: the same.
+        for role in ["", "arn:aws:iam::000000000000:role/no-such-role"] {
+            let name = unique("plain");
+            let mut s = spec(&name, "python3.11", "app.handler");
+            s.role = role.to_string();
+            client
+                .create_function(s, zip_of(&[("app.py", &source, 0o644)]))
+                .await?;
+            let out = json(&invoke(&client, &name, "{\"x\":1}").await?);
+            assert_eq!(out["present"], serde_json::json!([]), "{role}: {out}");
+            assert_eq!(out["aws_endpoint_refused"], true, "{role}: {out}");
+            assert_eq!(out["extension_refused"], true, "{role}: {out}");
+        }
+        Ok(())
+    });
+}
