@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod images;
 pub mod netns;
 pub mod orphans;
+pub mod tls;
 
 /// Path of a workspace binary next to the running test executable (`target/<profile>/NAME`).
 pub fn bin(name: &str) -> PathBuf {
@@ -180,6 +181,9 @@ pub struct Cluster {
     pub credentials_file: PathBuf,
     /// The cluster credential's file (what workers get with `--cluster-token-file`).
     pub cluster_token_file: PathBuf,
+    /// The cluster's CA and controller certificate when it runs with TLS ([`Cluster::start_tls`],
+    /// [`Cluster::start_netns`]); `None`: `--plaintext` on loopback.
+    pub tls: Option<tls::TestTls>,
     /// Workers in network namespaces of their own ([`Cluster::start_netns`]). Last field: dropped
     /// after the processes are stopped.
     netns: Option<netns::Network>,
@@ -195,8 +199,8 @@ impl Cluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let controller = spawn_controller(dir.path(), "127.0.0.1:0", &[], 0)?;
-        let mut cluster = Cluster::new(dir, controller)?;
+        let controller = spawn_controller(dir.path(), "127.0.0.1:0", &[], 0, None)?;
+        let mut cluster = Cluster::new(dir, controller, None)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }
@@ -204,7 +208,8 @@ impl Cluster {
     }
 
     /// A cluster around a controller that just became ready: reads the credentials it created.
-    fn new(dir: tempfile::TempDir, controller: Proc) -> Result<Cluster> {
+    fn new(dir: tempfile::TempDir, controller: Proc, tls: Option<tls::TestTls>) -> Result<Cluster> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let auth = dir.path().join("controller").join("auth");
         let credentials_file = auth.join("admin-credentials.json");
         let credentials = lamina_client::credentials::load_file(&credentials_file)?;
@@ -213,8 +218,8 @@ impl Cluster {
             .clone()
             .ok_or_else(|| anyhow!("the controller printed no REST ready line"))?;
         Ok(Cluster {
-            endpoint: format!("http://{}", controller.address),
-            rest_endpoint: format!("http://{rest}"),
+            endpoint: format!("{scheme}://{}", controller.address),
+            rest_endpoint: format!("{scheme}://{rest}"),
             controller,
             workers: Vec::new(),
             worker_ids: Vec::new(),
@@ -223,6 +228,7 @@ impl Cluster {
             cluster_token_file: auth.join("cluster-token"),
             dir,
             netns: None,
+            tls,
         })
     }
 
@@ -236,15 +242,70 @@ impl Cluster {
             .ok_or_else(|| anyhow!("the controller printed no `{HTTP_READY}HOST:PORT` line"))
     }
 
-    /// The environment `fnctl` needs to reach this cluster: endpoint and credentials file.
+    /// The environment `fnctl` needs to reach this cluster: endpoint, credentials file and (with
+    /// TLS) the CA.
     pub fn fnctl_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("FNCTL_ENDPOINT", self.endpoint.clone()),
             (
                 "FNCTL_CREDENTIALS",
                 self.credentials_file.display().to_string(),
             ),
-        ]
+        ];
+        if let Some(tls) = &self.tls {
+            env.push(("FNCTL_CA", tls.ca.display().to_string()));
+        }
+        env
+    }
+
+    /// The CA certificate clients must trust, when the cluster runs with TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// What boto3 and the AWS CLI need to verify the REST API's certificate: `AWS_CA_BUNDLE`.
+    pub fn aws_ca_env(&self) -> Vec<(&'static str, PathBuf)> {
+        self.tls
+            .iter()
+            .map(|t| ("AWS_CA_BUNDLE", t.ca.clone()))
+            .collect()
+    }
+
+    /// The transport flags of a worker: its certificate (for loopback and `hosts`) and the CA with
+    /// TLS, `--plaintext` without; none when `extra` chooses already.
+    pub fn worker_transport_args(
+        &self,
+        id: &str,
+        hosts: &[String],
+        extra: &[&str],
+    ) -> Result<Vec<String>> {
+        if tls::chooses_transport(extra) {
+            return Ok(Vec::new());
+        }
+        match &self.tls {
+            Some(t) => t.worker_args(id, hosts),
+            None => Ok(vec!["--plaintext".to_string()]),
+        }
+    }
+
+    /// A controller and `workers` workers on loopback with TLS on every listener (a CA of the
+    /// cluster's own in `DIR/tls`) and mTLS between controller and workers.
+    pub fn start_tls(
+        workers: usize,
+        controller_args: &[&str],
+        worker_args: &[&str],
+    ) -> Result<Cluster> {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let tls = tls::TestTls::create(dir.path(), &[])?;
+        let controller =
+            spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0, Some(&tls))?;
+        let mut cluster = Cluster::new(dir, controller, Some(tls))?;
+        for _ in 0..workers {
+            cluster.add_worker(worker_args)?;
+        }
+        Ok(cluster)
     }
 
     /// The cluster credential: what signs controller <-> worker calls. A direct `Worker` client
@@ -260,7 +321,7 @@ impl Cluster {
 
     /// A client signing with `creds` instead of the admin key (`None`: unsigned).
     pub async fn client_with(&self, creds: Option<Credentials>) -> Result<Client> {
-        Ok(Client::connect_with(&self.endpoint, creds).await?)
+        Ok(Client::connect_tls(&self.endpoint, creds, self.ca()).await?)
     }
 
     pub fn add_worker(&mut self, extra: &[&str]) -> Result<()> {
@@ -275,6 +336,7 @@ impl Cluster {
             .args(["--worker-id", &id])
             .arg("--cluster-token-file")
             .arg(&self.cluster_token_file)
+            .args(self.worker_transport_args(&id, &[], extra)?)
             .args(extra);
         let log = self.dir.path().join(format!("{id}.log"));
         let p = Proc::spawn(&id, cmd, "lamina-worker ", log)?;
@@ -285,7 +347,7 @@ impl Cluster {
 
     /// A client signing with the bootstrap admin key.
     pub async fn client(&self) -> Result<Client> {
-        Ok(Client::connect_with(&self.endpoint, Some(self.credentials.clone())).await?)
+        Ok(Client::connect_tls(&self.endpoint, Some(self.credentials.clone()), self.ca()).await?)
     }
 
     /// Every process's log, for failure messages.
@@ -451,8 +513,8 @@ impl Cluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let controller = spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0)?;
-        let mut cluster = Cluster::new(dir, controller)?;
+        let controller = spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0, None)?;
+        let mut cluster = Cluster::new(dir, controller, None)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }
@@ -475,10 +537,12 @@ impl Cluster {
         let address = self.controller.address.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match spawn_controller(self.dir.path(), &address, controller_args, generation) {
+            let tls = self.tls.as_ref();
+            match spawn_controller(self.dir.path(), &address, controller_args, generation, tls) {
                 Ok(p) => {
                     if let Some(rest) = &p.rest_address {
-                        self.rest_endpoint = format!("http://{rest}");
+                        let scheme = if tls.is_some() { "https" } else { "http" };
+                        self.rest_endpoint = format!("{scheme}://{rest}");
                     }
                     self.controller = p;
                     return Ok(());
@@ -500,8 +564,20 @@ impl Cluster {
     }
 }
 
-fn spawn_controller(dir: &Path, listen: &str, extra: &[&str], generation: usize) -> Result<Proc> {
+fn spawn_controller(
+    dir: &Path,
+    listen: &str,
+    extra: &[&str],
+    generation: usize,
+    tls: Option<&tls::TestTls>,
+) -> Result<Proc> {
     let mut cmd = Command::new(bin("lamina-controller"));
+    if !tls::chooses_transport(extra) {
+        match tls {
+            Some(t) => cmd.args(t.controller_args()),
+            None => cmd.arg("--plaintext"),
+        };
+    }
     cmd.args([
         "--listen",
         listen,
@@ -591,6 +667,8 @@ pub fn lambda_rest_py(cluster: &Cluster, args: &[&str]) -> Result<String> {
         .args(args)
         .env("LAMINA_REST", &cluster.rest_endpoint)
         .env("LAMINA_CREDENTIALS", &cluster.credentials_file)
+        .env_remove("AWS_CA_BUNDLE")
+        .envs(cluster.aws_ca_env())
         .env("AWS_CLI", venv().join("bin/aws"))
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")

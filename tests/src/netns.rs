@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::tls::TestTls;
 use crate::{bin, require_root, spawn_controller, unique, Cluster, Proc};
 
 /// Prefix of every interface and namespace name of the test networks.
@@ -293,8 +294,10 @@ impl Cluster {
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
         let listen = format!("{}:0", network.gateway());
-        let controller = spawn_controller(dir.path(), &listen, controller_args, 0)?;
-        let mut cluster = Cluster::new(dir, controller)?;
+        // Not loopback: TLS on every listener, the controller's certificate naming the bridge.
+        let tls = TestTls::create(dir.path(), &[network.gateway().to_string()])?;
+        let controller = spawn_controller(dir.path(), &listen, controller_args, 0, Some(&tls))?;
+        let mut cluster = Cluster::new(dir, controller, Some(tls))?;
         cluster.netns = Some(network);
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
@@ -325,6 +328,7 @@ impl Cluster {
             .args(["--worker-id", &id])
             .arg("--cluster-token-file")
             .arg(&self.cluster_token_file)
+            .args(self.worker_transport_args(&id, &[address.clone()], extra)?)
             .args(extra);
         let log = self.dir.path().join(format!("{id}.log"));
         let p = Proc::spawn(&id, cmd, "lamina-worker ", log)?;

@@ -462,7 +462,7 @@ fn default_egress_nat_sets_up_masquerade_and_keeps_the_host_and_controller_out()
         // Both targets live in namespaces this test created: the worker's own address (its
         // gRPC port) and the controller's (the bridge address in the test's namespace).
         let worker = cluster.workers[0].address.clone();
-        let controller = cluster.endpoint.trim_start_matches("http://").to_string();
+        let controller = cluster.controller.address.clone();
         for target in [&worker, &controller] {
             let (host, port) = target.rsplit_once(':').context("host:port")?;
             let (r, _, route) = probe_port(&c, "plain", host, port.parse()?, 0).await?;

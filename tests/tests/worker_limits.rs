@@ -204,6 +204,7 @@ fn two_workers_on_one_host_never_share_uids() {
             ])
             .arg("--cluster-token-file")
             .arg(&cluster.cluster_token_file)
+            .args(cluster.worker_transport_args("w-overlap", &[], &[])?)
             .output()?;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
