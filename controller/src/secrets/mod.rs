@@ -4,6 +4,7 @@
 //! - `manager.rs`: secrets, their versions and staging labels, deletion with a recovery window
 //!   (purged lazily: a secret past its deletion date is deleted by the first call that finds it,
 //!   reads and listings included), restore;
+//! - `listing.rs`: `ListSecrets` (filters, sorting, pages);
 //! - `staging.rs`: the staging-label rules (`AWSCURRENT` moves, the previous current becomes
 //!   `AWSPREVIOUS`), pure;
 //! - `rotation.rs`: `RotateSecret`, the four steps of a rotation function invoked through the
@@ -24,6 +25,7 @@ use zeroize::Zeroizing;
 use crate::api::{ApiError, Shared};
 use crate::store::writers::KeyedLocks;
 
+mod listing;
 pub(crate) mod manager;
 pub(crate) mod parameters;
 pub(crate) mod rotation;
