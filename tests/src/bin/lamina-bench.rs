@@ -13,7 +13,8 @@
 //!   invocations cold, on provisioned sandboxes and warm, and 100 concurrent cold starts spread
 //!   over the workers;
 //! - the HTTP gateway (`bench/gateway.rs`): `wrk` against a warm no-op function's URL, beside a bare
-//!   HTTP server answering the same bytes and direct Invokes at the same concurrency.
+//!   HTTP server answering the same bytes and direct Invokes at the same concurrency;
+//! - policy evaluation (`bench/iam.rs`): `iam::authorize` per request with 1, 10 and 100 statements.
 //!
 //! Quick mode takes about 1.5 minutes on 2 cores; `--full` runs 5x as many samples (bursts: 16 at
 //! once, 10 rounds).
@@ -23,6 +24,8 @@ mod api;
 mod concurrency;
 #[path = "bench/gateway.rs"]
 mod gateway;
+#[path = "bench/iam.rs"]
+mod iam;
 #[path = "bench/peers.rs"]
 mod peers;
 #[path = "bench/pools.rs"]
@@ -127,7 +130,8 @@ fn only_phase(
         }
         "vpc" => vpc::run(&rt, rep, targets, full)?,
         "gateway" => gateway::run(&rt, rep, targets, secs)?,
-        other => bail!("--only takes api, zygote, vpc or gateway, not {other:?}"),
+        "iam" => iam::run(rep, targets, full)?,
+        other => bail!("--only takes api, zygote, vpc, gateway or iam, not {other:?}"),
     }
     Ok(())
 }
@@ -141,7 +145,7 @@ fn main() -> Result<()> {
             rest.next();
         } else if !known(a) {
             eprintln!(
-                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc|gateway]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
+                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc|gateway|iam]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
             );
             std::process::exit(if a == "-h" || a == "--help" { 0 } else { 2 });
         }
@@ -353,6 +357,8 @@ fn main() -> Result<()> {
     // Cluster 6: the HTTP gateway against a bare server and direct invokes (issue 16).
     api::wait_quiet(Duration::from_secs(30));
     gateway::run(&rt, &mut rep, &mut targets, secs)?;
+    // In-process: the cost of policy evaluation per request (issue 17).
+    iam::run(&mut rep, &mut targets, full)?;
 
     let best_pool = e2e_py_pool.min(e2e_py_zygote);
     targets.push(format!(
