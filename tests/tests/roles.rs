@@ -310,3 +310,61 @@ fn a_function_without_a_role_gets_no_credentials_and_no_endpoints() {
         Ok(())
     });
 }
+
+#[test]
+fn giving_a_function_a_role_needs_iam_pass_role() {
+    run(async {
+        let cluster = Cluster::start(0)?;
+        let admin = cluster.client().await?;
+        let role = unique("powerful");
+        let policy = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+        let arn = admin.create_role(&role, policy, "").await?.arn;
+        let functions = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["lambda:CreateFunction","lambda:UpdateFunctionConfiguration"],"Resource":"*"}]}"#;
+        let pass = serde_json::json!({"Version":"2012-10-17","Statement":[
+            {"Effect":"Allow","Action":["lambda:CreateFunction","lambda:UpdateFunctionConfiguration"],"Resource":"*"},
+            {"Effect":"Allow","Action":"iam:PassRole","Resource":arn}]});
+        let key = |k: lamina_proto::v1::AccessKey| lamina_client::Credentials {
+            access_key_id: k.access_key_id,
+            secret_access_key: k.secret_access_key,
+        };
+        let without = key(admin
+            .create_access_key_with_policy("no PassRole", false, Some(functions))
+            .await?);
+        let with = key(admin
+            .create_access_key_with_policy("PassRole", false, Some(&pass.to_string()))
+            .await?);
+        let without = cluster.client_with(Some(without)).await?;
+        let with = cluster.client_with(Some(with)).await?;
+        let zip = || zip_of(&[("app.py", PONG, 0o644)]);
+        let with_role = |name: &str| {
+            let mut s = spec(name, "python3.11", "app.handler");
+            s.role = arn.clone();
+            s
+        };
+
+        let refused = without
+            .create_function(with_role(&unique("f")), zip())
+            .await
+            .expect_err("a role was passed without iam:PassRole");
+        assert!(refused.to_string().contains("iam:PassRole"), "{refused}");
+        // Without a role, or with a role ARN that is not one of the cluster's: no PassRole needed.
+        let plain = unique("f");
+        without
+            .create_function(spec(&plain, "python3.11", "app.handler"), zip())
+            .await?;
+        let update = lamina_proto::v1::UpdateFunctionConfigurationRequest {
+            function_name: plain.clone(),
+            role: Some(arn.clone()),
+            ..Default::default()
+        };
+        let refused = without
+            .update_function_configuration(update.clone())
+            .await
+            .expect_err("a role was set without iam:PassRole");
+        assert!(refused.to_string().contains("iam:PassRole"), "{refused}");
+
+        with.create_function(with_role(&unique("f")), zip()).await?;
+        with.update_function_configuration(update).await?;
+        Ok(())
+    });
+}

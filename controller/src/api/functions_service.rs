@@ -76,6 +76,7 @@ impl FunctionsService {
             };
         self.shared
             .authorize_function(extensions, "lambda:CreateFunction", &spec.name, "")?;
+        self.shared.authorize_pass_role(extensions, &spec.role)?;
         ensure_name_free(&self.shared, &spec.name).await?;
         let chunk_of = |m: v1::CreateFunctionRequest| match m.part {
             Some(Part::CodeChunk(chunk)) => Ok(chunk),
@@ -207,6 +208,10 @@ impl v1::functions_server::Functions for FunctionsService {
             &request.get_ref().function_name,
             "",
         )?;
+        if let Some(role) = &request.get_ref().role {
+            self.shared
+                .authorize_pass_role(request.extensions(), role)?;
+        }
         let r = request.into_inner();
         let name = r.function_name.clone();
         let update = ConfigurationUpdate::try_from(r)?;

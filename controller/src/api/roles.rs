@@ -10,7 +10,7 @@ use lamina_proto::v1;
 use tonic::{Request, Response, Status};
 
 use super::{now_ms, Shared};
-use crate::auth::sessions::{role_arn, valid_role_name, SessionStore};
+use crate::auth::sessions::{role_arn, role_name, valid_role_name, SessionStore};
 use crate::iam::Policy;
 use crate::store::{RoleStore, RoleStoreError, StoredRole};
 
@@ -46,6 +46,22 @@ pub(crate) fn load(sessions: &SessionStore, store: &dyn RoleStore) -> Result<(),
         }
     }
     Ok(())
+}
+
+impl Shared {
+    /// Giving a function one of this cluster's roles (create, update-config) needs
+    /// `iam:PassRole` on the role's ARN, as in IAM: whoever may create functions does not get
+    /// every role's permissions through them. Other role ARNs give no credentials: no check.
+    pub(crate) fn authorize_pass_role(
+        &self,
+        extensions: &http::Extensions,
+        role_arn: &str,
+    ) -> Result<(), super::ApiError> {
+        match role_name(role_arn) {
+            Some(_) => self.authorize(extensions, "iam:PassRole", role_arn),
+            None => Ok(()),
+        }
+    }
 }
 
 pub struct RolesService {

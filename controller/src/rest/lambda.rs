@@ -223,6 +223,9 @@ async fn create(State(st): St, ext: Extensions, body: Bytes) -> Result<Response,
     let (name, _) = parse_function_name(&r.function_name)?;
     st.shared
         .authorize_function(&ext, "lambda:CreateFunction", &name, "")?;
+    if let Some(role) = &r.role {
+        st.shared.authorize_pass_role(&ext, role)?;
+    }
     if r.tags.as_ref().is_some_and(|t| !t.is_empty()) {
         st.shared
             .authorize_function(&ext, "lambda:TagResource", &name, "")?;
@@ -385,6 +388,9 @@ async fn update_configuration(
     let name = latest_name(&name)?;
     st.shared
         .authorize_function(&ext, "lambda:UpdateFunctionConfiguration", &name, "")?;
+    if let Some(role) = &r.role {
+        st.shared.authorize_pass_role(&ext, role)?;
+    }
     let update = functions::ConfigurationUpdate {
         runtime: r.runtime,
         handler: r.handler,
