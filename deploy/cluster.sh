@@ -299,19 +299,23 @@ cmd_up() {
   setup_network "$prefix" "$n"
   log "network: bridge $BRIDGE $prefix.1/24, namespaces ${NS_PREFIX}1..$n"
 
-  local endpoint="http://$prefix.1:$CONTROLLER_PORT"
+  local endpoint="https://$prefix.1:$CONTROLLER_PORT"
   local rest="${LAMINA_CLUSTER_REST_LISTEN:-127.0.0.1:9680}"
+  make_tls "$data/tls" "$prefix" "$n" "${rest%:*}"
+  log "tls: cluster CA $data/tls/ca.pem (every listener https, controller <-> worker mTLS)"
   local -a controller_extra=() worker_extra=()
   read -r -a controller_extra <<<"${LAMINA_CLUSTER_CONTROLLER_ARGS:-}"
   read -r -a worker_extra <<<"${LAMINA_CLUSTER_WORKER_ARGS:-}"
   : >"$data/logs/controller.log"
   setsid "$bin/lamina-controller" --listen "$prefix.1:$CONTROLLER_PORT" --rest-listen "$rest" \
     --data-dir "$data/controller" --worker-timeout-ms "${LAMINA_CLUSTER_WORKER_TIMEOUT_MS:-5000}" \
+    --tls-cert "$data/tls/controller.pem" --tls-key "$data/tls/controller-key.pem" \
+    --tls-ca "$data/tls/ca.pem" \
     "${controller_extra[@]}" </dev/null >>"$data/logs/controller.log" 2>&1 &
   local cpid=$!
   echo "$cpid" >"$data/run/controller.pid"
   wait_ready controller "$cpid" "$data/logs/controller.log" "lamina-controller listening on"
-  log "controller (pid $cpid) on $endpoint, REST on http://$rest"
+  log "controller (pid $cpid) on $endpoint, REST on https://$rest"
 
   local memory="${LAMINA_CLUSTER_WORKER_MEMORY_MB:-$(default_worker_memory_mb "$n")}" i wpid
   for ((i = 1; i <= n; i++)); do
@@ -321,6 +325,8 @@ cmd_up() {
       --state-dir "$data/worker-$i" --worker-id "$NS_PREFIX$i" \
       --uid-base $((200000 + (i - 1) * 65536)) --uid-count 65536 --memory-mb "$memory" \
       --cluster-token-file "$data/controller/auth/cluster-token" \
+      --tls-cert "$data/tls/worker-$i.pem" --tls-key "$data/tls/worker-$i-key.pem" \
+      --tls-ca "$data/tls/ca.pem" \
       "${worker_extra[@]}" </dev/null >>"$data/logs/worker-$i.log" 2>&1 &
     wpid=$!
     echo "$wpid" >"$data/run/worker-$i.pid"
@@ -333,6 +339,8 @@ cmd_up() {
   cat >"$data/cluster.env" <<EOF
 export FNCTL_ENDPOINT=$endpoint
 export FNCTL_CREDENTIALS=$data/controller/auth/admin-credentials.json
+export FNCTL_CA=$data/tls/ca.pem
+export AWS_CA_BUNDLE=$data/tls/ca.pem
 export PATH=$bin:\$PATH
 EOF
   log "up: $n workers. Use it with: source $data/cluster.env && fnctl workers"
@@ -349,7 +357,7 @@ cmd_status() {
   data=$(state_get data) prefix=$(state_get prefix) n=$(state_get workers)
   cpid=$(cat "$data/run/controller.pid" 2>/dev/null || true)
   if pid_runs "$cpid" lamina-controller; then
-    echo "controller  pid $cpid  http://$prefix.1:$CONTROLLER_PORT  data $data/controller"
+    echo "controller  pid $cpid  https://$prefix.1:$CONTROLLER_PORT  data $data/controller"
   else
     echo "controller  NOT RUNNING (log: $data/logs/controller.log)"; up=0
   fi
@@ -368,10 +376,47 @@ cmd_status() {
   fnctl="$(state_get bin)/fnctl"
   if [ -x "$fnctl" ] && pid_runs "$cpid" lamina-controller; then
     echo
-    FNCTL_ENDPOINT="http://$prefix.1:$CONTROLLER_PORT" \
+    FNCTL_ENDPOINT="https://$prefix.1:$CONTROLLER_PORT" FNCTL_CA="$data/tls/ca.pem" \
       FNCTL_CREDENTIALS="$data/controller/auth/admin-credentials.json" "$fnctl" workers || up=0
   fi
   [ "$up" = 1 ]
+}
+
+# TLS material under DIR (openssl, ECDSA P-256): the cluster CA (created once; key 0600) and, at
+# every start, certificates good for server and client authentication: the controller's for
+# loopback, the bridge address PREFIX.1 and the REST host, worker I's for PREFIX.(10+I).
+make_tls() {
+  local dir=$1 prefix=$2 n=$3 rest_host=$4 i san
+  mkdir -p "$dir" && chmod 700 "$dir"
+  if [ ! -s "$dir/ca.pem" ] || [ ! -s "$dir/ca-key.pem" ]; then
+    (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$dir/ca-key.pem")
+    openssl req -x509 -new -key "$dir/ca-key.pem" -sha256 -days 3650 \
+      -subj "/O=Lamina/CN=Lamina cluster CA" \
+      -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" -out "$dir/ca.pem" 2>/dev/null
+  fi
+  san="DNS:localhost,IP:127.0.0.1,IP:::1,IP:$prefix.1"
+  case "$rest_host" in
+    ''|0.0.0.0|'[::]'|127.0.0.1|localhost) ;;
+    *[!0-9.]*) san="$san,DNS:$rest_host" ;;
+    *) san="$san,IP:$rest_host" ;;
+  esac
+  issue_cert "$dir" controller "$san"
+  for ((i = 1; i <= n; i++)); do
+    issue_cert "$dir" "worker-$i" "DNS:localhost,IP:127.0.0.1,IP:$prefix.$((10 + i))"
+  done
+}
+
+issue_cert() {
+  local dir=$1 name=$2 san=$3
+  (umask 077 && openssl ecparam -name prime256v1 -genkey -noout -out "$dir/$name-key.pem")
+  openssl req -new -key "$dir/$name-key.pem" -subj "/CN=lamina $name" -out "$dir/$name.csr"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+    -CAcreateserial -days 730 -sha256 -out "$dir/$name.pem" -extfile <(printf '%s\n' \
+      "subjectAltName=$san" "extendedKeyUsage=serverAuth,clientAuth" \
+      "keyUsage=critical,digitalSignature,keyEncipherment" "basicConstraints=CA:FALSE" \
+      "authorityKeyIdentifier=keyid" "subjectKeyIdentifier=hash") 2>/dev/null
+  rm -f "$dir/$name.csr"
 }
 
 worker_index() {

@@ -7,11 +7,12 @@
 #   tests: bubblewrap and runc (peers measured beside Lamina by the benchmark), python3-venv (boto3 and
 #          the AWS CLI for the REST API tests), cmake autoconf automake libtool make (the native addon
 #          of the official Node runtime client, aws-lambda-ric, built by tests/clients/install.sh),
-#          wrk (the HTTP load generator of the benchmark's gateway rows), curl (the HTTP gateway tests)
+#          wrk (the HTTP load generator of the benchmark's gateway rows), curl (the HTTP gateway tests),
+#          openssl (deploy/cluster.sh's certificates; the TLS tests' `openssl s_client`)
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; }
 need=()
-for pkg in libclang-dev g++ linux-libc-dev pkg-config iproute2 util-linux nftables python3.11 python3-venv bubblewrap runc cmake autoconf automake libtool make wrk curl; do
+for pkg in libclang-dev g++ linux-libc-dev pkg-config iproute2 util-linux nftables python3.11 python3-venv bubblewrap runc cmake autoconf automake libtool make wrk curl openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v node >/dev/null 2>&1 || need+=(nodejs)
