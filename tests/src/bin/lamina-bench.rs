@@ -14,7 +14,9 @@
 //!   over the workers;
 //! - the HTTP gateway (`bench/gateway.rs`): `wrk` against a warm no-op function's URL, beside a bare
 //!   HTTP server answering the same bytes and direct Invokes at the same concurrency;
-//! - policy evaluation (`bench/iam.rs`): `iam::authorize` per request with 1, 10 and 100 statements.
+//! - policy evaluation (`bench/iam.rs`): `iam::authorize` per request with 1, 10 and 100 statements;
+//! - TLS (`bench/tls.rs`): a new connection's handshake beside a bare TCP connect, and warm
+//!   invocations over TLS (client and worker hops) beside plaintext, in the same run.
 //!
 //! Quick mode takes about 1.5 minutes on 2 cores; `--full` runs 5x as many samples (bursts: 16 at
 //! once, 10 rounds).
@@ -32,6 +34,8 @@ mod peers;
 mod pools;
 #[path = "bench/report.rs"]
 mod report;
+#[path = "bench/tls.rs"]
+mod tls;
 #[path = "bench/vpc.rs"]
 mod vpc;
 
@@ -131,7 +135,8 @@ fn only_phase(
         "vpc" => vpc::run(&rt, rep, targets, full)?,
         "gateway" => gateway::run(&rt, rep, targets, secs)?,
         "iam" => iam::run(rep, targets, full)?,
-        other => bail!("--only takes api, zygote, vpc, gateway or iam, not {other:?}"),
+        "tls" => tls::run(&rt, rep, targets, full)?,
+        other => bail!("--only takes api, zygote, vpc, gateway, iam or tls, not {other:?}"),
     }
     Ok(())
 }
@@ -145,7 +150,7 @@ fn main() -> Result<()> {
             rest.next();
         } else if !known(a) {
             eprintln!(
-                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc|gateway|iam]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
+                "usage: lamina-bench [--full] [--out FILE | --only api|zygote|vpc|gateway|iam|tls]   (as root; writes docs/BENCHMARKS.md by default; --only prints one phase and writes nothing)"
             );
             std::process::exit(if a == "-h" || a == "--help" { 0 } else { 2 });
         }
@@ -359,6 +364,9 @@ fn main() -> Result<()> {
     gateway::run(&rt, &mut rep, &mut targets, secs)?;
     // In-process: the cost of policy evaluation per request (issue 17).
     iam::run(&mut rep, &mut targets, full)?;
+    // Cluster 7 and 8: TLS beside plaintext (issue 17).
+    api::wait_quiet(Duration::from_secs(30));
+    tls::run(&rt, &mut rep, &mut targets, full)?;
 
     let best_pool = e2e_py_pool.min(e2e_py_zygote);
     targets.push(format!(
