@@ -129,6 +129,11 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
         }
     };
     let endpoint = format!("https://{addr}");
+    // The role endpoints of sandboxes (execution roles) forward to the REST API.
+    let controller_rest = format!(
+        "https://{}",
+        listeners.rest.as_deref().unwrap_or(&args.rest_listen)
+    );
     // Created by the controller at its first start (`DATA_DIR/auth/`, mode 0600).
     let auth_dir = controller_dir.join("auth");
     let cluster_token = auth_dir.join("cluster-token");
@@ -151,6 +156,8 @@ pub async fn up(args: &UpArgs) -> anyhow::Result<Outcome> {
             // set-up. (The Python zygote stays off: its sandboxes share one address-space layout.)
             "--prewarm".as_ref(),
             PREWARM.as_ref(),
+            "--controller-rest".as_ref(),
+            controller_rest.as_ref(),
             "--tls-cert".as_ref(),
             tls.worker.cert.as_os_str(),
             "--tls-key".as_ref(),

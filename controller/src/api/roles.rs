@@ -94,27 +94,28 @@ fn to_proto(r: StoredRole) -> v1::Role {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Status> {
+/// `Err`: why the request is invalid (answered `INVALID_ARGUMENT`).
+fn check_name(name: &str) -> Result<(), String> {
     if valid_role_name(name) {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(format!(
             "role name must be 1 to 64 letters, digits or +=,.@_-, got {:?}",
             name.chars().take(80).collect::<String>()
-        )))
+        ))
     }
 }
 
 /// The checked role of a create or update, and its compiled policy.
-fn checked(r: v1::PutRoleRequest) -> Result<(StoredRole, Arc<Policy>), Status> {
+fn checked(r: v1::PutRoleRequest) -> Result<(StoredRole, Arc<Policy>), String> {
     check_name(&r.name)?;
     if r.description.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Status::invalid_argument(format!(
+        return Err(format!(
             "role description must be at most {MAX_DESCRIPTION_CHARS} characters"
-        )));
+        ));
     }
     let policy = Policy::parse_identity(&r.policy)
-        .map_err(|e| Status::invalid_argument(format!("policy of role `{}`: {e}", r.name)))?;
+        .map_err(|e| format!("policy of role `{}`: {e}", r.name))?;
     let now = now_ms();
     let role = StoredRole {
         name: r.name,
@@ -156,7 +157,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::PutRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
-        let (role, policy) = checked(request.into_inner())?;
+        let (role, policy) = checked(request.into_inner()).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
         let stored = role.clone();
         self.store(move |s| s.create_role(&stored)).await?;
@@ -169,7 +170,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::PutRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
-        let (role, policy) = checked(request.into_inner())?;
+        let (role, policy) = checked(request.into_inner()).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
         let name = role.name.clone();
         let stored = self.store(move |s| s.update_role(&role)).await?;
@@ -183,7 +184,7 @@ impl v1::roles_server::Roles for RolesService {
         request: Request<v1::GetRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
         let name = request.into_inner().name;
-        check_name(&name)?;
+        check_name(&name).map_err(Status::invalid_argument)?;
         let lookup = name.clone();
         match self.store(move |s| s.get_role(&lookup)).await? {
             Some(r) => Ok(Response::new(to_proto(r))),
@@ -196,7 +197,7 @@ impl v1::roles_server::Roles for RolesService {
         request: Request<v1::DeleteRoleRequest>,
     ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
         let name = request.into_inner().name;
-        check_name(&name)?;
+        check_name(&name).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
         let gone = name.clone();
         self.store(move |s| s.delete_role(&gone)).await?;
