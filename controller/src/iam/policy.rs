@@ -87,7 +87,7 @@ impl Statement {
     fn applies(&self, req: &Request<'_>) -> bool {
         self.action.matches(&req.action)
             && self.resource.matches(req.resource)
-            && self.principal.as_ref().map_or(true, |p| p.matches(req))
+            && self.principal.as_ref().is_none_or(|p| p.matches(req))
             && self.conditions.iter().all(|c| c.holds(req))
     }
 }
@@ -457,17 +457,13 @@ fn parse_principal(
                 match kind.as_str() {
                     "AWS" => {
                         for a in values {
+                            // An account id (12 digits), an IAM ARN or an access key id
+                            // (letters and digits; an account id is such a string too).
+                            let arn = a.starts_with("arn:aws:iam::") || a.starts_with("arn:aws:sts::");
+                            let id = !a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric());
                             if a == "*" {
                                 m.anyone = true;
-                            } else if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
-                                m.aws.push(a);
-                            } else if a.starts_with("arn:aws:iam::") || a.starts_with("arn:aws:sts::")
-                            {
-                                m.aws.push(a);
-                            } else if !a.is_empty()
-                                && a.bytes().all(|b| b.is_ascii_alphanumeric())
-                            {
-                                // An access key id.
+                            } else if arn || id {
                                 m.aws.push(a);
                             } else {
                                 return Err(invalid(at, field, format!("AWS principal `{a}` is not an account id, an IAM ARN or an access key id")));

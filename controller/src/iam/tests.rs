@@ -266,7 +266,7 @@ fn ip_address_conditions_v4_and_v6() {
     // No source address: NotIpAddress holds (the key is absent), IpAddress does not.
     c.source_ip = None;
     assert!(authorize(&p, "lambda:GetFunction", F, &c, None).is_err());
-    assert!(!authorize(&with_condition(cond), "lambda:InvokeFunction", F, &c, None).is_ok());
+    assert!(authorize(&with_condition(cond), "lambda:InvokeFunction", F, &c, None).is_err());
 }
 
 #[test]
