@@ -97,8 +97,10 @@ pub struct FunctionSpec {
     /// VPC attachment of its sandboxes (`None`: the function reaches no VPC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpc_config: Option<crate::network::VpcConfig>,
-    /// The execution role ARN as sent ("" = none given: Lamina's default role is shown). Lamina
-    /// gives functions no AWS credentials; the role is kept so that tools see what they set.
+    /// The execution role ARN as sent ("" = none given: Lamina's default role is shown). When it
+    /// names one of the cluster's roles (`arn:aws:iam::000000000000:role/NAME`, `fnctl role`), the
+    /// function's sandboxes get short-lived credentials for it; other ARNs are kept so that tools
+    /// see what they set, and give no credentials.
     #[serde(default)]
     pub role: String,
     /// Lambda's logging configuration, as sent.

@@ -1,6 +1,8 @@
 """The host side of tests/tests/roles.rs, with the real boto3 against Lamina's REST API.
 
-  roles.py setup ALLOWED OTHER     creates two secrets with the admin key; prints their ARNs
+  roles.py setup ALLOWED OTHER [PARAMETER]
+                                   creates two secrets (and a SecureString parameter) with the
+                                   admin key; prints the secrets' ARNs
   roles.py use AKID SECRET TOKEN SECRET_ID
                                    GetSecretValue signed with session credentials; prints
                                    {"code": "ok" | error code, "value": ...}
@@ -34,6 +36,9 @@ def main():
         arns = {}
         for name, value in ((sys.argv[2], "value-of-allowed"), (sys.argv[3], "value-of-other")):
             arns[name] = sm.create_secret(Name=name, SecretString=value)["ARN"]
+        if len(sys.argv) > 4:
+            ssm = admin("ssm")
+            ssm.put_parameter(Name=sys.argv[4], Value="parameter-value", Type="SecureString")
         print(json.dumps(arns))
     elif mode == "use":
         akid, secret, token, secret_id = sys.argv[2:6]

@@ -107,7 +107,11 @@ fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() 
         let cluster = Cluster::start_full(1, &["--session-ttl-secs", &ttl], &[])?;
         let client = cluster.client().await?;
         let (allowed_secret, other_secret) = (unique("allowed"), unique("other"));
-        let arns = roles_py(&cluster, &["setup", &allowed_secret, &other_secret])?;
+        let parameter = format!("/{}/db-password", unique("app"));
+        let arns = roles_py(
+            &cluster,
+            &["setup", &allowed_secret, &other_secret, &parameter],
+        )?;
         let allowed_arn = arns[&allowed_secret].as_str().context("allowed ARN")?;
 
         let (target, other_fn) = (unique("target"), unique("other-fn"));
@@ -118,7 +122,9 @@ fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() 
         let policy = serde_json::json!({
             "Version": "2012-10-17",
             "Statement": [
-                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": allowed_arn},
+                {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"], "Resource": allowed_arn},
+                {"Effect": "Allow", "Action": "ssm:GetParameter",
+                 "Resource": format!("arn:aws:ssm:us-east-1:000000000000:parameter{parameter}")},
                 {"Effect": "Allow", "Action": "lambda:InvokeFunction",
                  "Resource": format!("arn:aws:lambda:us-east-1:000000000000:function:{target}")}
             ]
@@ -148,6 +154,7 @@ fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() 
             "other_secret": other_secret,
             "allowed_function": target,
             "other_function": other_fn,
+            "parameter": parameter,
             "reveal_credentials": true,
         });
         let resp = invoke(&client, &caller, &event.to_string()).await?;
@@ -174,7 +181,16 @@ fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() 
         assert!(ext["body"]["VersionStages"]
             .as_array()
             .is_some_and(|s| s.iter().any(|v| v == "AWSCURRENT")));
+        // Cached: the value written since is not seen through the extension for 300 s...
         assert_eq!(out["extension_again"], ext["body"], "{out}");
+        // ...while GetSecretValue sees it at once.
+        assert_eq!(out["allowed_secret_now"], "value-of-allowed-2", "{out}");
+        // SSM through the extension: GetParameter's JSON, decrypted.
+        let p = &out["extension_parameter"];
+        assert_eq!(p["status"], 200, "{out}");
+        assert_eq!(p["body"]["Parameter"]["Value"], "parameter-value", "{out}");
+        assert_eq!(p["body"]["Parameter"]["Name"], parameter.as_str(), "{out}");
+        assert_eq!(p["body"]["Parameter"]["Type"], "SecureString", "{out}");
         assert_eq!(out["extension_without_token"], 401, "{out}");
         assert_eq!(out["extension_wrong_token"], 403, "{out}");
         // The role does not allow the other secret: refused upstream, passed on as an error.

@@ -49,7 +49,18 @@ def handler(event, context):
     path = "/secretsmanager/get?secretId=" + urllib.parse.quote(allowed, safe="")
     status, body = extension(path, token)
     out["extension"] = {"status": status, "body": body}
+    # The extension's cache: a new value written meanwhile is not seen until the TTL runs out,
+    # while GetSecretValue itself sees it at once.
+    sm.put_secret_value(SecretId=allowed, SecretString="value-of-allowed-2")
     out["extension_again"] = extension(path, token)[1]
+    out["allowed_secret_now"] = sm.get_secret_value(SecretId=allowed)["SecretString"]
+    parameter = event["parameter"]
+    pstatus, pbody = extension(
+        "/systemsmanager/parameters/get?withDecryption=true&name="
+        + urllib.parse.quote(parameter, safe=""),
+        token,
+    )
+    out["extension_parameter"] = {"status": pstatus, "body": pbody}
     out["extension_without_token"] = extension(path, None)[0]
     out["extension_wrong_token"] = extension(path, "not-the-token")[0]
     other_path = "/secretsmanager/get?secretId=" + urllib.parse.quote(other, safe="")
