@@ -36,12 +36,10 @@ pub struct Conn {
 
 impl Conn {
     async fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::connect_tls(
-            &self.endpoint,
-            self.credentials.clone(),
-            self.ca.as_deref(),
+        Ok(
+            Client::connect_tls(&self.endpoint, self.credentials.clone(), self.ca.as_deref())
+                .await?,
         )
-        .await?)
     }
 }
 

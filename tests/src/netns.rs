@@ -328,7 +328,7 @@ impl Cluster {
             .args(["--worker-id", &id])
             .arg("--cluster-token-file")
             .arg(&self.cluster_token_file)
-            .args(self.worker_transport_args(&id, &[address.clone()], extra)?)
+            .args(self.worker_transport_args(&id, std::slice::from_ref(&address), extra)?)
             .args(extra);
         let log = self.dir.path().join(format!("{id}.log"));
         let p = Proc::spawn(&id, cmd, "lamina-worker ", log)?;
