@@ -15,13 +15,11 @@ use anyhow::{bail, Context, Result};
 use lamina_client::{Code, Error};
 use lamina_e2e::*;
 
-/// TEMPORARY until the harness passes TLS or --plaintext itself (as tests/tests/roles.rs).
-const PLAINTEXT: &str = "--plaintext";
 const ARN: &str = "arn:aws:lambda:us-east-1:000000000000:function:";
 const ECHO: &str = "def handler(event, context):\n    return {\"echo\": event}\n";
 
 fn start() -> Result<Cluster> {
-    Cluster::start_full(1, &[PLAINTEXT], &[PLAINTEXT])
+    Cluster::start(1)
 }
 
 fn policy(statements: &str) -> String {
@@ -125,7 +123,7 @@ fn fnctl(cluster: &Cluster, creds: &Credentials, args: &[&str]) -> Result<std::p
     )?;
     Ok(Command::new(bin("fnctl"))
         .args(args)
-        .env("FNCTL_ENDPOINT", &cluster.endpoint)
+        .envs(cluster.fnctl_env())
         .env("FNCTL_CREDENTIALS", &file)
         .output()?)
 }
