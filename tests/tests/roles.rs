@@ -172,6 +172,9 @@ fn a_role_s_session_credentials_reach_what_its_policy_allows_and_nothing_else() 
         assert_eq!(out["allowed_function"]["pong"]["from"], "caller", "{out}");
         assert_eq!(out["other_function"], "AccessDeniedException", "{out}");
         assert_eq!(out["list_functions"], "AccessDeniedException", "{out}");
+        // Refused by the worker's forwarder (the controller would not know the key:
+        // UnrecognizedClientException).
+        assert_eq!(out["foreign_key"], "AccessDeniedException", "{out}");
         // The extension: GetSecretValue's JSON with the token, cached, refused without it.
         let ext = &out["extension"];
         assert_eq!(ext["status"], 200, "{out}");

@@ -44,6 +44,14 @@ def handler(event, context):
         lambda: lam.invoke(FunctionName=event["other_function"], Payload=b"{}")
     )
     out["list_functions"] = error_code(lambda: lam.list_functions())
+    # The sandbox's endpoint forwards only what its own session key signed.
+    foreign = boto3.client(
+        "secretsmanager",
+        aws_access_key_id="LAMFOREIGNKEY",
+        aws_secret_access_key="not-a-secret",
+        aws_session_token="",
+    )
+    out["foreign_key"] = error_code(lambda: foreign.get_secret_value(SecretId=allowed))
 
     token = os.environ["AWS_SESSION_TOKEN"]
     path = "/secretsmanager/get?secretId=" + urllib.parse.quote(allowed, safe="")
