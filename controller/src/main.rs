@@ -119,25 +119,6 @@ struct Args {
     #[arg(long)]
     plaintext: bool,
     /// How long the session credentials of execution roles (in sandboxes of functions with a
-    /// PEM certificate chain served on every listener (gRPC, REST, HTTP gateway) and presented
-    /// to workers (mTLS); with --tls-key and --tls-ca. `fnctl up` generates them.
-    #[arg(long, env = "LAMINA_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "LAMINA_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// PEM certificate of the cluster CA: workers must present a certificate it signed to use the
-    /// Cluster service, and the workers' own certificates are verified against it.
-    #[arg(long, env = "LAMINA_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// Serve plain HTTP and gRPC without TLS: refused unless every listen address is a loopback
-    /// address.
-    #[arg(long)]
-    plaintext: bool,
-    /// How long the session credentials of execution roles (in sandboxes of functions with a
-    /// role) are valid; a new sandbox gets fresh ones.
-    #[arg(long, default_value_t = lamina_controller::auth::sessions::DEFAULT_SESSION_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=43200))]
-    session_ttl_secs: u64,
     /// role) are valid; a new sandbox gets fresh ones.
     #[arg(long, default_value_t = lamina_controller::auth::sessions::DEFAULT_SESSION_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=43200))]
     session_ttl_secs: u64,
@@ -197,7 +178,6 @@ async fn main() -> anyhow::Result<()> {
         max_image_bytes: args.max_image_bytes,
         unverified_body_budget_bytes: args.unverified_body_budget_bytes,
         attachable_netns: args.attachable_netns,
-        session_ttl: Duration::from_secs(args.session_ttl_secs),
         session_ttl: Duration::from_secs(args.session_ttl_secs),
     };
     let controller = Controller::open(config.clone())?;

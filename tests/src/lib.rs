@@ -331,6 +331,8 @@ impl Cluster {
         let id = unique("w");
         let mut cmd = Command::new(bin("lamina-worker"));
         cmd.args(["--controller", &self.endpoint, "--listen", "127.0.0.1:0"])
+            // Where the role endpoints of sandboxes forward to (execution roles).
+            .args(["--controller-rest", &self.rest_endpoint])
             .arg("--state-dir")
             .arg(self.dir.path().join(&id))
             .args(["--worker-id", &id])
@@ -393,8 +395,6 @@ pub fn spec(name: &str, runtime: &str, handler: &str) -> v1::FunctionSpec {
 
 pub fn with_env(mut s: v1::FunctionSpec, env: &[(&str, &str)]) -> v1::FunctionSpec {
     let map: BTreeMap<String, String> = env
-            // Where the role endpoints of sandboxes forward to (execution roles).
-            .args(["--controller-rest", &self.rest_endpoint])
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();

@@ -34,9 +34,9 @@ pub const DEFAULT_REST_LISTEN: &str = "127.0.0.1:9680";
 /// off) and the budget of unverified bytes and replay cache (shared with gRPC).
 struct Front {
     services: service::Services,
+    keys: Option<Arc<KeyStore>>,
     /// Execution roles' session credentials, accepted beside the keys.
     sessions: Arc<crate::auth::sessions::SessionStore>,
-    keys: Option<Arc<KeyStore>>,
     guard: ServerGuard,
 }
 
@@ -52,8 +52,8 @@ fn services(shared: &Arc<Shared>) -> service::Services {
 pub(crate) fn router(shared: Arc<Shared>, keys: Option<Arc<KeyStore>>) -> Router {
     let front = Arc::new(Front {
         services: services(&shared),
-        sessions: Arc::clone(&shared.sessions),
         keys,
+        sessions: Arc::clone(&shared.sessions),
         guard: shared.guard.clone(),
     });
     Router::new()
@@ -74,8 +74,8 @@ pub(crate) async fn serve(
 fn auth_error(f: AuthFailure) -> RestError {
     let kind = match f {
         AuthFailure::Missing | AuthFailure::UnknownKey(_) => "UnrecognizedClientException",
-        AuthFailure::ExpiredToken(_) => "ExpiredTokenException",
         AuthFailure::Denied(..) => "AccessDeniedException",
+        AuthFailure::ExpiredToken(_) => "ExpiredTokenException",
         AuthFailure::BadSignature
         | AuthFailure::Expired(_)
         | AuthFailure::Malformed(_)
