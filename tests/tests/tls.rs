@@ -76,6 +76,33 @@ fn every_listener_speaks_tls_1_3_with_the_cluster_chain() {
             "{name} {addr}: not issued by the cluster CA:\n{out}"
         );
     }
+    // The gateway answers HTTP/1.1 and HTTP/2 (ALPN) over TLS: an unknown URL id is a 404.
+    let http = cluster.http_address().unwrap();
+    for version in ["--http1.1", "--http2"] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(&tls.ca)
+            .arg(version)
+            .arg(format!("https://{http}/nosuchurlid/"))
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout).into_owned();
+        let want = if version == "--http2" {
+            "2 404"
+        } else {
+            "1.1 404"
+        };
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&out.stderr));
+    }
     // Plain HTTP on the REST port is not answered as HTTP.
     let rest = cluster.controller.rest_address.clone().unwrap();
     let plain = Command::new("curl")
