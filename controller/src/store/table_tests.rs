@@ -214,5 +214,5 @@ fn every_declared_family_is_opened() {
     for name in schema::names() {
         assert!(db.cf(name).is_ok(), "{name}");
     }
-    assert_eq!(schema::names().count(), 18);
+    assert_eq!(schema::names().count(), 21);
 }
