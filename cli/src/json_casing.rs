@@ -10,7 +10,13 @@ use serde_json::Value;
 use crate::args::Output;
 
 /// Keys whose values are user data, not fnctl's names.
-const USER_DATA: &[&str] = &["Payload", "Record", "Variables", "AdditionalVersionWeights"];
+const USER_DATA: &[&str] = &[
+    "Payload",
+    "Record",
+    "Variables",
+    "AdditionalVersionWeights",
+    "PolicyDocument",
+];
 
 /// The keys (as `path.Key`) of `v` that do not start with an uppercase letter.
 fn bad_keys(v: &Value, path: &str, bad: &mut Vec<String>) {
@@ -111,6 +117,13 @@ fn views() -> Vec<(&'static str, Value)> {
         ..Default::default()
     };
     let key = v1::AccessKey::default();
+    // A policy document is the user's (IAM's own casing: condition keys like aws:SourceIp).
+    let role = v1::Role {
+        name: "reader".into(),
+        arn: "arn:aws:iam::000000000000:role/reader".into(),
+        policy: r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"lambda:GetFunction","Resource":"*","Condition":{"IpAddress":{"aws:SourceIp":"10.0.0.0/8"}}}]}"#.into(),
+        ..Default::default()
+    };
     let complete = v1::InvokeComplete::default();
     let url = v1::FunctionUrlConfig {
         qualifier: "live".into(),
@@ -215,6 +228,14 @@ fn views() -> Vec<(&'static str, Value)> {
         (
             "auth list",
             serde_json::to_value(vec![crate::auth::KeyView::from(&key)]).unwrap(),
+        ),
+        ("role get", json(crate::role::render(&role, Output::Json))),
+        (
+            "role list",
+            json(crate::role::render_list(
+                std::slice::from_ref(&role),
+                Output::Json,
+            )),
         ),
         (
             "alias get",

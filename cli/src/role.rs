@@ -91,7 +91,7 @@ fn read_policy(path: &PathBuf) -> anyhow::Result<String> {
     Ok(text)
 }
 
-fn render(r: &v1::Role, format: Output) -> anyhow::Result<String> {
+pub(crate) fn render(r: &v1::Role, format: Output) -> anyhow::Result<String> {
     let view = RoleView::from(r);
     Ok(match format {
         Output::Table => format!(
@@ -139,27 +139,28 @@ pub async fn run(client: &Client, cmd: RoleCommand, format: Output) -> anyhow::R
                 f => output::serialize(&serde_json::json!({ "RoleName": name }), f)?,
             })
         }
-        RoleCommand::List => {
-            let roles = client.list_roles().await?;
-            let views: Vec<RoleView> = roles.iter().map(RoleView::from).collect();
-            Ok(match format {
-                Output::Table => {
-                    let rows: Vec<Vec<String>> = views
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                r.role_name.clone(),
-                                r.last_modified.clone(),
-                                r.description.clone(),
-                            ]
-                        })
-                        .collect();
-                    output::table(&["NAME", "MODIFIED", "DESCRIPTION"], &rows)
-                }
-                f => output::serialize(&views, f)?,
-            })
-        }
+        RoleCommand::List => render_list(&client.list_roles().await?, format),
     }
+}
+
+pub(crate) fn render_list(roles: &[v1::Role], format: Output) -> anyhow::Result<String> {
+    let views: Vec<RoleView> = roles.iter().map(RoleView::from).collect();
+    Ok(match format {
+        Output::Table => {
+            let rows: Vec<Vec<String>> = views
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.role_name.clone(),
+                        r.last_modified.clone(),
+                        r.description.clone(),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "MODIFIED", "DESCRIPTION"], &rows)
+        }
+        f => output::serialize(&views, f)?,
+    })
 }
 
 #[cfg(test)]

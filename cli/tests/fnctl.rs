@@ -310,8 +310,8 @@ fn up_starts_both_and_stops_them_on_sigterm() {
         worker_args.trim(),
         format!(
             "--controller https://127.0.0.1:{port} --listen 127.0.0.1:0 --state-dir {} \
-             --cluster-token-file {} --prewarm 2 --tls-cert {tls}/worker.pem \
-             --tls-key {tls}/worker-key.pem --tls-ca {tls}/ca.pem",
+             --cluster-token-file {} --prewarm 2 --controller-rest https://127.0.0.1:9680 \
+             --tls-cert {tls}/worker.pem --tls-key {tls}/worker-key.pem --tls-ca {tls}/ca.pem",
             data_dir.join("worker").display(),
             data_dir.join("controller/auth/cluster-token").display(),
             tls = data_dir.join("tls").display()
