@@ -7,6 +7,8 @@ tests/tests/policies.rs.
         the key invokes ALLOWED and is refused everything else
     python policies.py resource-policy F G KEY SECRET
         the admin grants KEY lambda:InvokeFunction on F with AddPermission, then takes it away
+    python policies.py url-status HOST:PORT URL_ID KEY SECRET
+        the HTTP status of a GET of the AWS_IAM function URL URL_ID signed with KEY
 
 Environment: LAMINA_REST (http://HOST:PORT), LAMINA_CREDENTIALS (the admin credentials file).
 Prints one JSON object; exits non-zero on the first unexpected answer.
@@ -226,11 +228,28 @@ def resource_policy(f, g, key, secret):
     print(json.dumps({"invoked": invoked, "statement": statement}))
 
 
+def url_status(http, url_id, key, secret):
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    port = http.rsplit(":", 1)[1]
+    host = f"{url_id}.lambda-url.us-east-1.localhost:{port}"
+    req = AWSRequest(method="GET", url=f"http://{host}/policies", data=b"")
+    SigV4Auth(Credentials(key, secret), "lambda", "us-east-1").add_auth(req)
+    headers = {**dict(req.headers.items()), "Host": host}
+    r = requests.get(f"http://{http}/policies", headers=headers, timeout=60)
+    print(json.dumps({"status": r.status_code}))
+
+
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "limited":
         limited(*args)
     elif mode == "resource-policy":
         resource_policy(*args)
+    elif mode == "url-status":
+        url_status(*args)
     else:
         fail(f"unknown mode {mode}")

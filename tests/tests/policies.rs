@@ -466,6 +466,56 @@ fn add_permission_lets_a_policyless_key_invoke_exactly_one_function() {
             "a new function of the same name",
             c.invoke(invoke_request(&f, "")).await,
         )?;
+
+        // An AWS_IAM function URL: the signer needs lambda:InvokeFunctionUrl on the function
+        // (InvokeFunction is another action), from its policy or the function's.
+        let url = admin
+            .create_function_url_config(v1::FunctionUrlConfigRequest {
+                function_name: f.clone(),
+                auth_type: "AWS_IAM".into(),
+                ..Default::default()
+            })
+            .await?;
+        let http = cluster.http_address()?;
+        let status = |creds: &Credentials| -> Result<u64> {
+            let v = policies_py(
+                &cluster,
+                &[
+                    "url-status",
+                    &http,
+                    &url.url_id,
+                    &creds.access_key_id,
+                    &creds.secret_access_key,
+                ],
+            )?;
+            v["status"].as_u64().context("no status")
+        };
+        let invoke_only = policy(&allow("lambda:InvokeFunction", &format!("{ARN}{f}")));
+        let (k1, _) = key(&cluster, &admin, Some(&invoke_only)).await?;
+        assert_eq!(status(&k1)?, 403, "InvokeFunction does not open a URL");
+        let url_only = policy(&format!(
+            r#"{{"Effect":"Allow","Action":"lambda:InvokeFunctionUrl","Resource":"{ARN}{f}","Condition":{{"StringEquals":{{"lambda:FunctionUrlAuthType":"AWS_IAM"}}}}}}"#
+        ));
+        let (k2, _) = key(&cluster, &admin, Some(&url_only)).await?;
+        assert_eq!(status(&k2)?, 200, "lambda:InvokeFunctionUrl opens it");
+        assert_eq!(status(&cluster.credentials)?, 200, "the admin key");
+        // Granted by the function's resource policy instead.
+        assert_eq!(status(&creds)?, 403);
+        admin
+            .add_permission(v1::AddPermissionRequest {
+                function_name: f.clone(),
+                statement_id: "url".into(),
+                action: "lambda:InvokeFunctionUrl".into(),
+                principal: creds.access_key_id.clone(),
+                function_url_auth_type: "AWS_IAM".into(),
+                ..Default::default()
+            })
+            .await?;
+        assert_eq!(
+            status(&creds)?,
+            200,
+            "AddPermission lambda:InvokeFunctionUrl"
+        );
         Ok(())
     });
 }
