@@ -29,6 +29,8 @@ fn roles_py(cluster: &Cluster, args: &[&str]) -> Result<serde_json::Value> {
         .args(args)
         .env("LAMINA_REST", &cluster.rest_endpoint)
         .env("LAMINA_CREDENTIALS", &cluster.credentials_file)
+        .env_remove("AWS_CA_BUNDLE")
+        .envs(cluster.aws_ca_env())
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .output()
@@ -384,6 +386,58 @@ fn giving_a_function_a_role_needs_iam_pass_role() {
 
         with.create_function(with_role(&unique("f")), zip()).await?;
         with.update_function_configuration(update).await?;
+        Ok(())
+    });
+}
+
+/// With TLS on every listener the worker reaches the REST API over TLS, trusting the cluster's
+/// CA: the extension (no SDK needed) reads the role's secret through it.
+#[test]
+fn the_role_endpoints_reach_a_tls_controller() {
+    run(async {
+        let cluster = Cluster::start_tls(1, &[], &[])?;
+        anyhow::ensure!(
+            cluster.rest_endpoint.starts_with("https://"),
+            "{}",
+            cluster.rest_endpoint
+        );
+        let client = cluster.client().await?;
+        let (allowed_secret, other_secret) = (unique("allowed"), unique("other"));
+        let arns = roles_py(&cluster, &["setup", &allowed_secret, &other_secret])?;
+        let allowed_arn = arns[&allowed_secret].as_str().context("allowed ARN")?;
+        let role = unique("reader");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": allowed_arn}]
+        });
+        let arn = client
+            .create_role(&role, &policy.to_string(), "")
+            .await?
+            .arn;
+        let source = r#"
+import json, os, urllib.parse, urllib.request
+def handler(event, context):
+    req = urllib.request.Request(
+        "http://localhost:2773/secretsmanager/get?secretId=" + urllib.parse.quote(event["id"], safe=""),
+        headers={"X-Aws-Parameters-Secrets-Token": os.environ["AWS_SESSION_TOKEN"]})
+    return json.loads(urllib.request.urlopen(req, timeout=20).read())
+"#;
+        let name = unique("tls-reader");
+        let mut s = spec(&name, "python3.11", "app.handler");
+        s.role = arn;
+        client
+            .create_function(s, zip_of(&[("app.py", source, 0o644)]))
+            .await?;
+        let payload = serde_json::json!({ "id": allowed_secret }).to_string();
+        let resp = invoke(&client, &name, &payload).await?;
+        anyhow::ensure!(
+            resp.function_error.is_empty(),
+            "{}\n{}\n{}",
+            String::from_utf8_lossy(&resp.payload),
+            resp.log_tail,
+            cluster.logs()
+        );
+        assert_eq!(json(&resp)["SecretString"], "value-of-allowed");
         Ok(())
     });
 }
