@@ -199,8 +199,9 @@ impl Cluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let controller = spawn_controller(dir.path(), "127.0.0.1:0", &[], 0, None)?;
-        let mut cluster = Cluster::new(dir, controller, None)?;
+        let tls = tls::from_env(dir.path())?;
+        let controller = spawn_controller(dir.path(), "127.0.0.1:0", &[], 0, tls.as_ref())?;
+        let mut cluster = Cluster::new(dir, controller, tls)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }
@@ -513,8 +514,10 @@ impl Cluster {
         require_root();
         let dir = tempfile::Builder::new().prefix("lamina-e2e-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        let controller = spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0, None)?;
-        let mut cluster = Cluster::new(dir, controller, None)?;
+        let tls = tls::from_env(dir.path())?;
+        let controller =
+            spawn_controller(dir.path(), "127.0.0.1:0", controller_args, 0, tls.as_ref())?;
+        let mut cluster = Cluster::new(dir, controller, tls)?;
         for _ in 0..workers {
             cluster.add_worker(worker_args)?;
         }

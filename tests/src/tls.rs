@@ -6,6 +6,8 @@
 //! addresses are not loopback (network namespaces: [`crate::Cluster::start_netns`]) and those from
 //! [`crate::Cluster::start_tls`] run with TLS on every listener and mTLS between controller and
 //! workers. A test that passes its own `--plaintext` or `--tls-*` flags gets none from the harness.
+//! `LAMINA_E2E_TLS=1` runs the loopback clusters with TLS too (tests that speak plain HTTP to the
+//! REST or gateway ports themselves fail then).
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -46,6 +48,14 @@ impl TestTls {
     /// Issues `DIR/tls/NAME.pem` + `NAME-key.pem` for loopback and `hosts`.
     pub fn issue(&self, name: &str, hosts: &[String]) -> Result<Issued> {
         Ok(self.authority.issue(name, hosts)?)
+    }
+}
+
+/// A CA for a loopback cluster in `dir` when `LAMINA_E2E_TLS=1`, else `None` (`--plaintext`).
+pub fn from_env(dir: &Path) -> Result<Option<TestTls>> {
+    match std::env::var("LAMINA_E2E_TLS").as_deref() {
+        Ok("1") => Ok(Some(TestTls::create(dir, &[])?)),
+        _ => Ok(None),
     }
 }
 
