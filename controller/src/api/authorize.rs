@@ -3,8 +3,9 @@
 //! [`Caller`] the signature check put in the request's extensions), what its key's identity
 //! policies and, for `lambda:` actions on a function, the function's resource policy say
 //! (`crate::iam`). Without a key store (authentication off) everything is allowed.
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
 
 use lamina_proto::auth::Caller;
@@ -109,18 +110,38 @@ impl Shared {
         if name.contains('*') || name.contains('?') {
             return Ok(None);
         }
-        let stored = self
+        let Some(stored) = self
             .store
-            .get_function_policy(name, qualifier.unwrap_or(""))?;
-        Ok(stored.and_then(|s| match Policy::parse(&s.policy) {
-            Ok(p) => Some(Arc::new(p)),
+            .get_function_policy(name, qualifier.unwrap_or(""))?
+        else {
+            return Ok(None);
+        };
+        // Every write gives a policy a new revision id: a compiled policy is found by it, so
+        // a request parses a resource policy only once per change.
+        let mut cache = COMPILED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&stored.revision_id) {
+            return Ok(Some(Arc::clone(p)));
+        }
+        match Policy::parse(&stored.policy) {
+            Ok(p) => {
+                if cache.len() >= COMPILED_MAX {
+                    cache.clear();
+                }
+                let p = Arc::new(p);
+                cache.insert(stored.revision_id, Arc::clone(&p));
+                Ok(Some(p))
+            }
             Err(e) => {
                 tracing::error!(function = %name, error = %e, "stored resource policy does not parse: ignored");
-                None
+                Ok(None)
             }
-        }))
+        }
     }
 }
+
+/// Compiled resource policies by revision id (bounded: cleared when full).
+static COMPILED: LazyLock<Mutex<HashMap<String, Arc<Policy>>>> = LazyLock::new(Mutex::default);
+const COMPILED_MAX: usize = 4096;
 
 /// Put in a request's extensions by a listener that terminated TLS (`aws:SecureTransport`).
 #[derive(Clone, Copy, Debug)]
