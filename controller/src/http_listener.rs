@@ -194,9 +194,10 @@ async fn tls_start(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     deadline: tokio::time::Instant,
-) -> Option<Prefixed<tokio_rustls::server::TlsStream<TcpStream>>> {
+) -> Option<Prefixed<tokio_rustls::server::TlsStream<Lingering>>> {
     use tokio::io::AsyncReadExt;
     const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let stream = Lingering(Some(stream));
     let mut tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
         .await
         .ok()?
@@ -215,6 +216,85 @@ async fn tls_start(
         read: 0,
         inner: tls,
     })
+}
+
+/// How long, and how many bytes, a closed TLS connection's unread request is drained for.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 16 << 20;
+
+/// The TCP stream under a TLS connection, closed gracefully when dropped: its write side is shut
+/// and what the client still sends is read and discarded (at most [`LINGER_MAX_BYTES`], for
+/// [`LINGER`]) in a task of its own. An answer sent before the request's body was read (413, 401)
+/// then reaches the client: closing a socket with unread data resets it, and a TLS client (Python's
+/// `ssl`, so boto3) reports that reset while still writing its body instead of reading the answer.
+struct Lingering(Option<TcpStream>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _ = stream.shutdown().await;
+            let deadline = tokio::time::Instant::now() + LINGER;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut left = LINGER_MAX_BYTES;
+            while left > 0 {
+                match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                    _ => break,
+                }
+            }
+        });
+    }
+}
+
+fn closed() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::NotConnected, "the connection is closed")
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => Pin::new(s).poll_read(cx, buf),
+            None => Poll::Ready(Err(closed())),
+        }
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.0.as_mut() {
+            Some(s) => Pin::new(s).poll_write(cx, buf),
+            None => Poll::Ready(Err(closed())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => Pin::new(s).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(s) => Pin::new(s).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// A stream whose first bytes were read already: they are read again first.

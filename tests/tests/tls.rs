@@ -185,6 +185,11 @@ def client(verify):
                         aws_secret_access_key=creds['secretAccessKey'], verify=verify,
                         config=botocore.config.Config(retries={'max_attempts': 1}))
 print('functions', len(client(ca).list_functions()['Functions']))
+# Refused before its body is read: the answer still reaches the client over TLS.
+try:
+    client(ca).invoke(FunctionName='nosuch', Payload=b'x' * (7 * 1024 * 1024))
+except botocore.exceptions.ClientError as e:
+    print('too large', e.response['Error']['Code'])
 for name, verify in [('default-bundle', True), ('other-ca', other_ca)]:
     try:
         client(verify).list_functions()
@@ -217,6 +222,10 @@ fn boto3_verifies_the_rest_api_against_the_cluster_ca() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("functions 0"), "{stdout}");
+    assert!(
+        stdout.contains("too large RequestTooLargeException"),
+        "{stdout}"
+    );
     assert!(stdout.contains("refused default-bundle"), "{stdout}");
     assert!(stdout.contains("refused other-ca"), "{stdout}");
 }
