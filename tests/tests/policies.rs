@@ -519,3 +519,19 @@ fn add_permission_lets_a_policyless_key_invoke_exactly_one_function() {
         Ok(())
     });
 }
+
+#[test]
+fn secure_transport_is_true_over_tls_only() {
+    run(async {
+        let doc = policy(
+            r#"{"Effect":"Allow","Action":"lambda:ListFunctions","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}"#,
+        );
+        let tls = Cluster::start_tls(0, &[], &[])?;
+        let (_, c) = key(&tls, &tls.client().await?, Some(&doc)).await?;
+        c.list_functions().await?;
+        let plain = Cluster::start(0)?;
+        let (_, c) = key(&plain, &plain.client().await?, Some(&doc)).await?;
+        expect_denied("plaintext", c.list_functions().await)?;
+        Ok(())
+    });
+}

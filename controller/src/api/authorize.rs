@@ -68,7 +68,7 @@ impl Shared {
         let ctx = RequestContext {
             source_ip: source_ip(extensions),
             now: SystemTime::now(),
-            secure_transport: extensions.get::<SecureTransport>().is_some(),
+            secure_transport: secure(extensions),
             extra,
         };
         let resource_policy = if action.starts_with("lambda:") {
@@ -143,18 +143,25 @@ impl Shared {
 static COMPILED: LazyLock<Mutex<HashMap<String, Arc<Policy>>>> = LazyLock::new(Mutex::default);
 const COMPILED_MAX: usize = 4096;
 
-/// Put in a request's extensions by a listener that terminated TLS (`aws:SecureTransport`).
-#[derive(Clone, Copy, Debug)]
-pub struct SecureTransport;
+/// Put in a request's extensions by the HTTP listeners when it came over TLS
+/// (`aws:SecureTransport`); gRPC requests over TLS carry tonic's `TlsConnectInfo`.
+pub use crate::http_listener::SecureTransport;
+
+type TlsInfo = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
+
+/// Whether the request came over TLS.
+fn secure(extensions: &http::Extensions) -> bool {
+    extensions.get::<SecureTransport>().is_some() || extensions.get::<TlsInfo>().is_some()
+}
 
 /// The client's address: the HTTP listeners' [`crate::http_listener::Peer`], or tonic's
-/// connection info.
+/// connection info (plain or under TLS).
 fn source_ip(extensions: &http::Extensions) -> Option<IpAddr> {
     if let Some(p) = extensions.get::<crate::http_listener::Peer>() {
         return Some(p.0.ip());
     }
-    extensions
+    let tcp = extensions
         .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|c| c.remote_addr())
-        .map(|a| a.ip())
+        .or_else(|| extensions.get::<TlsInfo>().map(|t| t.get_ref()));
+    tcp.and_then(|c| c.remote_addr()).map(|a| a.ip())
 }
