@@ -22,8 +22,8 @@ pub mod credentials;
 mod error;
 mod gateway;
 mod layers;
-mod roles;
 pub mod network;
+mod roles;
 mod stream;
 mod versions;
 
@@ -490,7 +490,12 @@ impl Client {
         &self,
         req: v1::AddPermissionRequest,
     ) -> Result<v1::AddPermissionResponse, Error> {
-        Ok(self.functions.clone().add_permission(req).await?.into_inner())
+        Ok(self
+            .functions
+            .clone()
+            .add_permission(req)
+            .await?
+            .into_inner())
     }
 
     /// Removes a statement from a function's resource-based policy (Lambda's RemovePermission).

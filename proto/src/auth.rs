@@ -637,7 +637,9 @@ mod tests {
                 .uri(format!("http://controller{path}"))
                 .header(http::header::AUTHORIZATION, auth)
                 .header(DATE_HEADER, date)
-                .body(tonic::body::boxed(Full::new(bytes::Bytes::from_static(b"body"))))
+                .body(tonic::body::boxed(Full::new(bytes::Bytes::from_static(
+                    b"body",
+                ))))
                 .unwrap();
             // A client cannot smuggle a caller in: the extensions are the server's own.
             req.extensions_mut().insert(Caller {

@@ -40,7 +40,6 @@ pub mod writers;
 
 pub use db::{Batch, Database, Durability};
 pub use error::StorageError;
-pub use settings::FunctionPolicy;
 pub use gateway::GatewayStore;
 pub use layers::{LayerStore, NewLayerVersion};
 pub use network::{NetworkError, NetworkStore};
@@ -48,6 +47,7 @@ pub use parameters::ParameterStore;
 pub use rocks::RocksStore;
 pub use roles::{RocksRoleStore, RoleStore, RoleStoreError, StoredRole};
 pub use secrets::SecretStore;
+pub use settings::FunctionPolicy;
 pub use settings::SettingsStore;
 pub use versions::{parse_version_number, PublishRequest, Published, VersionStore};
 

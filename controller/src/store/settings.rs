@@ -366,9 +366,14 @@ mod tests {
         ));
         store.create_function(&function("f"), b"zip").unwrap();
         store.put_function_policy("f", "", Some(&p("a"))).unwrap();
-        store.put_function_policy("f", "live", Some(&p("b"))).unwrap();
+        store
+            .put_function_policy("f", "live", Some(&p("b")))
+            .unwrap();
         assert_eq!(store.get_function_policy("f", "").unwrap(), Some(p("a")));
-        assert_eq!(store.get_function_policy("f", "live").unwrap(), Some(p("b")));
+        assert_eq!(
+            store.get_function_policy("f", "live").unwrap(),
+            Some(p("b"))
+        );
         assert_eq!(store.get_function_policy("f", "2").unwrap(), None);
         store.put_function_policy("f", "live", None).unwrap();
         assert_eq!(store.get_function_policy("f", "live").unwrap(), None);

@@ -157,11 +157,9 @@ impl From<ApiError> for RestError {
             ApiError::Permission(e) => {
                 use crate::api::permissions::PermissionError as P;
                 match e {
-                    P::StatementExists { .. } => RestError::new(
-                        StatusCode::CONFLICT,
-                        "ResourceConflictException",
-                        message,
-                    ),
+                    P::StatementExists { .. } => {
+                        RestError::new(StatusCode::CONFLICT, "ResourceConflictException", message)
+                    }
                     P::StatementNotFound { .. } | P::NoPolicy(_) => RestError::not_found(message),
                     P::Revision { .. } => RestError::new(
                         StatusCode::PRECONDITION_FAILED,
