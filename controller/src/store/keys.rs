@@ -36,6 +36,16 @@ pub fn with_u32(name: &str, n: u32) -> Vec<u8> {
     with_bytes(name, &n.to_be_bytes())
 }
 
+/// `tag \0 key`: a key of a family that keeps several kinds of record apart by a one-byte tag
+/// (e.g. a secret's record and its versions), each kind a contiguous range of its own.
+pub fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.push(tag);
+    k.push(0);
+    k.extend_from_slice(key);
+    k
+}
+
 /// Splits `name \0 n_be` (8 bytes).
 pub fn split_u64(key: &[u8]) -> Option<(&str, u64)> {
     let (name, n) = split_fixed::<8>(key)?;

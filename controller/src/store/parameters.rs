@@ -15,6 +15,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Batch, Durability};
+use super::keys;
 use super::rocks::RocksStore;
 use super::schema;
 use super::table::{Json, Start, Table};
@@ -98,33 +99,27 @@ pub trait ParameterStore {
     ) -> Result<Vec<ParameterVersion>, StoreError>;
 }
 
-const RECORD_PREFIX: &[u8] = b"p\0";
-const HISTORY_PREFIX: &[u8] = b"h\0";
+const RECORD_TAG: u8 = b'p';
+const HISTORY_TAG: u8 = b'h';
 
+/// `p \0 name`: a parameter's newest version.
 fn record_key(name: &str) -> Vec<u8> {
-    let mut k = RECORD_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
+    keys::tagged(RECORD_TAG, name.as_bytes())
 }
 
+/// `h \0 name \0`: the start of a parameter's history.
 fn history_prefix(name: &str) -> Vec<u8> {
-    let mut k = HISTORY_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
+    keys::tagged(HISTORY_TAG, &keys::prefix(name))
 }
 
+/// The first key after the whole history of `name`.
 fn history_end(name: &str) -> Vec<u8> {
-    let mut k = HISTORY_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k.push(1);
-    k
+    keys::tagged(HISTORY_TAG, &keys::prefix_end(name))
 }
 
+/// `h \0 name \0 version_be`: one version.
 fn history_key(name: &str, version: u64) -> Vec<u8> {
-    let mut k = history_prefix(name);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
+    keys::tagged(HISTORY_TAG, &keys::with_u64(name, version))
 }
 
 impl RocksStore {

@@ -15,6 +15,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use super::db::{Batch, Durability};
+use super::keys;
 use super::rocks::RocksStore;
 use super::schema;
 use super::table::{Json, Start, Table};
@@ -129,33 +130,27 @@ pub trait SecretStore {
     ) -> Result<Vec<SecretRecord>, StoreError>;
 }
 
-const RECORD_PREFIX: &[u8] = b"s\0";
-const VALUE_PREFIX: &[u8] = b"v\0";
+const RECORD_TAG: u8 = b's';
+const VALUE_TAG: u8 = b'v';
 
+/// `s \0 name`: a secret's record.
 fn record_key(name: &str) -> Vec<u8> {
-    let mut k = RECORD_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k
+    keys::tagged(RECORD_TAG, name.as_bytes())
 }
 
+/// `v \0 name \0`: the start of a secret's values.
 fn values_prefix(name: &str) -> Vec<u8> {
-    let mut k = VALUE_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k.push(0);
-    k
+    keys::tagged(VALUE_TAG, &keys::prefix(name))
 }
 
+/// The first key after every value of `name`.
 fn values_end(name: &str) -> Vec<u8> {
-    let mut k = VALUE_PREFIX.to_vec();
-    k.extend_from_slice(name.as_bytes());
-    k.push(1);
-    k
+    keys::tagged(VALUE_TAG, &keys::prefix_end(name))
 }
 
+/// `v \0 name \0 version_id`: one value.
 fn value_key(name: &str, version_id: &str) -> Vec<u8> {
-    let mut k = values_prefix(name);
-    k.extend_from_slice(version_id.as_bytes());
-    k
+    keys::tagged(VALUE_TAG, &keys::with_bytes(name, version_id.as_bytes()))
 }
 
 impl RocksStore {
@@ -231,7 +226,7 @@ impl SecretStore for RocksStore {
             return Ok(out);
         }
         self.secret_records().walk(Start::At(&from), |e| {
-            if !e.key().starts_with(RECORD_PREFIX) {
+            if !e.key().starts_with(&[RECORD_TAG, 0]) {
                 return Ok::<_, StoreError>(ControlFlow::Break(()));
             }
             let record = e.value()?;
