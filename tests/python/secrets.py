@@ -201,7 +201,8 @@ def rotation(prefix, ok_fn, fail_fn):
     fn_arn = lambda fn: f"arn:aws:lambda:us-east-1:000000000000:function:{fn}"
 
     # The createSecret step must leave a version with the token: a function that does not write
-    # it (functions have no credentials yet) fails the rotation there.
+    # it (these have no role: tests/tests/roles.rs rotates through a function with one) fails the
+    # rotation there.
     e = raises(sm.exceptions.InvalidRequestException, sm.rotate_secret, SecretId=name, RotationLambdaARN=fn_arn(ok_fn))
     check("createSecret" in str(e), f"no pending version fails at createSecret: {e}")
     check(sm.get_secret_value(SecretId=name)["VersionId"] == old, "AWSCURRENT unchanged")
@@ -217,7 +218,17 @@ def rotation(prefix, ok_fn, fail_fn):
     check(st[old] == ["AWSCURRENT"] and st[token] == ["AWSPENDING"], f"a failed rotation moves nothing: {st}")
     check(sm.get_secret_value(SecretId=name)["SecretString"] == "old-password", "the old value is still current")
 
-    # The four steps succeed: AWSCURRENT moves to the new version, AWSPENDING goes.
+    # As in AWS, Secrets Manager does not move AWSCURRENT itself: a finishSecret that succeeds
+    # without moving it leaves the rotation incomplete, AWSPENDING in place.
+    e = raises(sm.exceptions.InvalidRequestException, sm.rotate_secret, SecretId=name, ClientRequestToken=token, RotationLambdaARN=fn_arn(ok_fn))
+    check("finishSecret" in str(e) and "AWSCURRENT" in str(e), f"an incomplete finishSecret is named: {e}")
+    st = stages(sm, name)
+    check(st[old] == ["AWSCURRENT"] and st[token] == ["AWSPENDING"], f"an incomplete rotation moves nothing: {st}")
+    check("LastRotatedDate" not in sm.describe_secret(SecretId=name), "no LastRotatedDate after an incomplete rotation")
+
+    # AWSCURRENT moved as finishSecret would (UpdateSecretVersionStage), then the rotation retried
+    # with the same token: it completes, and Secrets Manager takes AWSPENDING off.
+    sm.update_secret_version_stage(SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=token, RemoveFromVersionId=old)
     r = sm.rotate_secret(SecretId=arn, ClientRequestToken=token, RotationLambdaARN=fn_arn(ok_fn), RotationRules={"AutomaticallyAfterDays": 30})
     check(r["VersionId"] == token and r["ARN"] == arn, "RotateSecret answers the new version")
     st = stages(sm, name)

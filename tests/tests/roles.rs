@@ -441,3 +441,124 @@ def handler(event, context):
         Ok(())
     });
 }
+
+/// A rotation function deployed with `rotator.py` and a role allowing `actions` on `secret_arn`.
+async fn rotation_function(
+    cluster: &Cluster,
+    dir: &Path,
+    secret_arn: &str,
+    actions: &[&str],
+) -> Result<String> {
+    let client = cluster.client().await?;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": secret_arn}]
+    });
+    let role = client
+        .create_role(
+            &unique("rotator-role"),
+            &policy.to_string(),
+            "rotates one secret",
+        )
+        .await?;
+    let code = caller_code(dir, &fixture("rotator.py"))?;
+    let name = unique("rotator");
+    let mut s = spec(&name, "python3.11", "app.handler");
+    s.timeout_seconds = 60;
+    s.memory_size_mb = 512;
+    s.role = role.arn;
+    client
+        .create_function(s, lamina_client::code::load_code(&code)?)
+        .await?;
+    Ok(name)
+}
+
+/// Secret rotation as in AWS: RotateSecret invokes the rotation function (AWS's template: it
+/// puts the AWSPENDING version, reads it back, moves AWSCURRENT) for each step, and the function
+/// does the work through its role, on the same secret, while RotateSecret waits (no lock of the
+/// secret is held across the invocations). A function whose role lacks PutSecretValue fails the
+/// rotation at createSecret with AWSCURRENT unchanged.
+#[test]
+fn a_rotation_function_rotates_its_secret_through_its_role() {
+    run(async {
+        let cluster = Cluster::start_full(1, &[], &[])?;
+        let (ok_secret, denied_secret) = (unique("rotated"), unique("not-rotated"));
+        let arns = roles_py(&cluster, &["json-secrets", &ok_secret, &denied_secret])?;
+        let ok_arn = arns[&ok_secret].as_str().context("ARN")?;
+        let denied_arn = arns[&denied_secret].as_str().context("ARN")?;
+        let all = [
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue",
+            "secretsmanager:UpdateSecretVersionStage",
+            "secretsmanager:DescribeSecret",
+        ];
+        let dir = tempfile::tempdir()?;
+        let ok_fn = rotation_function(&cluster, &dir.path().join("ok"), ok_arn, &all).await?;
+        let no_put: Vec<&str> = all
+            .into_iter()
+            .filter(|a| *a != "secretsmanager:PutSecretValue")
+            .collect();
+        let denied_fn =
+            rotation_function(&cluster, &dir.path().join("denied"), denied_arn, &no_put).await?;
+
+        let out = roles_py(
+            &cluster,
+            &["rotate", &ok_secret, &ok_fn, &denied_secret, &denied_fn],
+        )?;
+        let answer = &out["answer"];
+        let (new, old) = (
+            answer["new"].as_str().unwrap(),
+            answer["old"].as_str().unwrap(),
+        );
+        assert_eq!(answer["arn"], ok_arn, "{out}");
+        assert_ne!(new, old, "{out}");
+        // The function's random password is current, the old one previous, AWSPENDING gone.
+        let current = out["current"].as_str().unwrap_or_default();
+        assert_eq!(current.len(), 32, "{out}");
+        assert_ne!(current, "old-password", "{out}");
+        assert_eq!(out["current_version"], new, "{out}");
+        assert_eq!(out["previous"], "old-password", "{out}");
+        assert_eq!(out["previous_version"], old, "{out}");
+        assert_eq!(out["pending"], "ResourceNotFoundException", "{out}");
+        assert_eq!(
+            out["stages"],
+            serde_json::json!({ new: ["AWSCURRENT"], old: ["AWSPREVIOUS"] }),
+            "{out}"
+        );
+        assert_eq!(out["rotation_enabled"], true, "{out}");
+        assert_eq!(
+            out["rotation_lambda"],
+            format!("arn:aws:lambda:us-east-1:000000000000:function:{ok_fn}"),
+            "{out}"
+        );
+        assert_eq!(out["last_rotated"], true, "{out}");
+        // Rotating again (the configured function) moves on from the rotated version.
+        assert_eq!(out["second"]["current_is_second"], true, "{out}");
+        assert_eq!(out["second"]["previous_is_first"], true, "{out}");
+        let second = &out["second"]["stages"];
+        assert_eq!(second[new], serde_json::json!(["AWSPREVIOUS"]), "{out}");
+        assert!(
+            second.get(old).is_none_or(|s| s == &serde_json::json!([])),
+            "the first version has no label left: {out}"
+        );
+
+        // The role without PutSecretValue: createSecret's PutSecretValue is refused, so the
+        // rotation fails there and nothing moves.
+        let denied = &out["denied"];
+        assert_eq!(denied["code"], "InvalidRequestException", "{out}");
+        let message = denied["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("createSecret") && message.contains("AccessDenied"),
+            "{out}"
+        );
+        assert_eq!(denied["current_version_unchanged"], true, "{out}");
+        assert_eq!(denied["current"], "old-password", "{out}");
+        assert_eq!(
+            denied["stages"].as_object().map(|m| m.len()),
+            Some(1),
+            "{out}"
+        );
+        assert_eq!(denied["last_rotated"], false, "{out}");
+        Ok(())
+    });
+}

@@ -115,8 +115,9 @@ fn rotate_secret_runs_the_four_steps_through_the_rotation_function() {
         };
         let (token, arn) = (field("ROTATION_TOKEN="), field("SECRET_ARN="));
 
-        // The successful rotation invoked the function once per step, in order, with the
-        // event Secrets Manager sends (after the first, refused attempt's createSecret).
+        // The completed rotation invoked the function once per step, in order, with the event
+        // Secrets Manager sends (after the refused attempt's createSecret and the incomplete
+        // attempt's four steps).
         let steps = |events: Vec<lamina_proto::v1::LogEvent>| -> Vec<serde_json::Value> {
             events
                 .iter()
@@ -141,8 +142,8 @@ fn rotate_secret_runs_the_four_steps_through_the_rotation_function() {
         }
         assert_eq!(
             ok_steps.len(),
-            5,
-            "the refused attempt ran createSecret only: {ok_steps:?}"
+            9,
+            "the refused attempt ran createSecret only, the incomplete one all four: {ok_steps:?}"
         );
         // The failing function ran every step up to finishSecret, which failed.
         let fail_steps = steps(c.get_logs(&fail_fn, 0, 0).await?.events);

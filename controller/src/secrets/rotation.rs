@@ -6,14 +6,17 @@
 //!    `AWSPENDING` (`PutSecretValue`); the version must exist after this step;
 //! 2. `setSecret`: the function sets the pending value in the protected service;
 //! 3. `testSecret`: the function checks the pending value works;
-//! 4. `finishSecret`: the function moves `AWSCURRENT` to the pending version; Secrets Manager then
-//!    makes sure it is there (moving it when the function did not: the previous current becomes
-//!    `AWSPREVIOUS`) and takes `AWSPENDING` off.
+//! 4. `finishSecret`: the function moves `AWSCURRENT` to the pending version
+//!    (`UpdateSecretVersionStage`; the previous current becomes `AWSPREVIOUS`); Secrets Manager
+//!    then takes `AWSPENDING` off it. As in AWS, Secrets Manager does not move `AWSCURRENT`
+//!    itself: a finishSecret that did not move it fails the rotation (`AWSPENDING` stays).
 //!
 //! A step that fails (a function error, or an invocation that cannot run) stops the rotation
 //! with an error naming the step; `AWSCURRENT` is unchanged and the pending version stays for a
-//! retry with the same token. The writer lock of the secret is not held while the function
-//! runs (the function writes the secret itself); one rotation of a secret runs at a time.
+//! retry with the same token. Neither the secret's writer lock nor any store lock is held while
+//! the function runs (it reads and writes the same secret through the REST API with its role's
+//! credentials): locks are taken around each store write only. One rotation of a secret runs at
+//! a time.
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 
@@ -198,16 +201,28 @@ pub async fn rotate(
             }
         }
     }
-    // finishSecret succeeded: AWSCURRENT on the new version, AWSPENDING off.
+    // finishSecret succeeded. As in AWS the function stages the versions itself: a rotation
+    // whose finishSecret did not move AWSCURRENT to the new version is incomplete (AWSPENDING
+    // stays for a retry with the same token). Secrets Manager only takes AWSPENDING off the
+    // version that is now current and records the rotation.
     let (_guard, mut record) = find_locked(shared, &record.arn).await?;
+    let incomplete = |detail: String| SecretsError::Rotation {
+        secret: record.name.clone(),
+        step: "finishSecret",
+        detail,
+    };
     if !record.versions.contains_key(&token) {
-        return Err(SecretsError::Rotation {
-            secret: record.name.clone(),
-            step: "finishSecret",
-            detail: format!("version {token} was deleted during the rotation"),
-        });
+        return Err(incomplete(format!(
+            "version {token} was deleted during the rotation"
+        )));
     }
-    staging::attach(&mut record.versions, CURRENT, &token);
+    if staging::holder(&record.versions, CURRENT) != Some(token.as_str()) {
+        return Err(incomplete(format!(
+            "the function did not move AWSCURRENT to version {token} (UpdateSecretVersionStage \
+             with MoveToVersionId {token} and RemoveFromVersionId the current version): the \
+             rotation is incomplete and AWSPENDING stays"
+        )));
+    }
     if let Some(v) = record.versions.get_mut(&token) {
         v.stages.retain(|s| s != PENDING);
     }
