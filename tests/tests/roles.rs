@@ -6,6 +6,8 @@
 //! localhost:2773 answers GetSecretValue's JSON only with the session token; a function without a
 //! role has no credentials and no endpoints; the credentials are refused after their expiry
 //! (`--session-ttl-secs`), and appear neither in GetFunction nor in the logs.
+//! A rotation function (AWS's template, tests/functions/roles/rotator.py) rotates its secret
+//! through its role while RotateSecret waits; one whose role lacks PutSecretValue fails the rotation.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
