@@ -1,5 +1,5 @@
 //! Secrets Manager and SSM Parameter Store (issue 17, item 5) through the real boto3
-//! `secretsmanager` and `ssm` clients (tests/python/secrets.py): versions and staging labels,
+//! `secretsmanager` and `ssm` clients (tests/python/secrets_api.py): versions and staging labels,
 //! deletion with a recovery window, restore, listings, error codes through botocore's exception
 //! classes; parameters with versions, paths and SecureStrings; rotation through a real Python
 //! rotation function run by a worker; and values sealed at rest.
@@ -28,7 +28,7 @@ fn secrets_py_with(cluster: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Re
         "{} is missing: run deploy/test.sh, which installs boto3 there",
         python.display()
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/secrets.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/secrets_api.py");
     let out = Command::new(python)
         .arg(&script)
         .args(args)
@@ -42,7 +42,7 @@ fn secrets_py_with(cluster: &Cluster, args: &[&str], env: &[(&str, &str)]) -> Re
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
-            "secrets.py {args:?} failed ({}):\n{stdout}\n{}\n{}",
+            "secrets_api.py {args:?} failed ({}):\n{stdout}\n{}\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr),
             cluster.logs()

@@ -1,10 +1,11 @@
 """Secrets Manager and SSM Parameter Store on Lamina's REST front, driven by the real boto3
+# (Not named secrets.py: that would hide the standard library's `secrets` from every script in this folder.)
 `secretsmanager` and `ssm` clients (run by tests/tests/secrets.rs).
 
-    python secrets.py secrets PREFIX                 # create/get/put/describe/list/delete/restore
-    python secrets.py parameters PREFIX              # put/get/decrypt/by path/versions/delete
-    python secrets.py rotation PREFIX OK_FN FAIL_FN  # RotateSecret through a rotation function
-    python secrets.py store PREFIX SECRET PARAM PLAIN  # stores values for the at-rest check
+    python secrets_api.py secrets PREFIX                 # create/get/put/describe/list/delete/restore
+    python secrets_api.py parameters PREFIX              # put/get/decrypt/by path/versions/delete
+    python secrets_api.py rotation PREFIX OK_FN FAIL_FN  # RotateSecret through a rotation function
+    python secrets_api.py store PREFIX SECRET PARAM PLAIN  # stores values for the at-rest check
 
 Environment: LAMINA_REST (http://HOST:PORT), LAMINA_CREDENTIALS (the admin credentials file).
 """
