@@ -1,6 +1,7 @@
 """Secrets Manager and SSM Parameter Store on Lamina's REST front, driven by the real boto3
-# (Not named secrets.py: that would hide the standard library's `secrets` from every script in this folder.)
-`secretsmanager` and `ssm` clients (run by tests/tests/secrets.rs).
+(Named secrets_api.py, not secrets.py, which would hide the standard library's `secrets` module
+from every script in this folder.) Driven by the real `secretsmanager` and `ssm` clients (run by
+tests/tests/secrets.rs).
 
     python secrets_api.py secrets PREFIX                 # create/get/put/describe/list/delete/restore
     python secrets_api.py parameters PREFIX              # put/get/decrypt/by path/versions/delete
