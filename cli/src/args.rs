@@ -140,10 +140,10 @@ pub enum Command {
     /// Lamina's dead-letter queues: list, show, redrive
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Access keys: create-key, list, revoke (admin keys only)
+    /// Access keys: create-key, list, revoke, key policies (admin keys, or by `iam:` policy)
     #[command(subcommand)]
     Auth(AuthCommand),
-    /// Execution roles: create, get, update, delete, list (admin keys only)
+    /// Execution roles: create, get, update, delete, list (admin keys, or by `iam:` policy)
     #[command(subcommand)]
     Role(crate::role::RoleCommand),
     /// Print a shell completion script

@@ -1,6 +1,6 @@
-//! `fnctl role`: execution roles (admin keys only). A role is a name and an IAM policy document;
-//! a function created or updated with `--role NAME` gets, in its sandboxes, short-lived
-//! credentials whose requests may do what that policy allows.
+//! `fnctl role`: execution roles (admin keys, or by `iam:` policy). A role is a name and an IAM
+//! policy document; a function created or updated with `--role NAME` gets, in its sandboxes,
+//! short-lived credentials whose requests may do what that policy allows.
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -421,6 +421,7 @@ impl Controller {
                     Arc::new(StaticKey(keys.cluster_credentials().clone()));
                 let auth = AuthServer::new(AuthService {
                     keys: Arc::clone(keys),
+                    shared: Arc::clone(&self.shared),
                 })
                 .max_decoding_message_size(GRPC_SMALL_BODY_BYTES);
                 let g = || guard.clone();
@@ -450,7 +451,7 @@ impl Controller {
                     ))
                     .add_service(Authenticated::with_guard(
                         roles_api,
-                        Arc::new(api::roles::AdminOnly(Arc::clone(&users))),
+                        Arc::clone(&users),
                         g(),
                     ))
                     .add_service(Authenticated::with_guard(auth, users, g()))

@@ -535,3 +535,70 @@ fn secure_transport_is_true_over_tls_only() {
         Ok(())
     });
 }
+
+/// Keys and roles are resources like any other: `iam:` actions on the key's user ARN or the
+/// role's ARN, granted by policy; only an admin key creates, revokes or changes an admin key.
+#[test]
+fn keys_and_roles_are_managed_by_policy_and_admin_keys_stay_above_it() {
+    run(async {
+        let cluster = start()?;
+        let admin = cluster.client().await?;
+        let admin_id = cluster.credentials.access_key_id.clone();
+        let (reader_creds, reader) = key(
+            &cluster,
+            &admin,
+            Some(&policy(&format!(
+                "{},{}",
+                allow("iam:ListAccessKeys", "*"),
+                allow("iam:GetUserPolicy", "arn:aws:iam::000000000000:user/*")
+            ))),
+        )
+        .await?;
+        // Reading is what the policy allows; nothing else.
+        let listed = reader.list_access_keys().await?;
+        assert!(listed
+            .iter()
+            .any(|k| k.access_key_id == reader_creds.access_key_id));
+        assert!(reader
+            .get_key_policy(&reader_creds.access_key_id)
+            .await?
+            .is_some_and(|p| p.contains("iam:ListAccessKeys")));
+        expect_denied(
+            "create a key",
+            reader.create_access_key("not allowed", false).await,
+        )?;
+        expect_denied(
+            "revoke a key",
+            reader.revoke_access_key(&reader_creds.access_key_id).await,
+        )?;
+        expect_denied("list roles", reader.list_roles().await)?;
+
+        // A key allowed every iam: action manages keys and roles, but not admin keys.
+        let (_, iam_admin) = key(&cluster, &admin, Some(&policy(&allow("iam:*", "*")))).await?;
+        let made = iam_admin.create_access_key("made by policy", false).await?;
+        iam_admin.revoke_access_key(&made.access_key_id).await?;
+        expect_denied(
+            "create an admin key",
+            iam_admin.create_access_key("escalate", true).await,
+        )?;
+        expect_denied(
+            "revoke the admin key",
+            iam_admin.revoke_access_key(&admin_id).await,
+        )?;
+        expect_denied(
+            "change the admin key's policy",
+            iam_admin
+                .put_key_policy(&admin_id, Some(&policy(&allow("lambda:*", "*"))))
+                .await,
+        )?;
+        let role = unique("role");
+        let role_doc = policy(&allow("lambda:GetFunction", "*"));
+        iam_admin.create_role(&role, &role_doc, "").await?;
+        assert_eq!(iam_admin.get_role(&role).await?.name, role);
+        iam_admin.delete_role(&role).await?;
+        // The admin key keeps every right.
+        let k = admin.create_access_key("admin made", false).await?;
+        admin.revoke_access_key(&k.access_key_id).await?;
+        Ok(())
+    })
+}

@@ -89,6 +89,17 @@ impl Shared {
     /// The principal of an access key: an execution role's session (its role's policy), a key
     /// of the store (admin, or its policy), or, for one unknown or revoked since it signed, a
     /// principal without policies (allowed only what resource policies grant it).
+    /// Whether the caller in `extensions` is an admin key (always true when authentication is
+    /// off: everyone is).
+    pub(crate) fn caller_is_admin(&self, extensions: &http::Extensions) -> bool {
+        let Some(keys) = &self.keys else {
+            return true;
+        };
+        extensions
+            .get::<Caller>()
+            .is_some_and(|c| self.principal(keys, &c.access_key_id).admin)
+    }
+
     fn principal(&self, keys: &crate::auth::KeyStore, access_key_id: &str) -> Principal {
         let found = if crate::auth::sessions::SessionStore::is_session_key(access_key_id) {
             self.sessions.principal(access_key_id)

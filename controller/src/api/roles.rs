@@ -1,38 +1,22 @@
-//! The `Roles` service: execution roles (issue 17), admin keys only (as key management:
-//! [`AdminOnly`]). A role is a name and an IAM identity policy (`crate::iam::Policy`, checked
-//! before it is stored); functions name it as `arn:aws:iam::000000000000:role/NAME`. Every
-//! write goes to the store first, then to the in-memory roles of `auth::sessions`, which mint
-//! and verify the sessions' credentials.
+//! The `Roles` service: execution roles (issue 17). A role is a name and an IAM identity policy
+//! (`crate::iam::Policy`, checked before it is stored); functions name it as
+//! `arn:aws:iam::000000000000:role/NAME`. Every call authorises through `Shared::authorize` with
+//! IAM's actions on the role's ARN (`iam:CreateRole`, `iam:PutRolePolicy` for an update,
+//! `iam:GetRole`, `iam:DeleteRole`, `iam:ListRoles` on `*`). Every write goes to the store first,
+//! then to the in-memory roles of `auth::sessions`, which mint and verify the sessions'
+//! credentials.
 use std::sync::Arc;
 
-use lamina_proto::auth::{AuthFailure, KeyLookup};
 use lamina_proto::v1;
 use tonic::{Request, Response, Status};
 
-use super::{now_ms, Shared};
+use super::{now_ms, ApiError, Shared};
 use crate::auth::sessions::{role_arn, role_name, valid_role_name, SessionStore};
 use crate::iam::Policy;
 use crate::store::{RoleStore, RoleStoreError, StoredRole};
 
 /// The largest description of a role (IAM's).
 const MAX_DESCRIPTION_CHARS: usize = 1000;
-
-/// Lets only admin keys call the service it guards: the key store's check of key management
-/// (`/lamina.v1.Auth/`) applied to every method.
-pub(crate) struct AdminOnly(pub Arc<dyn KeyLookup>);
-
-impl KeyLookup for AdminOnly {
-    fn secret(&self, key_id: &str, _path: &str) -> Result<String, AuthFailure> {
-        self.0
-            .secret(key_id, "/lamina.v1.Auth/ManageRoles")
-            .map_err(|f| match f {
-                AuthFailure::Denied(id, _) => {
-                    AuthFailure::Denied(id, "only admin keys may manage execution roles".into())
-                }
-                other => other,
-            })
-    }
-}
 
 /// Loads every stored role into `sessions` (at start). A role whose policy no longer parses is
 /// left out (logged): its functions get no credentials until it is updated.
@@ -128,6 +112,12 @@ fn checked(r: v1::PutRoleRequest) -> Result<(StoredRole, Arc<Policy>), String> {
 }
 
 impl RolesService {
+    /// Whether the caller may perform `action` on the role `name`.
+    fn authorize<T>(&self, request: &Request<T>, action: &str, name: &str) -> Result<(), ApiError> {
+        self.shared
+            .authorize(request.extensions(), action, &role_arn(name))
+    }
+
     pub(crate) fn new(shared: Arc<Shared>) -> RolesService {
         RolesService {
             shared,
@@ -157,6 +147,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::PutRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
+        self.authorize(&request, "iam:CreateRole", &request.get_ref().name)?;
         let (role, policy) = checked(request.into_inner()).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
         let stored = role.clone();
@@ -170,6 +161,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::PutRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
+        self.authorize(&request, "iam:PutRolePolicy", &request.get_ref().name)?;
         let (role, policy) = checked(request.into_inner()).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
         let name = role.name.clone();
@@ -183,6 +175,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::GetRoleRequest>,
     ) -> Result<Response<v1::Role>, Status> {
+        self.authorize(&request, "iam:GetRole", &request.get_ref().name)?;
         let name = request.into_inner().name;
         check_name(&name).map_err(Status::invalid_argument)?;
         let lookup = name.clone();
@@ -196,6 +189,7 @@ impl v1::roles_server::Roles for RolesService {
         &self,
         request: Request<v1::DeleteRoleRequest>,
     ) -> Result<Response<v1::DeleteRoleResponse>, Status> {
+        self.authorize(&request, "iam:DeleteRole", &request.get_ref().name)?;
         let name = request.into_inner().name;
         check_name(&name).map_err(Status::invalid_argument)?;
         let _writes = self.writes.lock().await;
@@ -208,8 +202,10 @@ impl v1::roles_server::Roles for RolesService {
 
     async fn list_roles(
         &self,
-        _request: Request<v1::ListRolesRequest>,
+        request: Request<v1::ListRolesRequest>,
     ) -> Result<Response<v1::ListRolesResponse>, Status> {
+        self.shared
+            .authorize(request.extensions(), "iam:ListRoles", "*")?;
         let roles = self.store(|s| s.list_roles()).await?;
         Ok(Response::new(v1::ListRolesResponse {
             roles: roles.into_iter().map(to_proto).collect(),
